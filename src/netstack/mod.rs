@@ -1,0 +1,1 @@
+//! smoltcp over an in-memory IP device (MTU 1280).

@@ -1,0 +1,1 @@
+//! Reconnect backoff: jittered exponential, computed from the attempt number.

@@ -1,0 +1,1 @@
+//! Coordinator client state: our node, the tunnels to replay after a reconnect.

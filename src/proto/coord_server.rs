@@ -1,0 +1,1 @@
+//! Coordinator registry: peers, tunnels, authorization and fan-out.

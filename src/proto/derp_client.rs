@@ -1,0 +1,1 @@
+//! DERP client session: login, keepalive and ping bookkeeping.

@@ -1,0 +1,1 @@
+//! DERP server session logic: login, key to client map, replacement, PeerGone.

@@ -1,0 +1,1 @@
+//! Per-destination lease counts with idle expiry.

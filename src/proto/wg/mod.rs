@@ -1,0 +1,1 @@
+//! The WireGuard device: many peers in one sans-IO state machine.

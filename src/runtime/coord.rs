@@ -1,0 +1,1 @@
+//! Coordinator client: websocket, reconnect with backoff, tunnel replay.

@@ -1,0 +1,1 @@
+//! DERP client: HTTP upgrade or websocket, login, reconnect.

@@ -1,0 +1,1 @@
+//! The workspace agent: a tailnet node serving its HTTP API on port 4.

@@ -1,0 +1,1 @@
+//! The coordinator server: websocket endpoint over the registry.

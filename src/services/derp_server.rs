@@ -1,0 +1,1 @@
+//! The DERP relay server: /derp upgrade and websocket, /derp/latency-check.

@@ -1,0 +1,8 @@
+//! Servers built on the runtime. Each server is `run(listener, shutdown)` or a router
+//! that `agentwire serve` mounts.
+
+pub mod agent;
+pub mod control;
+pub mod coordinator;
+pub mod derp_server;
+pub mod mcp;

@@ -1,0 +1,1 @@
+//! Coordinator messages: JSON text over a websocket.

@@ -1,0 +1,1 @@
+//! DERP frames (Tailscale DERP protocol version 2).

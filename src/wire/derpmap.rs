@@ -1,0 +1,1 @@
+//! The DERP map, in Tailscale's JSON format (Regions → Nodes).
