@@ -1,0 +1,257 @@
+//! Two devices driven against each other in memory, with time jumped by hand.
+
+use super::*;
+
+const A_ADDR: &str = "127.0.0.1:51000";
+const B_ADDR: &str = "127.0.0.1:52000";
+
+struct Pair {
+    a: Device,
+    b: Device,
+    now: Instant,
+    /// Plaintext IP packets delivered, per side.
+    got_a: Vec<Vec<u8>>,
+    got_b: Vec<Vec<u8>>,
+}
+
+fn ip_packet(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+    let src: std::net::Ipv4Addr = src.parse().unwrap();
+    let dst: std::net::Ipv4Addr = dst.parse().unwrap();
+    let total = 20 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p[20..].copy_from_slice(payload);
+    p
+}
+
+impl Pair {
+    fn new() -> Self {
+        let ka = NodePrivate::generate();
+        let kb = NodePrivate::generate();
+        let now = Instant::now();
+        let mut a = Device::new(ka.clone());
+        let mut b = Device::new(kb.clone());
+        let mut pa = PeerConfig::new(kb.public());
+        pa.allowed_ips = vec!["10.0.0.2/32".parse().unwrap()];
+        pa.endpoint = Some(B_ADDR.parse().unwrap());
+        a.upsert_peer(pa, now).unwrap();
+        let mut pb = PeerConfig::new(ka.public());
+        pb.allowed_ips = vec!["10.0.0.1/32".parse().unwrap()];
+        b.upsert_peer(pb, now).unwrap();
+        Self { a, b, now, got_a: vec![], got_b: vec![] }
+    }
+
+    /// Delivers every datagram until both sides are quiet. Returns datagrams exchanged.
+    fn settle(&mut self, mut tx_a: Transmits, mut tx_b: Transmits) -> usize {
+        let mut n = 0;
+        let mut plain = vec![0u8; 70_000];
+        for _ in 0..100 {
+            if tx_a.is_empty() && tx_b.is_empty() {
+                return n;
+            }
+            let mut next_a = Transmits::new();
+            let mut next_b = Transmits::new();
+            for t in tx_a.items().to_vec() {
+                n += 1;
+                let src = PathSrc::Udp(A_ADDR.parse().unwrap());
+                if let Ok(Some(len)) = self.b.decapsulate(self.now, src, tx_a.bytes(&t), &mut plain, &mut next_b) {
+                    self.got_b.push(plain[..len].to_vec());
+                }
+            }
+            for t in tx_b.items().to_vec() {
+                n += 1;
+                let src = PathSrc::Udp(B_ADDR.parse().unwrap());
+                if let Ok(Some(len)) = self.a.decapsulate(self.now, src, tx_b.bytes(&t), &mut plain, &mut next_a) {
+                    self.got_a.push(plain[..len].to_vec());
+                }
+            }
+            tx_a = next_a;
+            tx_b = next_b;
+        }
+        panic!("devices did not settle");
+    }
+}
+
+#[test]
+fn first_packet_triggers_handshake_and_is_delivered() {
+    let mut p = Pair::new();
+    let mut tx = Transmits::new();
+    let pkt = ip_packet("10.0.0.1", "10.0.0.2", b"hello");
+    p.a.encapsulate(p.now, &pkt, &mut tx).unwrap();
+    assert_eq!(tx.len(), 1);
+    assert_eq!(tx.bytes(&tx.items()[0])[0], 1, "handshake initiation first");
+    p.settle(tx, Transmits::new());
+    assert_eq!(p.got_b, vec![pkt.clone()]);
+    // Now the session exists: data goes straight out.
+    let mut tx = Transmits::new();
+    p.a.encapsulate(p.now, &pkt, &mut tx).unwrap();
+    assert_eq!(tx.bytes(&tx.items()[0])[0], 4);
+    p.settle(tx, Transmits::new());
+    assert_eq!(p.got_b.len(), 2);
+    let (stats, path) = p.b.peer_stats(&p.a.public(), p.now).unwrap();
+    assert_eq!(stats.rx_packets, 2);
+    assert!(stats.last_handshake.is_some());
+    // B learned A's endpoint by roaming.
+    assert_eq!(path, Some(PathAddr::Udp(A_ADDR.parse().unwrap())));
+}
+
+#[test]
+fn queued_packets_are_all_flushed_after_handshake() {
+    let mut p = Pair::new();
+    let mut tx = Transmits::new();
+    for i in 0..10u8 {
+        p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", &[i]), &mut tx).unwrap();
+    }
+    assert_eq!(tx.len(), 1, "one initiation, the rest queued");
+    p.settle(tx, Transmits::new());
+    assert_eq!(p.got_b.len(), 10);
+    assert_eq!(p.got_b[9][20], 9, "order kept");
+}
+
+#[test]
+fn replay_and_garbage_are_dropped_and_counted() {
+    let mut p = Pair::new();
+    let mut tx = Transmits::new();
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"x"), &mut tx).unwrap();
+    p.settle(tx, Transmits::new());
+    let mut tx = Transmits::new();
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"y"), &mut tx).unwrap();
+    let data = tx.bytes(&tx.items()[0]).to_vec();
+    let mut plain = vec![0u8; 70_000];
+    let mut out = Transmits::new();
+    let src = PathSrc::Udp(A_ADDR.parse().unwrap());
+    assert!(p.b.decapsulate(p.now, src, &data, &mut plain, &mut out).unwrap().is_some());
+    assert_eq!(p.b.decapsulate(p.now, src, &data, &mut plain, &mut out), Err(DropReason::Replay));
+    let mut tx2 = Transmits::new();
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"z"), &mut tx2).unwrap();
+    let mut flipped = tx2.bytes(&tx2.items()[0]).to_vec();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert_eq!(p.b.decapsulate(p.now, src, &flipped, &mut plain, &mut out), Err(DropReason::Auth));
+    assert_eq!(p.b.decapsulate(p.now, src, &[1, 2, 3], &mut plain, &mut out), Err(DropReason::Malformed));
+    assert_eq!(
+        p.b.decapsulate(p.now, src, &vec![4u8; 70_000], &mut plain, &mut out),
+        Err(DropReason::TooLarge)
+    );
+    let derp = PathSrc::Derp { region: 1, key: p.a.public() };
+    assert_eq!(
+        p.b.decapsulate(p.now, derp, b"TS\xf0\x9f\x92\xac and more disco bytes", &mut plain, &mut out),
+        Err(DropReason::NotWireGuard)
+    );
+    assert_eq!(p.b.drops()[DropReason::Replay as usize], 1);
+    assert_eq!(p.b.drops()[DropReason::Auth as usize], 1);
+    // A too-small output buffer is refused, not a panic.
+    assert_eq!(p.b.decapsulate(p.now, src, &data, &mut [0u8; 10], &mut out), Err(DropReason::Internal));
+}
+
+#[test]
+fn source_address_must_be_allowed() {
+    let mut p = Pair::new();
+    let mut tx = Transmits::new();
+    // A claims a source B does not allow for it.
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.9", "10.0.0.2", b"spoof"), &mut tx).unwrap();
+    p.settle(tx, Transmits::new());
+    assert!(p.got_b.is_empty());
+    assert_eq!(p.b.drops()[DropReason::SourceNotAllowed as usize], 1);
+}
+
+#[test]
+fn unroutable_and_unknown_are_dropped() {
+    let mut p = Pair::new();
+    let mut tx = Transmits::new();
+    assert_eq!(p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.9.9.9", b"x"), &mut tx), Err(DropReason::NoRoute));
+    assert_eq!(p.a.encapsulate(p.now, &[0x99; 30], &mut tx), Err(DropReason::BadPacket));
+    // B has no endpoint for A until A speaks first.
+    assert_eq!(p.b.encapsulate(p.now, &ip_packet("10.0.0.2", "10.0.0.1", b"x"), &mut tx), Err(DropReason::NoPath));
+    // A stranger's handshake is refused.
+    let mut stranger = Device::new(NodePrivate::generate());
+    let mut sc = PeerConfig::new(p.b.public());
+    sc.allowed_ips = vec!["10.0.0.2/32".parse().unwrap()];
+    sc.endpoint = Some(B_ADDR.parse().unwrap());
+    stranger.upsert_peer(sc, p.now).unwrap();
+    let mut tx = Transmits::new();
+    stranger.encapsulate(p.now, &ip_packet("10.0.0.7", "10.0.0.2", b"x"), &mut tx).unwrap();
+    let init = tx.bytes(&tx.items()[0]).to_vec();
+    let mut plain = vec![0u8; 70_000];
+    assert_eq!(
+        p.b.decapsulate(p.now, PathSrc::Udp(A_ADDR.parse().unwrap()), &init, &mut plain, &mut Transmits::new()),
+        Err(DropReason::UnknownPeer)
+    );
+}
+
+#[test]
+fn peers_can_be_removed_and_readded_while_running() {
+    let mut p = Pair::new();
+    let mut tx = Transmits::new();
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"1"), &mut tx).unwrap();
+    p.settle(tx, Transmits::new());
+    let key = p.a.public();
+    assert!(p.b.remove_peer(&key));
+    let mut tx = Transmits::new();
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"2"), &mut tx).unwrap();
+    p.settle(tx, Transmits::new());
+    assert_eq!(p.got_b.len(), 1, "removed peer's data is not delivered");
+    let mut pb = PeerConfig::new(key);
+    pb.allowed_ips = vec!["10.0.0.1/32".parse().unwrap()];
+    p.b.upsert_peer(pb, p.now).unwrap();
+    // B's new peer has no session; A's old one is unknown to it. Once B speaks (it now
+    // knows A's endpoint only if configured), a fresh handshake restores traffic.
+    let mut tx = Transmits::new();
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"3"), &mut tx).unwrap();
+    p.settle(tx, Transmits::new());
+    assert!(p.b.drops()[DropReason::NoSession as usize] + p.b.drops()[DropReason::UnknownPeer as usize] > 0);
+    let mut pb = PeerConfig::new(key);
+    pb.allowed_ips = vec!["10.0.0.1/32".parse().unwrap()];
+    pb.endpoint = Some(A_ADDR.parse().unwrap());
+    p.b.upsert_peer(pb, p.now).unwrap();
+    let mut tx = Transmits::new();
+    p.b.encapsulate(p.now, &ip_packet("10.0.0.2", "10.0.0.1", b"back"), &mut tx).unwrap();
+    p.settle(Transmits::new(), tx);
+    assert_eq!(p.got_a.len(), 1, "re-added peer handshakes and delivers");
+    let mut tx = Transmits::new();
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"4"), &mut tx).unwrap();
+    p.settle(tx, Transmits::new());
+    assert_eq!(p.got_b.last().map(|v| v[20]), Some(b'4'));
+}
+
+#[test]
+fn derp_path_probes_candidates_and_moves_to_direct() {
+    let ka = NodePrivate::generate();
+    let kb = NodePrivate::generate();
+    let now = Instant::now();
+    let mut a = Device::new(ka.clone());
+    let mut b = Device::new(kb.clone());
+    let mut pa = PeerConfig::new(kb.public());
+    pa.allowed_ips = vec!["10.0.0.2/32".parse().unwrap()];
+    pa.derp_region = Some(9);
+    pa.candidates = vec![B_ADDR.parse().unwrap()];
+    a.upsert_peer(pa, now).unwrap();
+    let mut pb = PeerConfig::new(ka.public());
+    pb.allowed_ips = vec!["10.0.0.1/32".parse().unwrap()];
+    pb.derp_region = Some(9);
+    b.upsert_peer(pb, now).unwrap();
+
+    let mut tx = Transmits::new();
+    a.encapsulate(now, &ip_packet("10.0.0.1", "10.0.0.2", b"hi"), &mut tx).unwrap();
+    let paths: Vec<_> = tx.items().iter().map(|t| t.path).collect();
+    assert_eq!(paths, vec![PathAddr::Derp(9), PathAddr::Udp(B_ADDR.parse().unwrap())]);
+    // The direct copy arrives first; B answers over UDP and A moves to direct.
+    let mut plain = vec![0u8; 70_000];
+    let mut out_b = Transmits::new();
+    let udp_copy = tx.bytes(&tx.items()[1]).to_vec();
+    b.decapsulate(now, PathSrc::Udp(A_ADDR.parse().unwrap()), &udp_copy, &mut plain, &mut out_b).unwrap();
+    assert_eq!(out_b.items()[0].path, PathAddr::Udp(A_ADDR.parse().unwrap()));
+    let derp_copy = tx.bytes(&tx.items()[0]).to_vec();
+    let derp_src = PathSrc::Derp { region: 9, key: ka.public() };
+    assert_eq!(b.decapsulate(now, derp_src, &derp_copy, &mut plain, &mut Transmits::new()), Err(DropReason::Replay));
+    let mut out_a = Transmits::new();
+    let resp = out_b.bytes(&out_b.items()[0]).to_vec();
+    a.decapsulate(now, PathSrc::Udp(B_ADDR.parse().unwrap()), &resp, &mut plain, &mut out_a).unwrap();
+    assert!(out_a.items().iter().all(|t| t.path == PathAddr::Udp(B_ADDR.parse().unwrap())));
+    assert_eq!(a.peer_stats(&kb.public(), now).unwrap().1, Some(PathAddr::Udp(B_ADDR.parse().unwrap())));
+}
