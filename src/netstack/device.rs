@@ -1,0 +1,131 @@
+//! The in-memory IP device smoltcp reads from and writes to.
+//!
+//! Packets live in reusable buffers: the runtime hands decrypted packets in, smoltcp's
+//! egress fills buffers taken from a free list, and spent buffers go back to it. The
+//! transmit queue is bounded; when it is full `transmit` returns `None`, which makes
+//! smoltcp hold its data — backpressure instead of drops.
+
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+use std::collections::VecDeque;
+
+/// Capacity of a pooled packet buffer: the MTU plus slack for larger peer MTUs.
+pub const PACKET_BUF: usize = 2048;
+
+/// The device: bounded receive and transmit queues over pooled buffers.
+#[derive(Debug)]
+pub struct VirtualDevice {
+    pub(crate) rx: VecDeque<Vec<u8>>,
+    pub(crate) tx: VecDeque<Vec<u8>>,
+    pub(crate) free: Vec<Vec<u8>>,
+    /// Buffers smoltcp finished reading; moved back to `free` after each poll.
+    spent: Vec<Vec<u8>>,
+    pub(crate) tx_limit: usize,
+    pub(crate) rx_limit: usize,
+    mtu: usize,
+}
+
+impl VirtualDevice {
+    pub(crate) fn new(mtu: usize, queue: usize) -> Self {
+        Self {
+            rx: VecDeque::with_capacity(queue),
+            tx: VecDeque::with_capacity(queue),
+            free: Vec::new(),
+            spent: Vec::new(),
+            tx_limit: queue,
+            rx_limit: queue,
+            mtu,
+        }
+    }
+
+    /// A buffer holding a copy of `pkt`, from the pool when possible.
+    pub(crate) fn buffer_from(&mut self, pkt: &[u8]) -> Vec<u8> {
+        let mut b = self.free.pop().unwrap_or_else(|| Vec::with_capacity(PACKET_BUF));
+        b.clear();
+        b.extend_from_slice(pkt);
+        b
+    }
+
+    /// Returns spent buffers to the pool, keeping it bounded.
+    pub(crate) fn recycle_spent(&mut self) {
+        let keep = (self.rx_limit + self.tx_limit).saturating_sub(self.free.len());
+        self.free.extend(self.spent.drain(..).take(keep));
+        self.spent.clear();
+    }
+
+    /// Takes back buffers the runtime finished with.
+    pub(crate) fn recycle(&mut self, bufs: &mut Vec<Vec<u8>>) {
+        let keep = (self.rx_limit + self.tx_limit).saturating_sub(self.free.len());
+        self.free.extend(bufs.drain(..).filter(|b| b.capacity() <= 4 * PACKET_BUF).take(keep));
+        bufs.clear();
+    }
+}
+
+#[derive(Debug)]
+pub struct RxToken<'a> {
+    buf: Vec<u8>,
+    spent: &'a mut Vec<Vec<u8>>,
+}
+
+#[derive(Debug)]
+pub struct TxToken<'a> {
+    tx: &'a mut VecDeque<Vec<u8>>,
+    free: &'a mut Vec<Vec<u8>>,
+}
+
+impl phy::RxToken for RxToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let r = f(&self.buf);
+        self.spent.push(self.buf);
+        r
+    }
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut b = self.free.pop().unwrap_or_else(|| Vec::with_capacity(PACKET_BUF));
+        // Buffers keep their previous length, so resizing to a full-sized packet rarely
+        // has to zero anything.
+        b.resize(len, 0);
+        let r = f(&mut b[..len]);
+        self.tx.push_back(b);
+        r
+    }
+}
+
+impl phy::Device for VirtualDevice {
+    type RxToken<'a> = RxToken<'a>;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _ts: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        if self.tx.len() >= self.tx_limit {
+            // A reply (ACK, RST) needs room; leave the packet queued until there is.
+            return None;
+        }
+        let buf = self.rx.pop_front()?;
+        Some((RxToken { buf, spent: &mut self.spent }, TxToken { tx: &mut self.tx, free: &mut self.free }))
+    }
+
+    fn transmit(&mut self, _ts: Instant) -> Option<TxToken<'_>> {
+        if self.tx.len() >= self.tx_limit {
+            return None;
+        }
+        Some(TxToken { tx: &mut self.tx, free: &mut self.free })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = self.mtu;
+        // WireGuard authenticates every packet, so verifying checksums on receive buys
+        // nothing; outgoing checksums stay correct for kernel and gVisor peers.
+        let mut cs = ChecksumCapabilities::default();
+        cs.ipv4 = Checksum::Tx;
+        cs.tcp = Checksum::Tx;
+        cs.udp = Checksum::Tx;
+        cs.icmpv4 = Checksum::Tx;
+        cs.icmpv6 = Checksum::Tx;
+        caps.checksum = cs;
+        caps
+    }
+}

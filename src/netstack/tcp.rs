@@ -1,0 +1,215 @@
+//! TCP socket operations on the netstack, for the runtime's stream types.
+
+use super::Netstack;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::{self, RecvError, SendError, State};
+use smoltcp::wire::IpEndpoint;
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// Why a TCP operation failed. Maps onto `std::io::ErrorKind` in the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TcpError {
+    /// The peer refused the connection (RST in reply to our SYN).
+    #[error("connection refused")]
+    Refused,
+    /// The connection was reset.
+    #[error("connection reset")]
+    Reset,
+    /// The socket is not (or no longer) connected for this operation.
+    #[error("socket not connected")]
+    NotConnected,
+    /// No ephemeral port is free.
+    #[error("no free local port")]
+    NoPorts,
+    /// No interface address of the destination's family, or a bad destination.
+    #[error("destination unreachable from this interface")]
+    Unaddressable,
+    /// A listener already holds that port.
+    #[error("address in use")]
+    AddrInUse,
+    /// The write side was shut down.
+    #[error("broken pipe")]
+    BrokenPipe,
+}
+
+pub(super) fn new_socket(rx: usize, tx: usize) -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0u8; rx]),
+        tcp::SocketBuffer::new(vec![0u8; tx]),
+    );
+    // Interactive request/response traffic dominates; Nagle would add a round trip to
+    // every small write. Delayed ACKs are off because the driver already batches: one
+    // poll processes a whole burst of segments and sends one ACK for it.
+    s.set_nagle_enabled(false);
+    s.set_ack_delay(None);
+    s
+}
+
+fn endpoint(e: IpEndpoint) -> SocketAddr {
+    SocketAddr::from(e)
+}
+
+impl Netstack {
+    fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(h)
+    }
+
+    /// Starts a connection to `remote`. Completion is observed with
+    /// [`Netstack::tcp_poll_connect`].
+    ///
+    /// # Errors
+    /// [`TcpError::NoPorts`] or [`TcpError::Unaddressable`].
+    pub fn tcp_connect(&mut self, remote: SocketAddr, _now: Instant) -> Result<SocketHandle, TcpError> {
+        let local_addr = self
+            .config
+            .addresses
+            .iter()
+            .find(|a| a.is_ipv4() == remote.is_ipv4())
+            .copied()
+            .ok_or(TcpError::Unaddressable)?;
+        let port = self.alloc_port().ok_or(TcpError::NoPorts)?;
+        let mut s = new_socket(self.config.tcp_rx_buffer, self.config.tcp_tx_buffer);
+        if s.connect(self.iface.context(), remote, SocketAddr::new(local_addr, port)).is_err() {
+            self.used_ports.remove(&port);
+            return Err(TcpError::Unaddressable);
+        }
+        let h = self.sockets.add(s);
+        self.dial_ports.insert(h, port);
+        self.wake_driver();
+        Ok(h)
+    }
+
+    /// Whether the connection started by [`Netstack::tcp_connect`] is established.
+    pub fn tcp_poll_connect(&mut self, h: SocketHandle, cx: &mut Context<'_>) -> Poll<Result<(), TcpError>> {
+        let s = self.tcp(h);
+        match s.state() {
+            State::SynSent | State::SynReceived => {
+                s.register_send_waker(cx.waker());
+                Poll::Pending
+            }
+            State::Closed | State::TimeWait | State::Listen => Poll::Ready(Err(TcpError::Refused)),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Reads into `buf`. `Ok(0)` is end of stream.
+    pub fn tcp_poll_read(
+        &mut self,
+        h: SocketHandle,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<Result<usize, TcpError>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let s = self.tcp(h);
+        match s.recv_slice(buf) {
+            Ok(0) => {
+                s.register_recv_waker(cx.waker());
+                Poll::Pending
+            }
+            Ok(n) => {
+                // The window just opened; let the driver tell the peer.
+                self.wake_driver();
+                Poll::Ready(Ok(n))
+            }
+            Err(RecvError::Finished) => Poll::Ready(Ok(0)),
+            Err(RecvError::InvalidState) => match s.state() {
+                State::SynSent | State::SynReceived => {
+                    s.register_recv_waker(cx.waker());
+                    Poll::Pending
+                }
+                _ => Poll::Ready(Err(TcpError::Reset)),
+            },
+        }
+    }
+
+    /// Writes from `data`; returns how much was buffered.
+    pub fn tcp_poll_write(
+        &mut self,
+        h: SocketHandle,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<Result<usize, TcpError>> {
+        let s = self.tcp(h);
+        match s.send_slice(data) {
+            Ok(0) if !data.is_empty() => {
+                s.register_send_waker(cx.waker());
+                Poll::Pending
+            }
+            Ok(n) => {
+                self.wake_driver();
+                Poll::Ready(Ok(n))
+            }
+            Err(SendError::InvalidState) => match s.state() {
+                State::SynSent | State::SynReceived => {
+                    s.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+                State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck | State::TimeWait => {
+                    Poll::Ready(Err(TcpError::BrokenPipe))
+                }
+                _ => Poll::Ready(Err(TcpError::Reset)),
+            },
+        }
+    }
+
+    /// Ready once everything written has been acknowledged by the peer.
+    pub fn tcp_poll_drained(&mut self, h: SocketHandle, cx: &mut Context<'_>) -> Poll<Result<(), TcpError>> {
+        let s = self.tcp(h);
+        if s.send_queue() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        match s.state() {
+            State::Closed => Poll::Ready(Err(TcpError::Reset)),
+            _ => {
+                s.register_send_waker(cx.waker());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Closes the write half (FIN after buffered data).
+    pub fn tcp_shutdown(&mut self, h: SocketHandle) {
+        self.tcp(h).close();
+        self.wake_driver();
+    }
+
+    /// Resets the connection at once.
+    pub fn tcp_abort(&mut self, h: SocketHandle) {
+        self.tcp(h).abort();
+        self.wake_driver();
+    }
+
+    /// Releases a socket whose handle was dropped. Unread data means the application
+    /// abandoned the stream: reset, as a kernel does. Otherwise close gracefully and let
+    /// the socket linger until closed (bounded by the configured linger time).
+    pub fn tcp_release(&mut self, h: SocketHandle, now: Instant) {
+        let linger = self.config.linger;
+        let s = self.tcp(h);
+        match s.state() {
+            State::Closed | State::TimeWait | State::Listen => {
+                self.free_socket(h);
+                return;
+            }
+            State::SynSent => s.abort(),
+            _ if s.recv_queue() > 0 => s.abort(),
+            _ => s.close(),
+        }
+        self.lingering.push((h, now + linger));
+        self.wake_driver();
+    }
+
+    /// The connection's local and remote addresses.
+    pub fn tcp_addrs(&mut self, h: SocketHandle) -> Option<(SocketAddr, SocketAddr)> {
+        let s = self.tcp(h);
+        Some((endpoint(s.local_endpoint()?), endpoint(s.remote_endpoint()?)))
+    }
+
+    /// The socket's TCP state, for diagnostics and tests.
+    pub fn tcp_state(&mut self, h: SocketHandle) -> State {
+        self.tcp(h).state()
+    }
+}

@@ -1,0 +1,242 @@
+//! Two netstacks wired back to back in memory (no WireGuard), driven by hand.
+
+use super::*;
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+
+struct Wire {
+    a: Netstack,
+    b: Netstack,
+    now: Instant,
+    /// Drop every packet from a to b while set.
+    cut: bool,
+}
+
+fn cx() -> Context<'static> {
+    Context::from_waker(Waker::noop())
+}
+
+fn stack(addr: &str, cfg: impl FnOnce(&mut NetstackConfig)) -> Netstack {
+    let mut c = NetstackConfig { addresses: vec![addr.parse().unwrap()], ..Default::default() };
+    cfg(&mut c);
+    Netstack::new(c, Instant::now(), 7).unwrap()
+}
+
+impl Wire {
+    fn new() -> Self {
+        Self::with(|_| {})
+    }
+    fn with(cfg: impl Fn(&mut NetstackConfig)) -> Self {
+        Self { a: stack("10.0.0.1", &cfg), b: stack("10.0.0.2", &cfg), now: Instant::now(), cut: false }
+    }
+    /// Polls both sides and moves packets until quiet.
+    fn run(&mut self) {
+        let mut out = Vec::new();
+        for _ in 0..10_000 {
+            self.a.poll(self.now);
+            self.b.poll(self.now);
+            let mut moved = false;
+            self.a.take_transmits(&mut out);
+            for p in &out {
+                moved = true;
+                if !self.cut {
+                    self.b.receive(p, self.now);
+                }
+            }
+            self.a.recycle(&mut out);
+            self.b.take_transmits(&mut out);
+            for p in &out {
+                moved = true;
+                self.a.receive(p, self.now);
+            }
+            self.b.recycle(&mut out);
+            if !moved {
+                return;
+            }
+        }
+        panic!("no quiescence");
+    }
+}
+
+#[test]
+fn connect_accept_transfer_and_close() {
+    let mut w = Wire::new();
+    let lid = w.b.tcp_listen(80).unwrap();
+    let c = w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now).unwrap();
+    w.run();
+    assert_eq!(w.a.tcp_poll_connect(c, &mut cx()), Poll::Ready(Ok(())));
+    let Poll::Ready(Ok((s, local, remote))) = w.b.tcp_poll_accept(lid, &mut cx()) else { panic!("no accept") };
+    assert_eq!(local, "10.0.0.2:80".parse().unwrap());
+    assert_eq!(remote.ip(), "10.0.0.1".parse::<IpAddr>().unwrap());
+
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut sent = 0;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while got.len() < data.len() {
+        if let Poll::Ready(Ok(n)) = w.a.tcp_poll_write(c, &mut cx(), &data[sent..]) {
+            sent += n;
+        }
+        w.run();
+        while let Poll::Ready(Ok(n)) = w.b.tcp_poll_read(s, &mut cx(), &mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert_eq!(got, data);
+    // FIN: the reader sees end of stream.
+    w.a.tcp_shutdown(c);
+    w.run();
+    assert_eq!(w.b.tcp_poll_read(s, &mut cx(), &mut buf), Poll::Ready(Ok(0)));
+    // The other way still works (half close).
+    assert_eq!(w.b.tcp_poll_write(s, &mut cx(), b"bye"), Poll::Ready(Ok(3)));
+    w.run();
+    assert_eq!(w.a.tcp_poll_read(c, &mut cx(), &mut buf), Poll::Ready(Ok(3)));
+    w.b.tcp_release(s, w.now);
+    w.a.tcp_release(c, w.now);
+    w.run();
+    assert_eq!(w.a.stats().tcp_sockets, 0, "dialled socket freed");
+    assert_eq!(w.b.stats().tcp_sockets, 0, "accepted socket freed");
+    w.b.tcp_unlisten(lid, w.now);
+    w.run();
+    assert_eq!(w.b.stats().tcp_sockets, 0);
+}
+
+#[test]
+fn closed_port_refuses() {
+    let mut w = Wire::new();
+    let c = w.a.tcp_connect("10.0.0.2:81".parse().unwrap(), w.now).unwrap();
+    w.run();
+    assert_eq!(w.a.tcp_poll_connect(c, &mut cx()), Poll::Ready(Err(TcpError::Refused)));
+}
+
+#[test]
+fn slow_reader_applies_backpressure() {
+    let mut w = Wire::with(|c| {
+        c.tcp_rx_buffer = 64 << 10;
+        c.tcp_tx_buffer = 64 << 10;
+    });
+    let lid = w.b.tcp_listen(80).unwrap();
+    let c = w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now).unwrap();
+    w.run();
+    let Poll::Ready(Ok((_s, _, _))) = w.b.tcp_poll_accept(lid, &mut cx()) else { panic!() };
+    let chunk = vec![7u8; 16 << 10];
+    let mut accepted = 0;
+    for _ in 0..100 {
+        match w.a.tcp_poll_write(c, &mut cx(), &chunk) {
+            Poll::Ready(Ok(n)) => accepted += n,
+            Poll::Pending => break,
+            Poll::Ready(Err(e)) => panic!("{e}"),
+        }
+        w.run();
+    }
+    // The receiver never reads: the sender can buffer its window plus its own buffer, no more.
+    assert!(accepted <= 128 << 10, "accepted {accepted}");
+    assert!(w.a.tcp_poll_write(c, &mut cx(), &chunk).is_pending());
+}
+
+#[test]
+fn many_simultaneous_syns_are_all_accepted() {
+    let mut w = Wire::with(|c| {
+        c.tcp_rx_buffer = 4096;
+        c.tcp_tx_buffer = 4096;
+    });
+    let lid = w.b.tcp_listen(80).unwrap();
+    let conns: Vec<_> = (0..200).map(|_| w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now).unwrap()).collect();
+    w.run();
+    for c in &conns {
+        assert_eq!(w.a.tcp_poll_connect(*c, &mut cx()), Poll::Ready(Ok(())));
+    }
+    let mut n = 0;
+    while let Poll::Ready(Ok(_)) = w.b.tcp_poll_accept(lid, &mut cx()) {
+        n += 1;
+    }
+    assert_eq!(n, 200);
+}
+
+#[test]
+fn backlog_full_drops_syns_instead_of_resetting() {
+    let mut w = Wire::with(|c| {
+        c.listen_backlog = 5;
+        c.tcp_rx_buffer = 4096;
+        c.tcp_tx_buffer = 4096;
+    });
+    let _lid = w.b.tcp_listen(80).unwrap();
+    let conns: Vec<_> = (0..8).map(|_| w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now).unwrap()).collect();
+    w.run();
+    let established = conns.iter().filter(|c| w.a.tcp_poll_connect(**c, &mut cx()) == Poll::Ready(Ok(()))).count();
+    assert_eq!(established, 5);
+    assert!(conns.iter().all(|c| w.a.tcp_poll_connect(*c, &mut cx()) != Poll::Ready(Err(TcpError::Refused))));
+    assert_eq!(w.b.stats().syn_backlog_full, 3);
+}
+
+#[test]
+fn wildcard_listener_takes_any_port_above_minimum() {
+    let mut w = Wire::new();
+    let lid = w.b.tcp_listen_any(9).unwrap();
+    let c = w.a.tcp_connect("10.0.0.2:8080".parse().unwrap(), w.now).unwrap();
+    let low = w.a.tcp_connect("10.0.0.2:5".parse().unwrap(), w.now).unwrap();
+    w.run();
+    assert_eq!(w.a.tcp_poll_connect(c, &mut cx()), Poll::Ready(Ok(())));
+    assert_eq!(w.a.tcp_poll_connect(low, &mut cx()), Poll::Ready(Err(TcpError::Refused)));
+    let Poll::Ready(Ok((_, local, _))) = w.b.tcp_poll_accept(lid, &mut cx()) else { panic!() };
+    assert_eq!(local.port(), 8080);
+}
+
+#[test]
+fn dropping_with_unread_data_resets_and_frees() {
+    let mut w = Wire::new();
+    let lid = w.b.tcp_listen(80).unwrap();
+    let c = w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now).unwrap();
+    w.run();
+    let Poll::Ready(Ok((s, _, _))) = w.b.tcp_poll_accept(lid, &mut cx()) else { panic!() };
+    let _ = w.a.tcp_poll_write(c, &mut cx(), b"unread");
+    w.run();
+    w.b.tcp_release(s, w.now);
+    w.run();
+    let mut buf = [0u8; 8];
+    assert_eq!(w.a.tcp_poll_read(c, &mut cx(), &mut buf), Poll::Ready(Err(TcpError::Reset)));
+}
+
+#[test]
+fn lingering_close_is_bounded() {
+    let mut w = Wire::new();
+    let lid = w.b.tcp_listen(80).unwrap();
+    let c = w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now).unwrap();
+    w.run();
+    let Poll::Ready(Ok(_)) = w.b.tcp_poll_accept(lid, &mut cx()) else { panic!() };
+    w.cut = true; // the peer vanishes: our FIN is never acknowledged
+    w.a.tcp_release(c, w.now);
+    w.run();
+    assert_eq!(w.a.stats().lingering, 1);
+    w.now += Duration::from_secs(31);
+    w.run();
+    w.run();
+    assert_eq!(w.a.stats().lingering, 0);
+    assert_eq!(w.a.stats().tcp_sockets, 0);
+}
+
+#[test]
+fn udp_round_trip() {
+    let mut w = Wire::new();
+    let (ha, pa) = w.a.udp_bind(0).unwrap();
+    let (hb, _) = w.b.udp_bind(53).unwrap();
+    assert_eq!(w.b.udp_bind(53), Err(UdpError::AddrInUse));
+    assert_eq!(w.a.udp_poll_send(ha, &mut cx(), b"query", "10.0.0.2:53".parse().unwrap()), Poll::Ready(Ok(())));
+    w.run();
+    let mut buf = [0u8; 64];
+    let Poll::Ready(Ok((n, from))) = w.b.udp_poll_recv(hb, &mut cx(), &mut buf) else { panic!() };
+    assert_eq!(&buf[..n], b"query");
+    assert_eq!(from, SocketAddr::new("10.0.0.1".parse().unwrap(), pa));
+    assert_eq!(w.a.udp_poll_send(ha, &mut cx(), b"x", "[::1]:53".parse().unwrap()), Poll::Ready(Err(UdpError::Unaddressable)));
+    w.a.udp_close(ha);
+    assert_eq!(w.a.stats().udp_sockets, 0);
+}
+
+#[test]
+fn bad_addresses_are_rejected() {
+    let c = NetstackConfig { addresses: vec!["0.0.0.0".parse().unwrap()], ..Default::default() };
+    assert!(Netstack::new(c, Instant::now(), 1).is_err());
+}
