@@ -37,6 +37,8 @@ struct Listener {
     /// Established, waiting for accept.
     ready: VecDeque<SocketHandle>,
     waker: Option<Waker>,
+    /// The stack shut down; accepts fail.
+    closed: bool,
 }
 
 impl Listener {
@@ -54,6 +56,15 @@ pub(super) struct Listeners {
 }
 
 impl Listeners {
+    pub(super) fn wake_all(&mut self) {
+        for l in self.by_id.values_mut() {
+            l.closed = true;
+            if let Some(w) = l.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
     pub(super) fn has_port(&self, port: u16) -> bool {
         self.by_port.contains_key(&port)
     }
@@ -169,6 +180,7 @@ impl Netstack {
                 pending: Vec::new(),
                 ready: VecDeque::new(),
                 waker: None,
+                closed: false,
             },
         );
         id
@@ -183,6 +195,9 @@ impl Netstack {
         let Some(l) = self.listeners.by_id.get_mut(&id) else {
             return Poll::Ready(Err(TcpError::NotConnected));
         };
+        if l.closed {
+            return Poll::Ready(Err(TcpError::NotConnected));
+        }
         while let Some(h) = l.ready.pop_front() {
             let s = self.sockets.get::<tcp::Socket>(h);
             if let (Some(local), Some(remote)) = (s.local_endpoint(), s.remote_endpoint()) {

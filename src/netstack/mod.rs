@@ -260,6 +260,42 @@ impl Netstack {
         true
     }
 
+    /// Queues one decrypted IP packet held in a pooled buffer (no copy). On drop the
+    /// buffer goes back to the pool and `false` is returned.
+    pub fn receive_owned(&mut self, buf: Vec<u8>, now: Instant) -> bool {
+        if self.dev.rx.len() >= self.dev.rx_limit {
+            self.stats.rx_queue_full += 1;
+            self.dev.free.push(buf);
+            return false;
+        }
+        if !self.admit(&buf, now) {
+            self.dev.free.push(buf);
+            return false;
+        }
+        self.dev.rx.push_back(buf);
+        self.stats.rx_packets += 1;
+        true
+    }
+
+    /// Lends up to `n` pooled packet buffers (allocating when the pool is empty).
+    pub fn lend_buffers(&mut self, out: &mut Vec<Vec<u8>>, n: usize) {
+        for _ in 0..n {
+            out.push(self.dev.free.pop().unwrap_or_else(|| Vec::with_capacity(device::PACKET_BUF)));
+        }
+    }
+
+    /// Aborts every connection and listener: the tunnel is going away. Wakes every
+    /// waiting task so nothing hangs on a stack that will never be polled again.
+    pub fn close_all(&mut self) {
+        for (_, s) in self.sockets.iter_mut() {
+            match s {
+                smoltcp::socket::Socket::Tcp(t) => t.abort(),
+                smoltcp::socket::Socket::Udp(u) => u.close(),
+            }
+        }
+        self.listeners.wake_all();
+    }
+
     /// Runs smoltcp: all queued ingress, then egress, then listener and socket upkeep.
     /// Returns whether any socket's state may have changed.
     pub fn poll(&mut self, now: Instant) -> bool {

@@ -190,11 +190,11 @@ impl Netstack {
         let linger = self.config.linger;
         let s = self.tcp(h);
         match s.state() {
-            State::Closed | State::TimeWait | State::Listen => {
+            // Nothing to tell the peer: a SYN-SENT socket has no connection yet.
+            State::Closed | State::TimeWait | State::Listen | State::SynSent => {
                 self.free_socket(h);
                 return;
             }
-            State::SynSent => s.abort(),
             _ if s.recv_queue() > 0 => s.abort(),
             _ => s.close(),
         }

@@ -2,4 +2,14 @@
 
 pub mod clock;
 pub mod coord;
+pub mod datagram;
 pub mod derp;
+pub mod driver;
+pub mod stack;
+pub mod stream;
+pub mod tunnel;
+pub mod udp;
+
+pub use datagram::UdpSocket;
+pub use stream::{TcpListener, TcpStream};
+pub use tunnel::{Tunnel, TunnelConfig, TunnelError, TunnelStats};

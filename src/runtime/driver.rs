@@ -1,0 +1,405 @@
+//! The driver task: one task owns the WireGuard device and drives the netstack.
+//!
+//! Each wake drains everything that is ready, within a budget: UDP batches are
+//! decrypted straight into pooled packet buffers, handed to the netstack under one lock,
+//! smoltcp runs once, its output is encrypted outside the lock and sent back to back
+//! (runs of equal-sized datagrams as one GSO send). When the UDP socket is full, the
+//! driver stops taking packets from smoltcp, whose bounded device queue then holds data
+//! back in the TCP buffers — backpressure all the way to the writer.
+
+use super::clock;
+use super::stack::Shared;
+use super::udp::UdpTransport;
+use crate::proto::wg::{Device, DeviceError, DropReason, PathAddr, PathSrc, PeerConfig, PeerStats, Transmits};
+use crate::wire::key::NodePublic;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Sleep;
+
+/// Rounds of work per wake before yielding to other tasks.
+const ROUND_BUDGET: usize = 32;
+/// UDP batches read per round.
+const RECV_BATCHES: usize = 4;
+/// Packets taken from smoltcp per round while earlier datagrams are still unsent.
+const MAX_PENDING_TX: usize = 1024;
+
+/// Requests to the driver.
+#[derive(Debug)]
+pub(crate) enum Command {
+    UpsertPeer(PeerConfig, oneshot::Sender<Result<(), DeviceError>>),
+    RemovePeer(NodePublic, oneshot::Sender<bool>),
+    PeerStats(NodePublic, oneshot::Sender<Option<(PeerStats, Option<PathAddr>)>>),
+    Stats(oneshot::Sender<DriverStats>),
+}
+
+/// Device-level counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Datagrams received on the UDP socket.
+    pub udp_rx_datagrams: u64,
+    /// Datagrams sent on the UDP socket.
+    pub udp_tx_datagrams: u64,
+    /// `sendmsg` calls.
+    pub udp_tx_calls: u64,
+    /// Sends that failed with an error other than "would block".
+    pub udp_tx_errors: u64,
+    /// Datagrams for a path with no transport (such as DERP when none is attached).
+    pub unroutable: u64,
+    /// Drops by reason, as `(name, count)`.
+    pub drops: Vec<(&'static str, u64)>,
+    /// Configured peers.
+    pub peers: usize,
+}
+
+/// Sends datagrams whose path is a DERP region. Implemented by the DERP client set.
+pub trait Relay: Send + 'static {
+    /// Queues `packet` for `dst` through `region`; `false` if it was dropped.
+    fn send(&mut self, region: u16, dst: NodePublic, packet: &[u8]) -> bool;
+}
+
+/// A datagram that arrived through a relay.
+#[derive(Debug)]
+pub struct RelayInbound {
+    /// The region it came through.
+    pub region: u16,
+    /// The sender's key.
+    pub src: NodePublic,
+    /// The datagram.
+    pub packet: bytes::Bytes,
+}
+
+pub(crate) struct Driver {
+    shared: Arc<Shared>,
+    device: Device,
+    udp: UdpTransport,
+    relay: Option<Box<dyn Relay>>,
+    relay_rx: Option<mpsc::Receiver<RelayInbound>>,
+    cmds: mpsc::Receiver<Command>,
+    tx: Transmits,
+    /// Datagrams of `tx` already sent.
+    sent: usize,
+    send_blocked: bool,
+    /// Decrypted packets waiting for the netstack lock.
+    rx_batch: Vec<Vec<u8>>,
+    /// Empty packet buffers lent by the netstack.
+    pool: Vec<Vec<u8>>,
+    /// Packets taken from smoltcp, and buffers to give back.
+    out_pkts: Vec<Vec<u8>>,
+    spent: Vec<Vec<u8>>,
+    big: Vec<u8>,
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<Instant>,
+    stack_due: bool,
+    stats: DriverStats,
+    gso_max: usize,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        device: Device,
+        udp: UdpTransport,
+        cmds: mpsc::Receiver<Command>,
+        relay: Option<(Box<dyn Relay>, mpsc::Receiver<RelayInbound>)>,
+    ) -> Self {
+        let gso_max = udp.max_gso_segments().clamp(1, 64);
+        let (relay, relay_rx) = match relay {
+            Some((r, rx)) => (Some(r), Some(rx)),
+            None => (None, None),
+        };
+        Self {
+            shared,
+            device,
+            udp,
+            relay,
+            relay_rx,
+            cmds,
+            tx: Transmits::new(),
+            sent: 0,
+            send_blocked: false,
+            rx_batch: Vec::new(),
+            pool: Vec::new(),
+            out_pkts: Vec::new(),
+            spent: Vec::new(),
+            big: vec![0u8; crate::wire::wg::MAX_DATAGRAM + 64],
+            timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(3600))),
+            timer_at: None,
+            stack_due: true,
+            stats: DriverStats::default(),
+            gso_max,
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = clock::now();
+        match c {
+            Command::UpsertPeer(cfg, reply) => {
+                let _ = reply.send(self.device.upsert_peer(cfg, now));
+            }
+            Command::RemovePeer(key, reply) => {
+                let _ = reply.send(self.device.remove_peer(&key));
+            }
+            Command::PeerStats(key, reply) => {
+                let _ = reply.send(self.device.peer_stats(&key, now));
+            }
+            Command::Stats(reply) => {
+                let mut s = self.stats.clone();
+                s.drops = DropReason::ALL
+                    .iter()
+                    .map(|r| (r.name(), self.device.drops()[*r as usize]))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                s.peers = self.device.peer_count();
+                let _ = reply.send(s);
+            }
+        }
+    }
+
+    /// Decrypts one datagram into a pooled buffer.
+    fn ingest(&mut self, now: Instant, src: PathSrc, d: &[u8]) {
+        let Self { device, tx, pool, rx_batch, big, .. } = self;
+        ingest_into(device, tx, pool, rx_batch, big, now, src, d);
+    }
+
+    /// Reads what the UDP socket and relays have. Returns datagrams read.
+    fn receive(&mut self, cx: &mut Context<'_>, now: Instant) -> usize {
+        let mut total = 0;
+        for _ in 0..RECV_BATCHES {
+            let res = {
+                let Self { udp, device, tx, pool, rx_batch, big, .. } = self;
+                udp.poll_recv(cx, |src, d| {
+                    ingest_into(device, tx, pool, rx_batch, big, now, PathSrc::Udp(src), d);
+                })
+            };
+            match res {
+                Poll::Ready(Ok(n)) => {
+                    total += n;
+                    self.stats.udp_rx_datagrams += n as u64;
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "udp receive error");
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if let Some(rx) = self.relay_rx.as_mut() {
+            let mut n = 0;
+            let mut items = Vec::new();
+            while n < 256 {
+                match rx.poll_recv(cx) {
+                    Poll::Ready(Some(m)) => {
+                        items.push(m);
+                        n += 1;
+                    }
+                    _ => break,
+                }
+            }
+            for m in items {
+                self.ingest(now, PathSrc::Derp { region: m.region, key: m.src }, &m.packet);
+                total += 1;
+            }
+        }
+        total
+    }
+
+    /// Sends queued datagrams until done or the socket is full.
+    fn flush(&mut self, cx: &mut Context<'_>) {
+        let items = self.tx.items();
+        let mut i = self.sent;
+        while i < items.len() {
+            let t = items[i];
+            match t.path {
+                PathAddr::Derp(region) => {
+                    let ok = match self.relay.as_mut() {
+                        Some(r) => r.send(region, t.peer, self.tx.bytes(&t)),
+                        None => false,
+                    };
+                    if !ok {
+                        self.stats.unroutable += 1;
+                    }
+                    i += 1;
+                }
+                PathAddr::Udp(dst) => {
+                    // Gather a run of equal-sized, contiguous datagrams to the same place.
+                    let seg = t.len;
+                    let mut j = i + 1;
+                    let mut end = t.start + t.len;
+                    while j < items.len()
+                        && j - i < self.gso_max
+                        && items[j].path == t.path
+                        && items[j].start == end
+                        && items[j].len <= seg
+                        && end + items[j].len - t.start <= 65000
+                    {
+                        end += items[j].len;
+                        let last_short = items[j].len < seg;
+                        j += 1;
+                        if last_short {
+                            break;
+                        }
+                    }
+                    let contents = &self.tx.buffer()[t.start..end];
+                    let segment = (j - i > 1).then_some(seg);
+                    match self.udp.try_send(dst, contents, segment) {
+                        Ok(()) => {
+                            self.stats.udp_tx_calls += 1;
+                            self.stats.udp_tx_datagrams += (j - i) as u64;
+                            i = j;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            if self.udp.poll_send_ready(cx).is_pending() {
+                                self.send_blocked = true;
+                                self.sent = i;
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            self.stats.udp_tx_errors += 1;
+                            tracing::debug!(error = %e, %dst, "udp send failed");
+                            i = j;
+                        }
+                    }
+                }
+            }
+        }
+        self.send_blocked = false;
+        self.sent = 0;
+        self.tx.clear();
+    }
+
+    /// One netstack round under the lock. Returns packets taken for sending.
+    fn stack_round(&mut self, cx: &mut Context<'_>, now: Instant) -> usize {
+        let mut st = self.shared.lock();
+        st.register_driver(cx.waker());
+        let asked = st.take_needs_poll();
+        let had_rx = !self.rx_batch.is_empty();
+        for buf in self.rx_batch.drain(..) {
+            st.receive_owned(buf, now);
+        }
+        if asked || had_rx || self.stack_due || st.has_transmits() {
+            st.poll(now);
+        }
+        let mut taken = 0;
+        if !self.send_blocked && self.tx.len() < MAX_PENDING_TX {
+            st.take_transmits(&mut self.out_pkts);
+            taken = self.out_pkts.len();
+        }
+        st.recycle(&mut self.spent);
+        if self.pool.len() < 64 {
+            let want = 128 - self.pool.len();
+            st.lend_buffers(&mut self.pool, want);
+        }
+        let at = st.poll_at(now);
+        drop(st);
+        self.stack_due = at.is_some_and(|t| t <= now);
+        self.set_timer(at);
+        taken
+    }
+
+    fn set_timer(&mut self, stack_at: Option<Instant>) {
+        let wg_at = self.device.poll_timeout();
+        let at = match (stack_at, wg_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.timer_at = at;
+    }
+
+    fn encrypt(&mut self, now: Instant) {
+        for pkt in self.out_pkts.drain(..) {
+            let _ = self.device.encapsulate(now, &pkt, &mut self.tx);
+            self.spent.push(pkt);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.close();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ingest_into(
+    device: &mut Device,
+    tx: &mut Transmits,
+    pool: &mut Vec<Vec<u8>>,
+    rx_batch: &mut Vec<Vec<u8>>,
+    big: &mut [u8],
+    now: Instant,
+    src: PathSrc,
+    d: &[u8],
+) {
+    let mut buf = pool.pop().unwrap_or_default();
+    let need = d.len().max(crate::wire::wg::INITIATION_LEN);
+    if need <= crate::netstack::device::PACKET_BUF {
+        if buf.len() < need {
+            buf.resize(crate::netstack::device::PACKET_BUF, 0);
+        }
+        match device.decapsulate(now, src, d, &mut buf, tx) {
+            Ok(Some(n)) => {
+                buf.truncate(n);
+                rx_batch.push(buf);
+            }
+            _ => pool.push(buf),
+        }
+    } else if let Ok(Some(n)) = device.decapsulate(now, src, d, big, tx) {
+        buf.clear();
+        buf.extend_from_slice(&big[..n]);
+        rx_batch.push(buf);
+    } else {
+        pool.push(buf);
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match this.cmds.poll_recv(cx) {
+                Poll::Ready(Some(c)) => this.command(c),
+                Poll::Ready(None) => {
+                    this.shutdown();
+                    return Poll::Ready(());
+                }
+                Poll::Pending => break,
+            }
+        }
+        for _ in 0..ROUND_BUDGET {
+            let now = clock::now();
+            if !this.tx.is_empty() {
+                this.flush(cx);
+            }
+            let received = this.receive(cx, now);
+            if this.device.poll_timeout().is_some_and(|t| t <= now) {
+                this.device.handle_timeout(now, &mut this.tx);
+            }
+            let taken = this.stack_round(cx, now);
+            this.encrypt(now);
+            if !this.tx.is_empty() && !this.send_blocked {
+                this.flush(cx);
+            }
+            if received == 0 && taken == 0 && (!this.stack_due || this.send_blocked) {
+                // Nothing moved: arm the timer and sleep until something wakes us.
+                if let Some(at) = this.timer_at {
+                    let deadline = tokio::time::Instant::from_std(at);
+                    if this.timer.deadline() != deadline {
+                        this.timer.as_mut().reset(deadline);
+                    }
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        continue;
+                    }
+                }
+                return Poll::Pending;
+            }
+        }
+        // Out of budget with work left: yield, and come straight back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

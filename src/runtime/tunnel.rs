@@ -1,0 +1,216 @@
+//! `Tunnel`: a WireGuard device, a netstack and a UDP socket driven by one task.
+//!
+//! This is the packet core every node is built on: `agentwire forward` uses it with
+//! wg-quick style peers, and the shared `Tailnet` adds DERP and the coordinator.
+
+use super::clock;
+use super::datagram::UdpSocket;
+use super::driver::{Command, Driver, DriverStats, Relay, RelayInbound};
+use super::stack::Shared;
+use super::stream::{TcpListener, TcpStream};
+use super::udp::UdpTransport;
+use crate::netstack::{Netstack, NetstackConfig, NetstackError, NetstackStats};
+use crate::proto::wg::{Device, DeviceError, PathAddr, PeerConfig, PeerStats};
+use crate::wire::key::{NodePrivate, NodePublic};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Everything a tunnel needs to start.
+#[derive(Debug, Clone)]
+pub struct TunnelConfig {
+    /// Our static key.
+    pub private: NodePrivate,
+    /// Netstack addresses and buffer sizes.
+    pub netstack: NetstackConfig,
+    /// Where the UDP socket binds (port 0 picks one).
+    pub listen: SocketAddr,
+    /// Initial peers.
+    pub peers: Vec<PeerConfig>,
+}
+
+/// Errors starting a tunnel.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// The UDP socket could not be bound.
+    #[error("binding UDP {addr}: {source}")]
+    Bind {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The netstack configuration is invalid.
+    #[error(transparent)]
+    Netstack(#[from] NetstackError),
+    /// A peer is invalid.
+    #[error(transparent)]
+    Peer(#[from] DeviceError),
+    /// The driver task is gone (the tunnel was shut down).
+    #[error("tunnel is shut down")]
+    Closed,
+}
+
+/// Counters for the whole tunnel.
+#[derive(Debug, Clone, Default)]
+pub struct TunnelStats {
+    /// Device and UDP counters.
+    pub driver: DriverStats,
+    /// Netstack counters.
+    pub netstack: NetstackStats,
+}
+
+/// A running tunnel. Cheap operations go straight to the netstack; peer changes go to the
+/// driver task. Dropping the tunnel stops the driver and fails every open socket.
+#[derive(Debug)]
+pub struct Tunnel {
+    shared: Arc<Shared>,
+    cmds: mpsc::Sender<Command>,
+    task: Option<JoinHandle<()>>,
+    local_udp: SocketAddr,
+    public: NodePublic,
+}
+
+impl Tunnel {
+    /// Binds the UDP socket and starts the driver on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`TunnelError`] for a bind failure or invalid configuration.
+    pub fn start(cfg: TunnelConfig) -> Result<Self, TunnelError> {
+        Self::start_with_relay(cfg, None)
+    }
+
+    /// Like [`Tunnel::start`], with a relay for peers reached through DERP.
+    ///
+    /// # Errors
+    /// [`TunnelError`] for a bind failure or invalid configuration.
+    pub fn start_with_relay(
+        cfg: TunnelConfig,
+        relay: Option<(Box<dyn Relay>, mpsc::Receiver<RelayInbound>)>,
+    ) -> Result<Self, TunnelError> {
+        let now = clock::now();
+        let udp = UdpTransport::bind(cfg.listen).map_err(|source| TunnelError::Bind { addr: cfg.listen, source })?;
+        let local_udp = udp.local_addr();
+        let stack = Netstack::new(cfg.netstack, now, rand::random())?;
+        let mut device = Device::new(cfg.private.clone());
+        for p in cfg.peers {
+            device.upsert_peer(p, now)?;
+        }
+        let shared = Arc::new(Shared::new(stack));
+        let (tx, rx) = mpsc::channel(64);
+        let driver = Driver::new(shared.clone(), device, udp, rx, relay);
+        let task = tokio::spawn(driver);
+        Ok(Self { shared, cmds: tx, task: Some(task), local_udp, public: cfg.private.public() })
+    }
+
+    /// Our public key.
+    pub fn public(&self) -> NodePublic {
+        self.public
+    }
+
+    /// The UDP socket's bound address.
+    pub fn local_udp_addr(&self) -> SocketAddr {
+        self.local_udp
+    }
+
+    /// Our tunnel addresses.
+    pub fn addresses(&self) -> Vec<std::net::IpAddr> {
+        self.shared.lock().addresses().to_vec()
+    }
+
+    /// Connects to `addr` through the tunnel. No timeout of its own: wrap it.
+    ///
+    /// # Errors
+    /// See [`TcpStream`]: refused, unreachable, no ports, shut down.
+    pub async fn dial_tcp(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        TcpStream::connect(self.shared.clone(), addr).await
+    }
+
+    /// Listens on `port` of our tunnel addresses.
+    ///
+    /// # Errors
+    /// `AddrInUse` if taken.
+    pub fn listen_tcp(&self, port: u16) -> io::Result<TcpListener> {
+        TcpListener::bind(self.shared.clone(), port)
+    }
+
+    /// Listens on every port at or above `min_port` without a listener of its own.
+    ///
+    /// # Errors
+    /// `AddrInUse` if a wildcard listener exists.
+    pub fn listen_tcp_any(&self, min_port: u16) -> io::Result<TcpListener> {
+        TcpListener::bind_any(self.shared.clone(), min_port)
+    }
+
+    /// Binds a UDP socket on `port` (0 picks one).
+    ///
+    /// # Errors
+    /// `AddrInUse` if taken.
+    pub fn bind_udp(&self, port: u16) -> io::Result<UdpSocket> {
+        UdpSocket::bind(self.shared.clone(), port)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, TunnelError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(make(tx)).await.map_err(|_| TunnelError::Closed)?;
+        rx.await.map_err(|_| TunnelError::Closed)
+    }
+
+    /// Adds or updates a peer while traffic flows.
+    ///
+    /// # Errors
+    /// [`TunnelError::Peer`] for an invalid peer, [`TunnelError::Closed`].
+    pub async fn upsert_peer(&self, peer: PeerConfig) -> Result<(), TunnelError> {
+        Ok(self.ask(|r| Command::UpsertPeer(peer, r)).await??)
+    }
+
+    /// Removes a peer. Returns whether it existed.
+    ///
+    /// # Errors
+    /// [`TunnelError::Closed`].
+    pub async fn remove_peer(&self, key: NodePublic) -> Result<bool, TunnelError> {
+        self.ask(|r| Command::RemovePeer(key, r)).await
+    }
+
+    /// A peer's counters and current path.
+    ///
+    /// # Errors
+    /// [`TunnelError::Closed`].
+    pub async fn peer_stats(&self, key: NodePublic) -> Result<Option<(PeerStats, Option<PathAddr>)>, TunnelError> {
+        self.ask(|r| Command::PeerStats(key, r)).await
+    }
+
+    /// Counters for the whole tunnel.
+    ///
+    /// # Errors
+    /// [`TunnelError::Closed`].
+    pub async fn stats(&self) -> Result<TunnelStats, TunnelError> {
+        let driver = self.ask(Command::Stats).await?;
+        let netstack = self.shared.lock().stats();
+        Ok(TunnelStats { driver, netstack })
+    }
+
+    /// Stops the driver and waits for it; every open socket fails afterwards.
+    pub async fn shutdown(mut self) {
+        let task = self.task.take();
+        // Closing the command channel is the driver's shutdown signal.
+        let (dead, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.cmds, dead));
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            // The driver also exits on its own once the command channel closes; aborting
+            // makes that immediate even if it is mid-wake, and close() fails the sockets.
+            t.abort();
+            self.shared.close();
+        }
+    }
+}
