@@ -277,12 +277,25 @@ impl Driver {
         let mut st = self.shared.lock();
         st.register_driver(cx.waker());
         let asked = st.take_needs_poll();
-        let had_rx = !self.rx_batch.is_empty();
-        for buf in self.rx_batch.drain(..) {
-            st.receive_owned(buf, now);
-        }
-        if asked || had_rx || self.stack_due || st.has_transmits() {
-            st.poll(now);
+        if asked || !self.rx_batch.is_empty() || self.stack_due || st.has_transmits() {
+            // Feed the bounded receive queue in slices, polling in between, so a large
+            // GRO burst is processed rather than dropped at the queue.
+            let mut pending = self.rx_batch.drain(..).peekable();
+            loop {
+                let room = st.rx_room().max(1);
+                for buf in pending.by_ref().take(room) {
+                    st.receive_owned(buf, now);
+                }
+                st.poll(now);
+                if pending.peek().is_none() || st.rx_room() == 0 {
+                    break;
+                }
+            }
+            // Whatever is left could not be taken (smoltcp is blocked on a full transmit
+            // queue): drop it, counted, rather than buffer without bound.
+            for buf in pending {
+                st.receive_owned(buf, now);
+            }
         }
         let mut taken = 0;
         if !self.send_blocked && self.tx.len() < MAX_PENDING_TX {
