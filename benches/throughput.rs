@@ -25,15 +25,24 @@ fn start_node(cfg: TunnelConfig) -> Node {
     let (tx, rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let t = std::sync::Arc::new(Tunnel::start(cfg).unwrap());
-            tx.send((tokio::runtime::Handle::current(), t.clone())).unwrap();
+            tx.send((tokio::runtime::Handle::current(), t.clone()))
+                .unwrap();
             let _ = stop_rx.await;
         });
     });
     let (handle, tunnel) = rx.recv().unwrap();
-    Node { handle, tunnel, _stop: stop_tx, thread: Some(thread) }
+    Node {
+        handle,
+        tunnel,
+        _stop: stop_tx,
+        thread: Some(thread),
+    }
 }
 
 fn measure(from: &Node, to: &Node, to_addr: SocketAddr, secs: f64) -> f64 {
@@ -60,7 +69,10 @@ fn measure(from: &Node, to: &Node, to_addr: SocketAddr, secs: f64) -> f64 {
     let tunnel = from.tunnel.clone();
     let dur = Duration::from_secs_f64(secs);
     from.handle.spawn(async move {
-        let mut s = tokio::time::timeout(Duration::from_secs(10), tunnel.dial_tcp(to_addr)).await.unwrap().unwrap();
+        let mut s = tokio::time::timeout(Duration::from_secs(10), tunnel.dial_tcp(to_addr))
+            .await
+            .unwrap()
+            .unwrap();
         let chunk = vec![0x5au8; 256 << 10];
         let start = Instant::now();
         while start.elapsed() < dur {
@@ -69,12 +81,21 @@ fn measure(from: &Node, to: &Node, to_addr: SocketAddr, secs: f64) -> f64 {
         s.shutdown().await.unwrap();
         s.drained().await.unwrap();
     });
-    let (bytes, elapsed) = done_rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| { let s = from.handle.block_on(from.tunnel.stats()); let s2 = to.handle.block_on(to.tunnel.stats()); panic!("timeout: {s:?} {s2:?}") });
+    let (bytes, elapsed) = done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| {
+            let s = from.handle.block_on(from.tunnel.stats());
+            let s2 = to.handle.block_on(to.tunnel.stats());
+            panic!("timeout: {s:?} {s2:?}")
+        });
     bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e6
 }
 
 fn main() {
-    let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
     let ka = NodePrivate::generate();
     let kb = NodePrivate::generate();
     let mut pa = PeerConfig::new(kb.public());
@@ -83,7 +104,10 @@ fn main() {
     pb.allowed_ips = vec!["10.20.0.1/32".parse().unwrap()];
     let cfg_b = TunnelConfig {
         private: kb,
-        netstack: NetstackConfig { addresses: vec!["10.20.0.2".parse().unwrap()], ..Default::default() },
+        netstack: NetstackConfig {
+            addresses: vec!["10.20.0.2".parse().unwrap()],
+            ..Default::default()
+        },
         listen: "127.0.0.1:0".parse().unwrap(),
         peers: vec![pb],
     };
@@ -91,7 +115,10 @@ fn main() {
     pa.endpoint = Some(b.tunnel.local_udp_addr());
     let cfg_a = TunnelConfig {
         private: ka,
-        netstack: NetstackConfig { addresses: vec!["10.20.0.1".parse().unwrap()], ..Default::default() },
+        netstack: NetstackConfig {
+            addresses: vec!["10.20.0.1".parse().unwrap()],
+            ..Default::default()
+        },
         listen: "127.0.0.1:0".parse().unwrap(),
         peers: vec![pa],
     };

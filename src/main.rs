@@ -1,1 +1,29 @@
-fn main() {}
+use clap::{Parser, Subcommand};
+
+/// agentwire: a shared WireGuard tunnel, its coordinator, DERP relay, workspace agent and
+/// MCP front end.
+#[derive(Debug, Parser)]
+#[command(name = "agentwire", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Forward ports through a userspace WireGuard tunnel (wg-quick style config).
+    Forward(agentwire::cli::forward::ForwardArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    agentwire::cli::init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Forward(a) => agentwire::cli::forward::run(a).await,
+        }
+    })
+}

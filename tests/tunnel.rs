@@ -13,7 +13,10 @@ fn pair_configs(a_addr: &str, b_addr: &str) -> (TunnelConfig, TunnelConfig) {
     let kb = NodePrivate::generate();
     let a = TunnelConfig {
         private: ka.clone(),
-        netstack: NetstackConfig { addresses: vec![a_addr.parse().unwrap()], ..Default::default() },
+        netstack: NetstackConfig {
+            addresses: vec![a_addr.parse().unwrap()],
+            ..Default::default()
+        },
         listen: "127.0.0.1:0".parse().unwrap(),
         peers: vec![],
     };
@@ -29,11 +32,19 @@ async fn start_pair(a_addr: &str, b_addr: &str) -> (Tunnel, Tunnel) {
     let a = Tunnel::start(ca).unwrap();
     let b = Tunnel::start(cb).unwrap();
     let mut peer_b = PeerConfig::new(pb);
-    peer_b.allowed_ips = vec![format!("{b_addr}/{}", if b_addr.contains(':') { 128 } else { 32 }).parse().unwrap()];
+    peer_b.allowed_ips = vec![
+        format!("{b_addr}/{}", if b_addr.contains(':') { 128 } else { 32 })
+            .parse()
+            .unwrap(),
+    ];
     peer_b.endpoint = Some(b.local_udp_addr());
     a.upsert_peer(peer_b).await.unwrap();
     let mut peer_a = PeerConfig::new(pa);
-    peer_a.allowed_ips = vec![format!("{a_addr}/{}", if a_addr.contains(':') { 128 } else { 32 }).parse().unwrap()];
+    peer_a.allowed_ips = vec![
+        format!("{a_addr}/{}", if a_addr.contains(':') { 128 } else { 32 })
+            .parse()
+            .unwrap(),
+    ];
     b.upsert_peer(peer_a).await.unwrap();
     (a, b)
 }
@@ -60,7 +71,10 @@ async fn echo_transfer(a: &Tunnel, b: &Tunnel, b_ip: &str, size: usize) {
         drop(listener);
     });
     let addr: SocketAddr = SocketAddr::new(b_ip.parse().unwrap(), 7000);
-    let stream = tokio::time::timeout(Duration::from_secs(10), a.dial_tcp(addr)).await.unwrap().unwrap();
+    let stream = tokio::time::timeout(Duration::from_secs(10), a.dial_tcp(addr))
+        .await
+        .unwrap()
+        .unwrap();
     let data = pattern(size, 3);
     let (mut r, mut w) = tokio::io::split(stream);
     let d2 = data.clone();
@@ -69,7 +83,10 @@ async fn echo_transfer(a: &Tunnel, b: &Tunnel, b_ip: &str, size: usize) {
         w.shutdown().await.unwrap();
     });
     let mut back = Vec::with_capacity(size);
-    tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut back)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
     writer.await.unwrap();
     server.await.unwrap();
     assert_eq!(back.len(), data.len());
@@ -98,29 +115,53 @@ async fn udp_both_ways() {
     let (a, b) = start_pair("10.11.0.1", "10.11.0.2").await;
     let sb = b.bind_udp(5353).unwrap();
     let sa = a.bind_udp(0).unwrap();
-    sa.send_to(b"ping", "10.11.0.2:5353".parse().unwrap()).await.unwrap();
+    sa.send_to(b"ping", "10.11.0.2:5353".parse().unwrap())
+        .await
+        .unwrap();
     let mut buf = [0u8; 100];
-    let (n, from) = tokio::time::timeout(Duration::from_secs(10), sb.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (n, from) = tokio::time::timeout(Duration::from_secs(10), sb.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf[..n], b"ping");
     sb.send_to(b"pong", from).await.unwrap();
-    let (n, _) = tokio::time::timeout(Duration::from_secs(10), sa.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), sa.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf[..n], b"pong");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_and_unreachable() {
     let (a, _b) = start_pair("10.12.0.1", "10.12.0.2").await;
-    let err = tokio::time::timeout(Duration::from_secs(10), a.dial_tcp("10.12.0.2:9".parse().unwrap()))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        a.dial_tcp("10.12.0.2:9".parse().unwrap()),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     // No peer owns this address: the SYN is dropped, the dial times out.
-    let r = tokio::time::timeout(Duration::from_millis(300), a.dial_tcp("10.99.0.2:80".parse().unwrap())).await;
+    let r = tokio::time::timeout(
+        Duration::from_millis(300),
+        a.dial_tcp("10.99.0.2:80".parse().unwrap()),
+    )
+    .await;
     assert!(r.is_err());
     let stats = a.stats().await.unwrap();
-    assert!(stats.driver.drops.iter().any(|(n, c)| *n == "no_route" && *c > 0));
-    assert_eq!(stats.netstack.tcp_sockets, 0, "cancelled dial freed its socket");
+    assert!(
+        stats
+            .driver
+            .drops
+            .iter()
+            .any(|(n, c)| *n == "no_route" && *c > 0)
+    );
+    assert_eq!(
+        stats.netstack.tcp_sockets, 0,
+        "cancelled dial freed its socket"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,6 +177,18 @@ async fn shutdown_fails_open_sockets_instead_of_hanging() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     b.shutdown().await;
     a.shutdown().await;
-    assert!(tokio::time::timeout(Duration::from_secs(5), accept).await.unwrap().unwrap().is_err());
-    assert!(tokio::time::timeout(Duration::from_secs(5), recv).await.unwrap().unwrap().is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), accept)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_err()
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), recv)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_err()
+    );
 }

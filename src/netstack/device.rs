@@ -40,7 +40,10 @@ impl VirtualDevice {
 
     /// A buffer holding a copy of `pkt`, from the pool when possible.
     pub(crate) fn buffer_from(&mut self, pkt: &[u8]) -> Vec<u8> {
-        let mut b = self.free.pop().unwrap_or_else(|| Vec::with_capacity(PACKET_BUF));
+        let mut b = self
+            .free
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(PACKET_BUF));
         b.clear();
         b.extend_from_slice(pkt);
         b
@@ -56,7 +59,11 @@ impl VirtualDevice {
     /// Takes back buffers the runtime finished with.
     pub(crate) fn recycle(&mut self, bufs: &mut Vec<Vec<u8>>) {
         let keep = (self.rx_limit + self.tx_limit).saturating_sub(self.free.len());
-        self.free.extend(bufs.drain(..).filter(|b| b.capacity() <= 4 * PACKET_BUF).take(keep));
+        self.free.extend(
+            bufs.drain(..)
+                .filter(|b| b.capacity() <= 4 * PACKET_BUF)
+                .take(keep),
+        );
         bufs.clear();
     }
 }
@@ -83,7 +90,10 @@ impl phy::RxToken for RxToken<'_> {
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut b = self.free.pop().unwrap_or_else(|| Vec::with_capacity(PACKET_BUF));
+        let mut b = self
+            .free
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(PACKET_BUF));
         // Buffers keep their previous length, so resizing to a full-sized packet rarely
         // has to zero anything.
         b.resize(len, 0);
@@ -103,14 +113,26 @@ impl phy::Device for VirtualDevice {
             return None;
         }
         let buf = self.rx.pop_front()?;
-        Some((RxToken { buf, spent: &mut self.spent }, TxToken { tx: &mut self.tx, free: &mut self.free }))
+        Some((
+            RxToken {
+                buf,
+                spent: &mut self.spent,
+            },
+            TxToken {
+                tx: &mut self.tx,
+                free: &mut self.free,
+            },
+        ))
     }
 
     fn transmit(&mut self, _ts: Instant) -> Option<TxToken<'_>> {
         if self.tx.len() >= self.tx_limit {
             return None;
         }
-        Some(TxToken { tx: &mut self.tx, free: &mut self.free })
+        Some(TxToken {
+            tx: &mut self.tx,
+            free: &mut self.free,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

@@ -146,7 +146,10 @@ impl Netstack {
     /// # Errors
     /// [`TcpError::AddrInUse`] if a listener or a dialled socket holds the port.
     pub fn tcp_listen(&mut self, port: u16) -> Result<ListenerId, TcpError> {
-        if port == 0 || self.listeners.by_port.contains_key(&port) || self.used_ports.contains(&port) {
+        if port == 0
+            || self.listeners.by_port.contains_key(&port)
+            || self.used_ports.contains(&port)
+        {
             return Err(TcpError::AddrInUse);
         }
         let id = self.new_listener(Some(port), port);
@@ -215,7 +218,9 @@ impl Netstack {
 
     /// Stops listening; connections not yet accepted are reset.
     pub fn tcp_unlisten(&mut self, id: ListenerId, now: Instant) {
-        let Some(l) = self.listeners.by_id.remove(&id) else { return };
+        let Some(l) = self.listeners.by_id.remove(&id) else {
+            return;
+        };
         if let Some(p) = l.port {
             self.listeners.by_port.remove(&p);
         }
@@ -236,7 +241,9 @@ impl Netstack {
     /// makes sure an idle listening socket waits there; refuses it when the backlog is
     /// full. Everything else passes.
     pub(super) fn admit(&mut self, pkt: &[u8], _now: Instant) -> bool {
-        let Ok(ip) = crate::wire::ip::IpPeek::parse(pkt) else { return true };
+        let Ok(ip) = crate::wire::ip::IpPeek::parse(pkt) else {
+            return true;
+        };
         let Some(t) = ip.tcp(pkt) else { return true };
         if !t.syn || t.ack || t.rst {
             return true;
@@ -244,14 +251,22 @@ impl Netstack {
         if !self.config.addresses.contains(&ip.dst) {
             return true;
         }
-        let Some(id) = self.listeners.for_port(t.dst_port) else { return true };
+        let Some(id) = self.listeners.for_port(t.dst_port) else {
+            return true;
+        };
         let backlog = self.config.listen_backlog;
         let (rx, tx) = (self.config.tcp_rx_buffer, self.config.tcp_tx_buffer);
-        let Some(l) = self.listeners.by_id.get_mut(&id) else { return true };
+        let Some(l) = self.listeners.by_id.get_mut(&id) else {
+            return true;
+        };
         // A retransmitted SYN for a handshake already under way needs no new socket.
         let remote = SocketAddr::new(ip.src, t.src_port);
         let dup = l.pending.iter().any(|h| {
-            self.sockets.get::<tcp::Socket>(*h).remote_endpoint().map(SocketAddr::from) == Some(remote)
+            self.sockets
+                .get::<tcp::Socket>(*h)
+                .remote_endpoint()
+                .map(SocketAddr::from)
+                == Some(remote)
         });
         if dup {
             return true;
@@ -268,7 +283,10 @@ impl Netstack {
             return true;
         }
         let mut s = new_socket(rx, tx);
-        let ep = IpListenEndpoint { addr: Some(IpAddress::from(ip.dst)), port: t.dst_port };
+        let ep = IpListenEndpoint {
+            addr: Some(IpAddress::from(ip.dst)),
+            port: t.dst_port,
+        };
         if s.listen(ep).is_err() {
             return true;
         }

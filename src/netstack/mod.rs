@@ -98,6 +98,21 @@ pub struct NetstackStats {
     pub lingering: usize,
 }
 
+/// One TCP socket, for diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpSocketInfo {
+    /// TCP state name.
+    pub state: String,
+    /// Local endpoint, if bound.
+    pub local: Option<std::net::SocketAddr>,
+    /// Remote endpoint, if connected.
+    pub remote: Option<std::net::SocketAddr>,
+    /// Bytes written but not yet acknowledged.
+    pub send_queue: usize,
+    /// Bytes received but not yet read.
+    pub recv_queue: usize,
+}
+
 /// The netstack. See the module docs.
 pub struct Netstack {
     epoch: Instant,
@@ -120,7 +135,9 @@ pub struct Netstack {
 
 impl std::fmt::Debug for Netstack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Netstack").field("addresses", &self.config.addresses).finish()
+        f.debug_struct("Netstack")
+            .field("addresses", &self.config.addresses)
+            .finish()
     }
 }
 
@@ -169,7 +186,8 @@ impl Netstack {
                 }
             }
         }
-        let next_port = EPHEMERAL.start() + (seed % u64::from(EPHEMERAL.end() - EPHEMERAL.start())) as u16;
+        let next_port =
+            EPHEMERAL.start() + (seed % u64::from(EPHEMERAL.end() - EPHEMERAL.start())) as u16;
         Ok(Self {
             epoch: now,
             iface,
@@ -189,7 +207,9 @@ impl Netstack {
     }
 
     fn ts(&self, now: Instant) -> smoltcp::time::Instant {
-        smoltcp::time::Instant::from_micros(now.saturating_duration_since(self.epoch).as_micros() as i64)
+        smoltcp::time::Instant::from_micros(
+            now.saturating_duration_since(self.epoch).as_micros() as i64
+        )
     }
 
     /// The interface addresses.
@@ -215,6 +235,23 @@ impl Netstack {
         }
         s.lingering = self.lingering.len();
         s
+    }
+
+    /// Every TCP socket's state and queues.
+    pub fn tcp_sockets(&self) -> Vec<TcpSocketInfo> {
+        self.sockets
+            .iter()
+            .filter_map(|(_, s)| match s {
+                smoltcp::socket::Socket::Tcp(t) => Some(TcpSocketInfo {
+                    state: t.state().to_string(),
+                    local: t.local_endpoint().map(Into::into),
+                    remote: t.remote_endpoint().map(Into::into),
+                    send_queue: t.send_queue(),
+                    recv_queue: t.recv_queue(),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Registers the driver's waker: it is woken when the stack needs a poll.
@@ -280,7 +317,12 @@ impl Netstack {
     /// Lends up to `n` pooled packet buffers (allocating when the pool is empty).
     pub fn lend_buffers(&mut self, out: &mut Vec<Vec<u8>>, n: usize) {
         for _ in 0..n {
-            out.push(self.dev.free.pop().unwrap_or_else(|| Vec::with_capacity(device::PACKET_BUF)));
+            out.push(
+                self.dev
+                    .free
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(device::PACKET_BUF)),
+            );
         }
     }
 
@@ -341,7 +383,11 @@ impl Netstack {
         let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
         for _ in 0..span {
             let p = self.next_port;
-            self.next_port = if p == *EPHEMERAL.end() { *EPHEMERAL.start() } else { p + 1 };
+            self.next_port = if p == *EPHEMERAL.end() {
+                *EPHEMERAL.start()
+            } else {
+                p + 1
+            };
             if !self.used_ports.contains(&p) && !self.listeners.has_port(p) {
                 self.used_ports.insert(p);
                 return Some(p);
@@ -370,7 +416,9 @@ impl Netstack {
                 continue;
             }
             if now >= deadline {
-                self.sockets.get_mut::<smoltcp::socket::tcp::Socket>(h).abort();
+                self.sockets
+                    .get_mut::<smoltcp::socket::tcp::Socket>(h)
+                    .abort();
                 self.lingering[i].1 = now + Duration::from_secs(3600);
                 self.needs_poll = true;
             }

@@ -44,6 +44,7 @@ pub(super) fn new_socket(rx: usize, tx: usize) -> tcp::Socket<'static> {
     // poll processes a whole burst of segments and sends one ACK for it.
     s.set_nagle_enabled(false);
     s.set_ack_delay(None);
+    s.set_congestion_control(tcp::CongestionControl::Cubic);
     s
 }
 
@@ -61,7 +62,11 @@ impl Netstack {
     ///
     /// # Errors
     /// [`TcpError::NoPorts`] or [`TcpError::Unaddressable`].
-    pub fn tcp_connect(&mut self, remote: SocketAddr, _now: Instant) -> Result<SocketHandle, TcpError> {
+    pub fn tcp_connect(
+        &mut self,
+        remote: SocketAddr,
+        _now: Instant,
+    ) -> Result<SocketHandle, TcpError> {
         let local_addr = self
             .config
             .addresses
@@ -71,7 +76,13 @@ impl Netstack {
             .ok_or(TcpError::Unaddressable)?;
         let port = self.alloc_port().ok_or(TcpError::NoPorts)?;
         let mut s = new_socket(self.config.tcp_rx_buffer, self.config.tcp_tx_buffer);
-        if s.connect(self.iface.context(), remote, SocketAddr::new(local_addr, port)).is_err() {
+        if s.connect(
+            self.iface.context(),
+            remote,
+            SocketAddr::new(local_addr, port),
+        )
+        .is_err()
+        {
             self.used_ports.remove(&port);
             return Err(TcpError::Unaddressable);
         }
@@ -82,7 +93,11 @@ impl Netstack {
     }
 
     /// Whether the connection started by [`Netstack::tcp_connect`] is established.
-    pub fn tcp_poll_connect(&mut self, h: SocketHandle, cx: &mut Context<'_>) -> Poll<Result<(), TcpError>> {
+    pub fn tcp_poll_connect(
+        &mut self,
+        h: SocketHandle,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), TcpError>> {
         let s = self.tcp(h);
         match s.state() {
             State::SynSent | State::SynReceived => {
@@ -148,16 +163,22 @@ impl Netstack {
                     s.register_send_waker(cx.waker());
                     Poll::Pending
                 }
-                State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck | State::TimeWait => {
-                    Poll::Ready(Err(TcpError::BrokenPipe))
-                }
+                State::FinWait1
+                | State::FinWait2
+                | State::Closing
+                | State::LastAck
+                | State::TimeWait => Poll::Ready(Err(TcpError::BrokenPipe)),
                 _ => Poll::Ready(Err(TcpError::Reset)),
             },
         }
     }
 
     /// Ready once everything written has been acknowledged by the peer.
-    pub fn tcp_poll_drained(&mut self, h: SocketHandle, cx: &mut Context<'_>) -> Poll<Result<(), TcpError>> {
+    pub fn tcp_poll_drained(
+        &mut self,
+        h: SocketHandle,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), TcpError>> {
         let s = self.tcp(h);
         if s.send_queue() == 0 {
             return Poll::Ready(Ok(()));
@@ -205,7 +226,10 @@ impl Netstack {
     /// The connection's local and remote addresses.
     pub fn tcp_addrs(&mut self, h: SocketHandle) -> Option<(SocketAddr, SocketAddr)> {
         let s = self.tcp(h);
-        Some((endpoint(s.local_endpoint()?), endpoint(s.remote_endpoint()?)))
+        Some((
+            endpoint(s.local_endpoint()?),
+            endpoint(s.remote_endpoint()?),
+        ))
     }
 
     /// The socket's TCP state, for diagnostics and tests.

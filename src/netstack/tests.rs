@@ -17,7 +17,10 @@ fn cx() -> Context<'static> {
 }
 
 fn stack(addr: &str, cfg: impl FnOnce(&mut NetstackConfig)) -> Netstack {
-    let mut c = NetstackConfig { addresses: vec![addr.parse().unwrap()], ..Default::default() };
+    let mut c = NetstackConfig {
+        addresses: vec![addr.parse().unwrap()],
+        ..Default::default()
+    };
     cfg(&mut c);
     Netstack::new(c, Instant::now(), 7).unwrap()
 }
@@ -27,7 +30,12 @@ impl Wire {
         Self::with(|_| {})
     }
     fn with(cfg: impl Fn(&mut NetstackConfig)) -> Self {
-        Self { a: stack("10.0.0.1", &cfg), b: stack("10.0.0.2", &cfg), now: Instant::now(), cut: false }
+        Self {
+            a: stack("10.0.0.1", &cfg),
+            b: stack("10.0.0.2", &cfg),
+            now: Instant::now(),
+            cut: false,
+        }
     }
     /// Polls both sides and moves packets until quiet.
     fn run(&mut self) {
@@ -62,10 +70,14 @@ impl Wire {
 fn connect_accept_transfer_and_close() {
     let mut w = Wire::new();
     let lid = w.b.tcp_listen(80).unwrap();
-    let c = w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now).unwrap();
+    let c =
+        w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now)
+            .unwrap();
     w.run();
     assert_eq!(w.a.tcp_poll_connect(c, &mut cx()), Poll::Ready(Ok(())));
-    let Poll::Ready(Ok((s, local, remote))) = w.b.tcp_poll_accept(lid, &mut cx()) else { panic!("no accept") };
+    let Poll::Ready(Ok((s, local, remote))) = w.b.tcp_poll_accept(lid, &mut cx()) else {
+        panic!("no accept")
+    };
     assert_eq!(local, "10.0.0.2:80".parse().unwrap());
     assert_eq!(remote.ip(), "10.0.0.1".parse::<IpAddr>().unwrap());
 
@@ -89,11 +101,17 @@ fn connect_accept_transfer_and_close() {
     // FIN: the reader sees end of stream.
     w.a.tcp_shutdown(c);
     w.run();
-    assert_eq!(w.b.tcp_poll_read(s, &mut cx(), &mut buf), Poll::Ready(Ok(0)));
+    assert_eq!(
+        w.b.tcp_poll_read(s, &mut cx(), &mut buf),
+        Poll::Ready(Ok(0))
+    );
     // The other way still works (half close).
     assert_eq!(w.b.tcp_poll_write(s, &mut cx(), b"bye"), Poll::Ready(Ok(3)));
     w.run();
-    assert_eq!(w.a.tcp_poll_read(c, &mut cx(), &mut buf), Poll::Ready(Ok(3)));
+    assert_eq!(
+        w.a.tcp_poll_read(c, &mut cx(), &mut buf),
+        Poll::Ready(Ok(3))
+    );
     w.b.tcp_release(s, w.now);
     w.a.tcp_release(c, w.now);
     w.run();
@@ -107,9 +125,14 @@ fn connect_accept_transfer_and_close() {
 #[test]
 fn closed_port_refuses() {
     let mut w = Wire::new();
-    let c = w.a.tcp_connect("10.0.0.2:81".parse().unwrap(), w.now).unwrap();
+    let c =
+        w.a.tcp_connect("10.0.0.2:81".parse().unwrap(), w.now)
+            .unwrap();
     w.run();
-    assert_eq!(w.a.tcp_poll_connect(c, &mut cx()), Poll::Ready(Err(TcpError::Refused)));
+    assert_eq!(
+        w.a.tcp_poll_connect(c, &mut cx()),
+        Poll::Ready(Err(TcpError::Refused))
+    );
 }
 
 #[test]
@@ -119,9 +142,13 @@ fn slow_reader_applies_backpressure() {
         c.tcp_tx_buffer = 64 << 10;
     });
     let lid = w.b.tcp_listen(80).unwrap();
-    let c = w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now).unwrap();
+    let c =
+        w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now)
+            .unwrap();
     w.run();
-    let Poll::Ready(Ok((_s, _, _))) = w.b.tcp_poll_accept(lid, &mut cx()) else { panic!() };
+    let Poll::Ready(Ok((_s, _, _))) = w.b.tcp_poll_accept(lid, &mut cx()) else {
+        panic!()
+    };
     let chunk = vec![7u8; 16 << 10];
     let mut accepted = 0;
     for _ in 0..100 {
@@ -144,7 +171,12 @@ fn many_simultaneous_syns_are_all_accepted() {
         c.tcp_tx_buffer = 4096;
     });
     let lid = w.b.tcp_listen(80).unwrap();
-    let conns: Vec<_> = (0..200).map(|_| w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now).unwrap()).collect();
+    let conns: Vec<_> = (0..200)
+        .map(|_| {
+            w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now)
+                .unwrap()
+        })
+        .collect();
     w.run();
     for c in &conns {
         assert_eq!(w.a.tcp_poll_connect(*c, &mut cx()), Poll::Ready(Ok(())));
@@ -164,11 +196,23 @@ fn backlog_full_drops_syns_instead_of_resetting() {
         c.tcp_tx_buffer = 4096;
     });
     let _lid = w.b.tcp_listen(80).unwrap();
-    let conns: Vec<_> = (0..8).map(|_| w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now).unwrap()).collect();
+    let conns: Vec<_> = (0..8)
+        .map(|_| {
+            w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now)
+                .unwrap()
+        })
+        .collect();
     w.run();
-    let established = conns.iter().filter(|c| w.a.tcp_poll_connect(**c, &mut cx()) == Poll::Ready(Ok(()))).count();
+    let established = conns
+        .iter()
+        .filter(|c| w.a.tcp_poll_connect(**c, &mut cx()) == Poll::Ready(Ok(())))
+        .count();
     assert_eq!(established, 5);
-    assert!(conns.iter().all(|c| w.a.tcp_poll_connect(*c, &mut cx()) != Poll::Ready(Err(TcpError::Refused))));
+    assert!(
+        conns
+            .iter()
+            .all(|c| w.a.tcp_poll_connect(*c, &mut cx()) != Poll::Ready(Err(TcpError::Refused)))
+    );
     assert_eq!(w.b.stats().syn_backlog_full, 3);
 }
 
@@ -176,12 +220,21 @@ fn backlog_full_drops_syns_instead_of_resetting() {
 fn wildcard_listener_takes_any_port_above_minimum() {
     let mut w = Wire::new();
     let lid = w.b.tcp_listen_any(9).unwrap();
-    let c = w.a.tcp_connect("10.0.0.2:8080".parse().unwrap(), w.now).unwrap();
-    let low = w.a.tcp_connect("10.0.0.2:5".parse().unwrap(), w.now).unwrap();
+    let c =
+        w.a.tcp_connect("10.0.0.2:8080".parse().unwrap(), w.now)
+            .unwrap();
+    let low =
+        w.a.tcp_connect("10.0.0.2:5".parse().unwrap(), w.now)
+            .unwrap();
     w.run();
     assert_eq!(w.a.tcp_poll_connect(c, &mut cx()), Poll::Ready(Ok(())));
-    assert_eq!(w.a.tcp_poll_connect(low, &mut cx()), Poll::Ready(Err(TcpError::Refused)));
-    let Poll::Ready(Ok((_, local, _))) = w.b.tcp_poll_accept(lid, &mut cx()) else { panic!() };
+    assert_eq!(
+        w.a.tcp_poll_connect(low, &mut cx()),
+        Poll::Ready(Err(TcpError::Refused))
+    );
+    let Poll::Ready(Ok((_, local, _))) = w.b.tcp_poll_accept(lid, &mut cx()) else {
+        panic!()
+    };
     assert_eq!(local.port(), 8080);
 }
 
@@ -189,24 +242,35 @@ fn wildcard_listener_takes_any_port_above_minimum() {
 fn dropping_with_unread_data_resets_and_frees() {
     let mut w = Wire::new();
     let lid = w.b.tcp_listen(80).unwrap();
-    let c = w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now).unwrap();
+    let c =
+        w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now)
+            .unwrap();
     w.run();
-    let Poll::Ready(Ok((s, _, _))) = w.b.tcp_poll_accept(lid, &mut cx()) else { panic!() };
+    let Poll::Ready(Ok((s, _, _))) = w.b.tcp_poll_accept(lid, &mut cx()) else {
+        panic!()
+    };
     let _ = w.a.tcp_poll_write(c, &mut cx(), b"unread");
     w.run();
     w.b.tcp_release(s, w.now);
     w.run();
     let mut buf = [0u8; 8];
-    assert_eq!(w.a.tcp_poll_read(c, &mut cx(), &mut buf), Poll::Ready(Err(TcpError::Reset)));
+    assert_eq!(
+        w.a.tcp_poll_read(c, &mut cx(), &mut buf),
+        Poll::Ready(Err(TcpError::Reset))
+    );
 }
 
 #[test]
 fn lingering_close_is_bounded() {
     let mut w = Wire::new();
     let lid = w.b.tcp_listen(80).unwrap();
-    let c = w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now).unwrap();
+    let c =
+        w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now)
+            .unwrap();
     w.run();
-    let Poll::Ready(Ok(_)) = w.b.tcp_poll_accept(lid, &mut cx()) else { panic!() };
+    let Poll::Ready(Ok(_)) = w.b.tcp_poll_accept(lid, &mut cx()) else {
+        panic!()
+    };
     w.cut = true; // the peer vanishes: our FIN is never acknowledged
     w.a.tcp_release(c, w.now);
     w.run();
@@ -224,19 +288,30 @@ fn udp_round_trip() {
     let (ha, pa) = w.a.udp_bind(0).unwrap();
     let (hb, _) = w.b.udp_bind(53).unwrap();
     assert_eq!(w.b.udp_bind(53), Err(UdpError::AddrInUse));
-    assert_eq!(w.a.udp_poll_send(ha, &mut cx(), b"query", "10.0.0.2:53".parse().unwrap()), Poll::Ready(Ok(())));
+    assert_eq!(
+        w.a.udp_poll_send(ha, &mut cx(), b"query", "10.0.0.2:53".parse().unwrap()),
+        Poll::Ready(Ok(()))
+    );
     w.run();
     let mut buf = [0u8; 64];
-    let Poll::Ready(Ok((n, from))) = w.b.udp_poll_recv(hb, &mut cx(), &mut buf) else { panic!() };
+    let Poll::Ready(Ok((n, from))) = w.b.udp_poll_recv(hb, &mut cx(), &mut buf) else {
+        panic!()
+    };
     assert_eq!(&buf[..n], b"query");
     assert_eq!(from, SocketAddr::new("10.0.0.1".parse().unwrap(), pa));
-    assert_eq!(w.a.udp_poll_send(ha, &mut cx(), b"x", "[::1]:53".parse().unwrap()), Poll::Ready(Err(UdpError::Unaddressable)));
+    assert_eq!(
+        w.a.udp_poll_send(ha, &mut cx(), b"x", "[::1]:53".parse().unwrap()),
+        Poll::Ready(Err(UdpError::Unaddressable))
+    );
     w.a.udp_close(ha);
     assert_eq!(w.a.stats().udp_sockets, 0);
 }
 
 #[test]
 fn bad_addresses_are_rejected() {
-    let c = NetstackConfig { addresses: vec!["0.0.0.0".parse().unwrap()], ..Default::default() };
+    let c = NetstackConfig {
+        addresses: vec!["0.0.0.0".parse().unwrap()],
+        ..Default::default()
+    };
     assert!(Netstack::new(c, Instant::now(), 1).is_err());
 }

@@ -56,7 +56,8 @@ impl Netstack {
             udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; n], vec![0u8; b]),
             udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; n], vec![0u8; b]),
         );
-        s.bind(IpListenEndpoint { addr: None, port }).map_err(|_| UdpError::AddrInUse)?;
+        s.bind(IpListenEndpoint { addr: None, port })
+            .map_err(|_| UdpError::AddrInUse)?;
         self.udp_ports.insert(port);
         Ok((self.sockets.add(s), port))
     }
@@ -87,7 +88,12 @@ impl Netstack {
         data: &[u8],
         dst: SocketAddr,
     ) -> Poll<Result<(), UdpError>> {
-        if !self.config.addresses.iter().any(|a| a.is_ipv4() == dst.is_ipv4()) {
+        if !self
+            .config
+            .addresses
+            .iter()
+            .any(|a| a.is_ipv4() == dst.is_ipv4())
+        {
             return Poll::Ready(Err(UdpError::Unaddressable));
         }
         let s = self.sockets.get_mut::<udp::Socket>(h);

@@ -19,7 +19,11 @@ impl UdpSocket {
     pub(crate) fn bind(shared: Arc<Shared>, port: u16) -> io::Result<Self> {
         shared.check_open()?;
         let (handle, port) = shared.lock().udp_bind(port).map_err(udp_io_error)?;
-        Ok(Self { shared, handle, port })
+        Ok(Self {
+            shared,
+            handle,
+            port,
+        })
     }
 
     /// The bound port.
@@ -37,7 +41,10 @@ impl UdpSocket {
             if self.shared.is_closed() {
                 return Poll::Ready(Err(closed_error()));
             }
-            self.shared.lock().udp_poll_send(self.handle, cx, data, dst).map_err(udp_io_error)
+            self.shared
+                .lock()
+                .udp_poll_send(self.handle, cx, data, dst)
+                .map_err(udp_io_error)
         })
         .await
     }
@@ -52,7 +59,10 @@ impl UdpSocket {
             if self.shared.is_closed() {
                 return Poll::Ready(Err(closed_error()));
             }
-            self.shared.lock().udp_poll_recv(self.handle, cx, buf).map_err(udp_io_error)
+            self.shared
+                .lock()
+                .udp_poll_recv(self.handle, cx, buf)
+                .map_err(udp_io_error)
         })
         .await
     }

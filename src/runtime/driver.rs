@@ -10,7 +10,9 @@
 use super::clock;
 use super::stack::Shared;
 use super::udp::UdpTransport;
-use crate::proto::wg::{Device, DeviceError, DropReason, PathAddr, PathSrc, PeerConfig, PeerStats, Transmits};
+use crate::proto::wg::{
+    Device, DeviceError, DropReason, PathAddr, PathSrc, PeerConfig, PeerStats, Transmits,
+};
 use crate::wire::key::NodePublic;
 use std::future::Future;
 use std::pin::Pin;
@@ -32,7 +34,10 @@ const MAX_PENDING_TX: usize = 1024;
 pub(crate) enum Command {
     UpsertPeer(PeerConfig, oneshot::Sender<Result<(), DeviceError>>),
     RemovePeer(NodePublic, oneshot::Sender<bool>),
-    PeerStats(NodePublic, oneshot::Sender<Option<(PeerStats, Option<PathAddr>)>>),
+    PeerStats(
+        NodePublic,
+        oneshot::Sender<Option<(PeerStats, Option<PathAddr>)>>,
+    ),
     Stats(oneshot::Sender<DriverStats>),
 }
 
@@ -161,7 +166,14 @@ impl Driver {
 
     /// Decrypts one datagram into a pooled buffer.
     fn ingest(&mut self, now: Instant, src: PathSrc, d: &[u8]) {
-        let Self { device, tx, pool, rx_batch, big, .. } = self;
+        let Self {
+            device,
+            tx,
+            pool,
+            rx_batch,
+            big,
+            ..
+        } = self;
         ingest_into(device, tx, pool, rx_batch, big, now, src, d);
     }
 
@@ -170,7 +182,15 @@ impl Driver {
         let mut total = 0;
         for _ in 0..RECV_BATCHES {
             let res = {
-                let Self { udp, device, tx, pool, rx_batch, big, .. } = self;
+                let Self {
+                    udp,
+                    device,
+                    tx,
+                    pool,
+                    rx_batch,
+                    big,
+                    ..
+                } = self;
                 udp.poll_recv(cx, |src, d| {
                     ingest_into(device, tx, pool, rx_batch, big, now, PathSrc::Udp(src), d);
                 })
@@ -200,7 +220,14 @@ impl Driver {
                 }
             }
             for m in items {
-                self.ingest(now, PathSrc::Derp { region: m.region, key: m.src }, &m.packet);
+                self.ingest(
+                    now,
+                    PathSrc::Derp {
+                        region: m.region,
+                        key: m.src,
+                    },
+                    &m.packet,
+                );
                 total += 1;
             }
         }

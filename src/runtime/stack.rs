@@ -19,7 +19,10 @@ pub struct Shared {
 
 impl Shared {
     pub(crate) fn new(stack: Netstack) -> Self {
-        Self { stack: Mutex::new(stack), closed: AtomicBool::new(false) }
+        Self {
+            stack: Mutex::new(stack),
+            closed: AtomicBool::new(false),
+        }
     }
 
     /// Locks the netstack. A poisoned lock (a panic elsewhere while holding it) still
@@ -40,7 +43,11 @@ impl Shared {
     }
 
     pub(crate) fn check_open(&self) -> io::Result<()> {
-        if self.is_closed() { Err(closed_error()) } else { Ok(()) }
+        if self.is_closed() {
+            Err(closed_error())
+        } else {
+            Ok(())
+        }
     }
 }
 

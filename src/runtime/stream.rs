@@ -31,14 +31,26 @@ impl TcpStream {
     /// `AddrNotAvailable` (no free port), `NotConnected` (tunnel shut down).
     pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) -> io::Result<Self> {
         shared.check_open()?;
-        let handle = shared.lock().tcp_connect(addr, clock::now()).map_err(tcp_io_error)?;
+        let handle = shared
+            .lock()
+            .tcp_connect(addr, clock::now())
+            .map_err(tcp_io_error)?;
         // From here on, Drop releases the socket, also when this future is cancelled.
-        let mut stream = Self { shared, handle, local: addr, peer: addr };
+        let mut stream = Self {
+            shared,
+            handle,
+            local: addr,
+            peer: addr,
+        };
         std::future::poll_fn(|cx| {
             if stream.shared.is_closed() {
                 return Poll::Ready(Err(closed_error()));
             }
-            stream.shared.lock().tcp_poll_connect(handle, cx).map_err(tcp_io_error)
+            stream
+                .shared
+                .lock()
+                .tcp_poll_connect(handle, cx)
+                .map_err(tcp_io_error)
         })
         .await?;
         if let Some((l, p)) = stream.shared.lock().tcp_addrs(handle) {
@@ -63,12 +75,22 @@ impl TcpStream {
     /// # Errors
     /// `ConnectionReset` if the connection died first.
     pub async fn drained(&self) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.shared.lock().tcp_poll_drained(self.handle, cx).map_err(tcp_io_error)).await
+        std::future::poll_fn(|cx| {
+            self.shared
+                .lock()
+                .tcp_poll_drained(self.handle, cx)
+                .map_err(tcp_io_error)
+        })
+        .await
     }
 }
 
 impl AsyncRead for TcpStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let dst = buf.initialize_unfilled();
         match self.shared.lock().tcp_poll_read(self.handle, cx, dst) {
             Poll::Ready(Ok(n)) => {
@@ -83,7 +105,11 @@ impl AsyncRead for TcpStream {
 }
 
 impl AsyncWrite for TcpStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.shared.lock().tcp_poll_write(self.handle, cx, data) {
             Poll::Ready(r) => Poll::Ready(r.map_err(tcp_io_error)),
             Poll::Pending if self.shared.is_closed() => Poll::Ready(Err(closed_error())),
@@ -120,13 +146,24 @@ impl TcpListener {
     pub(crate) fn bind(shared: Arc<Shared>, port: u16) -> io::Result<Self> {
         shared.check_open()?;
         let id = shared.lock().tcp_listen(port).map_err(tcp_io_error)?;
-        Ok(Self { shared, id, port: Some(port) })
+        Ok(Self {
+            shared,
+            id,
+            port: Some(port),
+        })
     }
 
     pub(crate) fn bind_any(shared: Arc<Shared>, min_port: u16) -> io::Result<Self> {
         shared.check_open()?;
-        let id = shared.lock().tcp_listen_any(min_port).map_err(tcp_io_error)?;
-        Ok(Self { shared, id, port: None })
+        let id = shared
+            .lock()
+            .tcp_listen_any(min_port)
+            .map_err(tcp_io_error)?;
+        Ok(Self {
+            shared,
+            id,
+            port: None,
+        })
     }
 
     /// The port listened on (`None` for a wildcard listener).
@@ -149,7 +186,12 @@ impl TcpListener {
         }
         match self.shared.lock().tcp_poll_accept(self.id, cx) {
             Poll::Ready(Ok((handle, local, peer))) => Poll::Ready(Ok((
-                TcpStream { shared: self.shared.clone(), handle, local, peer },
+                TcpStream {
+                    shared: self.shared.clone(),
+                    handle,
+                    local,
+                    peer,
+                },
                 peer,
             ))),
             Poll::Ready(Err(TcpError::NotConnected)) => Poll::Ready(Err(closed_error())),

@@ -91,7 +91,10 @@ impl Tunnel {
         relay: Option<(Box<dyn Relay>, mpsc::Receiver<RelayInbound>)>,
     ) -> Result<Self, TunnelError> {
         let now = clock::now();
-        let udp = UdpTransport::bind(cfg.listen).map_err(|source| TunnelError::Bind { addr: cfg.listen, source })?;
+        let udp = UdpTransport::bind(cfg.listen).map_err(|source| TunnelError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
         let local_udp = udp.local_addr();
         let stack = Netstack::new(cfg.netstack, now, rand::random())?;
         let mut device = Device::new(cfg.private.clone());
@@ -102,7 +105,13 @@ impl Tunnel {
         let (tx, rx) = mpsc::channel(64);
         let driver = Driver::new(shared.clone(), device, udp, rx, relay);
         let task = tokio::spawn(driver);
-        Ok(Self { shared, cmds: tx, task: Some(task), local_udp, public: cfg.private.public() })
+        Ok(Self {
+            shared,
+            cmds: tx,
+            task: Some(task),
+            local_udp,
+            public: cfg.private.public(),
+        })
     }
 
     /// Our public key.
@@ -152,9 +161,15 @@ impl Tunnel {
         UdpSocket::bind(self.shared.clone(), port)
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, TunnelError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, TunnelError> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(make(tx)).await.map_err(|_| TunnelError::Closed)?;
+        self.cmds
+            .send(make(tx))
+            .await
+            .map_err(|_| TunnelError::Closed)?;
         rx.await.map_err(|_| TunnelError::Closed)
     }
 
@@ -178,7 +193,10 @@ impl Tunnel {
     ///
     /// # Errors
     /// [`TunnelError::Closed`].
-    pub async fn peer_stats(&self, key: NodePublic) -> Result<Option<(PeerStats, Option<PathAddr>)>, TunnelError> {
+    pub async fn peer_stats(
+        &self,
+        key: NodePublic,
+    ) -> Result<Option<(PeerStats, Option<PathAddr>)>, TunnelError> {
         self.ask(|r| Command::PeerStats(key, r)).await
     }
 
@@ -190,6 +208,11 @@ impl Tunnel {
         let driver = self.ask(Command::Stats).await?;
         let netstack = self.shared.lock().stats();
         Ok(TunnelStats { driver, netstack })
+    }
+
+    /// Every TCP socket in the netstack, for diagnostics.
+    pub fn tcp_sockets(&self) -> Vec<crate::netstack::TcpSocketInfo> {
+        self.shared.lock().tcp_sockets()
     }
 
     /// Stops the driver and waits for it; every open socket fails afterwards.

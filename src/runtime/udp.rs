@@ -71,16 +71,24 @@ impl UdpTransport {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
-            let (bufs, metas, state, socket) = (&mut self.bufs, &mut self.metas, &self.state, &self.socket);
-            let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-            let res = socket.try_io(Interest::READABLE, || state.recv(socket.into(), &mut slices, metas));
+            let (bufs, metas, state, socket) =
+                (&mut self.bufs, &mut self.metas, &self.state, &self.socket);
+            let mut slices: Vec<IoSliceMut<'_>> =
+                bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            let res = socket.try_io(Interest::READABLE, || {
+                state.recv(socket.into(), &mut slices, metas)
+            });
             drop(slices);
             match res {
                 Ok(msgs) => {
                     let mut count = 0;
                     for (meta, buf) in self.metas.iter().zip(self.bufs.iter()).take(msgs) {
                         let data = &buf[..meta.len.min(buf.len())];
-                        let stride = if meta.stride == 0 { data.len().max(1) } else { meta.stride };
+                        let stride = if meta.stride == 0 {
+                            data.len().max(1)
+                        } else {
+                            meta.stride
+                        };
                         for d in data.chunks(stride) {
                             f(meta.addr, d);
                             count += 1;
@@ -103,9 +111,22 @@ impl UdpTransport {
     /// # Errors
     /// `WouldBlock` when the socket buffer is full (wait with [`Self::poll_send_ready`]);
     /// other errors mean this batch is lost.
-    pub fn try_send(&self, dst: SocketAddr, contents: &[u8], segment: Option<usize>) -> io::Result<()> {
-        let t = UdpTransmit { destination: dst, ecn: None, contents, segment_size: segment, src_ip: None };
-        self.socket.try_io(Interest::WRITABLE, || self.state.try_send((&self.socket).into(), &t))
+    pub fn try_send(
+        &self,
+        dst: SocketAddr,
+        contents: &[u8],
+        segment: Option<usize>,
+    ) -> io::Result<()> {
+        let t = UdpTransmit {
+            destination: dst,
+            ecn: None,
+            contents,
+            segment_size: segment,
+            src_ip: None,
+        };
+        self.socket.try_io(Interest::WRITABLE, || {
+            self.state.try_send((&self.socket).into(), &t)
+        })
     }
 
     /// Waits until the socket may accept more data.

@@ -5,4 +5,5 @@ pub mod agent;
 pub mod control;
 pub mod coordinator;
 pub mod derp_server;
+pub mod forward;
 pub mod mcp;

@@ -12,6 +12,7 @@ pub mod derpmap;
 pub mod ip;
 pub mod key;
 pub mod wg;
+pub mod wgconf;
 
 use thiserror::Error;
 

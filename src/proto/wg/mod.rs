@@ -230,13 +230,19 @@ impl Transmits {
     fn space(&mut self, max: usize) -> &mut [u8] {
         let need = self.used + max;
         if self.buf.len() < need {
-            self.buf.resize(need.max(self.buf.len() * 2).max(64 * 1024), 0);
+            self.buf
+                .resize(need.max(self.buf.len() * 2).max(64 * 1024), 0);
         }
         &mut self.buf[self.used..need]
     }
 
     fn commit(&mut self, path: PathAddr, peer: NodePublic, len: usize) {
-        self.items.push(Transmit { path, peer, start: self.used, len });
+        self.items.push(Transmit {
+            path,
+            peer,
+            start: self.used,
+            len,
+        });
         self.used += len;
     }
 
@@ -358,7 +364,9 @@ impl Device {
 
     /// Removes a peer and its routes. Returns whether it existed.
     pub fn remove_peer(&mut self, key: &NodePublic) -> bool {
-        let Some(idx) = self.by_key.remove(key) else { return false };
+        let Some(idx) = self.by_key.remove(key) else {
+            return false;
+        };
         self.routes.remove_value(idx);
         self.peers[idx as usize] = None;
         self.free.push_back(idx);
@@ -381,7 +389,11 @@ impl Device {
     }
 
     /// A peer's counters and current path.
-    pub fn peer_stats(&mut self, key: &NodePublic, now: Instant) -> Option<(PeerStats, Option<PathAddr>)> {
+    pub fn peer_stats(
+        &mut self,
+        key: &NodePublic,
+        now: Instant,
+    ) -> Option<(PeerStats, Option<PathAddr>)> {
         let idx = *self.by_key.get(key)?;
         let p = self.peers.get_mut(idx as usize)?.as_mut()?;
         p.refresh_handshake(now);
@@ -395,7 +407,10 @@ impl Device {
 
     fn drop(&mut self, r: DropReason, peer: Option<u32>) -> DropReason {
         self.drops[r as usize] += 1;
-        if let Some(p) = peer.and_then(|i| self.peers.get_mut(i as usize)).and_then(|p| p.as_mut()) {
+        if let Some(p) = peer
+            .and_then(|i| self.peers.get_mut(i as usize))
+            .and_then(|p| p.as_mut())
+        {
             p.count_drop(r);
         }
         r
@@ -413,7 +428,12 @@ impl Device {
     /// # Errors
     /// The drop reason, already counted: [`DropReason::BadPacket`],
     /// [`DropReason::NoRoute`], [`DropReason::NoPath`] or a session error.
-    pub fn encapsulate(&mut self, now: Instant, packet: &[u8], tx: &mut Transmits) -> Result<(), DropReason> {
+    pub fn encapsulate(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        tx: &mut Transmits,
+    ) -> Result<(), DropReason> {
         let Some(dst) = crate::wire::ip::dst_addr(packet) else {
             return Err(self.drop(DropReason::BadPacket, None));
         };
@@ -457,8 +477,12 @@ impl Device {
     /// handshake initiation, or send an authenticated keepalive, to each.
     fn probe(&mut self, idx: u32, path: PathAddr, now: Instant, tx: &mut Transmits) {
         let PathAddr::Derp(_) = path else { return };
-        let Some(last) = tx.items.last().copied() else { return };
-        let Some(peer) = self.peers.get_mut(idx as usize).and_then(|p| p.as_mut()) else { return };
+        let Some(last) = tx.items.last().copied() else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(idx as usize).and_then(|p| p.as_mut()) else {
+            return;
+        };
         let targets = peer.path.probe_targets(now);
         if targets.is_empty() {
             return;
@@ -500,7 +524,9 @@ impl Device {
     ) -> Result<Option<usize>, DropReason> {
         let header = match WgHeader::parse(datagram) {
             Ok(h) => h,
-            Err(crate::wire::WireError::TooLarge) => return Err(self.drop(DropReason::TooLarge, None)),
+            Err(crate::wire::WireError::TooLarge) => {
+                return Err(self.drop(DropReason::TooLarge, None));
+            }
             Err(_) if matches!(src, PathSrc::Derp { .. }) => {
                 return Err(self.drop(DropReason::NotWireGuard, None));
             }
@@ -526,7 +552,10 @@ impl Device {
             (PathSrc::Udp(_), MessageKind::Initiation) => {
                 // Identify the sender: MAC1 and load check first (cheap), then the DH.
                 let mut cookie = [0u8; crate::wire::wg::COOKIE_REPLY_LEN];
-                let init = match self.limiter.verify_packet(Some(src_ip), datagram, &mut cookie) {
+                let init = match self
+                    .limiter
+                    .verify_packet(Some(src_ip), datagram, &mut cookie)
+                {
                     Ok(Packet::HandshakeInit(init)) => init,
                     Ok(_) => return Err(self.drop(DropReason::Malformed, None)),
                     Err(TunnResult::WriteToNetwork(c)) => {
@@ -541,8 +570,15 @@ impl Device {
                     }
                     Err(_) => return Err(self.drop(DropReason::Internal, None)),
                 };
-                match boringtun::noise::handshake::parse_handshake_anon(&self.secret, &self.x_public, &init) {
-                    Ok(half) => match self.by_key.get(&NodePublic::from_bytes(half.peer_static_public)) {
+                match boringtun::noise::handshake::parse_handshake_anon(
+                    &self.secret,
+                    &self.x_public,
+                    &init,
+                ) {
+                    Ok(half) => match self
+                        .by_key
+                        .get(&NodePublic::from_bytes(half.peer_static_public))
+                    {
                         Some(&i) => i,
                         None => return Err(self.drop(DropReason::UnknownPeer, None)),
                     },
@@ -606,8 +642,12 @@ impl Device {
     /// After a handshake completes, boringtun releases queued packets one per call of
     /// `decapsulate` with empty input; drain them all.
     fn flush_queue(&mut self, idx: u32, now: Instant, tx: &mut Transmits) {
-        let Some(peer) = self.peers.get_mut(idx as usize).and_then(|p| p.as_mut()) else { return };
-        let Some(path) = peer.path.current(now) else { return };
+        let Some(peer) = self.peers.get_mut(idx as usize).and_then(|p| p.as_mut()) else {
+            return;
+        };
+        let Some(path) = peer.path.current(now) else {
+            return;
+        };
         loop {
             let len = match peer.tunn.decapsulate(None, &[], &mut self.scratch) {
                 TunnResult::WriteToNetwork(b) => b.len(),
@@ -635,13 +675,22 @@ impl Device {
             Some(t) if now >= t => {}
             _ => return,
         }
-        self.next_tick = if self.by_key.is_empty() { None } else { Some(now + TIMER_TICK) };
-        if self.last_limiter_reset.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
+        self.next_tick = if self.by_key.is_empty() {
+            None
+        } else {
+            Some(now + TIMER_TICK)
+        };
+        if self
+            .last_limiter_reset
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+        {
             self.limiter.reset_count();
             self.last_limiter_reset = Some(now);
         }
         for idx in 0..self.peers.len() {
-            let Some(peer) = self.peers[idx].as_mut() else { continue };
+            let Some(peer) = self.peers[idx].as_mut() else {
+                continue;
+            };
             if peer.expired {
                 continue;
             }

@@ -83,7 +83,9 @@ impl Path {
     }
 
     fn direct_alive(&self, now: Instant) -> bool {
-        let Some(rx) = self.udp_last_rx else { return false };
+        let Some(rx) = self.udp_last_rx else {
+            return false;
+        };
         if now.saturating_duration_since(rx) >= DIRECT_TRUST {
             return false;
         }
@@ -140,7 +142,10 @@ impl Path {
         if self.relay_only || self.derp_region.is_none() || self.direct_alive(now) {
             return Vec::new();
         }
-        if self.last_probe.is_some_and(|t| now.saturating_duration_since(t) < PROBE_INTERVAL) {
+        if self
+            .last_probe
+            .is_some_and(|t| now.saturating_duration_since(t) < PROBE_INTERVAL)
+        {
             return Vec::new();
         }
         let mut targets = self.candidates.clone();
@@ -177,7 +182,10 @@ mod tests {
         let mut p = Path::new(&cfg(None, Some(a), &[]), t0);
         assert_eq!(p.current(t0), Some(PathAddr::Udp(a)));
         p.on_authenticated(PathSrc::Udp(b), t0);
-        assert_eq!(p.current(t0 + Duration::from_secs(3600)), Some(PathAddr::Udp(b)));
+        assert_eq!(
+            p.current(t0 + Duration::from_secs(3600)),
+            Some(PathAddr::Udp(b))
+        );
         assert!(p.probe_targets(t0).is_empty());
     }
 
@@ -194,13 +202,22 @@ mod tests {
         assert_eq!(p.current(t1), Some(PathAddr::Udp(c)));
         // Sends go unanswered: after DIRECT_UNANSWERED we are back on DERP.
         p.on_send(PathAddr::Udp(c), t1);
-        assert_eq!(p.current(t1 + Duration::from_secs(4)), Some(PathAddr::Udp(c)));
+        assert_eq!(
+            p.current(t1 + Duration::from_secs(4)),
+            Some(PathAddr::Udp(c))
+        );
         assert_eq!(p.current(t1 + DIRECT_UNANSWERED), Some(PathAddr::Derp(7)));
         // A reply revives it.
         p.on_authenticated(PathSrc::Udp(c), t1 + Duration::from_secs(6));
-        assert_eq!(p.current(t1 + Duration::from_secs(6)), Some(PathAddr::Udp(c)));
+        assert_eq!(
+            p.current(t1 + Duration::from_secs(6)),
+            Some(PathAddr::Udp(c))
+        );
         // Silence past DIRECT_TRUST falls back too.
-        assert_eq!(p.current(t1 + Duration::from_secs(6) + DIRECT_TRUST), Some(PathAddr::Derp(7)));
+        assert_eq!(
+            p.current(t1 + Duration::from_secs(6) + DIRECT_TRUST),
+            Some(PathAddr::Derp(7))
+        );
     }
 
     #[test]

@@ -45,7 +45,10 @@ pub(crate) struct Peer {
 
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Peer").field("public", &self.public).field("path", &self.path).finish()
+        f.debug_struct("Peer")
+            .field("public", &self.public)
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -76,8 +79,10 @@ impl Peer {
     }
 
     pub(crate) fn refresh_handshake(&mut self, now: Instant) {
-        self.stats.last_handshake =
-            self.tunn.time_since_last_handshake().and_then(|d| now.checked_sub(d));
+        self.stats.last_handshake = self
+            .tunn
+            .time_since_last_handshake()
+            .and_then(|d| now.checked_sub(d));
     }
 }
 

@@ -28,7 +28,10 @@ impl<T> Default for Family<T> {
 
 impl<T> Default for AllowedIps<T> {
     fn default() -> Self {
-        Self { v4: Family::default(), v6: Family::default() }
+        Self {
+            v4: Family::default(),
+            v6: Family::default(),
+        }
     }
 }
 
@@ -47,7 +50,11 @@ fn key(addr: IpAddr, len: u8) -> u128 {
 
 impl<T: Copy + PartialEq> AllowedIps<T> {
     fn family(&mut self, addr: IpAddr) -> &mut Family<T> {
-        if addr.is_ipv4() { &mut self.v4 } else { &mut self.v6 }
+        if addr.is_ipv4() {
+            &mut self.v4
+        } else {
+            &mut self.v6
+        }
     }
 
     /// Maps `cidr` to `value`, replacing any previous owner of exactly that prefix (as
@@ -65,7 +72,9 @@ impl<T: Copy + PartialEq> AllowedIps<T> {
                 fam.by_len.len() - 1
             }
         };
-        fam.by_len[pos].1.insert(key(cidr.addr, cidr.prefix_len), value)
+        fam.by_len[pos]
+            .1
+            .insert(key(cidr.addr, cidr.prefix_len), value)
     }
 
     /// Removes every prefix that maps to `value`.
@@ -81,12 +90,18 @@ impl<T: Copy + PartialEq> AllowedIps<T> {
     /// The value owning the longest prefix containing `addr`.
     pub fn lookup(&self, addr: IpAddr) -> Option<T> {
         let fam = if addr.is_ipv4() { &self.v4 } else { &self.v6 };
-        fam.by_len.iter().find_map(|(len, m)| m.get(&key(addr, *len)).copied())
+        fam.by_len
+            .iter()
+            .find_map(|(len, m)| m.get(&key(addr, *len)).copied())
     }
 
     /// Number of prefixes held.
     pub fn len(&self) -> usize {
-        [&self.v4, &self.v6].iter().flat_map(|f| f.by_len.iter()).map(|(_, m)| m.len()).sum()
+        [&self.v4, &self.v6]
+            .iter()
+            .flat_map(|f| f.by_len.iter())
+            .map(|(_, m)| m.len())
+            .sum()
     }
 
     /// Whether the table is empty.

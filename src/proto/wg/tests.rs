@@ -43,7 +43,13 @@ impl Pair {
         let mut pb = PeerConfig::new(ka.public());
         pb.allowed_ips = vec!["10.0.0.1/32".parse().unwrap()];
         b.upsert_peer(pb, now).unwrap();
-        Self { a, b, now, got_a: vec![], got_b: vec![] }
+        Self {
+            a,
+            b,
+            now,
+            got_a: vec![],
+            got_b: vec![],
+        }
     }
 
     /// Delivers every datagram until both sides are quiet. Returns datagrams exchanged.
@@ -59,14 +65,20 @@ impl Pair {
             for t in tx_a.items().to_vec() {
                 n += 1;
                 let src = PathSrc::Udp(A_ADDR.parse().unwrap());
-                if let Ok(Some(len)) = self.b.decapsulate(self.now, src, tx_a.bytes(&t), &mut plain, &mut next_b) {
+                if let Ok(Some(len)) =
+                    self.b
+                        .decapsulate(self.now, src, tx_a.bytes(&t), &mut plain, &mut next_b)
+                {
                     self.got_b.push(plain[..len].to_vec());
                 }
             }
             for t in tx_b.items().to_vec() {
                 n += 1;
                 let src = PathSrc::Udp(B_ADDR.parse().unwrap());
-                if let Ok(Some(len)) = self.a.decapsulate(self.now, src, tx_b.bytes(&t), &mut plain, &mut next_a) {
+                if let Ok(Some(len)) =
+                    self.a
+                        .decapsulate(self.now, src, tx_b.bytes(&t), &mut plain, &mut next_a)
+                {
                     self.got_a.push(plain[..len].to_vec());
                 }
             }
@@ -105,7 +117,8 @@ fn queued_packets_are_all_flushed_after_handshake() {
     let mut p = Pair::new();
     let mut tx = Transmits::new();
     for i in 0..10u8 {
-        p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", &[i]), &mut tx).unwrap();
+        p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", &[i]), &mut tx)
+            .unwrap();
     }
     assert_eq!(tx.len(), 1, "one initiation, the rest queued");
     p.settle(tx, Transmits::new());
@@ -117,36 +130,64 @@ fn queued_packets_are_all_flushed_after_handshake() {
 fn replay_and_garbage_are_dropped_and_counted() {
     let mut p = Pair::new();
     let mut tx = Transmits::new();
-    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"x"), &mut tx).unwrap();
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"x"), &mut tx)
+        .unwrap();
     p.settle(tx, Transmits::new());
     let mut tx = Transmits::new();
-    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"y"), &mut tx).unwrap();
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"y"), &mut tx)
+        .unwrap();
     let data = tx.bytes(&tx.items()[0]).to_vec();
     let mut plain = vec![0u8; 70_000];
     let mut out = Transmits::new();
     let src = PathSrc::Udp(A_ADDR.parse().unwrap());
-    assert!(p.b.decapsulate(p.now, src, &data, &mut plain, &mut out).unwrap().is_some());
-    assert_eq!(p.b.decapsulate(p.now, src, &data, &mut plain, &mut out), Err(DropReason::Replay));
+    assert!(
+        p.b.decapsulate(p.now, src, &data, &mut plain, &mut out)
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        p.b.decapsulate(p.now, src, &data, &mut plain, &mut out),
+        Err(DropReason::Replay)
+    );
     let mut tx2 = Transmits::new();
-    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"z"), &mut tx2).unwrap();
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"z"), &mut tx2)
+        .unwrap();
     let mut flipped = tx2.bytes(&tx2.items()[0]).to_vec();
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
-    assert_eq!(p.b.decapsulate(p.now, src, &flipped, &mut plain, &mut out), Err(DropReason::Auth));
-    assert_eq!(p.b.decapsulate(p.now, src, &[1, 2, 3], &mut plain, &mut out), Err(DropReason::Malformed));
+    assert_eq!(
+        p.b.decapsulate(p.now, src, &flipped, &mut plain, &mut out),
+        Err(DropReason::Auth)
+    );
+    assert_eq!(
+        p.b.decapsulate(p.now, src, &[1, 2, 3], &mut plain, &mut out),
+        Err(DropReason::Malformed)
+    );
     assert_eq!(
         p.b.decapsulate(p.now, src, &vec![4u8; 70_000], &mut plain, &mut out),
         Err(DropReason::TooLarge)
     );
-    let derp = PathSrc::Derp { region: 1, key: p.a.public() };
+    let derp = PathSrc::Derp {
+        region: 1,
+        key: p.a.public(),
+    };
     assert_eq!(
-        p.b.decapsulate(p.now, derp, b"TS\xf0\x9f\x92\xac and more disco bytes", &mut plain, &mut out),
+        p.b.decapsulate(
+            p.now,
+            derp,
+            b"TS\xf0\x9f\x92\xac and more disco bytes",
+            &mut plain,
+            &mut out
+        ),
         Err(DropReason::NotWireGuard)
     );
     assert_eq!(p.b.drops()[DropReason::Replay as usize], 1);
     assert_eq!(p.b.drops()[DropReason::Auth as usize], 1);
     // A too-small output buffer is refused, not a panic.
-    assert_eq!(p.b.decapsulate(p.now, src, &data, &mut [0u8; 10], &mut out), Err(DropReason::Internal));
+    assert_eq!(
+        p.b.decapsulate(p.now, src, &data, &mut [0u8; 10], &mut out),
+        Err(DropReason::Internal)
+    );
 }
 
 #[test]
@@ -154,7 +195,8 @@ fn source_address_must_be_allowed() {
     let mut p = Pair::new();
     let mut tx = Transmits::new();
     // A claims a source B does not allow for it.
-    p.a.encapsulate(p.now, &ip_packet("10.0.0.9", "10.0.0.2", b"spoof"), &mut tx).unwrap();
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.9", "10.0.0.2", b"spoof"), &mut tx)
+        .unwrap();
     p.settle(tx, Transmits::new());
     assert!(p.got_b.is_empty());
     assert_eq!(p.b.drops()[DropReason::SourceNotAllowed as usize], 1);
@@ -164,10 +206,19 @@ fn source_address_must_be_allowed() {
 fn unroutable_and_unknown_are_dropped() {
     let mut p = Pair::new();
     let mut tx = Transmits::new();
-    assert_eq!(p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.9.9.9", b"x"), &mut tx), Err(DropReason::NoRoute));
-    assert_eq!(p.a.encapsulate(p.now, &[0x99; 30], &mut tx), Err(DropReason::BadPacket));
+    assert_eq!(
+        p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.9.9.9", b"x"), &mut tx),
+        Err(DropReason::NoRoute)
+    );
+    assert_eq!(
+        p.a.encapsulate(p.now, &[0x99; 30], &mut tx),
+        Err(DropReason::BadPacket)
+    );
     // B has no endpoint for A until A speaks first.
-    assert_eq!(p.b.encapsulate(p.now, &ip_packet("10.0.0.2", "10.0.0.1", b"x"), &mut tx), Err(DropReason::NoPath));
+    assert_eq!(
+        p.b.encapsulate(p.now, &ip_packet("10.0.0.2", "10.0.0.1", b"x"), &mut tx),
+        Err(DropReason::NoPath)
+    );
     // A stranger's handshake is refused.
     let mut stranger = Device::new(NodePrivate::generate());
     let mut sc = PeerConfig::new(p.b.public());
@@ -175,11 +226,19 @@ fn unroutable_and_unknown_are_dropped() {
     sc.endpoint = Some(B_ADDR.parse().unwrap());
     stranger.upsert_peer(sc, p.now).unwrap();
     let mut tx = Transmits::new();
-    stranger.encapsulate(p.now, &ip_packet("10.0.0.7", "10.0.0.2", b"x"), &mut tx).unwrap();
+    stranger
+        .encapsulate(p.now, &ip_packet("10.0.0.7", "10.0.0.2", b"x"), &mut tx)
+        .unwrap();
     let init = tx.bytes(&tx.items()[0]).to_vec();
     let mut plain = vec![0u8; 70_000];
     assert_eq!(
-        p.b.decapsulate(p.now, PathSrc::Udp(A_ADDR.parse().unwrap()), &init, &mut plain, &mut Transmits::new()),
+        p.b.decapsulate(
+            p.now,
+            PathSrc::Udp(A_ADDR.parse().unwrap()),
+            &init,
+            &mut plain,
+            &mut Transmits::new()
+        ),
         Err(DropReason::UnknownPeer)
     );
 }
@@ -188,12 +247,14 @@ fn unroutable_and_unknown_are_dropped() {
 fn peers_can_be_removed_and_readded_while_running() {
     let mut p = Pair::new();
     let mut tx = Transmits::new();
-    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"1"), &mut tx).unwrap();
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"1"), &mut tx)
+        .unwrap();
     p.settle(tx, Transmits::new());
     let key = p.a.public();
     assert!(p.b.remove_peer(&key));
     let mut tx = Transmits::new();
-    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"2"), &mut tx).unwrap();
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"2"), &mut tx)
+        .unwrap();
     p.settle(tx, Transmits::new());
     assert_eq!(p.got_b.len(), 1, "removed peer's data is not delivered");
     let mut pb = PeerConfig::new(key);
@@ -202,19 +263,25 @@ fn peers_can_be_removed_and_readded_while_running() {
     // B's new peer has no session; A's old one is unknown to it. Once B speaks (it now
     // knows A's endpoint only if configured), a fresh handshake restores traffic.
     let mut tx = Transmits::new();
-    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"3"), &mut tx).unwrap();
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"3"), &mut tx)
+        .unwrap();
     p.settle(tx, Transmits::new());
-    assert!(p.b.drops()[DropReason::NoSession as usize] + p.b.drops()[DropReason::UnknownPeer as usize] > 0);
+    assert!(
+        p.b.drops()[DropReason::NoSession as usize] + p.b.drops()[DropReason::UnknownPeer as usize]
+            > 0
+    );
     let mut pb = PeerConfig::new(key);
     pb.allowed_ips = vec!["10.0.0.1/32".parse().unwrap()];
     pb.endpoint = Some(A_ADDR.parse().unwrap());
     p.b.upsert_peer(pb, p.now).unwrap();
     let mut tx = Transmits::new();
-    p.b.encapsulate(p.now, &ip_packet("10.0.0.2", "10.0.0.1", b"back"), &mut tx).unwrap();
+    p.b.encapsulate(p.now, &ip_packet("10.0.0.2", "10.0.0.1", b"back"), &mut tx)
+        .unwrap();
     p.settle(Transmits::new(), tx);
     assert_eq!(p.got_a.len(), 1, "re-added peer handshakes and delivers");
     let mut tx = Transmits::new();
-    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"4"), &mut tx).unwrap();
+    p.a.encapsulate(p.now, &ip_packet("10.0.0.1", "10.0.0.2", b"4"), &mut tx)
+        .unwrap();
     p.settle(tx, Transmits::new());
     assert_eq!(p.got_b.last().map(|v| v[20]), Some(b'4'));
 }
@@ -237,21 +304,56 @@ fn derp_path_probes_candidates_and_moves_to_direct() {
     b.upsert_peer(pb, now).unwrap();
 
     let mut tx = Transmits::new();
-    a.encapsulate(now, &ip_packet("10.0.0.1", "10.0.0.2", b"hi"), &mut tx).unwrap();
+    a.encapsulate(now, &ip_packet("10.0.0.1", "10.0.0.2", b"hi"), &mut tx)
+        .unwrap();
     let paths: Vec<_> = tx.items().iter().map(|t| t.path).collect();
-    assert_eq!(paths, vec![PathAddr::Derp(9), PathAddr::Udp(B_ADDR.parse().unwrap())]);
+    assert_eq!(
+        paths,
+        vec![PathAddr::Derp(9), PathAddr::Udp(B_ADDR.parse().unwrap())]
+    );
     // The direct copy arrives first; B answers over UDP and A moves to direct.
     let mut plain = vec![0u8; 70_000];
     let mut out_b = Transmits::new();
     let udp_copy = tx.bytes(&tx.items()[1]).to_vec();
-    b.decapsulate(now, PathSrc::Udp(A_ADDR.parse().unwrap()), &udp_copy, &mut plain, &mut out_b).unwrap();
-    assert_eq!(out_b.items()[0].path, PathAddr::Udp(A_ADDR.parse().unwrap()));
+    b.decapsulate(
+        now,
+        PathSrc::Udp(A_ADDR.parse().unwrap()),
+        &udp_copy,
+        &mut plain,
+        &mut out_b,
+    )
+    .unwrap();
+    assert_eq!(
+        out_b.items()[0].path,
+        PathAddr::Udp(A_ADDR.parse().unwrap())
+    );
     let derp_copy = tx.bytes(&tx.items()[0]).to_vec();
-    let derp_src = PathSrc::Derp { region: 9, key: ka.public() };
-    assert_eq!(b.decapsulate(now, derp_src, &derp_copy, &mut plain, &mut Transmits::new()), Err(DropReason::Replay));
+    let derp_src = PathSrc::Derp {
+        region: 9,
+        key: ka.public(),
+    };
+    assert_eq!(
+        b.decapsulate(now, derp_src, &derp_copy, &mut plain, &mut Transmits::new()),
+        Err(DropReason::Replay)
+    );
     let mut out_a = Transmits::new();
     let resp = out_b.bytes(&out_b.items()[0]).to_vec();
-    a.decapsulate(now, PathSrc::Udp(B_ADDR.parse().unwrap()), &resp, &mut plain, &mut out_a).unwrap();
-    assert!(out_a.items().iter().all(|t| t.path == PathAddr::Udp(B_ADDR.parse().unwrap())));
-    assert_eq!(a.peer_stats(&kb.public(), now).unwrap().1, Some(PathAddr::Udp(B_ADDR.parse().unwrap())));
+    a.decapsulate(
+        now,
+        PathSrc::Udp(B_ADDR.parse().unwrap()),
+        &resp,
+        &mut plain,
+        &mut out_a,
+    )
+    .unwrap();
+    assert!(
+        out_a
+            .items()
+            .iter()
+            .all(|t| t.path == PathAddr::Udp(B_ADDR.parse().unwrap()))
+    );
+    assert_eq!(
+        a.peer_stats(&kb.public(), now).unwrap().1,
+        Some(PathAddr::Udp(B_ADDR.parse().unwrap()))
+    );
 }

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Kernel-TCP peer for the interop tests, run inside a network namespace.
+
+  echo.py serve PORT                  dual-stack echo server (one thread per connection)
+  echo.py client HOST PORT NBYTES     send NBYTES of a fixed pattern, read the echo,
+                                      exit 0 if every byte came back intact
+"""
+import hashlib
+import socket
+import sys
+import threading
+
+
+def pattern(n):
+    out = bytearray()
+    block = hashlib.sha256(b"agentwire").digest()
+    while len(out) < n:
+        block = hashlib.sha256(block).digest()
+        out += block
+    return bytes(out[:n])
+
+
+def serve(port):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
+    s.listen(64)
+    print("ready", flush=True)
+
+    def handle(c):
+        with c:
+            while True:
+                b = c.recv(1 << 16)
+                if not b:
+                    c.shutdown(socket.SHUT_WR)
+                    return
+                c.sendall(b)
+
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+
+def client(host, port, n):
+    data = pattern(n)
+    c = socket.create_connection((host, port), timeout=30)
+    got = bytearray()
+
+    def reader():
+        while True:
+            b = c.recv(1 << 16)
+            if not b:
+                return
+            got.extend(b)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    c.sendall(data)
+    c.shutdown(socket.SHUT_WR)
+    t.join(60)
+    ok = bytes(got) == data
+    print(f"sent={len(data)} received={len(got)} sha256={hashlib.sha256(bytes(got)).hexdigest()} ok={ok}", flush=True)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        serve(int(sys.argv[2]))
+    else:
+        client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
