@@ -1,4 +1,6 @@
 //! One TCP stream between two agentwire nodes over UDP on loopback, each direction.
+
+#![allow(clippy::disallowed_methods)]
 //!
 //! Each node runs on its own single-threaded tokio runtime on its own OS thread, as two
 //! processes would. Prints one figure per line: `metric: value unit`.
@@ -91,6 +93,21 @@ fn measure(from: &Node, to: &Node, to_addr: SocketAddr, secs: f64) -> f64 {
     bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e6
 }
 
+fn netstack(addr: &str) -> NetstackConfig {
+    let mut c = NetstackConfig {
+        addresses: vec![addr.parse().unwrap()],
+        ..Default::default()
+    };
+    if let Some(kib) = std::env::var("BENCH_TCP_BUF_KIB")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        c.tcp_rx_buffer = kib << 10;
+        c.tcp_tx_buffer = kib << 10;
+    }
+    c
+}
+
 fn main() {
     let secs: f64 = std::env::var("BENCH_SECS")
         .ok()
@@ -104,10 +121,7 @@ fn main() {
     pb.allowed_ips = vec!["10.20.0.1/32".parse().unwrap()];
     let cfg_b = TunnelConfig {
         private: kb,
-        netstack: NetstackConfig {
-            addresses: vec!["10.20.0.2".parse().unwrap()],
-            ..Default::default()
-        },
+        netstack: netstack("10.20.0.2"),
         listen: "127.0.0.1:0".parse().unwrap(),
         peers: vec![pb],
     };
@@ -115,10 +129,7 @@ fn main() {
     pa.endpoint = Some(b.tunnel.local_udp_addr());
     let cfg_a = TunnelConfig {
         private: ka,
-        netstack: NetstackConfig {
-            addresses: vec!["10.20.0.1".parse().unwrap()],
-            ..Default::default()
-        },
+        netstack: netstack("10.20.0.1"),
         listen: "127.0.0.1:0".parse().unwrap(),
         peers: vec![pa],
     };

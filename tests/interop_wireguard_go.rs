@@ -1,4 +1,6 @@
 //! Interop with a real WireGuard peer: wireguard-go in a network namespace, kernel TCP
+
+#![allow(clippy::disallowed_methods)]
 //! on its side, `agentwire forward` (the real binary) on ours. Bytes are verified both
 //! ways, over IPv4 and IPv6 tunnel addresses.
 

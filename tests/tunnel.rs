@@ -1,5 +1,7 @@
 //! Two tunnels on loopback UDP: TCP and UDP through real sockets, both directions.
 
+#![allow(clippy::disallowed_methods)]
+
 use agentwire::netstack::NetstackConfig;
 use agentwire::proto::wg::PeerConfig;
 use agentwire::runtime::{Tunnel, TunnelConfig};

@@ -1,3 +1,7 @@
-//! Entry points for the fuzz targets in `fuzz/fuzz_targets/`. Compiled only under
-//! `cfg(fuzzing)`. Each function asserts its target's invariants (round trips, no
-//! unauthorized state), not just the absence of panics.
+//! Entry points for the fuzz targets in `fuzz/fuzz_targets/`. Compiled under
+//! `cfg(fuzzing)` (and in unit tests, so they cannot rot). Each function asserts its
+//! target's invariants (round trips, counters, no unauthorized state), not just the
+//! absence of panics.
+
+pub mod packet;
+pub mod text;

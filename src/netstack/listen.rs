@@ -131,10 +131,8 @@ impl Listeners {
                     }
                 }
             });
-            if woke {
-                if let Some(w) = &l.waker {
-                    w.wake_by_ref();
-                }
+            if woke && let Some(w) = &l.waker {
+                w.wake_by_ref();
             }
         }
     }

@@ -1,4 +1,5 @@
 //! Two netstacks wired back to back in memory (no WireGuard), driven by hand.
+#![allow(clippy::disallowed_methods)]
 
 use super::*;
 use std::net::SocketAddr;

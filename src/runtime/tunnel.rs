@@ -90,6 +90,7 @@ impl Tunnel {
         cfg: TunnelConfig,
         relay: Option<(Box<dyn Relay>, mpsc::Receiver<RelayInbound>)>,
     ) -> Result<Self, TunnelError> {
+        super::alloc::pin_mmap_threshold();
         let now = clock::now();
         let udp = UdpTransport::bind(cfg.listen).map_err(|source| TunnelError::Bind {
             addr: cfg.listen,

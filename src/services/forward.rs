@@ -254,11 +254,10 @@ async fn udp_local(tunnel: Arc<Tunnel>, local: Arc<tokio::net::UdpSocket>, remot
                     });
                     sessions.insert(client, (s, h));
                 }
-                if let Some((s, _)) = sessions.get(&client) {
-                    if let Err(e) = s.send_to(&buf[..n], remote).await {
+                if let Some((s, _)) = sessions.get(&client)
+                    && let Err(e) = s.send_to(&buf[..n], remote).await {
                         tracing::debug!(error = %e, "udp send through tunnel failed");
                     }
-                }
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(client) = done {

@@ -10,12 +10,16 @@
 //! passes (calling it early is harmless); send everything in the [`Transmits`] after each
 //! call. Bad datagrams are dropped and counted by [`DropReason`]; no input panics.
 
+mod drop;
 pub mod path;
 pub mod session;
 pub mod table;
+mod transmit;
 
+pub use drop::DropReason;
 pub use path::{PathAddr, PathSrc};
 pub use session::PeerStats;
+pub use transmit::{Transmit, Transmits};
 
 use crate::wire::addr::IpCidr;
 use crate::wire::key::{NodePrivate, NodePublic};
@@ -37,85 +41,6 @@ const HANDSHAKE_RATE_LIMIT: u64 = 100;
 
 /// Receiver indices are 24 bits (boringtun shifts them left by 8 for session slots).
 const MAX_PEERS: usize = 1 << 24;
-
-/// Why a datagram or packet was dropped. Counted per device and per peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(usize)]
-pub enum DropReason {
-    /// Not a well-formed WireGuard message.
-    Malformed,
-    /// Larger than any valid datagram.
-    TooLarge,
-    /// Arrived over DERP and is not WireGuard (for example a disco packet).
-    NotWireGuard,
-    /// No peer with that key or receiver index.
-    UnknownPeer,
-    /// Failed authentication: bad MAC, tag, key or index.
-    Auth,
-    /// A replayed counter or handshake timestamp.
-    Replay,
-    /// Transport data for a session we do not have.
-    NoSession,
-    /// Handshake refused while under load (no cookie possible).
-    UnderLoad,
-    /// The session expired.
-    Expired,
-    /// Decrypted packet's source address is not in the peer's allowed IPs.
-    SourceNotAllowed,
-    /// Outgoing packet with no peer owning its destination.
-    NoRoute,
-    /// The peer has no endpoint or relay to send to.
-    NoPath,
-    /// Outgoing packet is not a valid IP packet.
-    BadPacket,
-    /// A transmit queue was full.
-    QueueFull,
-    /// An internal invariant failed (buffer sizing); never caused by input.
-    Internal,
-}
-
-impl DropReason {
-    /// Number of reasons, for counter arrays.
-    pub const COUNT: usize = 15;
-    /// Every reason, in counter-array order.
-    pub const ALL: [DropReason; Self::COUNT] = [
-        Self::Malformed,
-        Self::TooLarge,
-        Self::NotWireGuard,
-        Self::UnknownPeer,
-        Self::Auth,
-        Self::Replay,
-        Self::NoSession,
-        Self::UnderLoad,
-        Self::Expired,
-        Self::SourceNotAllowed,
-        Self::NoRoute,
-        Self::NoPath,
-        Self::BadPacket,
-        Self::QueueFull,
-        Self::Internal,
-    ];
-    /// A stable snake_case name for metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Malformed => "malformed",
-            Self::TooLarge => "too_large",
-            Self::NotWireGuard => "not_wireguard",
-            Self::UnknownPeer => "unknown_peer",
-            Self::Auth => "auth",
-            Self::Replay => "replay",
-            Self::NoSession => "no_session",
-            Self::UnderLoad => "under_load",
-            Self::Expired => "expired",
-            Self::SourceNotAllowed => "source_not_allowed",
-            Self::NoRoute => "no_route",
-            Self::NoPath => "no_path",
-            Self::BadPacket => "bad_packet",
-            Self::QueueFull => "queue_full",
-            Self::Internal => "internal",
-        }
-    }
-}
 
 /// Errors from configuring the device.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,94 +87,6 @@ impl PeerConfig {
             candidates: Vec::new(),
             relay_only: false,
         }
-    }
-}
-
-/// A datagram waiting to be sent: `len` bytes at `start` in [`Transmits::bytes`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transmit {
-    /// Where it goes.
-    pub path: PathAddr,
-    /// The peer it is for (the DERP destination key).
-    pub peer: NodePublic,
-    /// Offset into the shared buffer.
-    pub start: usize,
-    /// Length in bytes.
-    pub len: usize,
-}
-
-/// Datagrams produced by the device, packed back to back in one reusable buffer so the
-/// runtime can hand runs of equal-sized datagrams to the kernel as one GSO send.
-#[derive(Debug, Default)]
-pub struct Transmits {
-    buf: Vec<u8>,
-    used: usize,
-    items: Vec<Transmit>,
-}
-
-impl Transmits {
-    /// An empty buffer.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// The datagrams, in the order they were produced.
-    pub fn items(&self) -> &[Transmit] {
-        &self.items
-    }
-    /// The bytes of one datagram.
-    pub fn bytes(&self, t: &Transmit) -> &[u8] {
-        &self.buf[t.start..t.start + t.len]
-    }
-    /// The packed bytes of all datagrams.
-    pub fn buffer(&self) -> &[u8] {
-        &self.buf[..self.used]
-    }
-    /// Number of datagrams waiting.
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-    /// Whether nothing is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-    /// Forgets every datagram, keeping the allocation.
-    pub fn clear(&mut self) {
-        self.used = 0;
-        self.items.clear();
-    }
-    /// Forgets the first `n` datagrams (after they were sent); keeps the allocation.
-    pub fn consume(&mut self, n: usize) {
-        if n >= self.items.len() {
-            self.clear();
-        } else {
-            self.items.drain(..n);
-        }
-    }
-
-    /// Room for one datagram of at most `max` bytes. Grows without zeroing what exists.
-    fn space(&mut self, max: usize) -> &mut [u8] {
-        let need = self.used + max;
-        if self.buf.len() < need {
-            self.buf
-                .resize(need.max(self.buf.len() * 2).max(64 * 1024), 0);
-        }
-        &mut self.buf[self.used..need]
-    }
-
-    fn commit(&mut self, path: PathAddr, peer: NodePublic, len: usize) {
-        self.items.push(Transmit {
-            path,
-            peer,
-            start: self.used,
-            len,
-        });
-        self.used += len;
-    }
-
-    fn push_copy(&mut self, path: PathAddr, peer: NodePublic, bytes: &[u8]) {
-        let len = bytes.len();
-        self.space(len).copy_from_slice(bytes);
-        self.commit(path, peer, len);
     }
 }
 
@@ -648,11 +485,10 @@ impl Device {
         let Some(path) = peer.path.current(now) else {
             return;
         };
-        loop {
-            let len = match peer.tunn.decapsulate(None, &[], &mut self.scratch) {
-                TunnResult::WriteToNetwork(b) => b.len(),
-                _ => break,
-            };
+        while let TunnResult::WriteToNetwork(b) =
+            peer.tunn.decapsulate(None, &[], &mut self.scratch)
+        {
+            let len = b.len();
             tx.push_copy(path, peer.public, &self.scratch[..len]);
             peer.stats.tx_datagrams += 1;
             if len > crate::wire::wg::TRANSPORT_OVERHEAD {

@@ -89,9 +89,8 @@ impl Path {
         if now.saturating_duration_since(rx) >= DIRECT_TRUST {
             return false;
         }
-        !self
-            .udp_unanswered_since
-            .is_some_and(|t| now.saturating_duration_since(t) >= DIRECT_UNANSWERED)
+        self.udp_unanswered_since
+            .is_none_or(|t| now.saturating_duration_since(t) < DIRECT_UNANSWERED)
     }
 
     /// The path for the next datagram, or `None` if the peer is unreachable.
@@ -118,10 +117,11 @@ impl Path {
 
     /// Records a datagram we sent on `path`.
     pub(crate) fn on_send(&mut self, path: PathAddr, now: Instant) {
-        if let PathAddr::Udp(_) = path {
-            if self.derp_region.is_some() && self.udp_unanswered_since.is_none() {
-                self.udp_unanswered_since = Some(now);
-            }
+        if let PathAddr::Udp(_) = path
+            && self.derp_region.is_some()
+            && self.udp_unanswered_since.is_none()
+        {
+            self.udp_unanswered_since = Some(now);
         }
     }
 
@@ -149,10 +149,10 @@ impl Path {
             return Vec::new();
         }
         let mut targets = self.candidates.clone();
-        if let Some(a) = self.udp {
-            if !targets.contains(&a) {
-                targets.push(a);
-            }
+        if let Some(a) = self.udp
+            && !targets.contains(&a)
+        {
+            targets.push(a);
         }
         if !targets.is_empty() {
             self.last_probe = Some(now);
@@ -162,6 +162,7 @@ impl Path {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use crate::wire::key::NodePrivate;

@@ -1,4 +1,5 @@
 //! Two devices driven against each other in memory, with time jumped by hand.
+#![allow(clippy::disallowed_methods)]
 
 use super::*;
 
