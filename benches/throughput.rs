@@ -109,6 +109,10 @@ fn netstack(addr: &str) -> NetstackConfig {
 }
 
 fn main() {
+    if let Ok(role) = std::env::var("AW_BENCH_ROLE") {
+        baseline::role(&role);
+        return;
+    }
     let secs: f64 = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -144,10 +148,231 @@ fn main() {
     }
     println!("tcp_throughput_a_to_b: {up:.0} Mbit/s");
     println!("tcp_throughput_b_to_a: {down:.0} Mbit/s");
+    match baseline::wireguard_go(secs) {
+        Ok((bup, bdown)) => {
+            println!("baseline_wireguard_go_kernel_tcp_a_to_b: {bup:.0} Mbit/s");
+            println!("baseline_wireguard_go_kernel_tcp_b_to_a: {bdown:.0} Mbit/s");
+            println!("ratio_vs_wireguard_go_a_to_b: {:.2} x", up / bup);
+            println!("ratio_vs_wireguard_go_b_to_a: {:.2} x", down / bdown);
+        }
+        Err(why) => println!("baseline_wireguard_go: skipped ({why})"),
+    }
     for mut n in [a, b] {
         drop(n._stop);
         if let Some(t) = n.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// The baseline the issue names: wireguard-go to wireguard-go with kernel TCP over TUN,
+/// in two network namespaces joined by a veth pair, measured in the same run.
+mod baseline {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    fn sh(args: &[&str]) -> Result<(), String> {
+        let out = Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .map_err(|e| format!("{}: {e}", args[0]))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?}: {}",
+                args,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Runs inside a namespace: `sink ADDR` prints `bytes seconds`; `source ADDR SECS`.
+    pub fn role(role: &str) {
+        let addr = std::env::var("AW_BENCH_ADDR").expect("AW_BENCH_ADDR");
+        match role {
+            "sink" => {
+                let l = std::net::TcpListener::bind(&addr).expect("bind");
+                println!("ready");
+                let (mut s, _) = l.accept().expect("accept");
+                let mut buf = vec![0u8; 256 << 10];
+                let (mut total, mut start) = (0u64, None);
+                loop {
+                    let n = s.read(&mut buf).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    start.get_or_insert_with(Instant::now);
+                    total += n as u64;
+                }
+                let secs = start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0);
+                println!("{total} {secs}");
+            }
+            _ => {
+                let secs: f64 = std::env::var("BENCH_SECS")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(5.0);
+                let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+                let chunk = vec![0x5au8; 256 << 10];
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_secs_f64(secs) {
+                    if s.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    struct Cleanup(Vec<String>, Vec<std::process::Child>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for c in &mut self.1 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            for ns in &self.0 {
+                let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            }
+        }
+    }
+
+    fn measure(from: &str, to: &str, to_ip: &str, secs: f64) -> Result<f64, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let addr = format!("{to_ip}:5201");
+        let mut sink = Command::new("ip")
+            .args(["netns", "exec", to])
+            .arg(&exe)
+            .env("AW_BENCH_ROLE", "sink")
+            .env("AW_BENCH_ADDR", &addr)
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut out = sink.stdout.take().ok_or("no stdout")?;
+        let mut ready = [0u8; 6];
+        out.read_exact(&mut ready).map_err(|e| e.to_string())?;
+        let status = Command::new("ip")
+            .args(["netns", "exec", from])
+            .arg(&exe)
+            .env("AW_BENCH_ROLE", "source")
+            .env("AW_BENCH_ADDR", &addr)
+            .env("BENCH_SECS", secs.to_string())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err("source failed".into());
+        }
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).map_err(|e| e.to_string())?;
+        let _ = sink.wait();
+        let mut it = rest.split_whitespace();
+        let bytes: f64 = it.next().and_then(|s| s.parse().ok()).ok_or("no result")?;
+        let secs: f64 = it.next().and_then(|s| s.parse().ok()).ok_or("no result")?;
+        Ok(bytes * 8.0 / secs / 1e6)
+    }
+
+    /// Two namespaces, wireguard-go in each; returns (a→b, b→a) in Mbit/s.
+    pub fn wireguard_go(secs: f64) -> Result<(f64, f64), String> {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        if !matches!(root, Ok(true)) {
+            return Err("needs root for network namespaces".into());
+        }
+        sh(&["sh", "-c", "command -v wireguard-go && command -v wg"])
+            .map_err(|_| "wireguard-go or wg not installed")?;
+        let id = std::process::id() % 10000;
+        let (na, nb) = (format!("awbA{id}"), format!("awbB{id}"));
+        let mut clean = Cleanup(vec![na.clone(), nb.clone()], Vec::new());
+        sh(&["ip", "netns", "add", &na])?;
+        sh(&["ip", "netns", "add", &nb])?;
+        sh(&[
+            "ip", "link", "add", "awbva", "netns", &na, "type", "veth", "peer", "name", "awbvb",
+            "netns", &nb,
+        ])?;
+        let dir = std::env::temp_dir().join(format!("awbench{id}"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let keys: Vec<(String, String)> = (0..2)
+            .map(|_| {
+                let k = agentwire::wire::key::NodePrivate::generate();
+                (k.to_base64(), k.public().to_base64())
+            })
+            .collect();
+        for (i, (ns, veth, wg)) in [
+            (&na, "awbva", format!("wgbA{id}")),
+            (&nb, "awbvb", format!("wgbB{id}")),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let other = 1 - i;
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("192.168.250.{}/30", i + 1),
+                "dev",
+                veth,
+            ])?;
+            sh(&["ip", "-n", ns, "link", "set", veth, "up"])?;
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+            let child = Command::new("ip")
+                .args(["netns", "exec", ns, "wireguard-go", "-f", wg])
+                .env("WG_PROCESS_FOREGROUND", "1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            clean.1.push(child);
+            let start = Instant::now();
+            while sh(&["ip", "-n", ns, "link", "show", wg]).is_err() {
+                if start.elapsed() > Duration::from_secs(10) {
+                    return Err("wireguard-go did not start".into());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let key = dir.join(format!("k{i}"));
+            std::fs::write(&key, &keys[i].0).map_err(|e| e.to_string())?;
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "wg",
+                "set",
+                wg,
+                "private-key",
+                key.to_str().unwrap_or(""),
+                "listen-port",
+                "51820",
+                "peer",
+                &keys[other].1,
+                "allowed-ips",
+                &format!("10.77.0.{}/32", other + 1),
+                "endpoint",
+                &format!("192.168.250.{}:51820", other + 1),
+            ])?;
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.77.0.{}/24", i + 1),
+                "dev",
+                wg,
+            ])?;
+            sh(&["ip", "-n", ns, "link", "set", wg, "up"])?;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let up = measure(&na, &nb, "10.77.0.2", secs)?;
+        let down = measure(&nb, &na, "10.77.0.1", secs)?;
+        drop(clean);
+        Ok((up, down))
     }
 }

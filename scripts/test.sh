@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs agentwire's whole test suite, installing what it needs on a fresh machine:
+# Debian packages for the WireGuard interop tests, cargo-fuzz for the fuzz smoke runs.
+#
+#   scripts/test.sh            everything
+#   FUZZ_SECS=0 scripts/test.sh  skip the fuzz smoke runs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZ_SECS="${FUZZ_SECS:-5}"
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "prerequisites"
+need_apt=()
+command -v wireguard-go >/dev/null || need_apt+=(wireguard-go)
+command -v wg >/dev/null || need_apt+=(wireguard-tools)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v python3 >/dev/null || need_apt+=(python3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+if [ "$FUZZ_SECS" != 0 ] && ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install --locked cargo-fuzz
+fi
+
+step "format and layering"
+cargo fmt --all -- --check
+# wire, proto and netstack are sans-IO: no tokio, no clock.
+if grep -rnE '\btokio\b|Instant::now|SystemTime::now' src/wire src/proto src/netstack \
+    | grep -vE '^\S+:\s*//|allow\(clippy::disallowed_methods\)|//!|/// ' | grep -v '/tests.rs:'; then
+  echo "sans-IO layers must not use tokio or read the clock" >&2
+  exit 1
+fi
+
+step "clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+  cargo test --locked --doc
+else
+  cargo test --locked --no-fail-fast
+fi
+
+if [ "$FUZZ_SECS" != 0 ]; then
+  step "fuzz smoke (${FUZZ_SECS}s per target)"
+  for t in $(sed -n 's/^name = "\(.*\)"/\1/p' fuzz/Cargo.toml | grep -v '^agentwire-fuzz$'); do
+    mkdir -p "fuzz/corpus/$t"
+    scratch=$(mktemp -d)
+    # New inputs go to the scratch directory; the committed corpus only seeds the run.
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "$scratch" "corpus/$t" -- \
+        -max_total_time="$FUZZ_SECS" -rss_limit_mb=4096 -print_final_stats=0 >/dev/null 2>"/tmp/fuzz-$t.log") \
+      || { cat "/tmp/fuzz-$t.log" >&2; echo "fuzz target $t failed" >&2; exit 1; }
+    rm -rf "$scratch"
+    echo "fuzz $t: ok"
+  done
+fi
+
+step "all tests passed"
