@@ -230,8 +230,10 @@ impl Shared {
 
     fn close_all(&self) {
         self.cancel.cancel();
-        let hub = self.hub();
-        for c in hub.conns.values() {
+        // Forget the streams as well as closing them: peers hear only that the coordinator
+        // is going away, not a flurry of `lost` updates about each other.
+        let conns = std::mem::take(&mut self.hub().conns);
+        for c in conns.values() {
             c.close(coord::CLOSE_GOING_AWAY, "coordinator shutting down");
         }
     }
@@ -503,6 +505,7 @@ async fn run_stream(shared: Arc<Shared>, socket: WebSocket, principal: Principal
 
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (msgs, rx) = mpsc::channel(shared.cfg.queue.max(1));
+    let own = msgs.clone();
     let (close, close_rx) = watch::channel(None);
     {
         let mut hub = shared.hub();
@@ -517,15 +520,33 @@ async fn run_stream(shared: Arc<Shared>, socket: WebSocket, principal: Principal
             )
             .await;
         }
-        hub.conns.insert(conn, ConnTx { msgs, close });
+        hub.conns.insert(
+            conn,
+            ConnTx {
+                msgs: msgs.clone(),
+                close,
+            },
+        );
         hub.registry.connect(conn, &hello, auth, clock::now());
         shared.dispatch(&mut hub);
     }
     tracing::debug!(conn, id = %hello.id, who = principal.describe(), "coordinator stream open");
 
-    tokio::select! {
-        () = write_loop(sink, rx, close_rx, shared.cfg.ping_interval) => {}
-        () = read_loop(&shared, conn, &mut stream, &principal, &grants) => {}
+    let we_closed = tokio::select! {
+        () = write_loop(sink, rx, close_rx, shared.cfg.ping_interval) => true,
+        () = read_loop(&shared, conn, &mut stream, &principal, &grants, own) => false,
+    };
+    if we_closed {
+        // Finish the closing handshake: read (and discard) until the peer's close, so the
+        // socket is not reset with unread data and the peer sees our close frame.
+        let drain = async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
     }
 
     let mut hub = shared.hub();
@@ -537,14 +558,25 @@ async fn run_stream(shared: Arc<Shared>, socket: WebSocket, principal: Principal
 }
 
 /// Reads requests into the registry until the stream ends or goes silent.
+///
+/// Before each request it waits for a free slot in the stream's own outbound queue: a
+/// request causes at most one message back to its sender, so a peer that floods requests
+/// is slowed to the pace at which it reads answers (TCP backpressure) instead of
+/// overflowing its queue. `own` is that queue.
 async fn read_loop(
     shared: &Shared,
     conn: ConnId,
     stream: &mut Stream,
     principal: &Principal,
     grants: &Grants,
+    own: mpsc::Sender<String>,
 ) {
     loop {
+        match tokio::time::timeout(shared.cfg.idle_timeout, own.reserve()).await {
+            Ok(Ok(permit)) => drop(permit),
+            Ok(Err(_)) => return,
+            Err(_) => return tracing::debug!(conn, "coordinator stream not reading; dropping"),
+        }
         let next = tokio::time::timeout(shared.cfg.idle_timeout, stream.next()).await;
         let text = match next {
             Err(_) => return tracing::debug!(conn, "coordinator stream idle; dropping"),
