@@ -67,7 +67,7 @@ impl Workspace {
 
     /// Whether `user` may use this workspace: its owner, a user it is shared with, or an admin.
     pub fn may_use(&self, user: &User) -> bool {
-        user.admin || self.owner == user.name || self.shared_with.iter().any(|u| *u == user.name)
+        user.admin || self.owner == user.name || self.shared_with.contains(&user.name)
     }
 
     /// The agent with id `id`, if it belongs here.
