@@ -306,3 +306,13 @@ fn token_helpers() {
     b[31] ^= 1;
     assert!(!ct_eq(&a, &b));
 }
+
+#[test]
+fn documented_example_loads() {
+    let doc = include_str!("../../../docs/config.md");
+    let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
+    let len = doc[start..].find("```").unwrap();
+    let cp = InMemoryControlPlane::from_toml(&doc[start..start + len]).unwrap();
+    assert_eq!(cp.users().len(), 3);
+    assert_eq!(cp.workspaces()[0].agents.len(), 2);
+}
