@@ -14,12 +14,18 @@ use std::time::Instant;
 /// Decodes `data` as a client and as a server message; whatever decodes must re-encode to
 /// text that decodes to the same message.
 pub fn coord_msg(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(m) = decode_client(text) {
         let encoded = m.encode();
         // Canonical forms can be longer than the input (`::1` becomes `::1/128`).
         if encoded.len() <= MAX_MESSAGE_BYTES {
-            assert_eq!(decode_client(&encoded).as_ref(), Ok(&m), "client round trip: {encoded}");
+            assert_eq!(
+                decode_client(&encoded).as_ref(),
+                Ok(&m),
+                "client round trip: {encoded}"
+            );
         }
     }
     if let Ok(m) = decode_server(text) {
@@ -36,8 +42,16 @@ pub fn coord_msg(data: &[u8]) {
 fn server_eq(a: &ServerMsg, b: &ServerMsg) -> bool {
     match (a, b) {
         (
-            ServerMsg::Welcome { version: va, id: ia, derp_map: ma },
-            ServerMsg::Welcome { version: vb, id: ib, derp_map: mb },
+            ServerMsg::Welcome {
+                version: va,
+                id: ia,
+                derp_map: ma,
+            },
+            ServerMsg::Welcome {
+                version: vb,
+                id: ib,
+                derp_map: mb,
+            },
         ) => {
             va == vb
                 && ia == ib
@@ -62,7 +76,9 @@ fn value_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
         },
         (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| value_eq(p, q)),
         (Object(x), Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| value_eq(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| value_eq(v, w)))
         }
         _ => a == b,
     }
@@ -76,7 +92,10 @@ fn ids() -> [NodeId; IDS] {
 
 /// The fixed policy the fuzzed clients run under: principal `p` may use ids `2p` and `2p+1`.
 fn allowed(principal: usize, agent: NodeId) -> bool {
-    ids().iter().position(|i| *i == agent).is_some_and(|pos| pos / 2 == principal)
+    ids()
+        .iter()
+        .position(|i| *i == agent)
+        .is_some_and(|pos| pos / 2 == principal)
 }
 
 fn client(principal: usize) -> PeerAuth {
@@ -102,7 +121,10 @@ fn node(b: &mut Bytes<'_>, id: NodeId) -> Node {
     let claim = |b: &mut Bytes<'_>| -> IpCidr {
         match b.next() % 4 {
             0 => IpCidr::host(std::net::IpAddr::V6(b.id().tailnet_addr())),
-            1 => IpCidr { addr: std::net::IpAddr::V6(id.tailnet_addr()), prefix_len: 64 },
+            1 => IpCidr {
+                addr: std::net::IpAddr::V6(id.tailnet_addr()),
+                prefix_len: 64,
+            },
             _ => IpCidr::host(std::net::IpAddr::V6(id.tailnet_addr())),
         }
     };
@@ -148,44 +170,70 @@ pub fn coord_registry(data: &[u8]) {
                 next_conn += 1;
                 let id = b.id();
                 let auth = match b.next() % 4 {
-                    0 => PeerAuth::Agent { id: if b.next() % 4 == 0 { b.id() } else { id } },
+                    0 => PeerAuth::Agent {
+                        id: if b.next() % 4 == 0 { b.id() } else { id },
+                    },
                     1 => client(0),
                     2 => client(1),
                     _ => PeerAuth::Service,
                 };
-                let version = if b.next() % 16 == 0 { 2 } else { coord::PROTOCOL_VERSION };
-                let hello = Hello { version, id, name: "n".repeat(b.next()) };
+                let version = if b.next() % 16 == 0 {
+                    2
+                } else {
+                    coord::PROTOCOL_VERSION
+                };
+                let hello = Hello {
+                    version,
+                    id,
+                    name: "n".repeat(b.next()),
+                };
                 reg.connect(conn, &hello, auth, now);
                 conns.push((conn, id));
             }
             2..=4 => {
-                let Some((conn, id)) = pick(&mut b, &conns) else { continue };
+                let Some((conn, id)) = pick(&mut b, &conns) else {
+                    continue;
+                };
                 let msg = match b.next() % 7 {
-                    0 => ClientMsg::UpdateSelf { node: node(&mut b, id) },
+                    0 => ClientMsg::UpdateSelf {
+                        node: node(&mut b, id),
+                    },
                     1 | 2 => ClientMsg::AddTunnel { id: b.id() },
                     3 => ClientMsg::RemoveTunnel { id: b.id() },
                     4 => ClientMsg::ReadyForHandshake { id: b.id() },
                     5 => ClientMsg::Disconnect {},
-                    _ => ClientMsg::Hello(Hello { version: 1, id, name: String::new() }),
+                    _ => ClientMsg::Hello(Hello {
+                        version: 1,
+                        id,
+                        name: String::new(),
+                    }),
                 };
                 reg.handle(conn, msg, now);
             }
             5 => {
-                let Some((conn, _)) = pick(&mut b, &conns) else { continue };
+                let Some((conn, _)) = pick(&mut b, &conns) else {
+                    continue;
+                };
                 let len = b.next();
                 let raw: Vec<u8> = (0..len).map(|_| b.next() as u8).collect();
                 reg.handle_text(conn, &String::from_utf8_lossy(&raw), now);
             }
             6 => {
-                let Some((conn, _)) = pick(&mut b, &conns) else { continue };
+                let Some((conn, _)) = pick(&mut b, &conns) else {
+                    continue;
+                };
                 let err = match b.next() % 2 {
-                    0 => DecodeError::TooLarge { len: MAX_MESSAGE_BYTES + 1 },
+                    0 => DecodeError::TooLarge {
+                        len: MAX_MESSAGE_BYTES + 1,
+                    },
                     _ => DecodeError::MissingType,
                 };
                 reg.bad_message(conn, &err, now);
             }
             _ => {
-                let Some((conn, _)) = pick(&mut b, &conns) else { continue };
+                let Some((conn, _)) = pick(&mut b, &conns) else {
+                    continue;
+                };
                 reg.close(conn, b.next() % 2 == 0, now);
                 closed.insert(conn);
             }
@@ -214,7 +262,10 @@ pub fn coord_registry(data: &[u8]) {
             }
         }
         for (conn, _) in &conns {
-            assert!(!(reg.is_live(*conn) && closed.contains(conn)), "closed stream {conn} is live");
+            assert!(
+                !(reg.is_live(*conn) && closed.contains(conn)),
+                "closed stream {conn} is live"
+            );
         }
     }
 }

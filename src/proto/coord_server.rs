@@ -22,9 +22,11 @@ use crate::wire::coord::{
     self, ClientMsg, DecodeError, Hello, Node, PeerKind, PeerUpdate, ServerMsg,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fmt;
-use std::sync::Arc;
 use std::time::Instant;
+
+mod auth;
+
+pub use auth::{PeerAuth, TunnelAuthorizer};
 
 /// Identifies one stream. Assigned by the server, never reused.
 pub type ConnId = u64;
@@ -37,80 +39,6 @@ pub const MAX_TUNNELS_PER_PEER: usize = 10_000;
 
 /// Longest node name kept from `hello`; longer names are truncated.
 pub const MAX_NAME_LEN: usize = 128;
-
-/// Answers whether a client's principal may use an agent. Must answer without blocking.
-pub trait TunnelAuthorizer: Send + Sync {
-    /// Whether a tunnel to `agent` is allowed.
-    fn may_use(&self, agent: NodeId) -> bool;
-}
-
-impl<F: Fn(NodeId) -> bool + Send + Sync> TunnelAuthorizer for F {
-    fn may_use(&self, agent: NodeId) -> bool {
-        self(agent)
-    }
-}
-
-/// What a stream is allowed to do, decided by the server from its token.
-#[derive(Clone)]
-pub enum PeerAuth {
-    /// A workspace agent; its token binds it to one node id. May not open tunnels.
-    Agent {
-        /// The id the token is bound to.
-        id: NodeId,
-    },
-    /// A user's client: may open tunnels only to agents `authorizer` allows.
-    Client {
-        /// Who the user is; a stream may only replace a stream of the same principal.
-        principal: String,
-        /// Which agents the principal may use.
-        authorizer: Arc<dyn TunnelAuthorizer>,
-    },
-    /// The serving process's own tailnet: may open tunnels to any node.
-    Service,
-}
-
-impl PeerAuth {
-    /// A short name for the role, for logs.
-    pub fn role(&self) -> &'static str {
-        match self {
-            Self::Agent { .. } => "agent",
-            Self::Client { .. } => "client",
-            Self::Service => "service",
-        }
-    }
-
-    /// Whether a stream with `self` may replace a live stream with `other` for the same id.
-    fn same_principal(&self, other: &PeerAuth) -> bool {
-        match (self, other) {
-            (Self::Agent { id: a }, Self::Agent { id: b }) => a == b,
-            (Self::Client { principal: a, .. }, Self::Client { principal: b, .. }) => a == b,
-            (Self::Service, Self::Service) => true,
-            _ => false,
-        }
-    }
-
-    /// Whether this stream may hold a tunnel to `dst`.
-    fn may_tunnel_to(&self, dst: NodeId) -> bool {
-        match self {
-            Self::Agent { .. } => false,
-            Self::Client { authorizer, .. } => authorizer.may_use(dst),
-            Self::Service => true,
-        }
-    }
-}
-
-impl fmt::Debug for PeerAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Agent { id } => f.debug_struct("Agent").field("id", id).finish(),
-            Self::Client { principal, .. } => f
-                .debug_struct("Client")
-                .field("principal", principal)
-                .finish_non_exhaustive(),
-            Self::Service => f.write_str("Service"),
-        }
-    }
-}
 
 /// Something the server must do.
 #[derive(Debug, Clone, PartialEq)]
@@ -655,5 +583,4 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 #[cfg(test)]
-#[path = "coord_server_tests.rs"]
 mod tests;

@@ -6,6 +6,7 @@ use crate::wire::coord::{
     CLOSE_NORMAL, CLOSE_POLICY, CLOSE_PROTOCOL, CLOSE_REPLACED, CLOSE_TOO_BIG,
 };
 use crate::wire::key::NodePrivate;
+use std::sync::Arc;
 
 struct World {
     reg: Registry,
