@@ -369,3 +369,36 @@ async fn coordinator_mounts_into_a_larger_app() {
     }
     task.abort();
 }
+
+/// Prints node propagation latency and recovery time after a coordinator restart.
+/// Run with `cargo test --test coordinator measure -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "measurement, not a check"]
+#[allow(clippy::disallowed_methods)] // wall time is what is being measured
+async fn measure_latency_and_recovery() {
+    let server = Server::start(control(), CoordinatorConfig::default()).await;
+    let (addr, url) = (server.addr, server.url());
+    let mut a = peer(&url, "agent-a", id(AGENT_A));
+    let mut alice = peer(&url, "alice-token", NodeId::random());
+    a.connected().await;
+    alice.connected().await;
+    alice.client.add_tunnel(a.id);
+    let mut samples = Vec::new();
+    for t in 1..=200 {
+        let start = std::time::Instant::now();
+        a.client.update_self(node(a.id, t));
+        while alice.node_of(a.id).await.as_of != t {}
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+    println!(
+        "update_self -> peer: median {:?}, p99 {:?}",
+        samples[100], samples[197]
+    );
+
+    server.stop().await;
+    let start = std::time::Instant::now();
+    let _server = Server::start_on(control(), CoordinatorConfig::default(), addr).await;
+    alice.node_of(a.id).await;
+    println!("restart -> node again: {:?}", start.elapsed());
+}

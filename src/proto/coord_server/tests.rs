@@ -484,3 +484,45 @@ fn long_names_are_truncated() {
     w.drain();
     assert_eq!(w.reg.peers()[0].name.len(), MAX_NAME_LEN);
 }
+
+/// Prints the cost of an `update_self` fanned out to 100 tunnel peers.
+/// Run with `cargo test --release --lib registry_fanout_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement, not a check"]
+fn registry_fanout_cost() {
+    let mut w = World::new();
+    w.connect(1, 1, agent(1));
+    for n in 0..100u64 {
+        let conn = 100 + n;
+        w.reg.connect(
+            conn,
+            &Hello {
+                version: 1,
+                id: NodeId::random(),
+                name: String::new(),
+            },
+            PeerAuth::Service,
+            w.now,
+        );
+        w.reg
+            .handle(conn, ClientMsg::AddTunnel { id: id(1) }, w.now);
+    }
+    w.drain();
+    let node = node_of(id(1));
+    let rounds = 2_000;
+    #[allow(clippy::disallowed_methods)]
+    let start = Instant::now();
+    let mut sent = 0;
+    for _ in 0..rounds {
+        w.reg
+            .handle(1, ClientMsg::UpdateSelf { node: node.clone() }, w.now);
+        while let Some(Output::Send { msg, .. }) = w.reg.poll_output() {
+            sent += msg.encode().len();
+        }
+    }
+    let per = start.elapsed() / rounds;
+    println!(
+        "update_self to 100 peers, encoded: {per:?} per update ({} bytes each message)",
+        sent / (rounds as usize * 100)
+    );
+}
