@@ -21,12 +21,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
-pub mod cli;
-pub mod netstack;
+pub mod wire;
 pub mod proto;
+pub mod netstack;
 pub mod runtime;
 pub mod services;
-pub mod wire;
+pub mod cli;
 
 #[cfg(fuzzing)]
 pub mod fuzzing;
