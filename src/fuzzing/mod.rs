@@ -3,5 +3,6 @@
 //! target's invariants (round trips, counters, no unauthorized state), not just the
 //! absence of panics.
 
+pub mod coord;
 pub mod packet;
 pub mod text;

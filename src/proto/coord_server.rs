@@ -1,1 +1,586 @@
 //! Coordinator registry: peers, tunnels, authorization and fan-out.
+//!
+//! Sans-IO. The server feeds it stream events and requests; it answers with [`Output`]s
+//! (messages to send, streams to close) drained with [`Registry::poll_output`]. It owns
+//! which node is live on which stream, which tunnels exist, and every authorization rule;
+//! the server owns sockets and authentication.
+//!
+//! Call order: for each stream, [`Registry::connect`] once, then any number of
+//! [`Registry::handle`] / [`Registry::bad_message`], then [`Registry::close`]. After each call
+//! drain [`Registry::poll_output`] until `None`. Connection ids MUST be fresh per stream (never
+//! reused). After an [`Output::Close`] for a stream, the registry has already forgotten it:
+//! later inputs for it are ignored, and no output names it again.
+//!
+//! Tunnel lifetime: a tunnel `src → dst` lives while `src`'s stream lives. It survives the
+//! destination going away (an agent restart), so the destination learns its sources again
+//! when it reconnects. It does not survive the source's stream: clients replay their tunnels.
+//!
+//! Must not import tokio or read the clock.
+
+use crate::wire::addr::NodeId;
+use crate::wire::coord::{
+    self, ClientMsg, DecodeError, Hello, Node, PeerKind, PeerUpdate, ServerMsg,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+mod auth;
+
+pub use auth::{PeerAuth, TunnelAuthorizer};
+
+/// Identifies one stream. Assigned by the server, never reused.
+pub type ConnId = u64;
+
+/// More consecutive undecodable or out-of-order messages than this close the stream.
+pub const MAX_CONSECUTIVE_BAD: u32 = 32;
+
+/// The most tunnels one peer may have open as source.
+pub const MAX_TUNNELS_PER_PEER: usize = 10_000;
+
+/// Longest node name kept from `hello`; longer names are truncated.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Something the server must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send `msg` on stream `conn`.
+    Send {
+        /// The stream.
+        conn: ConnId,
+        /// The message.
+        msg: ServerMsg,
+    },
+    /// Close stream `conn` with a websocket close frame, after sending what is queued.
+    Close {
+        /// The stream.
+        conn: ConnId,
+        /// Websocket close code (see the `CLOSE_*` constants in [`crate::wire::coord`]).
+        code: u16,
+        /// Why, for the peer's logs.
+        reason: String,
+    },
+}
+
+/// Counters since the registry was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    /// Streams that reached [`Registry::connect`].
+    pub connections: u64,
+    /// Streams currently registered.
+    pub active: usize,
+    /// Tunnels currently recorded.
+    pub tunnels: usize,
+    /// Valid requests handled.
+    pub messages_in: u64,
+    /// Messages queued for sending.
+    pub messages_out: u64,
+    /// Undecodable or out-of-order messages.
+    pub bad_messages: u64,
+    /// Authorization violations (each closed its stream).
+    pub violations: u64,
+    /// Streams replaced by a newer stream for the same id.
+    pub replacements: u64,
+    /// Requests refused with an error message without closing (e.g. a racing
+    /// `ready_for_handshake`).
+    pub refused: u64,
+}
+
+/// One registered stream.
+#[derive(Debug)]
+struct Peer {
+    conn: ConnId,
+    auth: PeerAuth,
+    name: String,
+    /// The latest node the peer sent; `None` until its first `update_self`.
+    node: Option<Node>,
+    /// Bad messages since the last good one; bounds how long garbage is tolerated.
+    consecutive_bad: u32,
+    since: Instant,
+}
+
+/// A snapshot of one registered peer, for status pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's node id.
+    pub id: NodeId,
+    /// Its name from `hello`.
+    pub name: String,
+    /// `agent`, `client` or `service`.
+    pub role: &'static str,
+    /// Whether it has sent a node yet.
+    pub has_node: bool,
+    /// Tunnels it has open as source.
+    pub tunnels: usize,
+    /// When its stream registered.
+    pub since: Instant,
+}
+
+/// The coordinator's registry. See the module docs for the call order.
+#[derive(Debug, Default)]
+pub struct Registry {
+    derp_map: Option<serde_json::Value>,
+    /// Live streams to the peer they carry.
+    conns: BTreeMap<ConnId, NodeId>,
+    /// Live peers by id. Ordered maps keep fan-out order deterministic for tests.
+    peers: BTreeMap<NodeId, Peer>,
+    /// Tunnels by source; every key is a live peer.
+    tunnels_out: BTreeMap<NodeId, BTreeSet<NodeId>>,
+    /// The same tunnels by destination; destinations need not be live.
+    tunnels_in: BTreeMap<NodeId, BTreeSet<NodeId>>,
+    outputs: VecDeque<Output>,
+    stats: RegistryStats,
+}
+
+impl Registry {
+    /// An empty registry that hands `derp_map` to every stream in its `welcome`.
+    pub fn new(derp_map: Option<serde_json::Value>) -> Self {
+        Self {
+            derp_map,
+            ..Self::default()
+        }
+    }
+
+    /// Counters, and current sizes.
+    pub fn stats(&self) -> RegistryStats {
+        RegistryStats {
+            active: self.peers.len(),
+            tunnels: self.tunnels_out.values().map(BTreeSet::len).sum(),
+            ..self.stats
+        }
+    }
+
+    /// The next thing the server must do, if any.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Whether `conn` is a registered stream.
+    pub fn is_live(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
+    }
+
+    /// The peers currently registered.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.peers
+            .iter()
+            .map(|(id, p)| PeerInfo {
+                id: *id,
+                name: p.name.clone(),
+                role: p.auth.role(),
+                has_node: p.node.is_some(),
+                tunnels: self.tunnels_out.get(id).map_or(0, BTreeSet::len),
+                since: p.since,
+            })
+            .collect()
+    }
+
+    /// Registers stream `conn` after its `hello`. Answers `welcome` followed by the nodes of
+    /// its tunnel peers, or an error and a close when the version is unsupported, an agent
+    /// names an id its token is not bound to, or the id is live under another principal.
+    /// A live stream for the same id and principal is replaced (closed with
+    /// [`coord::CLOSE_REPLACED`]; its tunnel peers see it as `lost`).
+    pub fn connect(&mut self, conn: ConnId, hello: &Hello, auth: PeerAuth, now: Instant) {
+        if self.conns.contains_key(&conn) {
+            tracing::debug!(conn, "connect for a stream already registered; ignored");
+            return;
+        }
+        self.stats.connections += 1;
+        if hello.version != coord::PROTOCOL_VERSION {
+            self.send(
+                conn,
+                ServerMsg::error(format!(
+                    "unsupported protocol version {}; this coordinator speaks version {}",
+                    hello.version,
+                    coord::PROTOCOL_VERSION
+                )),
+            );
+            self.push_close(conn, coord::CLOSE_PROTOCOL, "unsupported protocol version");
+            return;
+        }
+        if let PeerAuth::Agent { id } = &auth
+            && *id != hello.id
+        {
+            self.stats.violations += 1;
+            let reason = format!("agent token is bound to node {id}, not {}", hello.id);
+            self.push_close(conn, coord::CLOSE_POLICY, &reason);
+            return;
+        }
+        if let Some(old) = self.peers.get(&hello.id) {
+            if !auth.same_principal(&old.auth) {
+                self.stats.violations += 1;
+                let reason = format!("node id {} is in use by another principal", hello.id);
+                self.push_close(conn, coord::CLOSE_POLICY, &reason);
+                return;
+            }
+            let old_conn = old.conn;
+            self.stats.replacements += 1;
+            self.push_close(
+                old_conn,
+                coord::CLOSE_REPLACED,
+                "replaced by a newer stream",
+            );
+            self.remove(old_conn, PeerKind::Lost, "replaced");
+        }
+        let id = hello.id;
+        let name = truncate(&hello.name, MAX_NAME_LEN);
+        tracing::debug!(conn, %id, name, role = auth.role(), "peer connected");
+        self.conns.insert(conn, id);
+        self.peers.insert(
+            id,
+            Peer {
+                conn,
+                auth,
+                name,
+                node: None,
+                consecutive_bad: 0,
+                since: now,
+            },
+        );
+        self.send(
+            conn,
+            ServerMsg::Welcome {
+                version: coord::PROTOCOL_VERSION,
+                id,
+                derp_map: self.derp_map.clone(),
+            },
+        );
+        // Sources whose tunnels outlived this peer's previous stream: tell it who they are.
+        for other in self.tunnel_peers(id) {
+            if let Some(node) = self.peers.get(&other).and_then(|p| p.node.clone()) {
+                self.send(conn, node_update(node));
+            }
+        }
+    }
+
+    /// Handles a decoded request on stream `conn`. Ignored if `conn` is not registered.
+    pub fn handle(&mut self, conn: ConnId, msg: ClientMsg, _now: Instant) {
+        let Some(&id) = self.conns.get(&conn) else {
+            return;
+        };
+        if let ClientMsg::Hello(_) = msg {
+            self.bad(
+                conn,
+                "hello may only be sent once, as the first message".into(),
+                false,
+            );
+            return;
+        }
+        self.stats.messages_in += 1;
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.consecutive_bad = 0;
+        }
+        match msg {
+            ClientMsg::Hello(_) => {}
+            ClientMsg::UpdateSelf { node } => self.update_self(conn, id, node),
+            ClientMsg::AddTunnel { id: dst } => self.add_tunnel(conn, id, dst),
+            ClientMsg::RemoveTunnel { id: dst } => self.remove_tunnel(id, dst),
+            ClientMsg::ReadyForHandshake { id: dst } => self.ready_for_handshake(conn, id, dst),
+            ClientMsg::Disconnect {} => {
+                self.remove(conn, PeerKind::Disconnected, "graceful disconnect");
+                self.push_close(conn, coord::CLOSE_NORMAL, "disconnected");
+            }
+        }
+    }
+
+    /// Decodes `text` and handles it, or counts it as bad. For callers that do not need to
+    /// see requests before the registry does.
+    pub fn handle_text(&mut self, conn: ConnId, text: &str, now: Instant) {
+        match coord::decode_client(text) {
+            Ok(msg) => self.handle(conn, msg, now),
+            Err(e) => self.bad_message(conn, &e, now),
+        }
+    }
+
+    /// Counts a message that did not decode. Answers with an error message, or closes the
+    /// stream for an oversized message or after [`MAX_CONSECUTIVE_BAD`] bad messages in a row.
+    pub fn bad_message(&mut self, conn: ConnId, err: &DecodeError, _now: Instant) {
+        self.bad(conn, err.to_string(), err.is_fatal());
+    }
+
+    /// Stream `conn` ended. `graceful` means the peer said goodbye (its tunnel peers get
+    /// `disconnected`); otherwise they get `lost`. Ignored if `conn` is not registered.
+    pub fn close(&mut self, conn: ConnId, graceful: bool, _now: Instant) {
+        if graceful {
+            self.remove(conn, PeerKind::Disconnected, "graceful disconnect");
+        } else {
+            self.remove(conn, PeerKind::Lost, "connection lost");
+        }
+    }
+
+    fn bad(&mut self, conn: ConnId, message: String, fatal: bool) {
+        let Some(id) = self.conns.get(&conn) else {
+            return;
+        };
+        self.stats.bad_messages += 1;
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
+        peer.consecutive_bad += 1;
+        tracing::debug!(conn, id = %id, message, "bad coordinator message");
+        if fatal {
+            self.push_close(conn, coord::CLOSE_TOO_BIG, &message);
+            self.remove(conn, PeerKind::Lost, "connection lost");
+        } else if peer.consecutive_bad > MAX_CONSECUTIVE_BAD {
+            self.push_close(
+                conn,
+                coord::CLOSE_PROTOCOL,
+                "too many consecutive bad messages",
+            );
+            self.remove(conn, PeerKind::Lost, "connection lost");
+        } else {
+            self.send(conn, ServerMsg::error(message));
+        }
+    }
+
+    /// Closes `conn` for an authorization violation; nothing else is disturbed.
+    fn violation(&mut self, conn: ConnId, reason: String) {
+        self.stats.violations += 1;
+        tracing::debug!(conn, reason, "coordinator authorization violation");
+        self.push_close(conn, coord::CLOSE_POLICY, &reason);
+        self.remove(conn, PeerKind::Lost, "connection lost");
+    }
+
+    fn refuse(&mut self, conn: ConnId, message: String) {
+        self.stats.refused += 1;
+        self.send(conn, ServerMsg::error(message));
+    }
+
+    fn update_self(&mut self, conn: ConnId, id: NodeId, node: Node) {
+        if node.id != id {
+            return self.violation(
+                conn,
+                format!("node id {} does not match stream id {id}", node.id),
+            );
+        }
+        // Every node, of any role, may claim only the /128 derived from its own id: that is
+        // what keeps one peer from routing another's traffic to itself.
+        if let Some(bad) = node
+            .addresses
+            .iter()
+            .chain(&node.allowed_ips)
+            .find(|c| !owns(id, c))
+        {
+            return self.violation(
+                conn,
+                format!("address {bad} is not the /128 derived from node id {id}"),
+            );
+        }
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        peer.node = Some(node.clone());
+        for other in self.tunnel_peers(id) {
+            self.send_to_peer(other, node_update(node.clone()));
+        }
+    }
+
+    fn add_tunnel(&mut self, conn: ConnId, src: NodeId, dst: NodeId) {
+        let Some(peer) = self.peers.get(&src) else {
+            return;
+        };
+        if let PeerAuth::Agent { .. } = peer.auth {
+            return self.violation(conn, "agents may not open tunnels".into());
+        }
+        if !peer.auth.may_tunnel_to(dst) {
+            return self.violation(conn, format!("not authorized to open a tunnel to {dst}"));
+        }
+        if dst == src {
+            return self.refuse(conn, "cannot open a tunnel to yourself".into());
+        }
+        let outs = self.tunnels_out.entry(src).or_default();
+        if !outs.contains(&dst) && outs.len() >= MAX_TUNNELS_PER_PEER {
+            return self.refuse(
+                conn,
+                format!("tunnel limit of {MAX_TUNNELS_PER_PEER} reached"),
+            );
+        }
+        outs.insert(dst);
+        self.tunnels_in.entry(dst).or_default().insert(src);
+        if let Some(node) = self.peers.get(&dst).and_then(|p| p.node.clone()) {
+            self.send(conn, node_update(node));
+        }
+        if let Some(node) = self.peers.get(&src).and_then(|p| p.node.clone()) {
+            self.send_to_peer(dst, node_update(node));
+        }
+    }
+
+    fn remove_tunnel(&mut self, src: NodeId, dst: NodeId) {
+        if !self.unlink(src, dst) || self.linked(src, dst) {
+            return;
+        }
+        let reason = "tunnel removed";
+        self.send_to_peer(src, gone(dst, PeerKind::Disconnected, reason));
+        self.send_to_peer(dst, gone(src, PeerKind::Disconnected, reason));
+    }
+
+    fn ready_for_handshake(&mut self, conn: ConnId, src: NodeId, dst: NodeId) {
+        if !self.linked(src, dst) {
+            return self.refuse(
+                conn,
+                format!("ready for handshake error: no tunnel with peer {dst}"),
+            );
+        }
+        if !self.peers.contains_key(&dst) {
+            return self.refuse(
+                conn,
+                format!("ready for handshake error: peer {dst} is not connected"),
+            );
+        }
+        let update = PeerUpdate {
+            id: src,
+            kind: PeerKind::ReadyForHandshake,
+            node: None,
+            reason: None,
+        };
+        self.send_to_peer(dst, ServerMsg::PeerUpdate(update));
+    }
+
+    /// Forgets stream `conn` and its peer; tunnel peers get `kind`. Tunnels the peer opened
+    /// are removed; tunnels to it stay for when it comes back.
+    fn remove(&mut self, conn: ConnId, kind: PeerKind, reason: &str) {
+        let Some(id) = self.conns.remove(&conn) else {
+            return;
+        };
+        let notify = self.tunnel_peers(id);
+        self.peers.remove(&id);
+        for dst in self.tunnels_out.remove(&id).unwrap_or_default() {
+            if let Some(srcs) = self.tunnels_in.get_mut(&dst) {
+                srcs.remove(&id);
+                if srcs.is_empty() {
+                    self.tunnels_in.remove(&dst);
+                }
+            }
+        }
+        tracing::debug!(conn, %id, ?kind, reason, "peer removed");
+        for other in notify {
+            self.send_to_peer(other, gone(id, kind, reason));
+        }
+    }
+
+    /// Removes the tunnel `src → dst`; whether it existed.
+    fn unlink(&mut self, src: NodeId, dst: NodeId) -> bool {
+        let Some(outs) = self.tunnels_out.get_mut(&src) else {
+            return false;
+        };
+        if !outs.remove(&dst) {
+            return false;
+        }
+        if outs.is_empty() {
+            self.tunnels_out.remove(&src);
+        }
+        if let Some(srcs) = self.tunnels_in.get_mut(&dst) {
+            srcs.remove(&src);
+            if srcs.is_empty() {
+                self.tunnels_in.remove(&dst);
+            }
+        }
+        true
+    }
+
+    /// Whether a tunnel joins `a` and `b` in either direction.
+    fn linked(&self, a: NodeId, b: NodeId) -> bool {
+        let has = |s: &NodeId, d: &NodeId| self.tunnels_out.get(s).is_some_and(|o| o.contains(d));
+        has(&a, &b) || has(&b, &a)
+    }
+
+    /// Every live peer sharing a tunnel with `id`, in either direction.
+    fn tunnel_peers(&self, id: NodeId) -> BTreeSet<NodeId> {
+        let outs = self.tunnels_out.get(&id).into_iter().flatten();
+        let ins = self.tunnels_in.get(&id).into_iter().flatten();
+        outs.chain(ins)
+            .filter(|p| self.peers.contains_key(p))
+            .copied()
+            .collect()
+    }
+
+    fn send_to_peer(&mut self, id: NodeId, msg: ServerMsg) {
+        if let Some(conn) = self.peers.get(&id).map(|p| p.conn) {
+            self.send(conn, msg);
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: ServerMsg) {
+        self.stats.messages_out += 1;
+        self.outputs.push_back(Output::Send { conn, msg });
+    }
+
+    fn push_close(&mut self, conn: ConnId, code: u16, reason: &str) {
+        self.outputs.push_back(Output::Close {
+            conn,
+            code,
+            reason: reason.to_string(),
+        });
+    }
+
+    /// Asserts the registry's internal invariants: the tunnel indexes mirror each other,
+    /// every source is live and authorized for its destinations, streams and peers agree.
+    ///
+    /// # Panics
+    /// On any violated invariant; for tests and fuzzing.
+    #[cfg(any(test, fuzzing))]
+    pub fn check_invariants(&self) {
+        for (src, dsts) in &self.tunnels_out {
+            let peer = self.peers.get(src).expect("tunnel source is live");
+            assert!(!dsts.is_empty(), "empty tunnel set kept");
+            for dst in dsts {
+                assert!(
+                    peer.auth.may_tunnel_to(*dst),
+                    "unauthorized tunnel {src} -> {dst}"
+                );
+                assert!(self.tunnels_in.get(dst).is_some_and(|s| s.contains(src)));
+            }
+        }
+        for (dst, srcs) in &self.tunnels_in {
+            assert!(!srcs.is_empty(), "empty reverse tunnel set kept");
+            for src in srcs {
+                assert!(self.tunnels_out.get(src).is_some_and(|d| d.contains(dst)));
+            }
+        }
+        assert_eq!(self.conns.len(), self.peers.len());
+        for (conn, id) in &self.conns {
+            assert_eq!(self.peers.get(id).map(|p| p.conn), Some(*conn));
+        }
+    }
+
+    /// Every tunnel as `(source, destination)`.
+    pub fn tunnels(&self) -> impl Iterator<Item = (NodeId, NodeId)> + '_ {
+        self.tunnels_out
+            .iter()
+            .flat_map(|(s, ds)| ds.iter().map(move |d| (*s, *d)))
+    }
+
+    /// The authorization of the live peer `id`.
+    pub fn auth_of(&self, id: NodeId) -> Option<&PeerAuth> {
+        self.peers.get(&id).map(|p| &p.auth)
+    }
+}
+
+fn owns(id: NodeId, cidr: &crate::wire::addr::IpCidr) -> bool {
+    cidr.prefix_len == 128 && cidr.addr == std::net::IpAddr::V6(id.tailnet_addr())
+}
+
+fn node_update(node: Node) -> ServerMsg {
+    ServerMsg::PeerUpdate(PeerUpdate {
+        id: node.id,
+        kind: PeerKind::Node,
+        node: Some(node),
+        reason: None,
+    })
+}
+
+fn gone(id: NodeId, kind: PeerKind, reason: &str) -> ServerMsg {
+    ServerMsg::PeerUpdate(PeerUpdate {
+        id,
+        kind,
+        node: None,
+        reason: Some(reason.to_string()),
+    })
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests;

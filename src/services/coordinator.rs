@@ -1,1 +1,354 @@
-//! The coordinator server: websocket endpoint over the registry.
+//! The coordinator server: the websocket endpoint `GET /api/v0/coordinate` over the
+//! sans-IO [`Registry`].
+//!
+//! Owns the streams: authenticates the upgrade request, reads `hello`, maps the caller's
+//! [`Principal`] to the registry's [`PeerAuth`], and moves messages between sockets and the
+//! registry. Each stream has a bounded outbound queue; a peer that does not read fast enough
+//! is closed ([`coord::CLOSE_TRY_AGAIN`]) rather than buffered without bound.
+//!
+//! The registry sits behind a `std::sync::Mutex` rather than in its own task: every input
+//! is a short, synchronous state change followed by non-blocking `try_send`s, the lock is
+//! never held across an `.await`, and control-plane traffic is light, so a task would add a
+//! channel hop and a second queue to bound without buying any concurrency.
+
+mod stream;
+
+use crate::proto::coord_server::{ConnId, Output, PeerInfo, Registry, RegistryStats};
+use crate::runtime::clock;
+use crate::services::control::ControlPlane;
+use crate::wire::coord;
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The path the coordinator serves.
+pub const COORDINATE_PATH: &str = "/api/v0/coordinate";
+
+/// Tunables; [`CoordinatorConfig::default`] suits a single server.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Handed to every client in `welcome` (Tailscale's DERP map JSON), opaque here.
+    pub derp_map: Option<serde_json::Value>,
+    /// Messages queued per stream before the peer is considered too slow and closed.
+    pub queue: usize,
+    /// How long a new stream has to send `hello`.
+    pub hello_timeout: Duration,
+    /// How often the server pings each stream.
+    pub ping_interval: Duration,
+    /// A stream silent (no message, no pong) this long is dropped as lost.
+    pub idle_timeout: Duration,
+    /// Streams served at once; further upgrades get 503.
+    pub max_connections: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            derp_map: None,
+            queue: 256,
+            hello_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Counters for the server as a whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoordinatorStats {
+    /// The registry's counters.
+    pub registry: RegistryStats,
+    /// Upgrade requests refused with 401.
+    pub unauthorized: u64,
+    /// Streams closed because their outbound queue overflowed.
+    pub slow_closed: u64,
+    /// Streams refused before registration (bad hello, agent id squatting, shutdown, limit).
+    pub refused: u64,
+}
+
+/// The coordinator. Dropping it closes every stream (code 1001) and refuses new ones.
+#[derive(Debug)]
+pub struct Coordinator {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    control: Arc<dyn ControlPlane>,
+    cfg: CoordinatorConfig,
+    hub: Mutex<Hub>,
+    next_conn: AtomicU64,
+    /// Cancelled on shutdown: new upgrades are refused and waiting streams give up.
+    cancel: CancellationToken,
+    /// Tracks every stream task so shutdown can wait for them.
+    tracker: TaskTracker,
+    limit: Arc<Semaphore>,
+    unauthorized: AtomicU64,
+    slow_closed: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// The registry and the outbound side of every registered stream, under one lock so an
+/// output is delivered to exactly the streams the registry believes exist.
+#[derive(Debug)]
+struct Hub {
+    registry: Registry,
+    conns: HashMap<ConnId, ConnTx>,
+}
+
+#[derive(Debug)]
+struct ConnTx {
+    msgs: mpsc::Sender<String>,
+    close: watch::Sender<Option<(u16, String)>>,
+}
+
+impl ConnTx {
+    fn close(&self, code: u16, reason: &str) {
+        self.close.send_if_modified(|v| {
+            v.is_none()
+                .then(|| *v = Some((code, reason.to_string())))
+                .is_some()
+        });
+    }
+}
+
+impl Coordinator {
+    /// A coordinator authenticating through `control`.
+    pub fn new(control: Arc<dyn ControlPlane>, cfg: CoordinatorConfig) -> Self {
+        let registry = Registry::new(cfg.derp_map.clone());
+        let limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+        Self {
+            shared: Arc::new(Shared {
+                control,
+                hub: Mutex::new(Hub {
+                    registry,
+                    conns: HashMap::new(),
+                }),
+                cfg,
+                next_conn: AtomicU64::new(1),
+                cancel: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                limit,
+                unauthorized: AtomicU64::new(0),
+                slow_closed: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A router serving [`COORDINATE_PATH`]; merge it into a larger app with
+    /// `Router::merge`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(COORDINATE_PATH, get(upgrade))
+            .with_state(self.shared.clone())
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> CoordinatorStats {
+        CoordinatorStats {
+            registry: self.shared.hub().registry.stats(),
+            unauthorized: self.shared.unauthorized.load(Ordering::Relaxed),
+            slow_closed: self.shared.slow_closed.load(Ordering::Relaxed),
+            refused: self.shared.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The peers currently registered.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.shared.hub().registry.peers()
+    }
+
+    /// Closes every stream with code 1001, refuses new ones, and waits (at most 5 s) for
+    /// the stream tasks to finish.
+    pub async fn shutdown(&self) {
+        self.shared.close_all();
+        self.shared.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::debug!("coordinator streams still closing after 5 s");
+        }
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.shared.close_all();
+    }
+}
+
+/// Serves the coordinator alone on `listener` until `shutdown` resolves, then closes every
+/// stream.
+///
+/// # Errors
+/// IO errors from the listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    coordinator: &Coordinator,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let cancel = coordinator.shared.cancel.clone();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = cancel.cancelled() => {}
+        }
+    };
+    let app = coordinator.router();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await;
+    coordinator.shutdown().await;
+    result
+}
+
+impl Shared {
+    fn hub(&self) -> MutexGuard<'_, Hub> {
+        // A panic while holding the lock leaves state that is still memory-safe; serving on
+        // is better than taking every stream down with a poisoned lock.
+        self.hub
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn close_all(&self) {
+        self.cancel.cancel();
+        // Forget the streams as well as closing them: peers hear only that the coordinator
+        // is going away, not a flurry of `lost` updates about each other.
+        let conns = std::mem::take(&mut self.hub().conns);
+        for c in conns.values() {
+            c.close(coord::CLOSE_GOING_AWAY, "coordinator shutting down");
+        }
+    }
+
+    /// Runs `f` on the registry, then delivers its outputs.
+    fn with_registry(&self, f: impl FnOnce(&mut Registry)) {
+        let mut hub = self.hub();
+        f(&mut hub.registry);
+        self.dispatch(&mut hub);
+    }
+
+    fn dispatch(&self, hub: &mut Hub) {
+        loop {
+            let mut slow = Vec::new();
+            while let Some(out) = hub.registry.poll_output() {
+                match out {
+                    Output::Send { conn, msg } => {
+                        let Some(c) = hub.conns.get(&conn) else {
+                            continue;
+                        };
+                        if let Err(mpsc::error::TrySendError::Full(_)) =
+                            c.msgs.try_send(msg.encode())
+                        {
+                            slow.push(conn);
+                        }
+                    }
+                    Output::Close { conn, code, reason } => {
+                        if let Some(c) = hub.conns.remove(&conn) {
+                            c.close(code, &reason);
+                        }
+                    }
+                }
+            }
+            if slow.is_empty() {
+                return;
+            }
+            let now = clock::now();
+            for conn in slow {
+                if let Some(c) = hub.conns.remove(&conn) {
+                    self.slow_closed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(conn, "closing coordinator stream: outbound queue full");
+                    c.close(coord::CLOSE_TRY_AGAIN, "too slow: outbound queue full");
+                }
+                hub.registry.close(conn, false, now);
+            }
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "message": message })),
+    )
+        .into_response()
+}
+
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let principal = match bearer(&headers) {
+        None => None,
+        Some(token) => match shared.control.authenticate(token).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "coordinator authentication unavailable");
+                return json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            }
+        },
+    };
+    let Some(principal) = principal else {
+        shared.unauthorized.fetch_add(1, Ordering::Relaxed);
+        let mut resp = json_error(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid token: send Authorization: Bearer TOKEN",
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"agentwire\""),
+        );
+        return resp;
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    if shared.cancel.is_cancelled() {
+        shared.refused.fetch_add(1, Ordering::Relaxed);
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "coordinator shutting down");
+    }
+    let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
+        shared.refused.fetch_add(1, Ordering::Relaxed);
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many coordinator streams",
+        );
+    };
+    // Leave headroom above the protocol cap so a somewhat oversized message reaches the
+    // registry, which closes the stream with a clear code; far larger ones fail the read.
+    let ws = ws
+        .max_message_size(4 * coord::MAX_MESSAGE_BYTES)
+        .max_frame_size(4 * coord::MAX_MESSAGE_BYTES);
+    let tracker = shared.tracker.clone();
+    ws.on_upgrade(move |socket| {
+        tracker.track_future(async move {
+            let _permit = permit;
+            stream::run(shared, socket, principal).await;
+        })
+    })
+}
