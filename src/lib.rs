@@ -21,12 +21,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
-pub mod wire;
-pub mod proto;
+pub mod cli;
 pub mod netstack;
+pub mod proto;
 pub mod runtime;
 pub mod services;
-pub mod cli;
+pub mod wire;
 
 #[cfg(fuzzing)]
 pub mod fuzzing;

@@ -26,7 +26,11 @@ impl Backoff {
         let factor = 2u32.saturating_pow(attempt.min(31));
         let step = self.base.saturating_mul(factor).min(self.max);
         let half = step / 2;
-        let r = if rand.is_nan() { 0.0 } else { rand.clamp(0.0, 1.0) };
+        let r = if rand.is_nan() {
+            0.0
+        } else {
+            rand.clamp(0.0, 1.0)
+        };
         half + half.mul_f64(r)
     }
 }

@@ -19,7 +19,9 @@ pub const AGENT_API_PORT: u16 = 4;
 pub const AGENT_MIN_FORWARD_PORT: u16 = 9;
 
 /// A node's identity: agents have the id the control plane gave them, clients a random one.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct NodeId(pub Uuid);
 
@@ -44,9 +46,9 @@ impl NodeId {
     /// Whether `cidr` (text such as `fd7a:...:1/128`) is an address this node may claim.
     pub fn owns(&self, cidr: &str) -> bool {
         cidr == self.tailnet_prefix()
-            || cidr
-                .parse::<IpCidr>()
-                .is_ok_and(|c| c.prefix_len == 128 && c.addr == std::net::IpAddr::V6(self.tailnet_addr()))
+            || cidr.parse::<IpCidr>().is_ok_and(|c| {
+                c.prefix_len == 128 && c.addr == std::net::IpAddr::V6(self.tailnet_addr())
+            })
     }
 }
 
@@ -92,7 +94,10 @@ impl IpCidr {
 
     /// A host route: /32 or /128.
     pub fn host(addr: std::net::IpAddr) -> Self {
-        Self { addr, prefix_len: if addr.is_ipv4() { 32 } else { 128 } }
+        Self {
+            addr,
+            prefix_len: if addr.is_ipv4() { 32 } else { 128 },
+        }
     }
 
     /// Whether `ip` falls inside this prefix.
@@ -100,11 +105,15 @@ impl IpCidr {
         use std::net::IpAddr::*;
         match (self.addr, ip) {
             (V4(n), V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (V6(n), V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix_len)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -123,7 +132,13 @@ impl FromStr for IpCidr {
         let addr: std::net::IpAddr = a.parse().map_err(|_| err())?;
         let len = match p {
             Some(p) => p.parse::<u8>().map_err(|_| err())?,
-            None => if addr.is_ipv4() { 32 } else { 128 },
+            None => {
+                if addr.is_ipv4() {
+                    32
+                } else {
+                    128
+                }
+            }
         };
         Self::new(addr, len).ok_or_else(err)
     }
@@ -142,7 +157,10 @@ mod tests {
     #[test]
     fn address_from_uuid() {
         let id: NodeId = "01234567-89ab-cdef-0123-456789abcdef".parse().unwrap();
-        assert_eq!(id.tailnet_addr().to_string(), "fd7a:115c:a1e0:cdef:123:4567:89ab:cdef");
+        assert_eq!(
+            id.tailnet_addr().to_string(),
+            "fd7a:115c:a1e0:cdef:123:4567:89ab:cdef"
+        );
         assert!(id.owns("fd7a:115c:a1e0:cdef:123:4567:89ab:cdef/128"));
         assert!(id.owns("fd7a:115c:a1e0:cdef:0123:4567:89ab:cdef/128"));
         assert!(!id.owns("fd7a:115c:a1e0:cdef:123:4567:89ab:cdef/64"));

@@ -52,7 +52,11 @@ impl IpPeek {
         let first = *pkt.first().ok_or(WireError::Truncated)?;
         match first >> 4 {
             4 => {
-                let hdr: &[u8; 20] = pkt.get(..20).ok_or(WireError::Truncated)?.try_into().map_err(|_| WireError::Truncated)?;
+                let hdr: &[u8; 20] = pkt
+                    .get(..20)
+                    .ok_or(WireError::Truncated)?
+                    .try_into()
+                    .map_err(|_| WireError::Truncated)?;
                 let ihl = usize::from(hdr[0] & 0x0f) * 4;
                 if ihl < 20 {
                     return Err(WireError::Malformed);
@@ -73,7 +77,11 @@ impl IpPeek {
                 })
             }
             6 => {
-                let hdr: &[u8; 40] = pkt.get(..40).ok_or(WireError::Truncated)?.try_into().map_err(|_| WireError::Truncated)?;
+                let hdr: &[u8; 40] = pkt
+                    .get(..40)
+                    .ok_or(WireError::Truncated)?
+                    .try_into()
+                    .map_err(|_| WireError::Truncated)?;
                 let payload = usize::from(u16::from_be_bytes([hdr[4], hdr[5]]));
                 let total_len = 40 + payload;
                 if total_len > pkt.len() {
@@ -133,7 +141,8 @@ mod tests {
     use super::*;
 
     // IPv4 TCP SYN 10.0.0.1:40000 -> 10.0.0.2:80, no options.
-    const V4_SYN: &str = "45000028 00004000 40060000 0a000001 0a000002 9c400050 00000001 00000000 5002ffff 00000000";
+    const V4_SYN: &str =
+        "45000028 00004000 40060000 0a000001 0a000002 9c400050 00000001 00000000 5002ffff 00000000";
 
     fn hexb(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
@@ -149,7 +158,10 @@ mod tests {
         assert_eq!(ip.dst, "10.0.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(ip.total_len, 40);
         let t = ip.tcp(&p).unwrap();
-        assert_eq!((t.src_port, t.dst_port, t.syn, t.ack), (40000, 80, true, false));
+        assert_eq!(
+            (t.src_port, t.dst_port, t.syn, t.ack),
+            (40000, 80, true, false)
+        );
         assert_eq!(dst_addr(&p), Some(ip.dst));
     }
 

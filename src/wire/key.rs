@@ -156,7 +156,9 @@ mod tests {
     #[test]
     fn wg_genkey_pubkey_vector() {
         // `echo <priv> | wg pubkey`
-        let private: NodePrivate = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=".parse().unwrap();
+        let private: NodePrivate = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
+            .parse()
+            .unwrap();
         assert_eq!(
             private.public().to_base64(),
             "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="
@@ -168,7 +170,12 @@ mod tests {
         let k = NodePrivate::generate().public();
         assert_eq!(k.to_hex().parse::<NodePublic>().unwrap(), k);
         assert_eq!(k.to_base64().parse::<NodePublic>().unwrap(), k);
-        assert_eq!(format!("nodekey:{}", k.to_hex()).parse::<NodePublic>().unwrap(), k);
+        assert_eq!(
+            format!("nodekey:{}", k.to_hex())
+                .parse::<NodePublic>()
+                .unwrap(),
+            k
+        );
     }
 
     #[test]

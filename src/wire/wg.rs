@@ -83,11 +83,17 @@ mod tests {
     fn test_parse_kinds() {
         let mut init = vec![0u8; INITIATION_LEN];
         init[0] = 1;
-        assert_eq!(WgHeader::parse(&init).unwrap().kind, MessageKind::Initiation);
+        assert_eq!(
+            WgHeader::parse(&init).unwrap().kind,
+            MessageKind::Initiation
+        );
         let mut resp = vec![0u8; RESPONSE_LEN];
         resp[0] = 2;
         resp[8..12].copy_from_slice(&0x0102_0304u32.to_le_bytes());
-        assert_eq!(WgHeader::parse(&resp).unwrap().receiver_idx, Some(0x0102_0304));
+        assert_eq!(
+            WgHeader::parse(&resp).unwrap().receiver_idx,
+            Some(0x0102_0304)
+        );
         let mut data = vec![0u8; 80];
         data[0] = 4;
         data[4] = 7;
