@@ -94,13 +94,21 @@ fn is_empty(s: &str) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DerpMap {
     /// Home-region selection parameters, if the map carries them.
-    #[serde(rename = "HomeParams", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "HomeParams",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub home_params: Option<HomeParams>,
     /// Regions keyed by id (a decimal string in JSON).
     #[serde(rename = "Regions", default)]
     pub regions: BTreeMap<RegionId, DerpRegion>,
     /// Whether to drop Tailscale's default regions (kept for round trips).
-    #[serde(rename = "omitDefaultRegions", default, skip_serializing_if = "is_false")]
+    #[serde(
+        rename = "omitDefaultRegions",
+        default,
+        skip_serializing_if = "is_false"
+    )]
     pub omit_default_regions: bool,
 }
 
@@ -108,7 +116,11 @@ pub struct DerpMap {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HomeParams {
     /// Latency multipliers per region: below 1 prefers a region, above 1 avoids it.
-    #[serde(rename = "RegionScore", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "RegionScore",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub region_score: BTreeMap<RegionId, f64>,
 }
 
@@ -197,7 +209,8 @@ impl DerpMap {
     /// # Errors
     /// [`DerpMapError::Json`] or any validation error from [`DerpMap::validate`].
     pub fn from_json(json: &str) -> Result<Self, DerpMapError> {
-        let map: Self = serde_json::from_str(json).map_err(|e| DerpMapError::Json(e.to_string()))?;
+        let map: Self =
+            serde_json::from_str(json).map_err(|e| DerpMapError::Json(e.to_string()))?;
         map.validate()?;
         Ok(map)
     }
@@ -232,7 +245,10 @@ impl DerpMap {
             nodes: vec![node],
             ..Default::default()
         };
-        Self { regions: BTreeMap::from([(region, r)]), ..Default::default() }
+        Self {
+            regions: BTreeMap::from([(region, r)]),
+            ..Default::default()
+        }
     }
 
     /// Checks ids, names, host names and ports.
@@ -243,7 +259,10 @@ impl DerpMap {
         let mut names = HashSet::new();
         for (&key, region) in &self.regions {
             if key == 0 || region.region_id != key {
-                return Err(DerpMapError::RegionId { key, id: region.region_id });
+                return Err(DerpMapError::RegionId {
+                    key,
+                    id: region.region_id,
+                });
             }
             for node in &region.nodes {
                 if node.region_id != key {
@@ -259,8 +278,8 @@ impl DerpMap {
                 if !node.name.is_empty() && !names.insert(node.name.as_str()) {
                     return Err(DerpMapError::DuplicateName(node.name.clone()));
                 }
-                let port_ok = (0..=65535).contains(&node.derp_port)
-                    && (-1..=65535).contains(&node.stun_port);
+                let port_ok =
+                    (0..=65535).contains(&node.derp_port) && (-1..=65535).contains(&node.stun_port);
                 if !port_ok {
                     return Err(DerpMapError::Port(node.name.clone()));
                 }
@@ -283,7 +302,10 @@ impl DerpMap {
     /// [`DerpMapError::NoRegion`], [`DerpMapError::NoNode`] or
     /// [`DerpMapError::TlsUnsupported`].
     pub fn connect_url(&self, id: RegionId) -> Result<String, DerpMapError> {
-        self.region(id)?.derp_node().ok_or(DerpMapError::NoNode(id))?.http_url()
+        self.region(id)?
+            .derp_node()
+            .ok_or(DerpMapError::NoNode(id))?
+            .http_url()
     }
 }
 
@@ -304,7 +326,9 @@ impl DerpNode {
     }
 
     fn is_loopback(&self) -> bool {
-        self.ip().or_else(|| self.host_name.parse().ok()).is_some_and(|ip| ip.is_loopback())
+        self.ip()
+            .or_else(|| self.host_name.parse().ok())
+            .is_some_and(|ip| ip.is_loopback())
             || self.host_name.eq_ignore_ascii_case("localhost")
     }
 
@@ -315,7 +339,11 @@ impl DerpNode {
 
     /// The node's URL, `http(s)://host[:port]/derp`, chosen as the module docs describe.
     pub fn url(&self) -> String {
-        let (scheme, default_port) = if self.uses_tls() { ("https", 443) } else { ("http", 80) };
+        let (scheme, default_port) = if self.uses_tls() {
+            ("https", 443)
+        } else {
+            ("http", 80)
+        };
         let host = match self.ip() {
             Some(IpAddr::V6(a)) => format!("[{a}]"),
             Some(IpAddr::V4(a)) => a.to_string(),
@@ -379,7 +407,10 @@ mod tests {
         let tls = m.region(900).unwrap().derp_node().unwrap();
         assert!(tls.uses_tls());
         assert_eq!(tls.url(), "https://203.0.113.7:8443/derp");
-        assert_eq!(m.connect_url(900), Err(DerpMapError::TlsUnsupported("900a".into())));
+        assert_eq!(
+            m.connect_url(900),
+            Err(DerpMapError::TlsUnsupported("900a".into()))
+        );
         // InsecureForTests on loopback means plain HTTP; IPv6 literals are bracketed.
         assert_eq!(m.connect_url(901).unwrap(), "http://[::1]:3340/derp");
         assert_eq!(m.connect_url(5), Err(DerpMapError::NoRegion(5)));
@@ -403,24 +434,45 @@ mod tests {
     #[test]
     fn validation_errors() {
         let bad_key = r#"{"Regions": {"1": {"RegionID": 2, "Nodes": []}}}"#;
-        assert_eq!(DerpMap::from_json(bad_key), Err(DerpMapError::RegionId { key: 1, id: 2 }));
+        assert_eq!(
+            DerpMap::from_json(bad_key),
+            Err(DerpMapError::RegionId { key: 1, id: 2 })
+        );
         let bad_node = r#"{"Regions": {"1": {"RegionID": 1, "Nodes": [
             {"Name": "x", "RegionID": 3, "HostName": "h"}]}}}"#;
-        assert!(matches!(DerpMap::from_json(bad_node), Err(DerpMapError::NodeRegion { .. })));
+        assert!(matches!(
+            DerpMap::from_json(bad_node),
+            Err(DerpMapError::NodeRegion { .. })
+        ));
         let no_host = r#"{"Regions": {"1": {"RegionID": 1, "Nodes": [
             {"Name": "x", "RegionID": 1}]}}}"#;
-        assert_eq!(DerpMap::from_json(no_host), Err(DerpMapError::NoHostName("x".into())));
+        assert_eq!(
+            DerpMap::from_json(no_host),
+            Err(DerpMapError::NoHostName("x".into()))
+        );
         let dup = r#"{"Regions": {"1": {"RegionID": 1, "Nodes": [
             {"Name": "x", "RegionID": 1, "HostName": "a"},
             {"Name": "x", "RegionID": 1, "HostName": "b"}]}}}"#;
-        assert_eq!(DerpMap::from_json(dup), Err(DerpMapError::DuplicateName("x".into())));
+        assert_eq!(
+            DerpMap::from_json(dup),
+            Err(DerpMapError::DuplicateName("x".into()))
+        );
         let port = r#"{"Regions": {"1": {"RegionID": 1, "Nodes": [
             {"Name": "x", "RegionID": 1, "HostName": "a", "DERPPort": 70000}]}}}"#;
-        assert_eq!(DerpMap::from_json(port), Err(DerpMapError::Port("x".into())));
+        assert_eq!(
+            DerpMap::from_json(port),
+            Err(DerpMapError::Port("x".into()))
+        );
         let stun_only = r#"{"Regions": {"1": {"RegionID": 1, "Nodes": [
             {"Name": "x", "RegionID": 1, "HostName": "a", "STUNOnly": true}]}}}"#;
-        assert_eq!(DerpMap::from_json(stun_only).unwrap().connect_url(1), Err(DerpMapError::NoNode(1)));
-        assert!(matches!(DerpMap::from_json("{"), Err(DerpMapError::Json(_))));
+        assert_eq!(
+            DerpMap::from_json(stun_only).unwrap().connect_url(1),
+            Err(DerpMapError::NoNode(1))
+        );
+        assert!(matches!(
+            DerpMap::from_json("{"),
+            Err(DerpMapError::Json(_))
+        ));
         assert!(matches!(
             DerpMap::from_json(r#"{"Regions": {"x": {"RegionID": 1}}}"#),
             Err(DerpMapError::Json(_))
