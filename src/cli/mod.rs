@@ -1,1 +1,3 @@
 //! Command-line interface of the `agentwire` binary.
+
+pub mod derp;
