@@ -175,20 +175,26 @@ pub async fn connect_upgrade(
     let req = builder
         .body(Empty::new())
         .map_err(|e| ConnectError::Http(e.to_string()))?;
-    // The connection future must be polled while the request is in flight, and until
-    // it hands the socket over to the upgrade.
+    // The connection future must be polled while the request is in flight and until it
+    // hands the socket over to the upgrade; on a 101 it may finish before the response
+    // future is polled again.
     let mut conn = std::pin::pin!(conn.with_upgrades());
-    let res = tokio::select! {
-        res = sender.send_request(req) => res.map_err(http_err)?,
-        done = &mut conn => {
-            let msg = done.err().map_or_else(|| "connection closed".to_owned(), |e| e.to_string());
-            return Err(ConnectError::Http(msg));
+    let mut conn_done = None;
+    let mut res_fut = std::pin::pin!(sender.send_request(req));
+    let res = loop {
+        tokio::select! {
+            res = &mut res_fut => break res.map_err(http_err)?,
+            done = &mut conn, if conn_done.is_none() => conn_done = Some(done),
         }
     };
     if res.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Err(ConnectError::Status(res.status().as_u16()));
     }
-    let (upgraded, _) = tokio::join!(hyper::upgrade::on(res), conn);
+    let upgraded = match conn_done {
+        Some(Err(e)) => return Err(http_err(e)),
+        Some(Ok(())) => hyper::upgrade::on(res).await,
+        None => tokio::join!(hyper::upgrade::on(res), conn).0,
+    };
     let io = TokioIo::new(upgraded.map_err(http_err)?);
     let (r, w) = tokio::io::split(io);
     Ok((RawReader(r), RawWriter(w)))
