@@ -4,6 +4,7 @@
 mod derp_support;
 
 use agentwire::proto::derp_server::DropReason;
+use agentwire::runtime::clock;
 use agentwire::runtime::derp::DerpSendError;
 use agentwire::services::derp_server::DerpServerConfig;
 use agentwire::wire::derp::{ClosePeer, MAX_PACKET_SIZE};
@@ -12,7 +13,7 @@ use agentwire::wire::derp::{
 };
 use agentwire::wire::key::NodePrivate;
 use derp_support::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn parse(b: &[u8]) -> Frame<'_> {
@@ -236,7 +237,7 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
     let mut tx = Raw::login(srv.addr, None, None).await;
     let packet = vec![0u8; 16 << 10];
     // The last time the server managed to write to the slow client.
-    let (mut relayed, mut progress) = (0, Instant::now());
+    let (mut relayed, mut progress) = (0, clock::now());
     let cut = within("slow client cut off", async {
         loop {
             for _ in 0..8 {
@@ -248,10 +249,10 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
             }
             let s = srv.stats().counters;
             if s.packets_relayed != relayed {
-                (relayed, progress) = (s.packets_relayed, Instant::now());
+                (relayed, progress) = (s.packets_relayed, clock::now());
             }
             if s.dropped(DropReason::WriteTimeout) > 0 {
-                return Instant::now();
+                return clock::now();
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

@@ -45,7 +45,8 @@ pub struct DerpClientConfig {
 pub struct DerpClientOptions {
     /// Packets waiting to be written; `send` drops when full.
     pub queue_depth: usize,
-    /// Base time between our Pings; a random 0–5 s is added per connection.
+    /// Base time between our Pings; up to a quarter more is added at random per
+    /// connection, so the default pings every 20–25 s.
     pub ping_interval: Duration,
     /// How long a Ping may go unanswered.
     pub ping_timeout: Duration,
@@ -307,7 +308,8 @@ async fn connect_and_serve(
     cancel: &CancellationToken,
 ) -> SessionEnd {
     let session_cfg = ClientSessionConfig {
-        ping_interval: opts.ping_interval + Duration::from_millis(rand::random_range(0..5000)),
+        ping_interval: opts.ping_interval
+            + opts.ping_interval.mul_f64(rand::random_range(0.0..0.25)),
         ping_timeout: opts.ping_timeout,
         idle_timeout: opts.idle_timeout,
         login_timeout: opts.connect_timeout,

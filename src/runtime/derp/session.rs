@@ -180,8 +180,11 @@ fn handle_frame(
     };
     let event = {
         let mut s = lock(session);
+        let deadline = s.poll_timeout();
         let event = s.handle_frame(clock::now(), frame);
-        if s.wants_transmit() {
+        // The writer also runs the timers: wake it when there is something to send
+        // or its deadline moved earlier (a Pong schedules the next Ping).
+        if s.wants_transmit() || s.poll_timeout() < deadline {
             wake.notify_one();
         }
         event
