@@ -59,6 +59,9 @@ async fn reconnects_after_the_server_restarts_on_the_same_port() {
         connects(&b, 2).await;
         let took = clock::now() - restarted;
         assert!(took < Duration::from_secs(2), "reconnected after {took:?}");
+        eprintln!(
+            "restart hint {restart_hint}: both clients back {took:?} after the new server started"
+        );
         relay(&mut a, &mut b, b"after").await;
         relay(&mut b, &mut a, b"and back").await;
         let s = a.client.status();
@@ -250,4 +253,71 @@ async fn configuration_errors_stop_the_client() {
         assert!(err.contains(want), "{err}");
         c.shutdown().await;
     }
+}
+
+/// Relay throughput through one server on loopback, client to client, with the sender
+/// keeping at most `WINDOW` packets in flight (as a transport with a fixed window
+/// would) so the figure is the relay's, not its drop policy's. Not a check:
+/// `cargo test --test derp_client -- --ignored --nocapture throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn throughput() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const WINDOW: u64 = 256;
+    const N: u64 = 200_000;
+    let srv = TestServer::start(DerpServerConfig::default()).await;
+    for websocket in [false, true] {
+        let opts = DerpClientOptions {
+            queue_depth: 1024,
+            ..Default::default()
+        };
+        let a = peer_with(config(&srv.url(), websocket), opts.clone()).await;
+        let mut b = peer_with(config(&srv.url(), websocket), opts).await;
+        let dst = b.public();
+        let received = Arc::new(AtomicU64::new(0));
+        let progress = Arc::new(tokio::sync::Notify::new());
+        let (r, p) = (Arc::clone(&received), Arc::clone(&progress));
+        let receiver = tokio::spawn(async move {
+            while r.load(Ordering::Relaxed) < N {
+                let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(2), b.rx.recv()).await
+                else {
+                    break;
+                };
+                r.fetch_add(1, Ordering::Relaxed);
+                p.notify_one();
+            }
+            b
+        });
+        let packet = vec![0u8; 1280];
+        let started = clock::now();
+        let mut sent = 0u64;
+        while sent < N {
+            if sent - received.load(Ordering::Relaxed) >= WINDOW {
+                if tokio::time::timeout(Duration::from_secs(2), progress.notified())
+                    .await
+                    .is_err()
+                {
+                    break; // lost packets stall a fixed window; stop measuring
+                }
+                continue;
+            }
+            if a.client.send(dst, &packet).is_ok() {
+                sent += 1;
+            }
+        }
+        let b = receiver.await.unwrap();
+        let got = received.load(Ordering::Relaxed);
+        let secs = (clock::now() - started).as_secs_f64();
+        eprintln!(
+            "{}: {got} of {sent} x 1280 B in {secs:.2} s = {:.0} kpps, {:.0} Mbit/s payload; server drops {:?}",
+            if websocket { "websocket" } else { "upgrade" },
+            got as f64 / secs / 1e3,
+            got as f64 * 1280.0 * 8.0 / secs / 1e6,
+            srv.stats().counters.drops,
+        );
+        a.client.shutdown().await;
+        b.client.shutdown().await;
+    }
+    srv.stop().await;
 }

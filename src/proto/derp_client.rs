@@ -112,7 +112,7 @@ pub enum ClientSessionError {
     IdleTimeout(Duration),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Pending {
     Frame(Vec<u8>),
     Preferred(bool),
@@ -125,7 +125,7 @@ enum Pending {
 const MAX_PENDING_PONGS: usize = 8;
 
 /// One connection's client-side protocol state.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ClientSession {
     private: NodePrivate,
     cfg: ClientSessionConfig,

@@ -261,6 +261,10 @@ impl Raw {
         within("raw frame", self.recv_unbounded()).await
     }
 
+    pub async fn recv_any(&mut self) -> Option<Vec<u8>> {
+        self.recv_unbounded().await
+    }
+
     async fn recv_unbounded(&mut self) -> Option<Vec<u8>> {
         loop {
             match decode(&self.buf, Direction::ServerToClient) {
