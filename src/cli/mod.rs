@@ -1,6 +1,7 @@
 //! Command-line interface of the `agentwire` binary: argument structs and the `run`
 //! function of each subcommand. `anyhow` is used here and in `main.rs` only.
 
+pub mod derp;
 pub mod forward;
 
 /// Sets up logging from `RUST_LOG` (default: `info`, boringtun's own logs off — it logs

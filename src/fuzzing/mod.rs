@@ -4,5 +4,6 @@
 //! absence of panics.
 
 pub mod coord;
+pub mod derp;
 pub mod packet;
 pub mod text;

@@ -1,0 +1,127 @@
+//! `agentwire derp`: run a standalone DERP relay until ctrl-c.
+
+use crate::services::derp_server::{self, DerpServer, DerpServerConfig};
+use crate::wire::key::NodePrivate;
+use anyhow::Context as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `agentwire derp`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DerpArgs {
+    /// Address to listen on (plain HTTP).
+    #[arg(long, default_value = "127.0.0.1:3340")]
+    pub listen: SocketAddr,
+    /// File holding the server's private key (base64); created with mode 0600 if it does
+    /// not exist. Without it the key is random per run and clients see a new server key.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Mesh key: clients that present it may use WatchConns, ClosePeer and
+    /// ForwardPacket. Prefer the environment variable over the flag.
+    #[arg(long, env = "AGENTWIRE_DERP_MESH_KEY", hide_env_values = true)]
+    pub mesh_key: Option<String>,
+}
+
+/// Reads the key file, or creates it with a fresh key.
+///
+/// # Errors
+/// Unreadable, unwritable or invalid key files.
+pub fn load_or_create_key(path: &Path) -> anyhow::Result<NodePrivate> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().parse().with_context(|| {
+            format!(
+                "{} does not hold a base64 or hex private key",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = NodePrivate::generate();
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            writeln!(f, "{}", key.to_base64())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Serves a DERP relay on `args.listen` until ctrl-c.
+///
+/// # Errors
+/// Key file problems, or the address cannot be bound.
+pub async fn run(args: DerpArgs) -> anyhow::Result<()> {
+    let private = match &args.key_file {
+        Some(path) => load_or_create_key(path)?,
+        None => NodePrivate::generate(),
+    };
+    let config = DerpServerConfig {
+        mesh_key: args.mesh_key.clone(),
+        ..Default::default()
+    };
+    let server = DerpServer::new(private, config);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, key = %server.public_key().to_hex(), "DERP relay listening on http://{addr}/derp");
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    derp_server::run(listener, server, ctrl_c).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        derp: DerpArgs,
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(c.derp.listen, "127.0.0.1:3340".parse().unwrap());
+        assert!(c.derp.key_file.is_none());
+        let c = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "0.0.0.0:9",
+            "--key-file",
+            "k",
+            "--mesh-key",
+            "m",
+        ])
+        .unwrap();
+        assert_eq!(c.derp.listen.port(), 9);
+        assert_eq!(c.derp.mesh_key.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn key_file_is_created_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("derp.key");
+        let a = load_or_create_key(&path).unwrap();
+        let b = load_or_create_key(&path).unwrap();
+        assert_eq!(a.public(), b.public());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(load_or_create_key(&path).is_err());
+    }
+}
