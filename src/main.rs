@@ -13,6 +13,8 @@ struct Cli {
 enum Command {
     /// Forward ports through a userspace WireGuard tunnel (wg-quick style config).
     Forward(agentwire::cli::forward::ForwardArgs),
+    /// Run a DERP relay server (Tailscale DERP protocol version 2).
+    Derp(agentwire::cli::derp::DerpArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -24,6 +26,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Forward(a) => agentwire::cli::forward::run(a).await,
+            Command::Derp(a) => agentwire::cli::derp::run(a).await,
         }
     })
 }
