@@ -129,7 +129,11 @@ fn node(b: &mut Bytes<'_>, id: NodeId) -> Node {
         }
     };
     let mut n = Node {
-        id: if b.next() % 8 == 0 { b.id() } else { id },
+        id: if b.next().is_multiple_of(8) {
+            b.id()
+        } else {
+            id
+        },
         key: NodePublic::from_bytes([b.next() as u8; 32]),
         preferred_derp: 1,
         addresses: vec![],

@@ -66,16 +66,7 @@ pub trait Relay: Send + 'static {
     fn send(&mut self, region: u16, dst: NodePublic, packet: &[u8]) -> bool;
 }
 
-/// A datagram that arrived through a relay.
-#[derive(Debug)]
-pub struct RelayInbound {
-    /// The region it came through.
-    pub region: u16,
-    /// The sender's key.
-    pub src: NodePublic,
-    /// The datagram.
-    pub packet: bytes::Bytes,
-}
+pub use super::derp::DerpInbound as RelayInbound;
 
 pub(crate) struct Driver {
     shared: Arc<Shared>,

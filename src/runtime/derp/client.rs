@@ -177,6 +177,11 @@ impl DerpClient {
         self.shared.reconnect.notify_one();
     }
 
+    /// A watch of the logged-in state, for waiting without holding the client.
+    pub fn subscribe_connected(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shared.subscribe()
+    }
+
     /// Waits until the client is logged in, or `timeout` passes; returns whether it is.
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
         let mut rx = self.shared.subscribe();
