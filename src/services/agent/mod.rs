@@ -1,1 +1,3 @@
 //! The workspace agent: a tailnet node serving its HTTP API on port 4.
+
+pub mod types;
