@@ -39,6 +39,12 @@ pub(crate) enum Command {
         oneshot::Sender<Option<(PeerStats, Option<PathAddr>)>>,
     ),
     Stats(oneshot::Sender<DriverStats>),
+    /// Start a handshake with the peer now.
+    Initiate(NodePublic),
+    /// Reply once the peer has a session.
+    AwaitSession(NodePublic, oneshot::Sender<()>),
+    /// Stop: fail every socket and end the task.
+    Shutdown,
 }
 
 /// Device-level counters.
@@ -92,6 +98,8 @@ pub(crate) struct Driver {
     stack_due: bool,
     stats: DriverStats,
     gso_max: usize,
+    /// Callers waiting for a peer's first session.
+    session_waiters: Vec<(NodePublic, oneshot::Sender<()>)>,
 }
 
 impl Driver {
@@ -127,6 +135,7 @@ impl Driver {
             stack_due: true,
             stats: DriverStats::default(),
             gso_max,
+            session_waiters: Vec::new(),
         }
     }
 
@@ -151,6 +160,36 @@ impl Driver {
                     .collect();
                 s.peers = self.device.peer_count();
                 let _ = reply.send(s);
+            }
+            Command::Initiate(key) => {
+                self.device.initiate(&key, now, &mut self.tx);
+            }
+            Command::Shutdown => {}
+            Command::AwaitSession(key, reply) => {
+                if self.device.has_session(&key) {
+                    let _ = reply.send(());
+                } else {
+                    self.session_waiters.push((key, reply));
+                }
+            }
+        }
+    }
+
+    /// Answers callers waiting for a session, and forgets those who gave up.
+    fn check_sessions(&mut self) {
+        if self.session_waiters.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        while i < self.session_waiters.len() {
+            let (key, tx) = &self.session_waiters[i];
+            if tx.is_closed() {
+                self.session_waiters.swap_remove(i);
+            } else if self.device.has_session(key) {
+                let (_, tx) = self.session_waiters.swap_remove(i);
+                let _ = tx.send(());
+            } else {
+                i += 1;
             }
         }
     }
@@ -393,6 +432,10 @@ impl Future for Driver {
         let this = self.get_mut();
         loop {
             match this.cmds.poll_recv(cx) {
+                Poll::Ready(Some(Command::Shutdown)) => {
+                    this.shutdown();
+                    return Poll::Ready(());
+                }
                 Poll::Ready(Some(c)) => this.command(c),
                 Poll::Ready(None) => {
                     this.shutdown();
@@ -412,6 +455,9 @@ impl Future for Driver {
             }
             let taken = this.stack_round(cx, now);
             this.encrypt(now);
+            if received > 0 {
+                this.check_sessions();
+            }
             if !this.tx.is_empty() && !this.send_blocked {
                 this.flush(cx);
             }

@@ -9,6 +9,7 @@ pub mod driver;
 pub mod relay;
 pub mod stack;
 pub mod stream;
+pub mod tailnet;
 pub mod tunnel;
 pub mod udp;
 

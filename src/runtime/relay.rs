@@ -189,6 +189,11 @@ impl DerpRelay {
         }
     }
 
+    /// Stops every client without waiting (their tasks end on their own).
+    pub fn stop_all(&self) {
+        self.lock().clients.clear();
+    }
+
     /// Stops every client.
     pub async fn shutdown(&self) {
         let clients: Vec<DerpClient> = self.lock().clients.drain().map(|(_, c)| c).collect();

@@ -201,6 +201,25 @@ impl Tunnel {
         self.ask(|r| Command::PeerStats(key, r)).await
     }
 
+    /// Starts a handshake with the peer now (if it has no session and none is in flight).
+    ///
+    /// # Errors
+    /// [`TunnelError::Closed`].
+    pub async fn initiate(&self, key: NodePublic) -> Result<(), TunnelError> {
+        self.cmds
+            .send(Command::Initiate(key))
+            .await
+            .map_err(|_| TunnelError::Closed)
+    }
+
+    /// Waits until the peer has a session (a completed handshake).
+    ///
+    /// # Errors
+    /// [`TunnelError::Closed`] if the tunnel shuts down first.
+    pub async fn await_session(&self, key: NodePublic) -> Result<(), TunnelError> {
+        self.ask(|r| Command::AwaitSession(key, r)).await
+    }
+
     /// Counters for the whole tunnel.
     ///
     /// # Errors
@@ -214,6 +233,19 @@ impl Tunnel {
     /// Every TCP socket in the netstack, for diagnostics.
     pub fn tcp_sockets(&self) -> Vec<crate::netstack::TcpSocketInfo> {
         self.shared.lock().tcp_sockets()
+    }
+
+    /// Stops the driver without consuming the tunnel (for owners that share it behind an
+    /// `Arc`). Every open socket fails afterwards.
+    pub async fn close(&self) {
+        let _ = self.cmds.send(Command::Shutdown).await;
+        self.shared.close();
+    }
+
+    /// Like [`Tunnel::close`], without waiting for room in the command queue.
+    pub fn close_now(&self) {
+        let _ = self.cmds.try_send(Command::Shutdown);
+        self.shared.close();
     }
 
     /// Stops the driver and waits for it; every open socket fails afterwards.

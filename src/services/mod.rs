@@ -6,4 +6,5 @@ pub mod control;
 pub mod coordinator;
 pub mod derp_server;
 pub mod forward;
+pub mod hub;
 pub mod mcp;

@@ -499,6 +499,45 @@ impl Device {
         peer.path.on_send(path, now);
     }
 
+    /// Starts a handshake with `key` now, unless one is in flight or a session exists
+    /// (boringtun answers `Done` then). Returns whether the peer exists.
+    pub fn initiate(&mut self, key: &NodePublic, now: Instant, tx: &mut Transmits) -> bool {
+        let Some(&idx) = self.by_key.get(key) else {
+            return false;
+        };
+        let Some(peer) = self.peers.get_mut(idx as usize).and_then(|p| p.as_mut()) else {
+            return false;
+        };
+        if peer.tunn.time_since_last_handshake().is_some() {
+            return true;
+        }
+        let Some(path) = peer.path.current(now) else {
+            self.drops[DropReason::NoPath as usize] += 1;
+            return true;
+        };
+        peer.expired = false;
+        let len = match peer.tunn.format_handshake_initiation(tx.space(256), false) {
+            TunnResult::WriteToNetwork(b) => b.len(),
+            _ => 0,
+        };
+        if len > 0 {
+            tx.commit(path, peer.public, len);
+            peer.stats.tx_datagrams += 1;
+            peer.path.on_send(path, now);
+            self.probe(idx, path, now, tx);
+        }
+        true
+    }
+
+    /// Whether the peer has a current session (a completed handshake).
+    pub fn has_session(&self, key: &NodePublic) -> bool {
+        self.by_key
+            .get(key)
+            .and_then(|i| self.peers.get(*i as usize))
+            .and_then(|p| p.as_ref())
+            .is_some_and(|p| p.tunn.time_since_last_handshake().is_some())
+    }
+
     /// When the timers should next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_tick

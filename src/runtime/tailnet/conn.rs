@@ -1,0 +1,202 @@
+//! `AgentConn`: a cheap, clonable handle on one agent, holding a lease.
+//!
+//! Cloning takes another lease; dropping releases exactly the one it holds. Every dial is
+//! pinned to the agent's tailnet address, so a handle can only ever reach its own agent.
+
+use super::state::{Dest, Failure, Stage};
+use super::{ConnError, Inner, Tailnet, TailnetConfig};
+use crate::runtime::clock;
+use crate::runtime::{TcpStream, UdpSocket};
+use crate::wire::addr::NodeId;
+use crate::wire::key::NodePrivate;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// A handle on one agent. See the module docs.
+pub struct AgentConn {
+    inner: Arc<Inner>,
+    agent: NodeId,
+    addr: Ipv6Addr,
+    /// Per-call mode only: the private stack this handle owns.
+    owner: Option<Arc<Tailnet>>,
+}
+
+impl std::fmt::Debug for AgentConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConn")
+            .field("agent", &self.agent)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl AgentConn {
+    /// Wraps a lease already taken on `agent`.
+    fn from_lease(inner: Arc<Inner>, agent: NodeId) -> Self {
+        Self {
+            addr: agent.tailnet_addr(),
+            inner,
+            agent,
+            owner: None,
+        }
+    }
+
+    /// The agent this handle reaches.
+    pub fn agent_id(&self) -> NodeId {
+        self.agent
+    }
+
+    /// The agent's tailnet address.
+    pub fn addr(&self) -> IpAddr {
+        IpAddr::V6(self.addr)
+    }
+
+    /// Opens a TCP connection to `port` on the agent. Wrap it in a timeout.
+    ///
+    /// # Errors
+    /// `ConnectionRefused` if nothing listens there; `NotConnected` after shutdown.
+    pub async fn dial_tcp(&self, port: u16) -> io::Result<TcpStream> {
+        self.inner
+            .tunnel
+            .dial_tcp(SocketAddr::new(self.addr(), port))
+            .await
+    }
+
+    /// Opens a UDP socket whose datagrams go to `port` on the agent and whose receives
+    /// accept only the agent's replies from that port.
+    ///
+    /// # Errors
+    /// `NotConnected` after shutdown, or no free local port.
+    pub fn dial_udp(&self, port: u16) -> io::Result<AgentUdp> {
+        let socket = self.inner.tunnel.bind_udp(0)?;
+        Ok(AgentUdp {
+            socket,
+            peer: SocketAddr::new(self.addr(), port),
+            _conn: self.clone(),
+        })
+    }
+
+    /// Releases the lease now (the same as dropping the handle).
+    pub fn close(self) {}
+}
+
+impl Clone for AgentConn {
+    fn clone(&self) -> Self {
+        self.inner.state().leases.acquire(self.agent, clock::now());
+        Self {
+            inner: self.inner.clone(),
+            agent: self.agent,
+            addr: self.addr,
+            owner: self.owner.clone(),
+        }
+    }
+}
+
+impl Drop for AgentConn {
+    fn drop(&mut self) {
+        release(&self.inner, self.agent);
+    }
+}
+
+fn release(inner: &Inner, agent: NodeId) {
+    if let Err(e) = inner.state().leases.release(agent, clock::now()) {
+        tracing::error!(error = %e, "lease bookkeeping is off");
+    }
+}
+
+/// A UDP "connection" to one port of the agent. Holds a lease like [`AgentConn`].
+#[derive(Debug)]
+pub struct AgentUdp {
+    socket: UdpSocket,
+    peer: SocketAddr,
+    _conn: AgentConn,
+}
+
+impl AgentUdp {
+    /// Sends one datagram to the agent's port.
+    ///
+    /// # Errors
+    /// See [`UdpSocket::send_to`].
+    pub async fn send(&self, data: &[u8]) -> io::Result<()> {
+        self.socket.send_to(data, self.peer).await
+    }
+
+    /// Receives one datagram from the agent's port (others are discarded).
+    ///
+    /// # Errors
+    /// See [`UdpSocket::recv_from`].
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let (n, from) = self.socket.recv_from(buf).await?;
+            if from == self.peer {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+/// The shared-mode path of `Tailnet::agent_conn`.
+pub(super) async fn acquire(
+    inner: &Arc<Inner>,
+    agent: NodeId,
+    deadline: tokio::time::Instant,
+) -> Result<AgentConn, ConnError> {
+    let rx = {
+        let mut st = inner.state();
+        st.leases.acquire(agent, clock::now());
+        let d = st.dests.entry(agent).or_insert_with(Dest::new);
+        if d.stage == Stage::Ready {
+            return Ok(AgentConn::from_lease(inner.clone(), agent));
+        }
+        let (tx, rx) = oneshot::channel();
+        d.waiters.push(tx);
+        rx
+    };
+    // From here the lease is ours to give back on every failure path.
+    let woke = tokio::time::timeout_at(deadline, inner.wake.send(agent)).await;
+    if !matches!(woke, Ok(Ok(()))) {
+        release(inner, agent);
+        return Err(if woke.is_err() {
+            ConnError::NoNode(agent)
+        } else {
+            ConnError::Closed
+        });
+    }
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(Ok(()))) => Ok(AgentConn::from_lease(inner.clone(), agent)),
+        Ok(Ok(Err(Failure::Refused(reason)))) => {
+            release(inner, agent);
+            Err(ConnError::Refused(agent, reason))
+        }
+        Ok(Err(_)) => {
+            release(inner, agent);
+            Err(ConnError::Closed)
+        }
+        Err(_) => {
+            let stage = inner.state().dests.get(&agent).map(|d| d.stage);
+            release(inner, agent);
+            Err(match stage {
+                Some(Stage::AwaitingNode) | None => ConnError::NoNode(agent),
+                _ => ConnError::NoHandshake(agent),
+            })
+        }
+    }
+}
+
+/// Per-call mode: a private stack for this one handle.
+pub(super) async fn per_call(
+    cfg: &TailnetConfig,
+    agent: NodeId,
+    deadline: tokio::time::Instant,
+) -> Result<AgentConn, ConnError> {
+    let mut c = cfg.clone();
+    c.id = NodeId::random();
+    c.private = NodePrivate::generate();
+    c.dial_mode = super::DialMode::Shared;
+    let t = Tailnet::start(c).map_err(|_| ConnError::Closed)?;
+    let mut conn = acquire(&t.inner, agent, deadline).await?;
+    conn.owner = Some(Arc::new(t));
+    Ok(conn)
+}

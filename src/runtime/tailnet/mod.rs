@@ -1,0 +1,436 @@
+//! The shared `Tailnet`: one long-lived node per process.
+//!
+//! Composes the packet core (`Tunnel`: WireGuard device, netstack, UDP socket), the DERP
+//! relay set and the coordinator client, and hands out cheap [`AgentConn`] handles. The
+//! first `agent_conn` to a destination opens a tunnel at the coordinator, waits for the
+//! agent's node (and its `ready_for_handshake`, or a short timeout), programs the
+//! WireGuard peer and waits for the handshake — all within the caller's deadline. Later
+//! calls just take a lease. A destination with no lease for `idle_timeout` is removed.
+//!
+//! Tasks: the tunnel's driver, one DERP client per region in use, the coordinator client,
+//! and one manager task (coordinator events, destination state, idle expiry). All stop on
+//! [`Tailnet::shutdown`] or when the `Tailnet` is dropped.
+
+pub mod conn;
+mod manager;
+mod state;
+
+pub use conn::{AgentConn, AgentUdp};
+pub use state::DestinationInfo;
+
+use super::coord::{CoordClient, CoordClientConfig};
+use super::relay::{DerpRelay, RelayConfig};
+use super::{Tunnel, TunnelConfig, TunnelError};
+use crate::netstack::NetstackConfig;
+use crate::runtime::derp::DerpClientOptions;
+use crate::wire::addr::NodeId;
+use crate::wire::derpmap::DerpMap;
+use crate::wire::key::NodePrivate;
+use state::State;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What this node is on the tailnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Opens tunnels to agents (the MCP server, a CLI).
+    Client,
+    /// Accepts tunnels: programs every client the coordinator introduces and acknowledges
+    /// its node with `ready_for_handshake`. May not open tunnels.
+    Agent,
+}
+
+/// How `agent_conn` reaches agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialMode {
+    /// One long-lived stack; handles are leases on it. The mode to use.
+    Shared,
+    /// A whole new stack (key, UDP socket, DERP and coordinator connections) per handle,
+    /// torn down when the handle drops. Exists only so benchmarks can measure what the
+    /// shared mode saves; never use it otherwise.
+    PerCall,
+}
+
+/// Everything a Tailnet needs.
+#[derive(Debug, Clone)]
+pub struct TailnetConfig {
+    /// Our node id (an agent's is fixed by the control plane; clients pick a random one).
+    pub id: NodeId,
+    /// A name for logs and the coordinator.
+    pub name: String,
+    /// Our WireGuard (and DERP) key.
+    pub private: NodePrivate,
+    /// Client or agent.
+    pub role: Role,
+    /// Coordinator base URL, `http://host:port`.
+    pub coordinator_url: String,
+    /// Token for the coordinator (and DERP, as a bearer header).
+    pub token: String,
+    /// A DERP map to use instead of the one the coordinator sends.
+    pub derp_map: Option<DerpMap>,
+    /// Home DERP region; default: the lowest region id in the map not marked `Avoid`.
+    pub home_region: Option<u16>,
+    /// Where the UDP socket binds.
+    pub udp_listen: SocketAddr,
+    /// UDP endpoints to advertise for direct paths; default: derived from the bound
+    /// socket and the route to the coordinator. Empty means DERP only.
+    pub advertise: Option<Vec<SocketAddr>>,
+    /// Never use direct UDP to peers (DERP only), and advertise no endpoints.
+    pub relay_only: bool,
+    /// Destinations with no lease for this long are removed.
+    pub idle_timeout: Duration,
+    /// How long to wait for an agent's `ready_for_handshake` before handshaking anyway.
+    pub ready_wait: Duration,
+    /// Netstack sizing (its addresses are replaced by our tailnet address).
+    pub netstack: NetstackConfig,
+    /// Shared (the default) or per-call.
+    pub dial_mode: DialMode,
+    /// DERP client tuning.
+    pub derp_options: DerpClientOptions,
+}
+
+impl TailnetConfig {
+    /// A client configuration with defaults: random id and key, loopback UDP, 30 min idle.
+    pub fn client(coordinator_url: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            id: NodeId::random(),
+            name: "client".into(),
+            private: NodePrivate::generate(),
+            role: Role::Client,
+            coordinator_url: coordinator_url.into(),
+            token: token.into(),
+            derp_map: None,
+            home_region: None,
+            udp_listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            advertise: None,
+            relay_only: false,
+            idle_timeout: Duration::from_secs(30 * 60),
+            ready_wait: Duration::from_secs(5),
+            netstack: NetstackConfig::default(),
+            dial_mode: DialMode::Shared,
+            derp_options: DerpClientOptions::default(),
+        }
+    }
+
+    /// An agent configuration for `id`.
+    pub fn agent(coordinator_url: impl Into<String>, token: impl Into<String>, id: NodeId) -> Self {
+        Self {
+            id,
+            name: "agent".into(),
+            role: Role::Agent,
+            ..Self::client(coordinator_url, token)
+        }
+    }
+}
+
+/// Errors starting a Tailnet.
+#[derive(Debug, thiserror::Error)]
+pub enum TailnetError {
+    /// The packet core could not start.
+    #[error(transparent)]
+    Tunnel(#[from] TunnelError),
+    /// The coordinator URL is not `http://host:port`.
+    #[error("coordinator URL {0:?}: expected http://host:port")]
+    BadUrl(String),
+}
+
+/// Why `agent_conn` failed. Each says which stage did not complete in time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnError {
+    /// Agents may not open tunnels.
+    #[error("this node is an agent; agents cannot dial other agents")]
+    NotAClient,
+    /// The coordinator never sent the agent's node (it is offline, unknown, or we may not
+    /// reach it).
+    #[error(
+        "agent {0} is unreachable: the coordinator has no node for it (offline, or not allowed)"
+    )]
+    NoNode(NodeId),
+    /// The node arrived but the WireGuard handshake did not complete.
+    #[error(
+        "agent {0} is unreachable: no WireGuard handshake (its relay or direct path is not answering)"
+    )]
+    NoHandshake(NodeId),
+    /// The coordinator refused the tunnel.
+    #[error("tunnel to agent {0} refused by the coordinator: {1}")]
+    Refused(NodeId, String),
+    /// The Tailnet is shut down.
+    #[error("tailnet is shut down")]
+    Closed,
+}
+
+pub(crate) struct Inner {
+    cfg: TailnetConfig,
+    addr: Ipv6Addr,
+    tunnel: Tunnel,
+    relay: DerpRelay,
+    /// Taken out on shutdown, for a graceful disconnect.
+    coord: Mutex<Option<CoordClient>>,
+    state: Mutex<State>,
+    wake: mpsc::Sender<NodeId>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tailnet")
+            .field("id", &self.cfg.id)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl Inner {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the coordinator client, unless it was shut down.
+    pub(crate) fn coord<R>(&self, f: impl FnOnce(&CoordClient) -> R) -> Option<R> {
+        self.coord
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(f)
+    }
+}
+
+/// The shared Tailnet. See the module docs.
+#[derive(Debug)]
+pub struct Tailnet {
+    inner: Arc<Inner>,
+    manager: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Builds a [`Tailnet`].
+#[derive(Debug, Clone)]
+pub struct TailnetBuilder {
+    cfg: TailnetConfig,
+}
+
+impl TailnetBuilder {
+    /// Starts from a configuration.
+    pub fn new(cfg: TailnetConfig) -> Self {
+        Self { cfg }
+    }
+    /// Sets the DERP map (instead of the coordinator's).
+    pub fn derp_map(mut self, map: DerpMap) -> Self {
+        self.cfg.derp_map = Some(map);
+        self
+    }
+    /// Forces DERP-only paths.
+    pub fn relay_only(mut self, yes: bool) -> Self {
+        self.cfg.relay_only = yes;
+        self
+    }
+    /// Sets the idle timeout for unused destinations.
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.cfg.idle_timeout = d;
+        self
+    }
+    /// Sets the dial mode.
+    pub fn dial_mode(mut self, m: DialMode) -> Self {
+        self.cfg.dial_mode = m;
+        self
+    }
+    /// Sets the UDP bind address.
+    pub fn udp_listen(mut self, a: SocketAddr) -> Self {
+        self.cfg.udp_listen = a;
+        self
+    }
+    /// Sets the node name.
+    pub fn name(mut self, n: impl Into<String>) -> Self {
+        self.cfg.name = n.into();
+        self
+    }
+    /// Starts the Tailnet on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`TailnetError`] if the UDP socket cannot be bound or the URL is bad.
+    pub fn build(self) -> Result<Tailnet, TailnetError> {
+        Tailnet::start(self.cfg)
+    }
+}
+
+impl Tailnet {
+    /// A builder for a client with default settings.
+    pub fn builder(coordinator_url: impl Into<String>, token: impl Into<String>) -> TailnetBuilder {
+        TailnetBuilder::new(TailnetConfig::client(coordinator_url, token))
+    }
+
+    /// Starts a Tailnet: binds UDP, starts the driver, the coordinator client and the
+    /// manager. Connections to DERP and the coordinator happen in the background.
+    ///
+    /// # Errors
+    /// [`TailnetError`] if the UDP socket cannot be bound or the URL is bad.
+    pub fn start(mut cfg: TailnetConfig) -> Result<Self, TailnetError> {
+        if !(cfg.coordinator_url.starts_with("http://")
+            || cfg.coordinator_url.starts_with("https://"))
+        {
+            return Err(TailnetError::BadUrl(cfg.coordinator_url));
+        }
+        let addr = cfg.id.tailnet_addr();
+        cfg.netstack.addresses = vec![IpAddr::V6(addr)];
+        let map = cfg.derp_map.clone().unwrap_or_default();
+        let home = cfg.home_region.or_else(|| manager::default_home(&map));
+        let (relay, relay_rx) = DerpRelay::new(RelayConfig {
+            private: cfg.private.clone(),
+            map,
+            home,
+            headers: vec![("Authorization".into(), format!("Bearer {}", cfg.token))],
+            options: cfg.derp_options.clone(),
+        });
+        let tunnel = Tunnel::start_with_relay(
+            TunnelConfig {
+                private: cfg.private.clone(),
+                netstack: cfg.netstack.clone(),
+                listen: cfg.udp_listen,
+                peers: vec![],
+            },
+            Some((Box::new(relay.clone()), relay_rx)),
+        )?;
+        let (ev_tx, ev_rx) = mpsc::channel(1024);
+        let coord = CoordClient::spawn(
+            CoordClientConfig {
+                url: cfg.coordinator_url.clone(),
+                token: cfg.token.clone(),
+                id: cfg.id,
+                name: cfg.name.clone(),
+            },
+            ev_tx,
+        );
+        let (wake_tx, wake_rx) = mpsc::channel(1024);
+        let inner = Arc::new(Inner {
+            addr,
+            tunnel,
+            relay,
+            coord: Mutex::new(Some(coord)),
+            state: Mutex::new(State::new(home)),
+            wake: wake_tx,
+            cancel: CancellationToken::new(),
+            cfg,
+        });
+        manager::publish_self(&inner);
+        let manager = tokio::spawn(manager::run(inner.clone(), ev_rx, wake_rx));
+        Ok(Self {
+            inner,
+            manager: Some(manager),
+        })
+    }
+
+    /// Our node id.
+    pub fn id(&self) -> NodeId {
+        self.inner.cfg.id
+    }
+
+    /// Our tailnet address.
+    pub fn addr(&self) -> Ipv6Addr {
+        self.inner.addr
+    }
+
+    /// The packet core, for listeners (agents serve on it) and statistics.
+    pub fn tunnel(&self) -> &Tunnel {
+        &self.inner.tunnel
+    }
+
+    /// The DERP relay set.
+    pub fn relay(&self) -> &DerpRelay {
+        &self.inner.relay
+    }
+
+    /// Whether the coordinator connection is up.
+    pub fn coordinator_connected(&self) -> bool {
+        self.inner.coord(|c| c.status().connected).unwrap_or(false)
+    }
+
+    /// Waits until the coordinator connection is up and the home DERP region is logged in.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let start = crate::runtime::clock::now();
+        while !self.coordinator_connected() {
+            if start.elapsed() >= timeout {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let left = timeout.saturating_sub(start.elapsed());
+        self.inner.relay.home().is_none() || self.inner.relay.wait_home(left).await
+    }
+
+    /// A handle on `agent`, within `deadline`. The first call for a destination sets up the
+    /// tunnel and waits for a WireGuard handshake; later calls take a lease on it. On
+    /// failure nothing is held and no task outlives the call.
+    ///
+    /// # Errors
+    /// [`ConnError`], naming the stage that did not complete.
+    pub async fn agent_conn(
+        &self,
+        agent: NodeId,
+        deadline: tokio::time::Instant,
+    ) -> Result<AgentConn, ConnError> {
+        if self.inner.cfg.role != Role::Client {
+            return Err(ConnError::NotAClient);
+        }
+        if self.inner.cancel.is_cancelled() {
+            return Err(ConnError::Closed);
+        }
+        if self.inner.cfg.dial_mode == DialMode::PerCall {
+            return conn::per_call(&self.inner.cfg, agent, deadline).await;
+        }
+        conn::acquire(&self.inner, agent, deadline).await
+    }
+
+    /// Per-destination state: leases, path, last handshake, bytes.
+    pub async fn destinations(&self) -> Vec<DestinationInfo> {
+        state::destinations(&self.inner).await
+    }
+
+    /// Reconnects DERP and the coordinator at once and re-handshakes every peer: for
+    /// callers that noticed sleep/wake or a network change.
+    pub fn rebind(&self) {
+        self.inner.relay.reconnect_all();
+        self.inner.coord(CoordClient::reconnect_now);
+    }
+
+    /// Stops every task this Tailnet started and waits for them. Open handles fail.
+    pub async fn shutdown(mut self) {
+        self.inner.cancel.cancel();
+        if let Some(m) = self.manager.take() {
+            let _ = m.await;
+        }
+        let coord = self
+            .inner
+            .coord
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(c) = coord {
+            c.shutdown().await;
+        }
+        self.inner.relay.shutdown().await;
+        self.inner.tunnel.close().await;
+    }
+}
+
+impl Drop for Tailnet {
+    fn drop(&mut self) {
+        self.inner.cancel.cancel();
+        if let Some(m) = self.manager.take() {
+            m.abort();
+            // Without an await: dropping the clients stops their tasks; closing the
+            // tunnel fails open sockets so nothing waits on a dead stack.
+            drop(
+                self.inner
+                    .coord
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take(),
+            );
+            let relay = self.inner.relay.clone();
+            relay.stop_all();
+            self.inner.tunnel.close_now();
+        }
+    }
+}

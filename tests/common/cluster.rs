@@ -1,0 +1,191 @@
+//! A control plane on loopback (coordinator + DERP relay + DERP map, one port), with
+//! users, workspaces and agents from TOML, and helpers to start agent nodes.
+
+#![allow(dead_code, clippy::disallowed_methods)]
+
+use agentwire::runtime::tailnet::{Role, Tailnet, TailnetConfig};
+use agentwire::services::control::InMemoryControlPlane;
+use agentwire::services::hub::{self, Hub};
+use agentwire::wire::addr::NodeId;
+use agentwire::wire::key::NodePrivate;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const AGENT_A: &str = "a0000000-0000-4000-8000-00000000000a";
+pub const AGENT_B: &str = "b0000000-0000-4000-8000-00000000000b";
+pub const AGENT_C: &str = "c0000000-0000-4000-8000-00000000000c";
+pub const ALICE_TOKEN: &str = "alice-token";
+pub const BOB_TOKEN: &str = "bob-token";
+pub const SERVICE_TOKEN: &str = "service-token";
+
+pub fn agent_token(id: &str) -> String {
+    format!("agent-token-{id}")
+}
+
+/// alice owns a/main and b/main; bob owns c/main.
+pub fn config() -> String {
+    format!(
+        r#"
+service_token = "{SERVICE_TOKEN}"
+[[users]]
+name = "alice"
+token = "{ALICE_TOKEN}"
+[[users]]
+name = "bob"
+token = "{BOB_TOKEN}"
+[[workspaces]]
+owner = "alice"
+name = "a"
+[[workspaces.agents]]
+id = "{AGENT_A}"
+token = "{}"
+[[workspaces]]
+owner = "alice"
+name = "b"
+[[workspaces.agents]]
+id = "{AGENT_B}"
+token = "{}"
+[[workspaces]]
+owner = "bob"
+name = "c"
+[[workspaces.agents]]
+id = "{AGENT_C}"
+token = "{}"
+"#,
+        agent_token(AGENT_A),
+        agent_token(AGENT_B),
+        agent_token(AGENT_C)
+    )
+}
+
+/// A running hub on 127.0.0.1.
+pub struct Cluster {
+    pub addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Cluster {
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let control = Arc::new(InMemoryControlPlane::from_toml(&config()).unwrap());
+        let hub = Arc::new(Hub::new(control, addr, NodePrivate::generate()));
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(hub::serve(listener, hub.router(), async move {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            hub,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving: closes every stream and the listener.
+    pub async fn stop(mut self) {
+        self.hub.shutdown().await;
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+
+    /// A client tailnet with `token`.
+    pub fn client(&self, token: &str) -> Tailnet {
+        let mut cfg = TailnetConfig::client(self.url(), token);
+        cfg.udp_listen = "127.0.0.1:0".parse().unwrap();
+        Tailnet::start(cfg).unwrap()
+    }
+
+    /// An agent node serving a TCP echo on tailnet port 7.
+    pub async fn agent(&self, id: &str) -> Arc<Tailnet> {
+        agent_node(&self.url(), id, |_| {}).await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Starts an agent node for `id` with an echo service on port 7.
+pub async fn agent_node(
+    url: &str,
+    id: &str,
+    tweak: impl FnOnce(&mut TailnetConfig),
+) -> Arc<Tailnet> {
+    let id: NodeId = id.parse().unwrap();
+    let mut cfg = TailnetConfig::agent(url, agent_token(&id.to_string()), id);
+    cfg.udp_listen = "127.0.0.1:0".parse().unwrap();
+    assert_eq!(cfg.role, Role::Agent);
+    tweak(&mut cfg);
+    let t = Arc::new(Tailnet::start(cfg).unwrap());
+    let l = t.tunnel().listen_tcp(7).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tokio::io::split(&mut s);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    assert!(
+        t.wait_ready(Duration::from_secs(10)).await,
+        "agent {id} not ready"
+    );
+    t
+}
+
+/// Echoes `data` through port 7 of the agent.
+pub async fn echo(
+    conn: &agentwire::runtime::tailnet::AgentConn,
+    data: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let s = conn.dial_tcp(7).await?;
+    let (mut r, mut w) = tokio::io::split(s);
+    let d = data.to_vec();
+    let writer = tokio::spawn(async move {
+        w.write_all(&d).await?;
+        w.shutdown().await
+    });
+    let mut back = Vec::new();
+    r.read_to_end(&mut back).await?;
+    writer.await.map_err(std::io::Error::other)??;
+    Ok(back)
+}
+
+/// Open file descriptors of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Live tokio tasks on the current runtime.
+pub fn task_count() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}

@@ -1,0 +1,255 @@
+//! The shared Tailnet against the real coordinator and DERP relay on loopback, with agents
+//! as tailnet nodes serving an echo on port 7.
+
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use agentwire::proto::wg::PathAddr;
+use agentwire::runtime::tailnet::{ConnError, Tailnet, TailnetConfig};
+use common::cluster::{self, AGENT_A, AGENT_B, AGENT_C, Cluster, echo, fd_count, task_count};
+use std::time::Duration;
+use tokio::time::Instant;
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_reaches_two_agents() {
+    let c = Cluster::start().await;
+    let _a = c.agent(AGENT_A).await;
+    let _b = c.agent(AGENT_B).await;
+    let client = c.client(cluster::ALICE_TOKEN);
+    let ca = client
+        .agent_conn(AGENT_A.parse().unwrap(), soon())
+        .await
+        .unwrap();
+    let cb = client
+        .agent_conn(AGENT_B.parse().unwrap(), soon())
+        .await
+        .unwrap();
+    assert_eq!(echo(&ca, b"to a").await.unwrap(), b"to a");
+    assert_eq!(echo(&cb, b"to b").await.unwrap(), b"to b");
+    let big = vec![9u8; 2 << 20];
+    assert_eq!(echo(&ca, &big).await.unwrap().len(), big.len());
+    let d = client.destinations().await;
+    assert_eq!(d.len(), 2);
+    assert!(
+        d.iter()
+            .all(|d| d.stage == "ready" && d.leases == 1 && d.last_handshake.is_some())
+    );
+    // Loopback agents advertise their UDP socket, so the path goes direct.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let _ = echo(&ca, b"x").await;
+        let d = client.destinations().await;
+        if d.iter().any(|d| matches!(d.path, Some(PathAddr::Udp(_)))) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never moved to a direct path: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_client_stays_on_derp() {
+    let c = Cluster::start().await;
+    let _a = c.agent(AGENT_A).await;
+    let mut cfg = TailnetConfig::client(c.url(), cluster::ALICE_TOKEN);
+    cfg.udp_listen = "127.0.0.1:0".parse().unwrap();
+    cfg.relay_only = true;
+    let client = Tailnet::start(cfg).unwrap();
+    let ca = client
+        .agent_conn(AGENT_A.parse().unwrap(), soon())
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        assert_eq!(echo(&ca, b"hello").await.unwrap(), b"hello");
+    }
+    let d = client.destinations().await;
+    assert_eq!(
+        d[0].path,
+        Some(PathAddr::Derp(agentwire::services::hub::EMBEDDED_REGION))
+    );
+    assert_eq!(
+        client
+            .tunnel()
+            .stats()
+            .await
+            .unwrap()
+            .driver
+            .udp_tx_datagrams,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_acquire_drop_cycles_create_no_sockets_or_tasks() {
+    let c = Cluster::start().await;
+    let _a = c.agent(AGENT_A).await;
+    let client = c.client(cluster::ALICE_TOKEN);
+    let id = AGENT_A.parse().unwrap();
+    // Warm up: the destination is set up once.
+    let first = client.agent_conn(id, soon()).await.unwrap();
+    assert_eq!(echo(&first, b"warm").await.unwrap(), b"warm");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (fds, tasks) = (fd_count(), task_count());
+    for _ in 0..1000 {
+        let conn = client.agent_conn(id, soon()).await.unwrap();
+        let clone = conn.clone();
+        drop(conn);
+        drop(clone);
+    }
+    assert_eq!(fd_count(), fds, "file descriptors changed");
+    assert_eq!(task_count(), tasks, "tasks changed");
+    let d = client.destinations().await;
+    assert_eq!(d[0].leases, 0);
+    assert_eq!(d[0].leases_total, 2001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_destinations_are_evicted_and_come_back() {
+    let c = Cluster::start().await;
+    let _a = c.agent(AGENT_A).await;
+    let mut cfg = TailnetConfig::client(c.url(), cluster::ALICE_TOKEN);
+    cfg.udp_listen = "127.0.0.1:0".parse().unwrap();
+    cfg.idle_timeout = Duration::from_millis(500);
+    let client = Tailnet::start(cfg).unwrap();
+    let id = AGENT_A.parse().unwrap();
+    let conn = client.agent_conn(id, soon()).await.unwrap();
+    assert_eq!(echo(&conn, b"1").await.unwrap(), b"1");
+    // Held: never evicted.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(client.destinations().await.len(), 1);
+    drop(conn);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !client.destinations().await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "not evicted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        client.tunnel().stats().await.unwrap().driver.peers,
+        0,
+        "peer removed"
+    );
+    // The coordinator forgets the tunnel too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while c.hub.coordinator.stats().registry.tunnels > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tunnel not removed at the coordinator"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let conn = client.agent_conn(id, soon()).await.unwrap();
+    assert_eq!(echo(&conn, b"2").await.unwrap(), b"2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_tunnel_is_refused_and_others_keep_working() {
+    let c = Cluster::start().await;
+    let _a = c.agent(AGENT_A).await;
+    let _c3 = c.agent(AGENT_C).await;
+    let client = c.client(cluster::ALICE_TOKEN);
+    let ok = client
+        .agent_conn(AGENT_A.parse().unwrap(), soon())
+        .await
+        .unwrap();
+    let err = client
+        .agent_conn(
+            AGENT_C.parse().unwrap(),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ConnError::Refused(..) | ConnError::NoNode(_)),
+        "{err}"
+    );
+    // alice's other destination keeps working after her stream was closed and replayed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Ok(v)) = tokio::time::timeout(Duration::from_secs(2), echo(&ok, b"still")).await {
+            assert_eq!(v, b"still");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline);
+    }
+    // A fresh dial to an authorized agent also works.
+    let again = client
+        .agent_conn(AGENT_A.parse().unwrap(), soon())
+        .await
+        .unwrap();
+    assert_eq!(echo(&again, b"ok").await.unwrap(), b"ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_with_a_foreign_identity_is_refused() {
+    let c = Cluster::start().await;
+    // Agent B's token, claiming agent A's id (so A's address).
+    let id: agentwire::wire::addr::NodeId = AGENT_A.parse().unwrap();
+    let mut cfg = TailnetConfig::agent(c.url(), cluster::agent_token(AGENT_B), id);
+    cfg.udp_listen = "127.0.0.1:0".parse().unwrap();
+    let impostor = Tailnet::start(cfg).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!impostor.coordinator_connected());
+    assert!(c.hub.coordinator.peers().iter().all(|p| p.id != id));
+    let client = c.client(cluster::ALICE_TOKEN);
+    let err = client
+        .agent_conn(id, Instant::now() + Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert_eq!(err, ConnError::NoNode(id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_survive_a_coordinator_restart() {
+    let c = Cluster::start().await;
+    let addr = c.addr;
+    let _a = cluster::agent_node(&c.url(), AGENT_A, |_| {}).await;
+    let _b = cluster::agent_node(&c.url(), AGENT_B, |_| {}).await;
+    let client = c.client(cluster::ALICE_TOKEN);
+    let ca = client
+        .agent_conn(AGENT_A.parse().unwrap(), soon())
+        .await
+        .unwrap();
+    assert_eq!(echo(&ca, b"before").await.unwrap(), b"before");
+    // Wait for the direct path, so the session does not depend on the relay that goes
+    // down with the hub.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !client
+        .destinations()
+        .await
+        .iter()
+        .any(|d| matches!(d.path, Some(PathAddr::Udp(_))))
+    {
+        let _ = echo(&ca, b".").await;
+        assert!(std::time::Instant::now() < deadline, "no direct path");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.stop().await;
+    // Existing tunnel keeps working while the coordinator is away.
+    for i in 0..5 {
+        let msg = format!("during {i}");
+        assert_eq!(echo(&ca, msg.as_bytes()).await.unwrap(), msg.as_bytes());
+    }
+    assert!(
+        client.destinations().await[0].lost,
+        "peer marked lost, not removed"
+    );
+    let c = Cluster::start_on(addr).await;
+    // After: existing and new tunnels work.
+    assert_eq!(echo(&ca, b"after").await.unwrap(), b"after");
+    let cb = client
+        .agent_conn(AGENT_B.parse().unwrap(), soon())
+        .await
+        .unwrap();
+    assert_eq!(echo(&cb, b"new").await.unwrap(), b"new");
+    drop(c);
+}
