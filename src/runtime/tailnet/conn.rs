@@ -78,8 +78,16 @@ impl AgentConn {
         })
     }
 
-    /// Releases the lease now (the same as dropping the handle).
-    pub fn close(self) {}
+    /// Releases the lease. In shared mode that is all (the same as dropping the handle);
+    /// in per-call mode it also tears the handle's private stack down and waits for it:
+    /// a graceful coordinator disconnect, relay connections closed, the tunnel stopped.
+    pub async fn close(mut self) {
+        let owner = self.owner.take();
+        drop(self);
+        if let Some(t) = owner.and_then(|o| Arc::try_unwrap(o).ok()) {
+            t.shutdown().await;
+        }
+    }
 }
 
 impl Clone for AgentConn {
