@@ -10,4 +10,5 @@ pub mod coord_server;
 pub mod derp_client;
 pub mod derp_server;
 pub mod lease;
+pub mod wake;
 pub mod wg;

@@ -45,6 +45,8 @@ pub(crate) enum Command {
     AwaitSession(NodePublic, oneshot::Sender<()>),
     /// Stop: fail every socket and end the task.
     Shutdown,
+    /// Forget direct paths and re-handshake every peer (after sleep/wake).
+    Rehandshake,
 }
 
 /// Device-level counters.
@@ -165,6 +167,10 @@ impl Driver {
                 self.device.initiate(&key, now, &mut self.tx);
             }
             Command::Shutdown => {}
+            Command::Rehandshake => {
+                let n = self.device.rehandshake_all(now, &mut self.tx);
+                tracing::debug!(peers = n, "re-handshaking after wake");
+            }
             Command::AwaitSession(key, reply) => {
                 if self.device.has_session(&key) {
                     let _ = reply.send(());

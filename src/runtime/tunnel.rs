@@ -212,6 +212,18 @@ impl Tunnel {
             .map_err(|_| TunnelError::Closed)
     }
 
+    /// Forgets learned direct paths and re-handshakes every peer with a session: after a
+    /// sleep or network change.
+    ///
+    /// # Errors
+    /// [`TunnelError::Closed`].
+    pub async fn rehandshake_all(&self) -> Result<(), TunnelError> {
+        self.cmds
+            .send(Command::Rehandshake)
+            .await
+            .map_err(|_| TunnelError::Closed)
+    }
+
     /// Waits until the peer has a session (a completed handshake).
     ///
     /// # Errors

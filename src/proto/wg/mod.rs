@@ -529,6 +529,38 @@ impl Device {
         true
     }
 
+    /// After a sleep or network change: forgets every learned direct path (it may be gone;
+    /// DERP is used until a direct one proves itself again) and starts a fresh handshake
+    /// with every peer that had a session, instead of waiting for timers to notice.
+    /// Returns how many handshakes were started.
+    pub fn rehandshake_all(&mut self, now: Instant, tx: &mut Transmits) -> usize {
+        let mut n = 0;
+        for idx in 0..self.peers.len() {
+            let Some(peer) = self.peers[idx].as_mut() else {
+                continue;
+            };
+            peer.path.forget_direct();
+            if peer.expired || peer.tunn.time_since_last_handshake().is_none() {
+                continue;
+            }
+            let Some(path) = peer.path.current(now) else {
+                continue;
+            };
+            let len = match peer.tunn.format_handshake_initiation(tx.space(256), true) {
+                TunnResult::WriteToNetwork(b) => b.len(),
+                _ => 0,
+            };
+            if len > 0 {
+                tx.commit(path, peer.public, len);
+                peer.stats.tx_datagrams += 1;
+                peer.path.on_send(path, now);
+                self.probe(idx as u32, path, now, tx);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Whether the peer has a current session (a completed handshake).
     pub fn has_session(&self, key: &NodePublic) -> bool {
         self.by_key

@@ -137,6 +137,14 @@ impl Path {
         }
     }
 
+    /// Forgets what was learned about the direct path (after a sleep or network change).
+    /// Peers with a configured endpoint and no relay keep using it.
+    pub(crate) fn forget_direct(&mut self) {
+        self.udp_last_rx = None;
+        self.udp_unanswered_since = None;
+        self.last_probe = None;
+    }
+
     /// Addresses to probe now alongside a DERP send, if it is time to probe.
     pub(crate) fn probe_targets(&mut self, now: Instant) -> Vec<SocketAddr> {
         if self.relay_only || self.derp_region.is_none() || self.direct_alive(now) {

@@ -17,6 +17,8 @@ use tokio::task::JoinSet;
 
 /// How often idle expiry and ready-wait timeouts are checked.
 const TICK: Duration = Duration::from_millis(250);
+/// A clock gap this much beyond a tick counts as sleep/wake.
+const WAKE_THRESHOLD: Duration = Duration::from_secs(3);
 /// How long one handshake attempt is awaited before the destination may retry.
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(30);
 
@@ -115,6 +117,7 @@ pub(super) async fn run(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sessions = Sessions::new();
+    let mut wake_detector = crate::proto::wake::WakeDetector::new(WAKE_THRESHOLD);
     loop {
         tokio::select! {
             _ = inner.cancel.cancelled() => break,
@@ -128,7 +131,13 @@ pub(super) async fn run(
                     on_session(&inner, id, key, ok);
                 }
             }
-            _ = tick.tick() => housekeeping(&inner, &mut sessions).await,
+            _ = tick.tick() => {
+                let gap = wake_detector.observe(clock::now(), clock::wall(), TICK);
+                if gap != crate::proto::wake::Gap::None {
+                    on_wake(&inner, gap).await;
+                }
+                housekeeping(&inner, &mut sessions).await;
+            }
         }
     }
     // Waiters see their sender dropped: `ConnError::Closed`.
@@ -372,6 +381,18 @@ async fn ensure(inner: &Arc<Inner>, id: NodeId, sessions: &mut Sessions) {
         }
         _ => {}
     }
+}
+
+/// After sleep or a long stall every connection is suspect: reconnect the relays and the
+/// coordinator now (the coordinator client replays our tunnels), and re-handshake peers.
+async fn on_wake(inner: &Arc<Inner>, gap: crate::proto::wake::Gap) {
+    tracing::info!(?gap, "clock gap: assuming sleep/wake; reconnecting");
+    inner
+        .wakes
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    inner.relay.reconnect_all();
+    inner.coord(|c| c.reconnect_now());
+    let _ = inner.tunnel.rehandshake_all().await;
 }
 
 async fn housekeeping(inner: &Arc<Inner>, sessions: &mut Sessions) {

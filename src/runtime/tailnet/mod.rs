@@ -172,6 +172,8 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     wake: mpsc::Sender<NodeId>,
     cancel: CancellationToken,
+    /// Sleep/wake events detected.
+    wakes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -311,6 +313,7 @@ impl Tailnet {
             state: Mutex::new(State::new(home)),
             wake: wake_tx,
             cancel: CancellationToken::new(),
+            wakes: std::sync::atomic::AtomicU64::new(0),
             cfg,
         });
         manager::publish_self(&inner);
@@ -339,6 +342,11 @@ impl Tailnet {
     /// The DERP relay set.
     pub fn relay(&self) -> &DerpRelay {
         &self.inner.relay
+    }
+
+    /// The coordinator client's state and counters.
+    pub fn coordinator_status(&self) -> Option<crate::runtime::coord::CoordStatus> {
+        self.inner.coord(CoordClient::status)
     }
 
     /// Whether the coordinator connection is up.
@@ -392,6 +400,11 @@ impl Tailnet {
     pub fn rebind(&self) {
         self.inner.relay.reconnect_all();
         self.inner.coord(CoordClient::reconnect_now);
+    }
+
+    /// How many times a sleep/wake (a clock gap) was detected and handled.
+    pub fn wake_count(&self) -> u64 {
+        self.inner.wakes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops every task this Tailnet started and waits for them. Open handles fail.
