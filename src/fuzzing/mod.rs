@@ -3,6 +3,7 @@
 //! target's invariants (round trips, counters, no unauthorized state), not just the
 //! absence of panics.
 
+pub mod agent;
 pub mod coord;
 pub mod derp;
 pub mod packet;

@@ -1,3 +1,5 @@
 //! The workspace agent: a tailnet node serving its HTTP API on port 4.
 
+pub mod api;
+pub mod client;
 pub mod types;

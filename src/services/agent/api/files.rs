@@ -1,0 +1,407 @@
+//! Directory listing, file reads (bytes and lines) and atomic writes.
+
+use super::{AgentApi, Error, rejection};
+use crate::services::agent::types::{
+    DirEntry, EntryKind, HEADER_FILE_SIZE, HEADER_OFFSET, LsResponse, ReadLinesResponse,
+    WriteFileResponse,
+};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+#[derive(Debug, Deserialize)]
+pub(super) struct PathQuery {
+    path: String,
+}
+
+fn kind(ft: std::fs::FileType) -> EntryKind {
+    if ft.is_symlink() {
+        EntryKind::Symlink
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_file() {
+        EntryKind::File
+    } else {
+        EntryKind::Other
+    }
+}
+
+pub(super) async fn ls(
+    State(api): State<AgentApi>,
+    q: Result<Query<PathQuery>, QueryRejection>,
+) -> Result<Json<LsResponse>, Error> {
+    let Query(q) = q.map_err(rejection)?;
+    let path = api.path(&q.path)?;
+    let meta = tokio::fs::metadata(&path)
+        .await
+        .map_err(|e| Error::io(&path, e))?;
+    if !meta.is_dir() {
+        return Err(Error::bad_request(format!(
+            "{}: not a directory",
+            path.display()
+        )));
+    }
+    let mut rd = tokio::fs::read_dir(&path)
+        .await
+        .map_err(|e| Error::io(&path, e))?;
+    let mut entries = Vec::new();
+    while let Some(e) = rd.next_entry().await.map_err(|e| Error::io(&path, e))? {
+        let p = e.path();
+        // An entry can vanish between listing and stat; skip it rather than fail.
+        let Ok(m) = tokio::fs::symlink_metadata(&p).await else {
+            continue;
+        };
+        let k = kind(m.file_type());
+        let symlink_target = if k == EntryKind::Symlink {
+            tokio::fs::read_link(&p)
+                .await
+                .ok()
+                .map(|t| t.display().to_string())
+        } else {
+            None
+        };
+        entries.push(DirEntry {
+            name: e.file_name().to_string_lossy().into_owned(),
+            path: p.display().to_string(),
+            kind: k,
+            size: m.len(),
+            mode: m.mode() & 0o7777,
+            mtime: m.mtime(),
+            symlink_target,
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(LsResponse {
+        path: path.display().to_string(),
+        entries,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ReadQuery {
+    path: String,
+    #[serde(default)]
+    offset: u64,
+    limit: Option<u64>,
+}
+
+fn mime(path: &Path) -> String {
+    mime_guess::from_path(path)
+        .first_or_octet_stream()
+        .essence_str()
+        .to_string()
+}
+
+async fn open_file(path: &Path) -> Result<(tokio::fs::File, std::fs::Metadata), Error> {
+    let f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::io(path, e))?;
+    let m = f.metadata().await.map_err(|e| Error::io(path, e))?;
+    if m.is_dir() {
+        return Err(Error::bad_request(format!(
+            "{}: is a directory",
+            path.display()
+        )));
+    }
+    Ok((f, m))
+}
+
+pub(super) async fn read_file(
+    State(api): State<AgentApi>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Response, Error> {
+    let Query(q) = q.map_err(rejection)?;
+    let cfg = api.config();
+    let limit = q.limit.unwrap_or(cfg.read_default_limit);
+    if limit > cfg.read_max_limit {
+        return Err(Error::bad_request(format!(
+            "limit {limit} exceeds the maximum of {}",
+            cfg.read_max_limit
+        )));
+    }
+    let path = api.path(&q.path)?;
+    let (mut f, meta) = open_file(&path).await?;
+    let size = meta.len();
+    let offset = q.offset.min(size);
+    f.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(|e| Error::io(&path, e))?;
+    let len = limit.min(size - offset);
+    let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 << 10);
+    let mut resp = Body::from_stream(stream).into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&mime(&path)) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(HEADER_FILE_SIZE, HeaderValue::from(size));
+    h.insert(HEADER_OFFSET, HeaderValue::from(offset));
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct LinesQuery {
+    path: String,
+    #[serde(default)]
+    line_offset: u64,
+    line_limit: Option<u64>,
+    max_line_bytes: Option<usize>,
+    max_response_bytes: Option<usize>,
+}
+
+/// Cuts `b` to at most `max` bytes without splitting a UTF-8 character.
+fn cut_line(b: &[u8], max: usize) -> (String, bool) {
+    if b.len() <= max {
+        return (String::from_utf8_lossy(b).into_owned(), false);
+    }
+    let mut end = max;
+    while end > 0 && (b[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    (String::from_utf8_lossy(&b[..end]).into_owned(), true)
+}
+
+pub(super) async fn read_file_lines(
+    State(api): State<AgentApi>,
+    q: Result<Query<LinesQuery>, QueryRejection>,
+) -> Result<Json<ReadLinesResponse>, Error> {
+    let Query(q) = q.map_err(rejection)?;
+    let cfg = api.config();
+    let line_limit = q.line_limit.unwrap_or(cfg.lines_default).max(1);
+    let max_line = q
+        .max_line_bytes
+        .unwrap_or(cfg.max_line_bytes)
+        .clamp(1, cfg.max_line_bytes.max(1) * 16);
+    let max_resp = q
+        .max_response_bytes
+        .unwrap_or(cfg.max_response_bytes)
+        .clamp(1, cfg.max_response_bytes.max(1));
+    let path = api.path(&q.path)?;
+    let (f, meta) = open_file(&path).await?;
+    let mut r = tokio::io::BufReader::with_capacity(64 << 10, f);
+    let mut buf = Vec::new();
+    let (mut index, mut bytes, mut truncated) = (0u64, 0usize, 0u64);
+    let mut lines = Vec::new();
+    let mut more = false;
+    loop {
+        buf.clear();
+        // Lines are read whole but only the first `max_line` bytes are kept; a huge line
+        // costs reading it, not holding it.
+        let n = read_line_capped(&mut r, &mut buf, max_line + 4)
+            .await
+            .map_err(|e| Error::io(&path, e))?;
+        if n == 0 {
+            break;
+        }
+        if index < q.line_offset {
+            index += 1;
+            continue;
+        }
+        if lines.len() as u64 >= line_limit || bytes >= max_resp {
+            more = true;
+            break;
+        }
+        while matches!(buf.last(), Some(b'\n' | b'\r')) {
+            buf.pop();
+        }
+        let (line, cut) = cut_line(&buf, max_line);
+        truncated += u64::from(cut);
+        bytes += line.len() + 1;
+        lines.push(line);
+        index += 1;
+    }
+    Ok(Json(ReadLinesResponse {
+        path: path.display().to_string(),
+        line_offset: q.line_offset,
+        lines,
+        truncated_lines: truncated,
+        more,
+        mime_type: mime(&path),
+        size: meta.len(),
+    }))
+}
+
+/// Reads one line (through `\n` or EOF), keeping at most `keep` bytes of it. Returns the
+/// number of bytes consumed.
+async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    out: &mut Vec<u8>,
+    keep: usize,
+) -> std::io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(consumed);
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let room = keep.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..take.min(room)]);
+        r.consume(take);
+        consumed += take;
+        if done {
+            return Ok(consumed);
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct WriteQuery {
+    path: String,
+    /// Octal permission bits for a new file (default 644; an existing file keeps its own).
+    mode: Option<String>,
+}
+
+/// A temporary file that is removed unless committed: a failed, refused or cut-off
+/// request never leaves it behind.
+struct TempFile {
+    path: PathBuf,
+    committed: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn temp_name(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tag: u64 = rand::random();
+    target.with_file_name(format!(".{name}.aw-tmp-{tag:016x}"))
+}
+
+/// Writes `chunks` to `target` atomically: a temporary file in the same directory,
+/// fsync, permissions, rename. Returns (bytes written, created).
+pub(super) async fn write_atomic<S, E>(
+    target: &Path,
+    mode: Option<u32>,
+    mut chunks: S,
+    limit: usize,
+) -> Result<(u64, bool), Error>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let existing = match tokio::fs::metadata(target).await {
+        Ok(m) if m.is_dir() => {
+            return Err(Error::bad_request(format!(
+                "{}: is a directory",
+                target.display()
+            )));
+        }
+        Ok(m) => Some(m.permissions().mode() & 0o7777),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(target, e)),
+    };
+    if let Some(parent) = target.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| Error::io(parent, e))?;
+    }
+    let mut tmp = TempFile {
+        path: temp_name(target),
+        committed: false,
+    };
+    let mut f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp.path)
+        .await
+        .map_err(|e| Error::io(target, e))?;
+    let mut written = 0u64;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| Error::bad_request("request body ended early").detail(e))?;
+        written += chunk.len() as u64;
+        if written > limit as u64 {
+            return Err(Error::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body exceeds the limit of {limit} bytes"),
+            ));
+        }
+        f.write_all(&chunk)
+            .await
+            .map_err(|e| Error::io(target, e))?;
+    }
+    f.flush().await.map_err(|e| Error::io(target, e))?;
+    f.sync_all().await.map_err(|e| Error::io(target, e))?;
+    drop(f);
+    let perms = existing.or(mode).unwrap_or(0o644);
+    tokio::fs::set_permissions(&tmp.path, std::fs::Permissions::from_mode(perms))
+        .await
+        .map_err(|e| Error::io(target, e))?;
+    tokio::fs::rename(&tmp.path, target)
+        .await
+        .map_err(|e| Error::io(target, e))?;
+    tmp.committed = true;
+    Ok((written, existing.is_none()))
+}
+
+pub(super) async fn write_file(
+    State(api): State<AgentApi>,
+    q: Result<Query<WriteQuery>, QueryRejection>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Result<Json<WriteFileResponse>, Error> {
+    let Query(q) = q.map_err(rejection)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > api.config().body_limit as u64) {
+        return Err(Error::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "body exceeds the limit of {} bytes",
+                api.config().body_limit
+            ),
+        ));
+    }
+    let path = api.path(&q.path)?;
+    let mode = match q.mode.as_deref() {
+        None => None,
+        Some(m) => Some(
+            u32::from_str_radix(m, 8)
+                .ok()
+                .filter(|v| *v <= 0o7777)
+                .ok_or_else(|| {
+                    Error::bad_request(format!("mode {m:?} is not octal permission bits"))
+                })?,
+        ),
+    };
+    let limit = api.config().body_limit;
+    let stream = body.into_data_stream();
+    let (n, created) = write_atomic(&path, mode, stream, limit).await?;
+    Ok(Json(WriteFileResponse {
+        path: path.display().to_string(),
+        bytes_written: n,
+        created,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_line_keeps_characters_whole() {
+        assert_eq!(cut_line("héllo".as_bytes(), 2), ("h".to_string(), true));
+        assert_eq!(cut_line(b"abc", 10), ("abc".to_string(), false));
+    }
+}

@@ -1,0 +1,128 @@
+//! Path checks for the agent API: absolute only, normalised, and confined to the
+//! workspace root when one is configured (resolving `..` and symlinks of existing
+//! ancestors, so neither can step outside).
+
+use std::path::{Component, Path, PathBuf};
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Empty, relative, or containing NUL.
+    #[error("{0}")]
+    Invalid(String),
+    /// Outside the configured root.
+    #[error("path {0:?} is outside the workspace root")]
+    Outside(String),
+}
+
+/// Lexically normalises an absolute path: removes `.`, applies `..` (never above `/`).
+///
+/// # Errors
+/// [`PathError::Invalid`] for an empty or relative path, or one containing NUL.
+pub fn normalize(raw: &str) -> Result<PathBuf, PathError> {
+    if raw.is_empty() {
+        return Err(PathError::Invalid("path is required".into()));
+    }
+    if raw.contains('\0') {
+        return Err(PathError::Invalid("path contains a NUL byte".into()));
+    }
+    let p = Path::new(raw);
+    if !p.is_absolute() {
+        return Err(PathError::Invalid(format!(
+            "path must be absolute, got {raw:?}"
+        )));
+    }
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(s) => out.push(s),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `path` is `root` or below it (both already normalised or canonical).
+pub fn is_within(root: &Path, path: &Path) -> bool {
+    path.starts_with(root)
+}
+
+/// Resolves a request path: normalised, and when `root` is set, checked against the
+/// canonical root after resolving symlinks in the longest existing ancestor.
+///
+/// # Errors
+/// [`PathError`] as above.
+pub fn resolve(root: Option<&Path>, raw: &str) -> Result<PathBuf, PathError> {
+    let path = normalize(raw)?;
+    let Some(root) = root else { return Ok(path) };
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    // Canonicalise the longest existing prefix (symlinks resolved), then re-append the
+    // components that do not exist yet.
+    let mut existing = path.clone();
+    let mut rest = Vec::new();
+    let canonical = loop {
+        match existing.canonicalize() {
+            Ok(c) => break c,
+            Err(_) => match (
+                existing.file_name().map(|n| n.to_os_string()),
+                existing.parent(),
+            ) {
+                (Some(name), Some(parent)) => {
+                    rest.push(name);
+                    existing = parent.to_path_buf();
+                }
+                _ => break existing.clone(),
+            },
+        }
+    };
+    let mut full = canonical;
+    for name in rest.into_iter().rev() {
+        full.push(name);
+    }
+    if is_within(&root, &full) {
+        Ok(path)
+    } else {
+        Err(PathError::Outside(raw.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_and_rejects() {
+        assert_eq!(normalize("/a/./b/../c").unwrap(), PathBuf::from("/a/c"));
+        assert_eq!(normalize("/../../etc").unwrap(), PathBuf::from("/etc"));
+        assert!(matches!(normalize("a/b"), Err(PathError::Invalid(_))));
+        assert!(matches!(normalize(""), Err(PathError::Invalid(_))));
+        assert!(matches!(normalize("/a\0b"), Err(PathError::Invalid(_))));
+    }
+
+    #[test]
+    fn confinement_follows_symlinks_of_ancestors() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+        let r = Some(root.as_path());
+        let ok = root.join("new/file.txt");
+        assert!(resolve(r, ok.to_str().unwrap()).is_ok());
+        let up = format!("{}/../outside/x", root.display());
+        assert!(matches!(resolve(r, &up), Err(PathError::Outside(_))));
+        let via_link = root.join("escape/x");
+        assert!(matches!(
+            resolve(r, via_link.to_str().unwrap()),
+            Err(PathError::Outside(_))
+        ));
+        assert!(matches!(
+            resolve(r, "/etc/passwd"),
+            Err(PathError::Outside(_))
+        ));
+    }
+}
