@@ -13,6 +13,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// Path where an agent learns its identity from its token.
+pub const AGENT_IDENTITY_PATH: &str = "/api/v0/agent/identity";
+
 /// Path of the DERP map (Tailscale JSON).
 pub const DERP_MAP_PATH: &str = "/api/v0/derp-map";
 /// The region id of the embedded relay.
@@ -72,6 +75,10 @@ impl Hub {
                 }),
             )
             .route("/healthz", get(|| async { "ok\n" }))
+            .route(
+                AGENT_IDENTITY_PATH,
+                get(agent_identity).with_state(self.control.clone()),
+            )
     }
 
     /// Closes coordinator streams and relay connections.
@@ -100,4 +107,66 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// What an agent token stands for.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AgentIdentity {
+    /// The agent's node id.
+    pub id: crate::wire::addr::NodeId,
+    /// The agent's name in its workspace.
+    pub name: String,
+    /// The workspace (`owner/name`).
+    pub workspace: String,
+}
+
+async fn agent_identity(
+    axum::extract::State(control): axum::extract::State<Arc<dyn ControlPlane>>,
+    headers: http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let unauthorized = || {
+        (
+            http::StatusCode::UNAUTHORIZED,
+            [(http::header::WWW_AUTHENTICATE, "Bearer realm=\"agentwire\"")],
+            axum::Json(serde_json::json!({"message": "an agent token is required"})),
+        )
+            .into_response()
+    };
+    let Some(token) = token else {
+        return unauthorized();
+    };
+    match control.authenticate(token).await {
+        Ok(Some(super::control::Principal::Agent {
+            agent_id,
+            workspace,
+        })) => {
+            let name = workspace
+                .agents
+                .iter()
+                .find(|a| a.id == agent_id)
+                .map(|a| a.name.clone())
+                .unwrap_or_default();
+            axum::Json(AgentIdentity {
+                id: agent_id,
+                name,
+                workspace: format!("{}/{}", workspace.owner, workspace.name),
+            })
+            .into_response()
+        }
+        Ok(_) => unauthorized(),
+        Err(e) => (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"message": format!("control plane unavailable: {e}")})),
+        )
+            .into_response(),
+    }
 }

@@ -6,6 +6,7 @@
 //! never used to index without a bounds check.
 
 pub mod addr;
+pub mod agent_api;
 pub mod coord;
 pub mod derp;
 pub mod derpmap;

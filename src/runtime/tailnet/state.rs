@@ -42,6 +42,8 @@ pub(crate) struct Dest {
     /// The coordinator reported the agent lost (we keep using the session).
     pub(crate) lost: bool,
     pub(crate) waiters: Vec<oneshot::Sender<Result<(), Failure>>>,
+    /// The API client whose keep-alive pool every handle on this destination shares.
+    pub(crate) client: Option<crate::runtime::agent_client::AgentClient>,
 }
 
 impl Dest {
@@ -54,6 +56,7 @@ impl Dest {
             node_at: None,
             lost: false,
             waiters: Vec::new(),
+            client: None,
         }
     }
 

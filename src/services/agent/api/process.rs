@@ -328,6 +328,20 @@ impl ProcessManager {
     }
 }
 
+impl Drop for ProcessManager {
+    /// Processes must not outlive the agent that started them.
+    fn drop(&mut self) {
+        for p in self
+            .procs
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            p.kill(Signal::SIGKILL);
+        }
+    }
+}
+
 /// Kills a foreground process group if the request is dropped before it finishes (the
 /// client went away).
 struct KillOnDrop(Option<Arc<Proc>>);

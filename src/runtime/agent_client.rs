@@ -6,7 +6,7 @@
 //! into a deputy against another agent. Idle keep-alive connections are pooled (bounded)
 //! and dropped on any error.
 
-use super::types::*;
+use crate::wire::agent_api::*;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Method, Request, StatusCode};
@@ -87,12 +87,26 @@ impl AgentDialer for TcpDialer {
 
 type Sender = SendRequest<Full<Bytes>>;
 
-/// The typed client. Cheap to clone; clones share the connection pool.
-#[derive(Clone, Debug)]
+/// Something the client keeps alive while it lives, such as a lease on the agent's
+/// tunnel.
+pub type Guard = Arc<dyn std::any::Any + Send + Sync>;
+
+/// The typed client. Cheap to clone; clones share the connection pool (and the guard).
+#[derive(Clone)]
 pub struct AgentClient {
     dialer: Arc<dyn AgentDialer>,
     pool: Arc<Mutex<Vec<Sender>>>,
     timeout: Duration,
+    _guard: Option<Guard>,
+}
+
+impl std::fmt::Debug for AgentClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentClient")
+            .field("dialer", &self.dialer)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// Percent-encodes a query value.
@@ -116,6 +130,16 @@ impl AgentClient {
             dialer,
             pool: Arc::new(Mutex::new(Vec::new())),
             timeout: Duration::from_secs(600),
+            _guard: None,
+        }
+    }
+
+    /// A clone sharing this client's pool that keeps `guard` alive as long as it (or any
+    /// of its clones) lives.
+    pub fn with_guard(&self, guard: Guard) -> Self {
+        Self {
+            _guard: Some(guard),
+            ..self.clone()
         }
     }
 
