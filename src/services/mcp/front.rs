@@ -6,7 +6,7 @@ use super::tools::{self, Cx};
 use crate::services::control::User;
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, SetLevelRequestParams, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -103,6 +103,23 @@ impl ServerHandler for Front {
         Ok(ListToolsResult::with_all_items(self.tools())
             .with_ttl_ms(60_000)
             .with_cache_scope(CacheScope::Private))
+    }
+
+    async fn set_level(
+        &self,
+        _request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        // Only an extension sends log messages; the toolsets themselves never do.
+        if self.cx.state.extension.as_ref().is_some_and(|e| e.logging()) {
+            Ok(())
+        } else {
+            Err(ErrorData::new(
+                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                "logging/setLevel",
+                None,
+            ))
+        }
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
