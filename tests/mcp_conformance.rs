@@ -65,7 +65,10 @@ impl agentwire::services::mcp::ToolExtension for Fixtures {
             t("test_image_content", "Returns an image"),
             t("test_audio_content", "Returns audio"),
             t("test_embedded_resource", "Returns an embedded resource"),
-            t("test_multiple_content_types", "Returns text, an image and a resource"),
+            t(
+                "test_multiple_content_types",
+                "Returns text, an image and a resource",
+            ),
             t("test_tool_with_logging", "Sends log messages while running"),
             t("test_error_handling", "Always fails"),
             t("test_tool_with_progress", "Reports progress"),
@@ -139,8 +142,8 @@ impl agentwire::services::mcp::ToolExtension for Fixtures {
                 "test_tool_with_progress" => {
                     if let Some(token) = ctx.meta.get_progress_token() {
                         for v in [0.0, 50.0, 100.0] {
-                            let p = ProgressNotificationParam::new(token.clone(), v)
-                                .with_total(100.0);
+                            let p =
+                                ProgressNotificationParam::new(token.clone(), v).with_total(100.0);
                             let _ = ctx.peer.notify_progress(p).await;
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }

@@ -2,6 +2,8 @@
 //! location of the third-party clients `tests/mcp/setup.sh` installs.
 #![allow(dead_code)]
 
+pub mod agent;
+
 use agentwire::services::control::{ControlPlane, DemoSetup};
 use agentwire::services::mcp::{
     AgentProvider, McpConfig, McpState, StaticAgentProvider, ToolExtension, router,

@@ -393,7 +393,10 @@ mod tests {
     #[test]
     fn timeouts_commands_and_ids() {
         let l = McpLimits::default();
-        assert_eq!(bash_timeout_ms(None, &l).unwrap(), l.bash_default_timeout_ms);
+        assert_eq!(
+            bash_timeout_ms(None, &l).unwrap(),
+            l.bash_default_timeout_ms
+        );
         assert_eq!(bash_timeout_ms(Some(10), &l).unwrap(), 10);
         assert!(bash_timeout_ms(Some(0), &l).is_err());
         assert!(bash_timeout_ms(Some(l.bash_max_timeout_ms + 1), &l).is_err());
@@ -415,7 +418,10 @@ mod tests {
             content: c.map(Into::into),
             content_base64: b.map(Into::into),
         };
-        assert_eq!(&write_content(&args(Some("hi"), None), &l).unwrap()[..], b"hi");
+        assert_eq!(
+            &write_content(&args(Some("hi"), None), &l).unwrap()[..],
+            b"hi"
+        );
         assert_eq!(
             &write_content(&args(None, Some("AAEC")), &l).unwrap()[..],
             &[0, 1, 2]

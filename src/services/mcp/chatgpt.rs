@@ -15,8 +15,8 @@ use super::tools::out::WorkspaceOut;
 use crate::runtime::clock;
 use crate::services::agent::client::AgentClient;
 use crate::services::agent::types::{DirEntry, EntryKind, StartProcessRequest};
-use futures_util::future::BoxFuture;
 use crate::services::control::{ResolvedAgent, Workspace, select_agent};
+use futures_util::future::BoxFuture;
 use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -58,7 +58,10 @@ pub(crate) fn catalog() -> Vec<Tool> {
         Tool::new(
             "fetch",
             "Fetch a workspace or file by an id returned from search.",
-            schema("id", "An id from search: workspace:<id> or file:<workspace id>:<path>"),
+            schema(
+                "id",
+                "An id from search: workspace:<id> or file:<workspace id>:<path>",
+            ),
         )
         .with_title("Fetch")
         .with_annotations(ro("Fetch")),
@@ -176,7 +179,9 @@ async fn search(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolEr
 
 /// The agent `search` and `fetch` use for a workspace: its only one, else its first.
 fn default_agent(w: &Workspace) -> Option<crate::services::control::Agent> {
-    select_agent(w, None).ok().or_else(|| w.agents.first().cloned())
+    select_agent(w, None)
+        .ok()
+        .or_else(|| w.agents.first().cloned())
 }
 
 /// What the walk needs from an agent (a trait so the bounds can be tested without one).
@@ -278,14 +283,14 @@ impl<'a, T: Tree + ?Sized> Walker<'a, T> {
                 self.entries += 1;
                 match e.kind {
                     EntryKind::Dir => {
-                        if depth < self.limits.max_depth && !SKIP_DIRS.contains(&e.name.as_str())
-                        {
+                        if depth < self.limits.max_depth && !SKIP_DIRS.contains(&e.name.as_str()) {
                             queue.push_back((e.path, depth + 1));
                         }
                     }
                     EntryKind::File => {
                         let rel = e.path.strip_prefix(root.as_str()).unwrap_or(&e.path);
-                        if matches_all(self.terms, rel) || self.content_matches(&e.path, e.size).await
+                        if matches_all(self.terms, rel)
+                            || self.content_matches(&e.path, e.size).await
                         {
                             self.hit(&e.path);
                         }

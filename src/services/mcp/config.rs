@@ -269,9 +269,7 @@ impl McpConfig {
     pub(crate) fn effective_origins(&self) -> Vec<String> {
         let mut origins = Vec::new();
         if let Some(p) = self.public() {
-            let port = p
-                .port
-                .unwrap_or(if p.scheme == "https" { 443 } else { 80 });
+            let port = p.port.unwrap_or(if p.scheme == "https" { 443 } else { 80 });
             origins.push(format!("{}://{}:{port}", p.scheme, p.host));
         }
         if let Some(a) = self.listen_addr {

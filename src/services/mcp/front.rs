@@ -1,12 +1,13 @@
 //! The rmcp handler built for each HTTP request: the caller, the toolset, and dispatch.
 
 use super::McpState;
+use super::cancel::CancelRegistry;
 use super::chatgpt;
 use super::tools::{self, Cx};
 use crate::services::control::User;
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, SetLevelRequestParams, Tool,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -51,16 +52,24 @@ ones and follow them with workspace_process_output.";
 pub(crate) struct Front {
     cx: Cx,
     toolset: Toolset,
+    /// Where this request's tool call registers for `notifications/cancelled`, and its id.
+    cancel: Option<(Arc<CancelRegistry>, String)>,
 }
 
 impl Front {
-    pub(crate) fn new(state: McpState, user: User, toolset: Toolset) -> Self {
+    pub(crate) fn new(
+        state: McpState,
+        user: User,
+        toolset: Toolset,
+        cancel: Option<(Arc<CancelRegistry>, String)>,
+    ) -> Self {
         Self {
             cx: Cx {
                 state,
                 user: Arc::new(user),
             },
             toolset,
+            cancel,
         }
     }
 
@@ -79,7 +88,12 @@ impl ServerHandler for Front {
     // tools of the conformance suite exercise.
     #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
-        let logging = self.cx.state.extension.as_ref().is_some_and(|e| e.logging());
+        let logging = self
+            .cx
+            .state
+            .extension
+            .as_ref()
+            .is_some_and(|e| e.logging());
         let caps = if logging {
             ServerCapabilities::builder()
                 .enable_tools()
@@ -105,13 +119,20 @@ impl ServerHandler for Front {
             .with_cache_scope(CacheScope::Private))
     }
 
+    #[allow(deprecated)]
     async fn set_level(
         &self,
-        _request: SetLevelRequestParams,
+        _request: rmcp::model::SetLevelRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         // Only an extension sends log messages; the toolsets themselves never do.
-        if self.cx.state.extension.as_ref().is_some_and(|e| e.logging()) {
+        if self
+            .cx
+            .state
+            .extension
+            .as_ref()
+            .is_some_and(|e| e.logging())
+        {
             Ok(())
         } else {
             Err(ErrorData::new(
@@ -129,8 +150,14 @@ impl ServerHandler for Front {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
+        mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        // A legacy cancellation fires a child of the request's token, so tools watch one.
+        let _registration = self.cancel.as_ref().map(|(registry, id)| {
+            let token = context.ct.child_token();
+            context.ct = token.clone();
+            registry.register(&self.cx.user.name, id, token)
+        });
         let name = request.name.as_ref();
         let args = request.arguments.unwrap_or_default();
         let listed = self.toolset.catalog().iter().any(|t| t.name == name);

@@ -6,6 +6,7 @@
 //! JSON-RPC shape and protocol headers (400), then the request itself.
 
 use super::McpState;
+use super::cancel::CancelRegistry;
 use super::front::{Front, Toolset};
 use crate::services::control::{Principal, User};
 use axum::Router;
@@ -32,6 +33,8 @@ struct Shared {
     http: StreamableHttpServerConfig,
     /// `WWW-Authenticate` for 401s.
     challenge: HeaderValue,
+    /// In-flight tool calls a legacy `notifications/cancelled` can reach.
+    cancels: Arc<CancelRegistry>,
 }
 
 /// The MCP routes: [`MCP_PATH`], [`MCP_PATH_EXPERIMENTAL`] and the metadata documents.
@@ -70,6 +73,7 @@ pub fn router(state: McpState) -> Router {
         state,
         http,
         challenge,
+        cancels: Arc::default(),
     });
     Router::new()
         .route(MCP_PATH, any(endpoint))
@@ -87,7 +91,11 @@ pub fn router(state: McpState) -> Router {
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(serde_json::json!({ "message": message }))).into_response()
+    (
+        status,
+        axum::Json(serde_json::json!({ "message": message })),
+    )
+        .into_response()
 }
 
 async fn endpoint(State(s): State<Arc<Shared>>, req: Request) -> Response {
@@ -115,13 +123,68 @@ async fn endpoint(State(s): State<Arc<Shared>>, req: Request) -> Response {
             );
         }
     };
-    let front = Front::new(s.state.clone(), user, toolset);
+    // Read the (bounded) body once to route cancellations and learn the call's id, then
+    // hand it on unchanged.
+    let (parts, body) = req.into_parts();
+    let limit = s.state.config.limits.max_body_bytes;
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body is larger than {limit} bytes or was cut off"),
+        );
+    };
+    let call_id = match peek(&bytes) {
+        Peek::Cancelled(id) => {
+            if s.cancels.cancel(&user.name, &id) {
+                tracing::debug!(user = %user.name, request = %id, "tool call cancelled");
+            }
+            None
+        }
+        Peek::ToolCall(id) => Some(id),
+        Peek::Other => None,
+    };
+    let req = Request::from_parts(parts, Body::from(bytes));
+    let slot = call_id.map(|id| (s.cancels.clone(), id));
+    let front = Front::new(s.state.clone(), user, toolset, slot);
     let service = StreamableHttpService::new(
         move || Ok(front.clone()),
         Arc::new(NeverSessionManager::default()),
         s.http.clone(),
     );
     service.handle(req).await.map(Body::new)
+}
+
+/// What a request body is, as far as the endpoint itself cares.
+#[derive(Debug, PartialEq, Eq)]
+enum Peek {
+    /// `notifications/cancelled` for this JSON-RPC id (as JSON text).
+    Cancelled(String),
+    /// A `tools/call` with this id.
+    ToolCall(String),
+    /// Anything else, including malformed JSON (rmcp answers it).
+    Other,
+}
+
+fn peek(body: &[u8]) -> Peek {
+    #[derive(serde::Deserialize)]
+    struct Msg {
+        method: Option<String>,
+        id: Option<serde_json::Value>,
+        params: Option<serde_json::Value>,
+    }
+    let Ok(m) = serde_json::from_slice::<Msg>(body) else {
+        return Peek::Other;
+    };
+    match (m.method.as_deref(), m.id, m.params) {
+        (Some("notifications/cancelled"), None, Some(p)) => p
+            .get("requestId")
+            .filter(|id| id.is_string() || id.is_number())
+            .map_or(Peek::Other, |id| Peek::Cancelled(id.to_string())),
+        (Some("tools/call"), Some(id), _) if id.is_string() || id.is_number() => {
+            Peek::ToolCall(id.to_string())
+        }
+        _ => Peek::Other,
+    }
 }
 
 /// The `toolset` query parameter (the last one if repeated).
@@ -238,6 +301,29 @@ mod tests {
         assert_eq!(bearer(&h("Bearer ")), None);
         assert_eq!(bearer(&h("Bearer")), None);
         assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn peeking() {
+        let p = |s: &str| peek(s.as_bytes());
+        assert_eq!(
+            p(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3}}"#),
+            Peek::Cancelled("3".into())
+        );
+        assert_eq!(
+            p(r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{}}"#),
+            Peek::ToolCall("\"a\"".into())
+        );
+        for other in [
+            "",
+            "{",
+            "[]",
+            r#"{"method":"tools/list","id":1}"#,
+            r#"{"method":"notifications/cancelled","params":{"requestId":{}}}"#,
+            r#"{"method":"tools/call","id":null}"#,
+        ] {
+            assert_eq!(p(other), Peek::Other, "{other}");
+        }
     }
 
     #[test]

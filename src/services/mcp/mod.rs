@@ -25,6 +25,7 @@
 //! imports it.
 
 mod args;
+mod cancel;
 mod chatgpt;
 pub mod config;
 pub mod extension;

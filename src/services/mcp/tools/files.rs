@@ -60,10 +60,9 @@ fn read_file_out(
     let text = match std::str::from_utf8(data) {
         Ok(s) => Some(s),
         // An incomplete sequence at the very end of a partial read is a cut character.
-        Err(e) if e.error_len().is_none() && !at_end && e.valid_up_to() > 0 => {
-            data.get(..e.valid_up_to())
-                .and_then(|d| std::str::from_utf8(d).ok())
-        }
+        Err(e) if e.error_len().is_none() && !at_end && e.valid_up_to() > 0 => data
+            .get(..e.valid_up_to())
+            .and_then(|d| std::str::from_utf8(d).ok()),
         Err(_) => None,
     };
     let (content, content_base64, used) = match text {
@@ -118,7 +117,11 @@ pub(super) async fn write(cx: &Cx, arguments: JsonObject) -> Result<CallToolResu
     check_path(&a.path, cx.limits())?;
     let data = args::write_content(&a, cx.limits())?;
     let (_, client) = cx.agent(&a.workspace).await?;
-    let r = within(cx.limits().request_timeout, client.write_file(&a.path, data)).await?;
+    let r = within(
+        cx.limits().request_timeout,
+        client.write_file(&a.path, data),
+    )
+    .await?;
     Ok(structured(&WriteFileOut {
         path: r.path,
         bytes_written: r.bytes_written,

@@ -82,9 +82,9 @@ pub(crate) fn tool<I: JsonSchema + 'static, O: JsonSchema + 'static>(
 
 /// The standard tools' definitions, in listing order.
 pub(crate) fn standard_catalog() -> Vec<Tool> {
+    use Effect::*;
     use args::*;
     use out::*;
-    use Effect::*;
     vec![
         tool::<ListWorkspacesArgs, WorkspaceList>(
             "list_workspaces",

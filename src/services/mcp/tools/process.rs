@@ -110,7 +110,9 @@ pub(super) async fn bash(
             guard.disarm();
             tracing::debug!(process = %id, "workspace_bash cancelled; killing it");
             kill(&client, &id).await;
-            return Err(ToolError::Invalid("cancelled; the command was killed".into()));
+            return Err(ToolError::Invalid(
+                "cancelled; the command was killed".into(),
+            ));
         }
         Err(e) => return Err(e),
     };
@@ -166,7 +168,8 @@ impl Run<'_> {
             let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
             let out = within(
                 self.limits.request_timeout + wait,
-                self.client.process_output(self.id, buf.next_offset, wait_ms),
+                self.client
+                    .process_output(self.id, buf.next_offset, wait_ms),
             )
             .await?;
             buf.push(&out.output, out.dropped_bytes);
