@@ -126,6 +126,7 @@ fn io_err(path: &str, e: std::io::Error) -> Response {
 
 type Q = Query<HashMap<String, String>>;
 
+#[allow(clippy::result_large_err)]
 fn path_of(q: &HashMap<String, String>) -> Result<String, Response> {
     let p = q.get("path").cloned().unwrap_or_default();
     if !p.starts_with('/') {
@@ -431,7 +432,8 @@ async fn list(State(s): State<St>) -> Response {
 async fn output(State(s): State<St>, UrlPath(id): UrlPath<String>, Query(q): Q) -> Response {
     let offset = num(&q, "offset").unwrap_or(0);
     let wait = std::time::Duration::from_millis(num(&q, "wait_ms").unwrap_or(0).min(30_000));
-    let deadline = tokio::time::Instant::now() + wait;
+    let now = || tokio::time::Instant::from_std(agentwire::runtime::clock::now());
+    let deadline = now() + wait;
     loop {
         let notified = s.changed.notified();
         {
@@ -439,8 +441,7 @@ async fn output(State(s): State<St>, UrlPath(id): UrlPath<String>, Query(q): Q) 
             let Some(p) = procs.get(&id) else {
                 return err(StatusCode::NOT_FOUND, format!("no process {id}"));
             };
-            if !p.running || p.out.len() as u64 > offset || tokio::time::Instant::now() >= deadline
-            {
+            if !p.running || p.out.len() as u64 > offset || now() >= deadline {
                 return axum::Json(snapshot(&id, p, offset)).into_response();
             }
         }
