@@ -5,5 +5,6 @@
 
 pub mod coord;
 pub mod derp;
+pub mod mcp;
 pub mod packet;
 pub mod text;

@@ -156,7 +156,7 @@ async fn endpoint(State(s): State<Arc<Shared>>, req: Request) -> Response {
 
 /// What a request body is, as far as the endpoint itself cares.
 #[derive(Debug, PartialEq, Eq)]
-enum Peek {
+pub(crate) enum Peek {
     /// `notifications/cancelled` for this JSON-RPC id (as JSON text).
     Cancelled(String),
     /// A `tools/call` with this id.
@@ -165,7 +165,7 @@ enum Peek {
     Other,
 }
 
-fn peek(body: &[u8]) -> Peek {
+pub(crate) fn peek(body: &[u8]) -> Peek {
     #[derive(serde::Deserialize)]
     struct Msg {
         method: Option<String>,

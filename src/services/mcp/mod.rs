@@ -24,13 +24,13 @@
 //! This module may use the runtime and the other services; nothing below `services`
 //! imports it.
 
-mod args;
+pub(crate) mod args;
 mod cancel;
-mod chatgpt;
+pub(crate) mod chatgpt;
 pub mod config;
 pub mod extension;
 mod front;
-mod http;
+pub(crate) mod http;
 pub mod provider;
 mod result;
 mod tools;
