@@ -57,10 +57,10 @@ pub fn mcp_input(data: &[u8]) {
         if let Ok(a) = args::parse::<EditFilesArgs>("t", o.clone()) {
             let _ = args::check_edits(&a, &limits);
         }
-        if let Ok(a) = args::parse::<WriteFileArgs>("t", o) {
-            if let Ok(b) = args::write_content(&a, &limits) {
-                assert!(b.len() <= limits.write_max_bytes);
-            }
+        if let Ok(a) = args::parse::<WriteFileArgs>("t", o)
+            && let Ok(b) = args::write_content(&a, &limits)
+        {
+            assert!(b.len() <= limits.write_max_bytes);
         }
     }
 }
