@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs agentwire's whole test suite, installing what it needs on a fresh machine:
-# Debian packages for the WireGuard interop tests, cargo-fuzz for the fuzz smoke runs.
+# Debian packages for the WireGuard interop tests, the third-party MCP clients (Python SDK,
+# conformance suite) for the MCP front-end tests, cargo-fuzz for the fuzz smoke runs.
 #
 #   scripts/test.sh            everything
 #   FUZZ_SECS=0 scripts/test.sh  skip the fuzz smoke runs
@@ -18,7 +19,8 @@ need_apt=()
 command -v wireguard-go >/dev/null || need_apt+=(wireguard-go)
 command -v wg >/dev/null || need_apt+=(wireguard-tools)
 command -v ip >/dev/null || need_apt+=(iproute2)
-command -v python3 >/dev/null || need_apt+=(python3)
+command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
+command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
@@ -26,6 +28,10 @@ fi
 if [ "$FUZZ_SECS" != 0 ] && ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
 fi
+
+step "MCP clients"
+# Python SDK and conformance suite under target/mcp-clients/ (fast when already there).
+tests/mcp/setup.sh
 
 step "format and layering"
 cargo fmt --all -- --check

@@ -6,5 +6,6 @@
 pub mod agent;
 pub mod coord;
 pub mod derp;
+pub mod mcp;
 pub mod packet;
 pub mod text;

@@ -1,1 +1,74 @@
-//! The MCP front end (streamable HTTP).
+//! The MCP front end: a streamable-HTTP MCP endpoint whose tools act inside workspaces.
+//!
+//! ```text
+//!  POST /mcp?toolset=standard|chatgpt          (also /api/experimental/mcp/http)
+//!    │  405 for other methods; 401 without a valid `Authorization: Bearer` user token;
+//!    │  400 for an unknown toolset; 403 for a bad Host or a foreign Origin (rmcp)
+//!    ▼
+//!  rmcp StreamableHttpService, built for this request (stateless, JSON responses,
+//!  SSE only when a tool sends progress) ── serves 2025-11-25 `initialize` clients and
+//!  2026-07-28 per-request `_meta` clients alike
+//!    ▼
+//!  Front (ServerHandler): the caller's user, the toolset's catalogue
+//!    ▼  tools resolve `[owner/]name[.agent]` through the ControlPlane (a workspace the
+//!    │  caller may not use looks not found), then ask the AgentProvider for a client
+//!    ▼
+//!  AgentClient ── the agent's HTTP API (tailnet port 4) ── dropped when the call ends
+//! ```
+//!
+//! Module map: [`config`] (limits, hosts, origins), `http` (axum routes, auth, toolset,
+//! protected-resource metadata), [`provider`] (how a tool gets an agent connection),
+//! `front` (the rmcp handler and tool catalogue), `tools` (standard toolset), `chatgpt`
+//! (`search`/`fetch`), [`extension`] (extra tools for test fixtures).
+//!
+//! This module may use the runtime and the other services; nothing below `services`
+//! imports it.
+
+pub(crate) mod args;
+mod cancel;
+pub(crate) mod chatgpt;
+pub mod config;
+pub mod extension;
+mod front;
+pub(crate) mod http;
+pub mod provider;
+mod result;
+mod tools;
+
+pub use config::{McpConfig, McpLimits};
+pub use extension::ToolExtension;
+pub use http::{MCP_PATH, MCP_PATH_EXPERIMENTAL, PROTECTED_RESOURCE_PATH, router};
+pub use provider::{AgentProvider, ProviderError, StaticAgentProvider};
+
+use crate::services::control::ControlPlane;
+use std::sync::Arc;
+
+/// Everything the MCP routes need, shared by every request.
+#[derive(Debug, Clone)]
+pub struct McpState {
+    /// Who callers are and which workspaces they may use.
+    pub control: Arc<dyn ControlPlane>,
+    /// Hands tools a client for an agent's API.
+    pub agents: Arc<dyn AgentProvider>,
+    /// Public URL, hosts, origins, limits, dev options.
+    pub config: McpConfig,
+    /// Extra tools served in every toolset. Only test builds set this (the conformance
+    /// suite's fixture tools); the shipped toolsets never need it.
+    pub extension: Option<Arc<dyn ToolExtension>>,
+}
+
+impl McpState {
+    /// State with no extra tools.
+    pub fn new(
+        control: Arc<dyn ControlPlane>,
+        agents: Arc<dyn AgentProvider>,
+        config: McpConfig,
+    ) -> Self {
+        Self {
+            control,
+            agents,
+            config,
+            extension: None,
+        }
+    }
+}

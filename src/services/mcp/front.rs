@@ -1,0 +1,238 @@
+//! The rmcp handler built for each HTTP request: the caller, the toolset, and dispatch.
+
+use super::McpState;
+use super::cancel::CancelRegistry;
+use super::chatgpt;
+use super::tools::{self, Cx};
+use crate::services::control::User;
+use rmcp::model::{
+    CacheScope, CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use std::sync::{Arc, LazyLock};
+
+/// Which tools a request sees (`?toolset=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Toolset {
+    /// Workspace and file tools.
+    Standard,
+    /// Only `search` and `fetch`, as ChatGPT requires.
+    ChatGpt,
+}
+
+impl Toolset {
+    /// `None` (absent or empty) is `standard`; anything unknown is `Err` with the value.
+    pub(crate) fn parse(v: Option<&str>) -> Result<Self, String> {
+        match v.unwrap_or("") {
+            "" | "standard" => Ok(Self::Standard),
+            "chatgpt" => Ok(Self::ChatGpt),
+            other => Err(other.to_string()),
+        }
+    }
+
+    fn catalog(self) -> &'static [Tool] {
+        static STANDARD: LazyLock<Vec<Tool>> = LazyLock::new(tools::standard_catalog);
+        static CHATGPT: LazyLock<Vec<Tool>> = LazyLock::new(chatgpt::catalog);
+        match self {
+            Self::Standard => &STANDARD,
+            Self::ChatGpt => &CHATGPT,
+        }
+    }
+}
+
+const INSTRUCTIONS: &str = "Tools act inside remote workspaces. A workspace is named \
+[owner/]name[.agent] (no owner means yours); list_workspaces shows the ones you may use. \
+Paths are absolute. workspace_bash runs shell commands; use background=true for long-running \
+ones and follow them with workspace_process_output.";
+
+/// One request's MCP server.
+#[derive(Debug, Clone)]
+pub(crate) struct Front {
+    cx: Cx,
+    toolset: Toolset,
+    /// Where this request's tool call registers for `notifications/cancelled`, and its id.
+    cancel: Option<(Arc<CancelRegistry>, String)>,
+}
+
+impl Front {
+    pub(crate) fn new(
+        state: McpState,
+        user: User,
+        toolset: Toolset,
+        cancel: Option<(Arc<CancelRegistry>, String)>,
+    ) -> Self {
+        Self {
+            cx: Cx {
+                state,
+                user: Arc::new(user),
+            },
+            toolset,
+            cancel,
+        }
+    }
+
+    fn tools(&self) -> Vec<Tool> {
+        let mut out = self.toolset.catalog().to_vec();
+        if let Some(ext) = &self.cx.state.extension {
+            let own: Vec<_> = out.iter().map(|t| t.name.clone()).collect();
+            out.extend(ext.tools().into_iter().filter(|t| !own.contains(&t.name)));
+        }
+        out
+    }
+}
+
+impl ServerHandler for Front {
+    // Logging is deprecated in 2026-07-28 but still part of 2025-11-25, which the fixture
+    // tools of the conformance suite exercise.
+    #[allow(deprecated)]
+    fn get_info(&self) -> ServerConfig {
+        let logging = self
+            .cx
+            .state
+            .extension
+            .as_ref()
+            .is_some_and(|e| e.logging());
+        let caps = if logging {
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_logging()
+                .build()
+        } else {
+            ServerCapabilities::builder().enable_tools().build()
+        };
+        ServerConfig::new(caps)
+            .with_server_info(Implementation::new("agentwire", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        // The list depends on the toolset (the URL) but not on the caller; still, keep it
+        // out of shared caches, since a proxy may not key on the query string.
+        Ok(ListToolsResult::with_all_items(self.tools())
+            .with_ttl_ms(60_000)
+            .with_cache_scope(CacheScope::Private))
+    }
+
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        _request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        // Only an extension sends log messages; the toolsets themselves never do.
+        if self
+            .cx
+            .state
+            .extension
+            .as_ref()
+            .is_some_and(|e| e.logging())
+        {
+            Ok(())
+        } else {
+            Err(ErrorData::new(
+                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                "logging/setLevel",
+                None,
+            ))
+        }
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools().into_iter().find(|t| t.name == name)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        mut context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        // A legacy cancellation fires a child of the request's token, so tools watch one.
+        let _registration = self.cancel.as_ref().map(|(registry, id)| {
+            let token = context.ct.child_token();
+            context.ct = token.clone();
+            registry.register(&self.cx.user.name, id, token)
+        });
+        let name = request.name.as_ref();
+        let args = request.arguments.unwrap_or_default();
+        let listed = self.toolset.catalog().iter().any(|t| t.name == name);
+        let result = if listed {
+            match self.toolset {
+                Toolset::Standard => tools::call(&self.cx, name, args, context).await,
+                Toolset::ChatGpt => chatgpt::call(&self.cx, name, args).await,
+            }
+        } else if let Some(ext) = self
+            .cx
+            .state
+            .extension
+            .as_ref()
+            .filter(|e| e.tools().iter().any(|t| t.name == name))
+        {
+            Some(ext.call(name, args, context).await?)
+        } else {
+            None
+        };
+        match result {
+            Some(r) => Ok(r.into()),
+            None => Err(ErrorData::invalid_params(
+                format!("unknown tool: {}", super::args::preview(name)),
+                None,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toolset_parsing() {
+        assert_eq!(Toolset::parse(None), Ok(Toolset::Standard));
+        assert_eq!(Toolset::parse(Some("")), Ok(Toolset::Standard));
+        assert_eq!(Toolset::parse(Some("standard")), Ok(Toolset::Standard));
+        assert_eq!(Toolset::parse(Some("chatgpt")), Ok(Toolset::ChatGpt));
+        assert_eq!(Toolset::parse(Some("ChatGPT")), Err("ChatGPT".into()));
+    }
+
+    #[test]
+    fn standard_catalog_is_complete_and_annotated() {
+        let c = Toolset::Standard.catalog();
+        let names: Vec<_> = c.iter().map(|t| t.name.as_ref()).collect();
+        assert_eq!(names, tools::STANDARD_TOOLS);
+        for t in c {
+            let a = t.annotations.as_ref().expect("annotations");
+            assert!(
+                a.read_only_hint.is_some()
+                    && a.destructive_hint.is_some()
+                    && a.idempotent_hint.is_some()
+                    && a.open_world_hint.is_some(),
+                "{}",
+                t.name
+            );
+            assert!(t.output_schema.is_some(), "{} has no output schema", t.name);
+            assert_eq!(
+                t.input_schema.get("type"),
+                Some(&serde_json::json!("object"))
+            );
+            assert_eq!(
+                t.input_schema.get("additionalProperties"),
+                Some(&serde_json::json!(false)),
+                "{}",
+                t.name
+            );
+            if a.read_only_hint == Some(true) {
+                assert_eq!(a.destructive_hint, Some(false), "{}", t.name);
+                assert_eq!(a.idempotent_hint, Some(true), "{}", t.name);
+            }
+        }
+        let bash = c.iter().find(|t| t.name == "workspace_bash").unwrap();
+        let req = bash.input_schema.get("required").unwrap();
+        assert_eq!(req, &serde_json::json!(["workspace", "command"]));
+    }
+}

@@ -1,0 +1,85 @@
+//! How a tool gets a client for an agent's API.
+//!
+//! The front end never dials by itself: it asks an [`AgentProvider`] after it has checked
+//! that the caller may use the workspace. The serving process implements the trait over its
+//! shared tailnet (each client holds a lease on the agent's tunnel until dropped); tests
+//! and local tools use [`StaticAgentProvider`], which maps agent ids to loopback servers.
+
+use crate::services::agent::client::{AgentClient, TcpDialer};
+use crate::wire::addr::NodeId;
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use thiserror::Error;
+
+/// Why no client could be had for an agent. Every message says what the caller can do.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProviderError {
+    /// The agent is not connected or cannot be reached right now.
+    #[error("agent {agent} is unreachable: {reason}; check that the workspace agent is running")]
+    Unreachable {
+        /// The agent.
+        agent: NodeId,
+        /// What failed.
+        reason: String,
+    },
+    /// No connection came up before the deadline.
+    #[error("timed out connecting to agent {agent}; the agent may be offline, try again later")]
+    TimedOut {
+        /// The agent.
+        agent: NodeId,
+    },
+    /// The process is shutting down and hands out no more connections.
+    #[error("the server is shutting down; retry against a running server")]
+    ShutDown,
+}
+
+/// Hands out agent API clients.
+pub trait AgentProvider: Send + Sync + std::fmt::Debug + 'static {
+    /// A client for `agent`, holding a lease on its connection until dropped. Must respect
+    /// the deadline and release everything on failure.
+    ///
+    /// # Errors
+    /// [`ProviderError`] if no connection could be had by `deadline`.
+    fn connect(
+        &self,
+        agent: NodeId,
+        deadline: tokio::time::Instant,
+    ) -> BoxFuture<'static, Result<AgentClient, ProviderError>>;
+}
+
+/// A fixed map from agent id to the TCP address of its API, for tests and local tools
+/// (agents running on this host). Unknown ids are [`ProviderError::Unreachable`].
+#[derive(Debug, Clone, Default)]
+pub struct StaticAgentProvider {
+    agents: Arc<HashMap<NodeId, SocketAddr>>,
+}
+
+impl StaticAgentProvider {
+    /// A provider serving exactly these agents.
+    pub fn new(agents: impl IntoIterator<Item = (NodeId, SocketAddr)>) -> Self {
+        Self {
+            agents: Arc::new(agents.into_iter().collect()),
+        }
+    }
+}
+
+impl AgentProvider for StaticAgentProvider {
+    fn connect(
+        &self,
+        agent: NodeId,
+        _deadline: tokio::time::Instant,
+    ) -> BoxFuture<'static, Result<AgentClient, ProviderError>> {
+        let found = self.agents.get(&agent).copied();
+        Box::pin(async move {
+            let addr = found.ok_or_else(|| ProviderError::Unreachable {
+                agent,
+                reason: "no route to this agent".into(),
+            })?;
+            // Connections are dialled lazily per request by the client; each API call is
+            // bounded by the caller's own timeout.
+            Ok(AgentClient::new(Arc::new(TcpDialer(addr))))
+        })
+    }
+}

@@ -1,0 +1,87 @@
+//! Tool results: successes carry structured content plus the same JSON as text; failures
+//! are `isError` results whose one text block says what went wrong and what to do.
+
+use super::provider::ProviderError;
+use crate::services::agent::client::AgentClientError;
+use crate::services::control::{ControlError, ResolveError};
+use rmcp::model::{CallToolResult, ContentBlock};
+use serde::Serialize;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why a tool call failed. Every variant becomes an `isError` tool result, never a
+/// JSON-RPC error: the model reads the message and can correct itself.
+#[derive(Debug, Error)]
+pub(crate) enum ToolError {
+    /// The arguments do not match the tool's input schema.
+    #[error("invalid arguments for {tool}: {reason}")]
+    InvalidArguments {
+        /// The tool.
+        tool: String,
+        /// serde's description (names the field).
+        reason: String,
+    },
+    /// An argument has the right type but an unusable value.
+    #[error("{0}")]
+    Invalid(String),
+    /// The workspace spec did not resolve (or the caller may not use it).
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The control plane is unavailable.
+    #[error("{0}; try again later")]
+    Control(#[from] ControlError),
+    /// No connection to the agent.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The agent answered with an error or the exchange failed.
+    #[error("agent request failed: {0}")]
+    Agent(#[from] AgentClientError),
+    /// The agent did not answer in time.
+    #[error("the agent did not answer within {0:?}; try again")]
+    Timeout(Duration),
+    /// Something the caller named does not exist (or is not theirs).
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl ToolError {
+    /// The `isError` result for this failure.
+    pub(crate) fn into_result(self) -> CallToolResult {
+        CallToolResult::error(vec![ContentBlock::text(self.to_string())])
+    }
+}
+
+/// A successful result: `value` as structured content and as a JSON text block.
+pub(crate) fn structured<T: Serialize>(value: &T) -> CallToolResult {
+    match serde_json::to_value(value) {
+        Ok(v) => CallToolResult::structured(v),
+        // Our output types always serialise; keep serving if one somehow does not.
+        Err(e) => CallToolResult::error(vec![ContentBlock::text(format!(
+            "internal error encoding the result: {e}"
+        ))]),
+    }
+}
+
+/// A result for ChatGPT's `search`/`fetch`: exactly one text block holding the JSON.
+pub(crate) fn json_text<T: Serialize>(value: &T) -> CallToolResult {
+    match serde_json::to_string(value) {
+        Ok(s) => CallToolResult::success(vec![ContentBlock::text(s)]),
+        Err(e) => CallToolResult::error(vec![ContentBlock::text(format!(
+            "internal error encoding the result: {e}"
+        ))]),
+    }
+}
+
+/// Runs `f` within `timeout`, mapping expiry to [`ToolError::Timeout`].
+pub(crate) async fn within<T, E>(
+    timeout: Duration,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ToolError>
+where
+    ToolError: From<E>,
+{
+    match tokio::time::timeout(timeout, f).await {
+        Ok(r) => r.map_err(ToolError::from),
+        Err(_) => Err(ToolError::Timeout(timeout)),
+    }
+}

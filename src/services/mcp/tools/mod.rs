@@ -1,0 +1,268 @@
+//! The standard toolset: its catalogue (names, schemas, annotations) and dispatch.
+//!
+//! Every workspace tool resolves the workspace through the control plane **before** it asks
+//! for an agent connection, so a caller learns nothing about (and never dials) a workspace
+//! they may not use; the connection is dropped, releasing its lease, when the call ends.
+
+mod files;
+pub(crate) mod out;
+mod process;
+mod workspace;
+
+use super::McpState;
+use super::args::{self, WorkspaceArgs};
+use super::config::McpLimits;
+use super::result::{ToolError, structured};
+use crate::runtime::clock;
+use crate::services::agent::client::AgentClient;
+use crate::services::control::{ResolvedAgent, User};
+use rmcp::RoleServer;
+use rmcp::handler::server::common::{schema_for_input, schema_for_output};
+use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
+use rmcp::service::RequestContext;
+use schemars::JsonSchema;
+use std::sync::Arc;
+
+/// Names of the standard tools, in listing order.
+#[cfg(test)]
+pub(crate) const STANDARD_TOOLS: &[&str] = &[
+    "list_workspaces",
+    "get_workspace",
+    "workspace_bash",
+    "workspace_process_list",
+    "workspace_process_output",
+    "workspace_process_signal",
+    "workspace_ls",
+    "workspace_read_file",
+    "workspace_read_file_lines",
+    "workspace_write_file",
+    "workspace_edit_files",
+    "workspace_listening_ports",
+];
+
+/// What a tool may do, as MCP annotation hints. All four hints are always sent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Effect {
+    /// Reads only.
+    ReadOnly,
+    /// Changes things; repeating it with the same arguments changes nothing more.
+    DestructiveIdempotent,
+    /// Changes things; repeating it may change more.
+    Destructive,
+    /// Runs arbitrary commands, which may reach anything.
+    Arbitrary,
+}
+
+/// Builds a tool definition from its argument and result types.
+pub(crate) fn tool<I: JsonSchema + 'static, O: JsonSchema + 'static>(
+    name: &'static str,
+    title: &str,
+    description: &'static str,
+    effect: Effect,
+) -> Tool {
+    // Our argument types are structs, so the schema root is always an object.
+    let input = schema_for_input::<I>().unwrap_or_default();
+    let (ro, destructive, idempotent, open_world) = match effect {
+        Effect::ReadOnly => (true, false, true, false),
+        Effect::DestructiveIdempotent => (false, true, true, false),
+        Effect::Destructive => (false, true, false, false),
+        Effect::Arbitrary => (false, true, false, true),
+    };
+    Tool::new(name, description, input)
+        .with_title(title)
+        .with_raw_output_schema(schema_for_output::<O>())
+        .with_annotations(
+            ToolAnnotations::with_title(title)
+                .read_only(ro)
+                .destructive(destructive)
+                .idempotent(idempotent)
+                .open_world(open_world),
+        )
+}
+
+/// The standard tools' definitions, in listing order.
+pub(crate) fn standard_catalog() -> Vec<Tool> {
+    use Effect::*;
+    use args::*;
+    use out::*;
+    vec![
+        tool::<ListWorkspacesArgs, WorkspaceList>(
+            "list_workspaces",
+            "List workspaces",
+            "List the workspaces you may use (yours, shared with you, or all for admins), \
+             optionally only those of one owner. Each has a full_name to pass as `workspace`.",
+            ReadOnly,
+        ),
+        tool::<WorkspaceArgs, WorkspaceDetail>(
+            "get_workspace",
+            "Get workspace",
+            "Describe one workspace and the agent `[owner/]name[.agent]` selects.",
+            ReadOnly,
+        ),
+        tool::<BashArgs, BashOut>(
+            "workspace_bash",
+            "Run a command in a workspace",
+            "Run a shell command (sh -c) in a workspace and return its combined stdout/stderr \
+             and exit code. It is killed after timeout_ms (default 60000; timed_out is then \
+             true). Progress notifications carry the output so far; cancelling the request \
+             kills the command. With background=true it returns at once with a process_id \
+             for workspace_process_output / workspace_process_signal.",
+            Arbitrary,
+        ),
+        tool::<WorkspaceArgs, ProcessListOut>(
+            "workspace_process_list",
+            "List processes",
+            "List the processes started through the agent, newest first.",
+            ReadOnly,
+        ),
+        tool::<ProcessArgs, ProcessOutputOut>(
+            "workspace_process_output",
+            "Process output",
+            "Get a process's output so far and whether it is still running.",
+            ReadOnly,
+        ),
+        tool::<SignalArgs, SignalOut>(
+            "workspace_process_signal",
+            "Signal a process",
+            "Send terminate, kill or interrupt to a process (its whole process group).",
+            Destructive,
+        ),
+        tool::<PathArgs, LsOut>(
+            "workspace_ls",
+            "List a directory",
+            "List a directory in a workspace (absolute path): name, type, size, mode, mtime.",
+            ReadOnly,
+        ),
+        tool::<ReadFileArgs, ReadFileOut>(
+            "workspace_read_file",
+            "Read a file",
+            "Read bytes of a file (absolute path) from offset, up to limit. UTF-8 content \
+             comes back as `content`, anything else as `content_base64`; size and MIME type \
+             are included, and next_offset continues a long file.",
+            ReadOnly,
+        ),
+        tool::<ReadLinesArgs, ReadLinesOut>(
+            "workspace_read_file_lines",
+            "Read lines of a file",
+            "Read lines of a text file (absolute path) starting at line_offset (0-based), up \
+             to line_limit lines; `more` says whether lines follow.",
+            ReadOnly,
+        ),
+        tool::<WriteFileArgs, WriteFileOut>(
+            "workspace_write_file",
+            "Write a file",
+            "Create or replace a file (absolute path) atomically with `content` (text) or \
+             `content_base64` (binary). Missing parent directories are created.",
+            DestructiveIdempotent,
+        ),
+        tool::<EditFilesArgs, EditFilesOut>(
+            "workspace_edit_files",
+            "Edit files",
+            "Apply search/replace edits to files. Each search must match exactly once unless \
+             replace_all; a file's edits apply all or none. Returns a unified diff per file.",
+            Destructive,
+        ),
+        tool::<WorkspaceArgs, PortsOut>(
+            "workspace_listening_ports",
+            "Listening ports",
+            "List the TCP ports listening on the workspace host.",
+            ReadOnly,
+        ),
+    ]
+}
+
+/// What a tool runs with: the caller and the shared state.
+#[derive(Debug, Clone)]
+pub(crate) struct Cx {
+    /// Shared state (control plane, provider, config).
+    pub state: McpState,
+    /// The caller; tools act as this user.
+    pub user: Arc<User>,
+}
+
+impl Cx {
+    pub(crate) fn limits(&self) -> &McpLimits {
+        &self.state.config.limits
+    }
+
+    /// Resolves `spec` for the caller (denied looks like not found).
+    pub(crate) async fn resolve(&self, spec: &str) -> Result<ResolvedAgent, ToolError> {
+        let r = super::result::within(
+            self.limits().request_timeout,
+            self.state.control.resolve_workspace(&self.user, spec),
+        )
+        .await;
+        if let Err(ToolError::Resolve(e)) = &r {
+            tracing::debug!(user = %self.user.name, error = ?e, "workspace not resolved");
+        }
+        r
+    }
+
+    /// Resolves `spec`, then connects to its agent.
+    pub(crate) async fn agent(
+        &self,
+        spec: &str,
+    ) -> Result<(ResolvedAgent, AgentClient), ToolError> {
+        let resolved = self.resolve(spec).await?;
+        let client = self.connect(&resolved).await?;
+        Ok((resolved, client))
+    }
+
+    /// Connects to an already authorized agent, bounded by the connect timeout.
+    pub(crate) async fn connect(&self, resolved: &ResolvedAgent) -> Result<AgentClient, ToolError> {
+        let timeout = self.limits().connect_timeout;
+        let deadline = tokio::time::Instant::from_std(clock::now()) + timeout;
+        let connecting = self.state.agents.connect(resolved.agent.id, deadline);
+        match tokio::time::timeout_at(deadline, connecting).await {
+            Ok(r) => r.map_err(ToolError::from),
+            Err(_) => Err(ToolError::Provider(super::ProviderError::TimedOut {
+                agent: resolved.agent.id,
+            })),
+        }
+    }
+}
+
+/// Calls standard tool `name`; `None` if it is not one.
+pub(crate) async fn call(
+    cx: &Cx,
+    name: &str,
+    arguments: JsonObject,
+    ctx: RequestContext<RoleServer>,
+) -> Option<CallToolResult> {
+    let r = match name {
+        "list_workspaces" => workspace::list(cx, arguments).await,
+        "get_workspace" => workspace::get(cx, arguments).await,
+        "workspace_bash" => process::bash(cx, arguments, ctx).await,
+        "workspace_process_list" => process::list(cx, arguments).await,
+        "workspace_process_output" => process::output(cx, arguments).await,
+        "workspace_process_signal" => process::signal(cx, arguments).await,
+        "workspace_ls" => files::ls(cx, arguments).await,
+        "workspace_read_file" => files::read(cx, arguments).await,
+        "workspace_read_file_lines" => files::read_lines(cx, arguments).await,
+        "workspace_write_file" => files::write(cx, arguments).await,
+        "workspace_edit_files" => files::edit(cx, arguments).await,
+        "workspace_listening_ports" => ports(cx, arguments).await,
+        _ => return None,
+    };
+    Some(r.unwrap_or_else(|e| {
+        tracing::debug!(tool = name, user = %cx.user.name, error = %e, "tool call failed");
+        e.into_result()
+    }))
+}
+
+async fn ports(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolError> {
+    let a: WorkspaceArgs = args::parse("workspace_listening_ports", arguments)?;
+    let (_, client) = cx.agent(&a.workspace).await?;
+    let p = super::result::within(cx.limits().request_timeout, client.listening_ports()).await?;
+    Ok(structured(&out::PortsOut {
+        ports: p
+            .ports
+            .into_iter()
+            .map(|p| out::PortOut {
+                port: p.port,
+                network: p.network,
+                address: p.address,
+            })
+            .collect(),
+    }))
+}
