@@ -11,6 +11,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the MCP endpoint, coordinator and DERP relay (with a demo workspace by default).
+    Serve(agentwire::cli::serve::ServeArgs),
+    /// Run a workspace agent that joins a server.
+    Agent(agentwire::cli::agent::AgentArgs),
     /// Forward ports through a userspace WireGuard tunnel (wg-quick style config).
     Forward(agentwire::cli::forward::ForwardArgs),
     /// Run a DERP relay server (Tailscale DERP protocol version 2).
@@ -25,6 +29,8 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         match cli.command {
+            Command::Serve(a) => agentwire::cli::serve::run(a).await,
+            Command::Agent(a) => agentwire::cli::agent::run(a).await,
             Command::Forward(a) => agentwire::cli::forward::run(a).await,
             Command::Derp(a) => agentwire::cli::derp::run(a).await,
         }

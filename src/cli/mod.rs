@@ -1,8 +1,10 @@
 //! Command-line interface of the `agentwire` binary: argument structs and the `run`
 //! function of each subcommand. `anyhow` is used here and in `main.rs` only.
 
+pub mod agent;
 pub mod derp;
 pub mod forward;
+pub mod serve;
 
 /// Sets up logging from `RUST_LOG` (default: `info`, boringtun's own logs off — it logs
 /// routine handshake retries as warnings and idle expiry as errors).

@@ -8,3 +8,5 @@ pub mod derp_server;
 pub mod forward;
 pub mod hub;
 pub mod mcp;
+pub mod metrics;
+pub mod serve;

@@ -1,0 +1,97 @@
+//! `agentwire agent`: a workspace agent joining a running `agentwire serve`.
+
+use crate::services::agent::{Agent, AgentConfig};
+use crate::services::hub::{AGENT_IDENTITY_PATH, AgentIdentity};
+use anyhow::Context as _;
+use http_body_util::{BodyExt, Empty};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Arguments of `agentwire agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The server's URL, http://HOST:PORT.
+    #[arg(long)]
+    pub url: String,
+    /// The agent's token.
+    #[arg(long, env = "AGENTWIRE_AGENT_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Working directory for commands [default: the current directory].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Confine file operations to this directory.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// UDP address for direct WireGuard paths.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    pub udp: std::net::SocketAddr,
+    /// Do not forward tailnet connections to ports on this host.
+    #[arg(long)]
+    pub no_port_forwarding: bool,
+}
+
+/// Asks the server which agent the token belongs to.
+async fn identity(url: &str, token: &str) -> anyhow::Result<AgentIdentity> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("only http:// URLs are supported (no TLS yet)")?;
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    let stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(hostport),
+    )
+    .await
+    .context("connecting to the server timed out")?
+    .with_context(|| format!("connecting to {hostport}"))?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::get(AGENT_IDENTITY_PATH)
+        .header(http::header::HOST, hostport)
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Empty::<bytes::Bytes>::new())?;
+    let resp = send.send_request(req).await?;
+    let status = resp.status();
+    let body = http_body_util::Limited::new(resp.into_body(), 64 << 10)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
+        .to_bytes();
+    if !status.is_success() {
+        anyhow::bail!(
+            "the server refused the agent token ({status}): {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// Runs the agent until ctrl-c or SIGTERM.
+///
+/// # Errors
+/// A refused token or an unreachable server at startup.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let url = args.url.trim_end_matches('/').to_string();
+    let id = identity(&url, &args.token).await?;
+    let dir = match args.dir {
+        Some(d) => d,
+        None => std::env::current_dir()?,
+    };
+    let mut cfg = AgentConfig::new(&url, &args.token, id.id, dir.clone());
+    cfg.api.root = args.root;
+    cfg.tailnet.udp_listen = args.udp;
+    cfg.forward_ports = !args.no_port_forwarding;
+    let agent = Agent::start(cfg)?;
+    let ready = agent.wait_ready(Duration::from_secs(15)).await;
+    println!(
+        "agentwire agent {} for {} ({}) in {}{}",
+        id.name,
+        id.workspace,
+        id.id,
+        dir.display(),
+        if ready { "" } else { " — still connecting" }
+    );
+    super::shutdown_signal().await;
+    agent.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! `agentwire serve`: the MCP endpoint, coordinator, DERP relay and (by default) a demo
+//! workspace agent, in one process.
+
+use crate::services::serve::{ServeConfig, Server};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Arguments of `agentwire serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7080")]
+    pub listen: SocketAddr,
+    /// State directory [default: $XDG_DATA_HOME/agentwire or ~/.local/share/agentwire].
+    #[arg(long, env = "AGENTWIRE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Control-plane configuration (TOML: users, workspaces, agents). Without it, an
+    /// embedded default with one user and a demo workspace is created.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The URL clients use to reach this server (default: http://LISTEN).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// The demo user's token (embedded default only).
+    #[arg(long, env = "AGENTWIRE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// DEVELOPMENT ONLY: accept MCP requests without a token, acting as this user.
+    /// Refused unless listening on loopback.
+    #[arg(long, value_name = "USER")]
+    pub dev_no_auth: Option<String>,
+    /// Never use direct UDP paths to agents (DERP relay only).
+    #[arg(long)]
+    pub relay_only: bool,
+}
+
+/// The default state directory.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("agentwire");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".local/share/agentwire");
+    }
+    PathBuf::from("agentwire-data")
+}
+
+/// Runs until ctrl-c or SIGTERM.
+///
+/// # Errors
+/// Startup failures (bind, data directory, configuration).
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if args.dev_no_auth.is_some() {
+        tracing::warn!(
+            "--dev-no-auth: MCP requests WITHOUT A TOKEN are accepted; never expose this server"
+        );
+    }
+    let cfg = ServeConfig {
+        listen: args.listen,
+        data_dir: args.data_dir.unwrap_or_else(default_data_dir),
+        config_file: args.config,
+        public_url: args.public_url,
+        token: args.token,
+        dev_no_auth_user: args.dev_no_auth,
+        relay_only: args.relay_only,
+    };
+    let data_dir = cfg.data_dir.clone();
+    let server = Server::start(cfg).await?;
+    let ready = server.wait_ready(Duration::from_secs(10)).await;
+    print_banner(&server, &data_dir, ready);
+    super::shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+fn print_banner(server: &Server, data_dir: &std::path::Path, ready: bool) {
+    let url = server.mcp_url();
+    println!(
+        "agentwire {} serving on {}",
+        env!("CARGO_PKG_VERSION"),
+        server.addr
+    );
+    println!("  MCP endpoint:  {url}");
+    println!(
+        "  coordinator:   {}/api/v0/coordinate   DERP relay: {}/derp",
+        server.public_url, server.public_url
+    );
+    println!("  data dir:      {}", data_dir.display());
+    if !ready {
+        println!("  (still connecting the shared tailnet; tools will wait for it)");
+    }
+    let Some(e) = &server.embedded else {
+        println!(
+            "  control plane: from --config; agents join with `agentwire agent --url {} --token AGENT_TOKEN`",
+            server.public_url
+        );
+        return;
+    };
+    println!(
+        "  workspace:     {}/demo (agent in-process, files in {})",
+        e.user,
+        e.workspace_dir.display()
+    );
+    let token = match &e.new_token {
+        Some(t) => {
+            println!("  token:         {t}");
+            println!(
+                "                 (shown once; stored in {})",
+                e.token_file.display()
+            );
+            t.clone()
+        }
+        None => {
+            println!(
+                "  token:         in {} (or set AGENTWIRE_TOKEN)",
+                e.token_file.display()
+            );
+            "<token>".to_string()
+        }
+    };
+    let client = serde_json::json!({
+        "mcpServers": {
+            "agentwire": {
+                "type": "http",
+                "url": url,
+                "headers": { "Authorization": format!("Bearer {token}") }
+            }
+        }
+    });
+    println!("\nClient configuration (Claude Code, Cursor and other MCP clients):\n");
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&client).unwrap_or_default()
+    );
+    println!();
+}

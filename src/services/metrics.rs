@@ -1,0 +1,196 @@
+//! `GET /metrics`: counters in the Prometheus text format. Counts only; nothing here
+//! identifies users, workspaces or keys.
+
+use super::hub::Hub;
+use crate::runtime::tailnet::Tailnet;
+use axum::Router;
+use axum::routing::get;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// Path of the metrics endpoint.
+pub const METRICS_PATH: &str = "/metrics";
+
+fn line(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+fn one(v: impl Into<f64>) -> Vec<(String, f64)> {
+    vec![(String::new(), v.into())]
+}
+
+async fn render(hub: &Hub, tailnet: &Tailnet) -> String {
+    let mut out = String::new();
+    let dests = tailnet.destinations().await;
+    line(
+        &mut out,
+        "agentwire_tailnet_destinations",
+        "Agents with a tunnel from the shared Tailnet.",
+        "gauge",
+        &one(dests.len() as f64),
+    );
+    let leases: u64 = dests.iter().map(|d| d.leases).sum();
+    line(
+        &mut out,
+        "agentwire_tailnet_leases",
+        "AgentConn handles currently held.",
+        "gauge",
+        &one(leases as f64),
+    );
+    let direct = dests
+        .iter()
+        .filter(|d| matches!(d.path, Some(crate::proto::wg::PathAddr::Udp(_))))
+        .count();
+    line(
+        &mut out,
+        "agentwire_tailnet_direct_destinations",
+        "Destinations on a direct UDP path.",
+        "gauge",
+        &one(direct as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_tailnet_wakes_total",
+        "Sleep/wake events handled.",
+        "counter",
+        &one(tailnet.wake_count() as f64),
+    );
+    if let Ok(s) = tailnet.tunnel().stats().await {
+        let d = &s.driver;
+        line(
+            &mut out,
+            "agentwire_udp_rx_datagrams_total",
+            "Datagrams received on the UDP socket.",
+            "counter",
+            &one(d.udp_rx_datagrams as f64),
+        );
+        line(
+            &mut out,
+            "agentwire_udp_tx_datagrams_total",
+            "Datagrams sent on the UDP socket.",
+            "counter",
+            &one(d.udp_tx_datagrams as f64),
+        );
+        line(
+            &mut out,
+            "agentwire_udp_tx_errors_total",
+            "UDP sends that failed.",
+            "counter",
+            &one(d.udp_tx_errors as f64),
+        );
+        let drops: Vec<(String, f64)> = d
+            .drops
+            .iter()
+            .map(|(r, n)| (format!("reason=\"{r}\""), *n as f64))
+            .collect();
+        line(
+            &mut out,
+            "agentwire_wireguard_drops_total",
+            "Datagrams and packets the WireGuard device dropped.",
+            "counter",
+            &drops,
+        );
+        line(
+            &mut out,
+            "agentwire_tcp_sockets",
+            "Open TCP sockets in the netstack.",
+            "gauge",
+            &one(s.netstack.tcp_sockets as f64),
+        );
+        line(
+            &mut out,
+            "agentwire_netstack_rx_queue_full_total",
+            "Packets dropped at the netstack's receive queue.",
+            "counter",
+            &one(s.netstack.rx_queue_full as f64),
+        );
+    }
+    let c = hub.coordinator.stats();
+    line(
+        &mut out,
+        "agentwire_coordinator_peers",
+        "Peers connected to the coordinator.",
+        "gauge",
+        &one(c.registry.active as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_coordinator_tunnels",
+        "Tunnels registered at the coordinator.",
+        "gauge",
+        &one(c.registry.tunnels as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_coordinator_violations_total",
+        "Streams closed for authorization violations.",
+        "counter",
+        &one(c.registry.violations as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_coordinator_unauthorized_total",
+        "Coordinator upgrades refused for a bad token.",
+        "counter",
+        &one(c.unauthorized as f64),
+    );
+    let d = hub.derp.stats();
+    line(
+        &mut out,
+        "agentwire_derp_clients",
+        "Clients connected to the DERP relay.",
+        "gauge",
+        &one(d.clients as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_derp_packets_relayed_total",
+        "Packets relayed.",
+        "counter",
+        &one(d.counters.packets_relayed as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_derp_bytes_relayed_total",
+        "Bytes relayed.",
+        "counter",
+        &one(d.counters.bytes_relayed as f64),
+    );
+    let drops: Vec<(String, f64)> = crate::proto::derp_server::DropReason::ALL
+        .iter()
+        .zip(d.counters.drops.iter())
+        .map(|(r, n)| (format!("reason=\"{}\"", r.as_str()), *n as f64))
+        .collect();
+    line(
+        &mut out,
+        "agentwire_derp_drops_total",
+        "Packets the relay dropped.",
+        "counter",
+        &drops,
+    );
+    out
+}
+
+/// The metrics route.
+pub fn router(hub: Arc<Hub>, tailnet: Arc<Tailnet>) -> Router {
+    Router::new().route(
+        METRICS_PATH,
+        get(move || {
+            let (hub, tailnet) = (hub.clone(), tailnet.clone());
+            async move {
+                (
+                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    render(&hub, &tailnet).await,
+                )
+            }
+        }),
+    )
+}

@@ -1,0 +1,382 @@
+//! `agentwire serve`: everything in one process on one address — the MCP endpoint, the
+//! coordinator, the DERP relay and its map, health and metrics — plus the shared Tailnet
+//! the MCP tools use, and, in the embedded default, a demo workspace agent running
+//! in-process and reached over the real tunnel like any remote agent.
+
+use super::agent::{Agent, AgentConfig};
+use super::control::{
+    ControlConfig, ControlPlane, DemoSetup, InMemoryControlPlane, Secret, generate_token,
+    hash_token,
+};
+use super::hub::{self, Hub};
+use super::mcp::{self, AgentProvider, McpConfig, McpState, ProviderError};
+use crate::runtime::agent_client::AgentClient;
+use crate::runtime::tailnet::{ConnError, Tailnet, TailnetConfig};
+use crate::wire::addr::NodeId;
+use crate::wire::key::NodePrivate;
+use futures_util::future::BoxFuture;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings for [`Server::start`].
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// State directory (keys, the generated token, the demo workspace).
+    pub data_dir: PathBuf,
+    /// Control-plane TOML; `None` means the embedded default.
+    pub config_file: Option<PathBuf>,
+    /// The URL clients use; defaults to `http://LISTEN`.
+    pub public_url: Option<String>,
+    /// The user's token for the embedded default (else read from the data dir or generated).
+    pub token: Option<String>,
+    /// Development only: serve MCP without a token, as this user (loopback only).
+    pub dev_no_auth_user: Option<String>,
+    /// Force DERP-only paths for the shared Tailnet.
+    pub relay_only: bool,
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Filesystem trouble with the data directory.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The control-plane configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] super::control::ConfigError),
+    /// The MCP configuration is invalid.
+    #[error("MCP configuration: {0}")]
+    Mcp(String),
+    /// The shared Tailnet or the embedded agent could not start.
+    #[error(transparent)]
+    Tailnet(#[from] crate::runtime::tailnet::TailnetError),
+}
+
+/// Hands MCP tools an agent client over the shared Tailnet; each client holds a lease.
+#[derive(Debug, Clone)]
+pub struct TailnetAgentProvider {
+    tailnet: Arc<Tailnet>,
+}
+
+impl TailnetAgentProvider {
+    /// A provider over `tailnet`.
+    pub fn new(tailnet: Arc<Tailnet>) -> Self {
+        Self { tailnet }
+    }
+}
+
+impl AgentProvider for TailnetAgentProvider {
+    fn connect(
+        &self,
+        agent: NodeId,
+        deadline: tokio::time::Instant,
+    ) -> BoxFuture<'static, Result<AgentClient, ProviderError>> {
+        let tailnet = self.tailnet.clone();
+        Box::pin(async move {
+            let conn = tailnet
+                .agent_conn(agent, deadline)
+                .await
+                .map_err(|e| match e {
+                    ConnError::Closed => ProviderError::ShutDown,
+                    ConnError::NoHandshake(_) if tokio::time::Instant::now() >= deadline => {
+                        ProviderError::TimedOut { agent }
+                    }
+                    other => ProviderError::Unreachable {
+                        agent,
+                        reason: other.to_string(),
+                    },
+                })?;
+            // The client holds its own lease; this handle's is released here.
+            Ok(conn.client())
+        })
+    }
+}
+
+/// What the embedded default created, for the banner.
+#[derive(Debug, Clone)]
+pub struct EmbeddedInfo {
+    /// The user's name.
+    pub user: String,
+    /// The user's token, when it was generated or given in this run (`None` when it was
+    /// read back from the data directory).
+    pub new_token: Option<String>,
+    /// Where the token is stored.
+    pub token_file: PathBuf,
+    /// The demo workspace's directory.
+    pub workspace_dir: PathBuf,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The URL clients use.
+    pub public_url: String,
+    /// Set in the embedded default.
+    pub embedded: Option<EmbeddedInfo>,
+    hub: Arc<Hub>,
+    tailnet: Arc<Tailnet>,
+    agent: Option<Agent>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ServeError + '_ {
+    move |source| ServeError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads a secret file, or creates it (mode 0600) with `make()`.
+fn secret_file(path: &Path, make: impl FnOnce() -> String) -> Result<(String, bool), ServeError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok((s.trim().to_string(), false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let v = make();
+            write_secret(path, &v)?;
+            Ok((v, true))
+        }
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+fn write_secret(path: &Path, value: &str) -> Result<(), ServeError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(value.as_bytes()).map_err(io_err(path))?;
+    f.write_all(b"\n").map_err(io_err(path))
+}
+
+impl Server {
+    /// Binds, builds and starts everything. Returns once serving; the shared Tailnet and
+    /// the embedded agent connect in the background.
+    ///
+    /// # Errors
+    /// [`ServeError`] for data-directory, bind or configuration problems.
+    pub async fn start(cfg: ServeConfig) -> Result<Self, ServeError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(io_err(&cfg.data_dir))?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let public_url = cfg
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        // The process's own nodes talk to the hub over loopback when it listens there or on
+        // every interface; otherwise over the listen address.
+        let local_ip = if addr.ip().is_unspecified() {
+            if addr.is_ipv4() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            }
+        } else {
+            addr.ip()
+        };
+        let local = SocketAddr::new(local_ip, addr.port());
+        let local_url = format!("http://{local}");
+
+        let derp_key_file = cfg.data_dir.join("derp.key");
+        let (derp_key, _) = secret_file(&derp_key_file, || NodePrivate::generate().to_base64())?;
+        let derp_key: NodePrivate = derp_key.parse().unwrap_or_else(|_| NodePrivate::generate());
+
+        // The serving process's own tailnet authenticates with a fresh service token.
+        let service_token = generate_token();
+        let mut embedded = None;
+        let mut agent_cfg = None;
+        let control: Arc<dyn ControlPlane> = match &cfg.config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+                let mut c: ControlConfig =
+                    toml::from_str(&text).map_err(super::control::ConfigError::from)?;
+                if c.service_token_sha256.is_some() || c.service_token.is_some() {
+                    tracing::info!("the config's service token is replaced by this process's own");
+                }
+                c.service_token = None;
+                c.service_token_sha256 = Some(hash_token(&service_token));
+                Arc::new(InMemoryControlPlane::from_config(c)?)
+            }
+            None => {
+                let token_file = cfg.data_dir.join("user-token");
+                let (user_token, new) = match &cfg.token {
+                    Some(t) => {
+                        write_secret(&token_file, t)?;
+                        (t.clone(), true)
+                    }
+                    None => secret_file(&token_file, generate_token)?,
+                };
+                let id_file = cfg.data_dir.join("demo-agent-id");
+                let (agent_id, _) = secret_file(&id_file, || NodeId::random().to_string())?;
+                let agent_id: NodeId = agent_id.parse().unwrap_or_else(|_| NodeId::random());
+                let workspace_dir = cfg.data_dir.join("workspaces").join("demo");
+                std::fs::create_dir_all(&workspace_dir).map_err(io_err(&workspace_dir))?;
+                let agent_token = generate_token();
+                let (c, creds) = DemoSetup {
+                    user: None,
+                    user_token: Some(Secret(user_token.clone())),
+                    agent_id: Some(agent_id),
+                    agent_token: Some(Secret(agent_token.clone())),
+                    service_token: Some(Secret(service_token.clone())),
+                }
+                .config();
+                let workspace_dir = workspace_dir
+                    .canonicalize()
+                    .map_err(io_err(&workspace_dir))?;
+                let mut ac =
+                    AgentConfig::new(&local_url, &agent_token, agent_id, workspace_dir.clone());
+                ac.api.root = Some(workspace_dir.clone());
+                ac.tailnet.udp_listen = SocketAddr::new(local_ip, 0);
+                agent_cfg = Some(ac);
+                embedded = Some(EmbeddedInfo {
+                    user: creds.user,
+                    new_token: new.then_some(user_token),
+                    token_file,
+                    workspace_dir,
+                });
+                Arc::new(InMemoryControlPlane::from_config(c)?)
+            }
+        };
+
+        let hub = Arc::new(Hub::new(
+            control.clone(),
+            addr_for_map(addr, &public_url),
+            derp_key,
+        ));
+        let mut tcfg = TailnetConfig::client(&local_url, &service_token);
+        tcfg.name = "serve".into();
+        tcfg.relay_only = cfg.relay_only;
+        tcfg.udp_listen = if addr.ip().is_loopback() {
+            SocketAddr::new(local_ip, 0)
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        };
+        let tailnet = Arc::new(Tailnet::start(tcfg)?);
+        let mcp_config = McpConfig {
+            public_url: cfg.public_url.clone(),
+            listen_addr: Some(addr),
+            allow_unauthenticated: cfg.dev_no_auth_user.clone(),
+            ..Default::default()
+        };
+        mcp_config
+            .validate()
+            .map_err(|e| ServeError::Mcp(e.to_string()))?;
+        let state = McpState::new(
+            control,
+            Arc::new(TailnetAgentProvider::new(tailnet.clone())),
+            mcp_config,
+        );
+        let metrics = super::metrics::router(hub.clone(), tailnet.clone());
+        let app = hub.router().merge(mcp::router(state)).merge(metrics);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(hub::serve(listener, app, async move {
+            let _ = rx.await;
+        }));
+        let agent = match agent_cfg {
+            Some(ac) => Some(Agent::start(ac)?),
+            None => None,
+        };
+        Ok(Self {
+            addr,
+            public_url,
+            embedded,
+            hub,
+            tailnet,
+            agent,
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// The MCP endpoint URL.
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.public_url.trim_end_matches('/'))
+    }
+
+    /// The shared Tailnet the tools use.
+    pub fn tailnet(&self) -> &Arc<Tailnet> {
+        &self.tailnet
+    }
+
+    /// The embedded agent, in the default setup.
+    pub fn agent(&self) -> Option<&Agent> {
+        self.agent.as_ref()
+    }
+
+    /// Waits until the shared Tailnet (and the embedded agent) are connected.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let t = self.tailnet.wait_ready(timeout).await;
+        let a = match &self.agent {
+            Some(a) => a.wait_ready(timeout).await,
+            None => true,
+        };
+        t && a
+    }
+
+    /// Stops everything: the embedded agent, the Tailnet, coordinator streams, relay
+    /// connections, then the listener.
+    pub async fn shutdown(mut self) {
+        if let Some(a) = self.agent.take() {
+            a.shutdown().await;
+        }
+        if let Ok(t) = Arc::try_unwrap(self.tailnet) {
+            t.shutdown().await;
+        }
+        self.hub.shutdown().await;
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+/// The address the DERP map advertises: the public URL's host and port when it names an
+/// IP, else the listen address.
+fn addr_for_map(listen: SocketAddr, public_url: &str) -> SocketAddr {
+    let hostport = public_url
+        .split("://")
+        .nth(1)
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    match hostport.parse::<SocketAddr>() {
+        Ok(a) if !a.ip().is_unspecified() => a,
+        _ if listen.ip().is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), listen.port()),
+        _ => listen,
+    }
+}
