@@ -75,11 +75,10 @@ impl Agent {
             tasks.clone(),
             cancel.clone(),
         ));
-        if cfg.forward_ports {
-            if let Ok(l) = tailnet.tunnel().listen_tcp_any(AGENT_MIN_FORWARD_PORT) {
+        if cfg.forward_ports
+            && let Ok(l) = tailnet.tunnel().listen_tcp_any(AGENT_MIN_FORWARD_PORT) {
                 tasks.spawn(forward(l, tasks.clone(), cancel.clone()));
             }
-        }
         Ok(Self {
             tailnet,
             api,
