@@ -264,3 +264,103 @@ async fn conformance_suite() {
         "conformance regressions (or baseline entries now passing) in {failed:?}"
     );
 }
+
+/// The scenarios that apply to a plain tools server, against the real `agentwire serve`
+/// binary (embedded default, loopback, `--dev-no-auth` because the suite sends no token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_server_scenarios_against_agentwire_serve() {
+    if !installed() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "MCP conformance suite not installed"
+        );
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentwire"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--dev-no-auth",
+            "demo",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start agentwire serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("http://localhost:{port}/mcp");
+    let mut total = (0, 0);
+    let runs: &[(&str, &[&str])] = &[
+        (
+            "0.1.16",
+            &[
+                "server-initialize",
+                "ping",
+                "tools-list",
+                "dns-rebinding-protection",
+            ],
+        ),
+        (
+            "0.2.0-alpha.12",
+            &[
+                "tools-list",
+                "http-header-validation",
+                "dns-rebinding-protection",
+                "sep-2164-resource-not-found",
+            ],
+        ),
+    ];
+    for (version, scenarios) in runs {
+        for scenario in *scenarios {
+            let mut cmd = tokio::process::Command::new(node());
+            cmd.arg(suite_js(version))
+                .args(["server", "--url", &url, "--scenario", scenario]);
+            if version.starts_with("0.2") {
+                cmd.args(["--spec-version", "2026-07-28"]);
+            }
+            let out = cmd
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .expect("run the suite");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let checks_failed = text.lines().filter(|l| l.contains("FAILURE")).count();
+            let checks_passed = text.lines().filter(|l| l.contains("SUCCESS")).count();
+            println!(
+                "agentwire serve, conformance {version} {scenario}: {checks_passed} checks passed, {checks_failed} failed"
+            );
+            total.0 += checks_passed;
+            total.1 += checks_failed;
+            assert!(
+                out.status.success() && checks_failed == 0,
+                "{scenario} ({version}) failed:\n{text}"
+            );
+        }
+    }
+    println!(
+        "agentwire serve conformance: {} checks passed, {} failed",
+        total.0, total.1
+    );
+    let _ = serve.kill().await;
+}

@@ -74,45 +74,54 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints to stdout, ignoring errors: a closed stdout must not take the server down.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 fn print_banner(server: &Server, data_dir: &std::path::Path, ready: bool) {
     let url = server.mcp_url();
-    println!(
+    say!(
         "agentwire {} serving on {}",
         env!("CARGO_PKG_VERSION"),
         server.addr
     );
-    println!("  MCP endpoint:  {url}");
-    println!(
+    say!("  MCP endpoint:  {url}");
+    say!(
         "  coordinator:   {}/api/v0/coordinate   DERP relay: {}/derp",
-        server.public_url, server.public_url
+        server.public_url,
+        server.public_url
     );
-    println!("  data dir:      {}", data_dir.display());
+    say!("  data dir:      {}", data_dir.display());
     if !ready {
-        println!("  (still connecting the shared tailnet; tools will wait for it)");
+        say!("  (still connecting the shared tailnet; tools will wait for it)");
     }
     let Some(e) = &server.embedded else {
-        println!(
+        say!(
             "  control plane: from --config; agents join with `agentwire agent --url {} --token AGENT_TOKEN`",
             server.public_url
         );
         return;
     };
-    println!(
+    say!(
         "  workspace:     {}/demo (agent in-process, files in {})",
         e.user,
         e.workspace_dir.display()
     );
     let token = match &e.new_token {
         Some(t) => {
-            println!("  token:         {t}");
-            println!(
+            say!("  token:         {t}");
+            say!(
                 "                 (shown once; stored in {})",
                 e.token_file.display()
             );
             t.clone()
         }
         None => {
-            println!(
+            say!(
                 "  token:         in {} (or set AGENTWIRE_TOKEN)",
                 e.token_file.display()
             );
@@ -128,10 +137,10 @@ fn print_banner(server: &Server, data_dir: &std::path::Path, ready: bool) {
             }
         }
     });
-    println!("\nClient configuration (Claude Code, Cursor and other MCP clients):\n");
-    println!(
+    say!("\nClient configuration (Claude Code, Cursor and other MCP clients):\n");
+    say!(
         "{}",
         serde_json::to_string_pretty(&client).unwrap_or_default()
     );
-    println!();
+    say!("");
 }

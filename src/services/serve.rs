@@ -95,7 +95,9 @@ impl AgentProvider for TailnetAgentProvider {
                 .await
                 .map_err(|e| match e {
                     ConnError::Closed => ProviderError::ShutDown,
-                    ConnError::NoHandshake(_) if crate::runtime::clock::now() >= deadline.into_std() => {
+                    ConnError::NoHandshake(_)
+                        if crate::runtime::clock::now() >= deadline.into_std() =>
+                    {
                         ProviderError::TimedOut { agent }
                     }
                     other => ProviderError::Unreachable {

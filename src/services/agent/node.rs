@@ -76,9 +76,10 @@ impl Agent {
             cancel.clone(),
         ));
         if cfg.forward_ports
-            && let Ok(l) = tailnet.tunnel().listen_tcp_any(AGENT_MIN_FORWARD_PORT) {
-                tasks.spawn(forward(l, tasks.clone(), cancel.clone()));
-            }
+            && let Ok(l) = tailnet.tunnel().listen_tcp_any(AGENT_MIN_FORWARD_PORT)
+        {
+            tasks.spawn(forward(l, tasks.clone(), cancel.clone()));
+        }
         Ok(Self {
             tailnet,
             api,
