@@ -23,7 +23,10 @@ async fn every_endpoint_through_the_tunnel() {
     let root = dir.path().canonicalize().unwrap();
     let agent = cluster::api_agent(&c.url(), AGENT_A, &root).await;
     let client = c.client(cluster::ALICE_TOKEN);
-    let conn = client.agent_conn(AGENT_A.parse().unwrap(), soon()).await.unwrap();
+    let conn = client
+        .agent_conn(AGENT_A.parse().unwrap(), soon())
+        .await
+        .unwrap();
     let api = conn.client();
     let p = |rel: &str| root.join(rel).display().to_string();
 
@@ -31,35 +34,69 @@ async fn every_endpoint_through_the_tunnel() {
 
     // Binary round trip and a large file.
     let bin: Vec<u8> = (0..=255u8).cycle().take(100_003).collect();
-    assert!(api.write_file(&p("d/bin"), Bytes::from(bin.clone())).await.unwrap().created);
+    assert!(
+        api.write_file(&p("d/bin"), Bytes::from(bin.clone()))
+            .await
+            .unwrap()
+            .created
+    );
     assert_eq!(api.read_file(&p("d/bin"), 0, None).await.unwrap().1, bin);
-    let big: Vec<u8> = (0..(12u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
-    api.write_file(&p("big"), Bytes::from(big.clone())).await.unwrap();
+    let big: Vec<u8> = (0..(12u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    api.write_file(&p("big"), Bytes::from(big.clone()))
+        .await
+        .unwrap();
     let (meta, back) = api.read_file(&p("big"), 0, Some(12 << 20)).await.unwrap();
     assert_eq!(meta.size, 12 << 20);
     assert!(back == big, "large file differs after the round trip");
 
     // Listing and lines.
     let ls = api.ls(&p("")).await.unwrap();
-    assert_eq!(ls.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["big", "d"]);
-    api.write_file(&p("t.txt"), Bytes::from_static(b"one\ntwo\nthree\n")).await.unwrap();
-    assert_eq!(api.read_file_lines(&p("t.txt"), 1, Some(1)).await.unwrap().lines, ["two"]);
+    assert_eq!(
+        ls.entries
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>(),
+        ["big", "d"]
+    );
+    api.write_file(&p("t.txt"), Bytes::from_static(b"one\ntwo\nthree\n"))
+        .await
+        .unwrap();
+    assert_eq!(
+        api.read_file_lines(&p("t.txt"), 1, Some(1))
+            .await
+            .unwrap()
+            .lines,
+        ["two"]
+    );
 
     // Edits: applied, conflict, ambiguity.
     let req = |search: &str, all: bool| EditFilesRequest {
         files: vec![FileEdits {
             path: p("t.txt"),
-            edits: vec![Edit { search: search.into(), replace: "X".into(), replace_all: all }],
+            edits: vec![Edit {
+                search: search.into(),
+                replace: "X".into(),
+                replace_all: all,
+            }],
         }],
         include_diff: true,
     };
     let r = api.edit_files(&req("two", false)).await.unwrap();
     assert!(r.files[0].diff.as_deref().unwrap().contains("+X"));
     let conflict = api.edit_files(&req("absent", false)).await.unwrap_err();
-    assert!(matches!(conflict, AgentClientError::Status { code: 409, .. }));
-    api.write_file(&p("t.txt"), Bytes::from_static(b"a a")).await.unwrap();
+    assert!(matches!(
+        conflict,
+        AgentClientError::Status { code: 409, .. }
+    ));
+    api.write_file(&p("t.txt"), Bytes::from_static(b"a a"))
+        .await
+        .unwrap();
     let ambiguous = api.edit_files(&req("a", false)).await.unwrap_err();
-    assert!(matches!(&ambiguous, AgentClientError::Status { code: 409, message } if message.contains("ambiguous")));
+    assert!(
+        matches!(&ambiguous, AgentClientError::Status { code: 409, message } if message.contains("ambiguous"))
+    );
 
     // Concurrent writes keep the file whole.
     let versions: Vec<Vec<u8>> = (0..6u8).map(|i| vec![b'a' + i; 200_000]).collect();
@@ -104,8 +141,16 @@ async fn every_endpoint_through_the_tunnel() {
         .unwrap();
     let o = api.process_output(&bg.id, 0, 5000).await.unwrap();
     assert_eq!(o.output, "ready\n");
-    assert!(api.signal_process(&bg.id, SignalName::Kill).await.unwrap().delivered);
-    let o = api.process_output(&bg.id, o.next_offset, 5000).await.unwrap();
+    assert!(
+        api.signal_process(&bg.id, SignalName::Kill)
+            .await
+            .unwrap()
+            .delivered
+    );
+    let o = api
+        .process_output(&bg.id, o.next_offset, 5000)
+        .await
+        .unwrap();
     assert!(!o.running);
     assert_eq!(o.signal, Some(9));
     assert!(api.list_processes().await.unwrap().processes.len() >= 2);
@@ -113,10 +158,20 @@ async fn every_endpoint_through_the_tunnel() {
     // Listening ports on the agent host.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    assert!(api.listening_ports().await.unwrap().ports.iter().any(|p| p.port == port));
+    assert!(
+        api.listening_ports()
+            .await
+            .unwrap()
+            .ports
+            .iter()
+            .any(|p| p.port == port)
+    );
 
     // Relative paths are refused.
-    assert!(matches!(api.ls("relative").await.unwrap_err(), AgentClientError::Status { code: 400, .. }));
+    assert!(matches!(
+        api.ls("relative").await.unwrap_err(),
+        AgentClientError::Status { code: 400, .. }
+    ));
 
     drop(api);
     drop(conn);
@@ -149,7 +204,10 @@ async fn port_forwarding_reaches_a_local_server() {
         }
     });
     let client = c.client(cluster::ALICE_TOKEN);
-    let conn = client.agent_conn(AGENT_A.parse().unwrap(), soon()).await.unwrap();
+    let conn = client
+        .agent_conn(AGENT_A.parse().unwrap(), soon())
+        .await
+        .unwrap();
     let mut s = conn.dial_tcp(port).await.unwrap();
     s.write_all(b"hello through the tunnel").await.unwrap();
     let mut got = vec![0u8; 24];
@@ -166,9 +224,16 @@ async fn port_forwarding_reaches_a_local_server() {
     // Reserved ports are refused, and so is a port nobody listens on.
     let t = Instant::now();
     assert!(conn.dial_tcp(5).await.is_err());
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut s = conn.dial_tcp(closed).await.unwrap();
     let mut b = [0u8; 1];
-    assert!(matches!(s.read(&mut b).await, Ok(0) | Err(_)), "nothing listens: the connection is closed");
+    assert!(
+        matches!(s.read(&mut b).await, Ok(0) | Err(_)),
+        "nothing listens: the connection is closed"
+    );
     assert!(t.elapsed() < Duration::from_secs(5));
 }

@@ -201,11 +201,23 @@ pub fn init_logs() {
 }
 
 /// A real workspace agent (API on port 4, port forwarding) for `id`, working in `dir`.
-pub async fn api_agent(url: &str, id: &str, dir: &std::path::Path) -> agentwire::services::agent::Agent {
+pub async fn api_agent(
+    url: &str,
+    id: &str,
+    dir: &std::path::Path,
+) -> agentwire::services::agent::Agent {
     let id: NodeId = id.parse().unwrap();
-    let mut cfg = agentwire::services::agent::AgentConfig::new(url, &agent_token(&id.to_string()), id, dir.to_path_buf());
+    let mut cfg = agentwire::services::agent::AgentConfig::new(
+        url,
+        &agent_token(&id.to_string()),
+        id,
+        dir.to_path_buf(),
+    );
     cfg.tailnet.udp_listen = "127.0.0.1:0".parse().unwrap();
     let a = agentwire::services::agent::Agent::start(cfg).unwrap();
-    assert!(a.wait_ready(Duration::from_secs(10)).await, "agent {id} not ready");
+    assert!(
+        a.wait_ready(Duration::from_secs(10)).await,
+        "agent {id} not ready"
+    );
     a
 }
