@@ -17,7 +17,7 @@ use mcp_support::clients_dir;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 struct Proc(Child);
 impl Drop for Proc {
