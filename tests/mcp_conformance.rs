@@ -14,7 +14,6 @@
 //! Without the installed clients the test is skipped loudly, unless `CI` is set.
 
 #![allow(clippy::disallowed_methods)]
-
 // The logging fixture uses MCP logging, deprecated in 2026-07-28 but tested for 2025-11-25.
 #![allow(deprecated)]
 
