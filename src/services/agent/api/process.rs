@@ -31,18 +31,13 @@ struct Ring {
 
 impl Ring {
     fn push(&mut self, b: &[u8]) {
-        // Only the tail of an oversized chunk can survive.
-        let b = if b.len() > self.cap {
-            &b[b.len() - self.cap..]
-        } else {
-            b
-        };
+        // Whatever exceeds the cap is dropped oldest first: existing data, then the head of
+        // this chunk. Every dropped byte advances `start`.
         let overflow = (self.data.len() + b.len()).saturating_sub(self.cap);
-        if overflow > 0 {
-            self.data.drain(..overflow);
-            self.start += overflow as u64;
-        }
-        self.data.extend(b);
+        let from_data = overflow.min(self.data.len());
+        self.data.drain(..from_data);
+        self.data.extend(&b[overflow - from_data..]);
+        self.start += overflow as u64;
     }
 
     fn end(&self) -> u64 {
