@@ -200,19 +200,6 @@ impl Driver {
         }
     }
 
-    /// Decrypts one datagram into a pooled buffer.
-    fn ingest(&mut self, now: Instant, src: PathSrc, d: &[u8]) {
-        let Self {
-            device,
-            tx,
-            pool,
-            rx_batch,
-            big,
-            ..
-        } = self;
-        ingest_into(device, tx, pool, rx_batch, big, now, src, d);
-    }
-
     /// Reads what the UDP socket and relays have. Returns datagrams read.
     fn receive(&mut self, cx: &mut Context<'_>, now: Instant) -> usize {
         let mut total = 0;
@@ -243,27 +230,25 @@ impl Driver {
                 Poll::Pending => break,
             }
         }
-        if let Some(rx) = self.relay_rx.as_mut() {
-            let mut n = 0;
-            let mut items = Vec::new();
-            while n < 256 {
-                match rx.poll_recv(cx) {
-                    Poll::Ready(Some(m)) => {
-                        items.push(m);
-                        n += 1;
-                    }
-                    _ => break,
-                }
-            }
-            for m in items {
-                self.ingest(
-                    now,
-                    PathSrc::Derp {
-                        region: m.region,
-                        key: m.src,
-                    },
-                    &m.packet,
-                );
+        let Self {
+            relay_rx,
+            device,
+            tx,
+            pool,
+            rx_batch,
+            big,
+            ..
+        } = self;
+        if let Some(rx) = relay_rx.as_mut() {
+            for _ in 0..256 {
+                let Poll::Ready(Some(m)) = rx.poll_recv(cx) else {
+                    break;
+                };
+                let src = PathSrc::Derp {
+                    region: m.region,
+                    key: m.src,
+                };
+                ingest_into(device, tx, pool, rx_batch, big, now, src, &m.packet);
                 total += 1;
             }
         }

@@ -516,16 +516,35 @@ impl Device {
             return true;
         };
         peer.expired = false;
-        let len = match peer.tunn.format_handshake_initiation(tx.space(256), false) {
+        self.send_initiation(idx, path, false, now, tx);
+        true
+    }
+
+    /// Formats a handshake initiation for peer `idx` (a new one even if one is in flight
+    /// when `force`), sends it on `path` and probes direct candidates alongside. Returns
+    /// whether one was sent.
+    fn send_initiation(
+        &mut self,
+        idx: u32,
+        path: PathAddr,
+        force: bool,
+        now: Instant,
+        tx: &mut Transmits,
+    ) -> bool {
+        let Some(peer) = self.peers.get_mut(idx as usize).and_then(|p| p.as_mut()) else {
+            return false;
+        };
+        let len = match peer.tunn.format_handshake_initiation(tx.space(256), force) {
             TunnResult::WriteToNetwork(b) => b.len(),
             _ => 0,
         };
-        if len > 0 {
-            tx.commit(path, peer.public, len);
-            peer.stats.tx_datagrams += 1;
-            peer.path.on_send(path, now);
-            self.probe(idx, path, now, tx);
+        if len == 0 {
+            return false;
         }
+        tx.commit(path, peer.public, len);
+        peer.stats.tx_datagrams += 1;
+        peer.path.on_send(path, now);
+        self.probe(idx, path, now, tx);
         true
     }
 
@@ -546,17 +565,7 @@ impl Device {
             let Some(path) = peer.path.current(now) else {
                 continue;
             };
-            let len = match peer.tunn.format_handshake_initiation(tx.space(256), true) {
-                TunnResult::WriteToNetwork(b) => b.len(),
-                _ => 0,
-            };
-            if len > 0 {
-                tx.commit(path, peer.public, len);
-                peer.stats.tx_datagrams += 1;
-                peer.path.on_send(path, now);
-                self.probe(idx as u32, path, now, tx);
-                n += 1;
-            }
+            n += usize::from(self.send_initiation(idx as u32, path, true, now, tx));
         }
         n
     }
