@@ -194,3 +194,114 @@ async fn shutdown_fails_open_sockets_instead_of_hanging() {
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_tcp_and_udp_both_ways() {
+    use agentwire::services::forward::{self, Mapping};
+    let (a, b) = start_pair("10.14.0.1", "10.14.0.2").await;
+    let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+    // Kernel echo servers on B's side, reached through B's remote mappings.
+    let udp_echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp_echo_addr = udp_echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = udp_echo.recv_from(&mut buf).await {
+            let _ = udp_echo.send_to(&buf[..n], from).await;
+        }
+    });
+    let tcp_echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_echo_addr = tcp_echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = tcp_echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let free = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (udp_local, tcp_local) = (
+        free(),
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap(),
+    );
+    let (stop_a, stop_b) = (tokio::sync::Notify::new(), tokio::sync::Notify::new());
+    let (stop_a, stop_b) = (std::sync::Arc::new(stop_a), std::sync::Arc::new(stop_b));
+    let fb = tokio::spawn({
+        let (b, stop) = (b.clone(), stop_b.clone());
+        async move {
+            forward::run(
+                b,
+                vec![
+                    Mapping::RemoteUdp {
+                        port: 5353,
+                        target: udp_echo_addr,
+                    },
+                    Mapping::RemoteTcp {
+                        port: 7777,
+                        target: tcp_echo_addr,
+                    },
+                ],
+                async move { stop.notified().await },
+            )
+            .await
+        }
+    });
+    let fa = tokio::spawn({
+        let (a, stop) = (a.clone(), stop_a.clone());
+        async move {
+            forward::run(
+                a,
+                vec![
+                    Mapping::Udp {
+                        local: udp_local,
+                        remote: "10.14.0.2:5353".parse().unwrap(),
+                    },
+                    Mapping::Tcp {
+                        local: tcp_local,
+                        remote: "10.14.0.2:7777".parse().unwrap(),
+                    },
+                ],
+                async move { stop.notified().await },
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // UDP: two clients, each gets its own replies.
+    for i in 0..2u8 {
+        let c = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut got = None;
+        for _ in 0..20 {
+            c.send_to(&[i; 100], udp_local).await.unwrap();
+            let mut buf = [0u8; 200];
+            if let Ok(Ok((n, _))) =
+                tokio::time::timeout(Duration::from_millis(250), c.recv_from(&mut buf)).await
+            {
+                got = Some(buf[..n].to_vec());
+                break;
+            }
+        }
+        assert_eq!(got, Some(vec![i; 100]), "udp echo through the tunnel");
+    }
+    // TCP.
+    let mut s = tokio::net::TcpStream::connect(tcp_local).await.unwrap();
+    s.write_all(b"tcp through forward").await.unwrap();
+    let mut back = vec![0u8; 19];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&back, b"tcp through forward");
+    stop_a.notify_one();
+    stop_b.notify_one();
+    fa.await.unwrap().unwrap();
+    fb.await.unwrap().unwrap();
+}
