@@ -85,6 +85,9 @@ pub(super) async fn ls(
     }))
 }
 
+/// Reads up to this size are served from one buffer; larger ones stream.
+const SMALL_READ: u64 = 256 << 10;
+
 #[derive(Debug, Deserialize)]
 pub(super) struct ReadQuery {
     path: String,
@@ -128,6 +131,42 @@ pub(super) async fn read_file(
         )));
     }
     let path = api.path(&q.path)?;
+    // Small reads (the common case) cost one trip to the blocking pool instead of one
+    // per open, stat, seek and read; large ones stream.
+    let p2 = path.clone();
+    let small =
+        tokio::task::spawn_blocking(move || -> Result<Option<(u64, u64, Vec<u8>)>, Error> {
+            use std::io::{Read, Seek};
+            let mut f = std::fs::File::open(&p2).map_err(|e| Error::io(&p2, e))?;
+            let m = f.metadata().map_err(|e| Error::io(&p2, e))?;
+            if m.is_dir() {
+                return Err(Error::bad_request(format!(
+                    "{}: is a directory",
+                    p2.display()
+                )));
+            }
+            let size = m.len();
+            let offset = q.offset.min(size);
+            let len = limit.min(size - offset);
+            if len > SMALL_READ {
+                return Ok(None);
+            }
+            f.seek(std::io::SeekFrom::Start(offset))
+                .map_err(|e| Error::io(&p2, e))?;
+            let mut buf = Vec::with_capacity(len as usize);
+            f.take(len)
+                .read_to_end(&mut buf)
+                .map_err(|e| Error::io(&p2, e))?;
+            Ok(Some((size, offset, buf)))
+        })
+        .await
+        .map_err(|e| {
+            Error::new(StatusCode::INTERNAL_SERVER_ERROR, "read task failed").detail(e)
+        })??;
+    if let Some((size, offset, buf)) = small {
+        let len = buf.len() as u64;
+        return Ok(file_response(Body::from(buf), &path, len, size, offset));
+    }
     let (mut f, meta) = open_file(&path).await?;
     let size = meta.len();
     let offset = q.offset.min(size);
@@ -136,15 +175,25 @@ pub(super) async fn read_file(
         .map_err(|e| Error::io(&path, e))?;
     let len = limit.min(size - offset);
     let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 << 10);
-    let mut resp = Body::from_stream(stream).into_response();
+    Ok(file_response(
+        Body::from_stream(stream),
+        &path,
+        len,
+        size,
+        offset,
+    ))
+}
+
+fn file_response(body: Body, path: &Path, len: u64, size: u64, offset: u64) -> Response {
+    let mut resp = body.into_response();
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&mime(&path)) {
+    if let Ok(v) = HeaderValue::from_str(&mime(path)) {
         h.insert(header::CONTENT_TYPE, v);
     }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(HEADER_FILE_SIZE, HeaderValue::from(size));
     h.insert(HEADER_OFFSET, HeaderValue::from(offset));
-    Ok(resp)
+    resp
 }
 
 #[derive(Debug, Deserialize)]
