@@ -10,25 +10,26 @@
 //! passes (calling it early is harmless); send everything in the [`Transmits`] after each
 //! call. Bad datagrams are dropped and counted by [`DropReason`]; no input panics.
 
+mod config;
 mod drop;
 pub mod path;
 pub mod session;
 pub mod table;
 mod transmit;
 
+pub use config::{DeviceError, PeerConfig};
 pub use drop::DropReason;
 pub use path::{PathAddr, PathSrc};
 pub use session::PeerStats;
 pub use transmit::{Transmit, Transmits};
 
-use crate::wire::addr::IpCidr;
 use crate::wire::key::{NodePrivate, NodePublic};
 use crate::wire::wg::{MessageKind, WgHeader};
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, TunnResult};
 use session::{Peer, drop_reason};
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 use table::AllowedIps;
 
@@ -39,56 +40,7 @@ pub const TIMER_TICK: Duration = Duration::from_millis(250);
 /// Handshake initiations per second the device accepts before demanding cookies.
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 
-/// Receiver indices are 24 bits (boringtun shifts them left by 8 for session slots).
-const MAX_PEERS: usize = 1 << 24;
-
-/// Errors from configuring the device.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DeviceError {
-    /// The peer table is full.
-    #[error("too many peers (limit {MAX_PEERS})")]
-    TooManyPeers,
-    /// A peer cannot be our own key.
-    #[error("a peer cannot use the device's own key")]
-    OwnKey,
-}
-
-/// One peer's configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerConfig {
-    /// The peer's static public key.
-    pub public: NodePublic,
-    /// Optional pre-shared key (wg `PresharedKey`).
-    pub preshared_key: Option<[u8; 32]>,
-    /// Source addresses accepted from the peer and destinations routed to it.
-    pub allowed_ips: Vec<IpCidr>,
-    /// A fixed UDP endpoint (wg-quick `Endpoint`); roams to the last authenticated source.
-    pub endpoint: Option<SocketAddr>,
-    /// Send a keepalive at least this often, in seconds.
-    pub persistent_keepalive: Option<u16>,
-    /// The DERP region the peer is reachable through (its home region).
-    pub derp_region: Option<u16>,
-    /// UDP addresses the peer advertises; probed for a direct path.
-    pub candidates: Vec<SocketAddr>,
-    /// Never use a direct path to this peer.
-    pub relay_only: bool,
-}
-
-impl PeerConfig {
-    /// A peer with only a key: no addresses, no path.
-    pub fn new(public: NodePublic) -> Self {
-        Self {
-            public,
-            preshared_key: None,
-            allowed_ips: Vec::new(),
-            endpoint: None,
-            persistent_keepalive: None,
-            derp_region: None,
-            candidates: Vec::new(),
-            relay_only: false,
-        }
-    }
-}
+use config::MAX_PEERS;
 
 /// The multi-peer WireGuard device.
 pub struct Device {
