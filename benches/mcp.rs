@@ -66,6 +66,7 @@ async fn run() {
         token: Some(token.clone()),
         dev_no_auth_user: None,
         relay_only: false,
+        advertise: None,
     })
     .await
     .unwrap();

@@ -140,7 +140,7 @@ async fn idle_destinations_are_evicted_and_come_back() {
     );
     // The coordinator forgets the tunnel too.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while c.hub.coordinator.stats().registry.tunnels > 0 {
+    while c.hub.coordinator().stats().registry.tunnels > 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "tunnel not removed at the coordinator"
@@ -199,7 +199,7 @@ async fn agent_with_a_foreign_identity_is_refused() {
     let impostor = Tailnet::start(cfg).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!impostor.coordinator_connected());
-    assert!(c.hub.coordinator.peers().iter().all(|p| p.id != id));
+    assert!(c.hub.coordinator().peers().iter().all(|p| p.id != id));
     let client = c.client(cluster::ALICE_TOKEN);
     let err = client
         .agent_conn(id, Instant::now() + Duration::from_secs(2))

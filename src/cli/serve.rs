@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Never use direct UDP paths to agents (DERP relay only).
     #[arg(long)]
     pub relay_only: bool,
+    /// A UDP endpoint to advertise for direct paths (repeatable), such as a NAT's public
+    /// address. Default: derived from the socket.
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Vec<SocketAddr>,
 }
 
 /// The default state directory.
@@ -63,6 +67,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         token: args.token,
         dev_no_auth_user: args.dev_no_auth,
         relay_only: args.relay_only,
+        advertise: (!args.advertise.is_empty()).then_some(args.advertise),
     };
     let data_dir = cfg.data_dir.clone();
     let server = Server::start(cfg).await?;

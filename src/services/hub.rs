@@ -8,10 +8,10 @@ use super::derp_server::{DerpServer, DerpServerConfig};
 use crate::wire::derpmap::DerpMap;
 use crate::wire::key::NodePrivate;
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{any, get};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// Path where an agent learns its identity from its token.
 pub const AGENT_IDENTITY_PATH: &str = "/api/v0/agent/identity";
@@ -21,17 +21,20 @@ pub const DERP_MAP_PATH: &str = "/api/v0/derp-map";
 /// The region id of the embedded relay.
 pub const EMBEDDED_REGION: u16 = 999;
 
-/// Coordinator and relay, sharing one control plane and one listen address.
+/// Coordinator and relay, sharing one control plane and one listen address. Each can be
+/// restarted in place (a fresh instance with empty state takes new connections; the old
+/// one closes its own), which is what a crash-restart of that component looks like to
+/// its clients.
 #[derive(Debug)]
 pub struct Hub {
     /// Who may do what.
     pub control: Arc<dyn ControlPlane>,
-    /// The coordinator.
-    pub coordinator: Coordinator,
-    /// The DERP relay.
-    pub derp: Arc<DerpServer>,
     /// The DERP map advertised to nodes: the embedded relay at the public address.
     pub derp_map: DerpMap,
+    coordinator: RwLock<Arc<Coordinator>>,
+    derp: RwLock<Arc<DerpServer>>,
+    derp_key: NodePrivate,
+    map_json: Option<serde_json::Value>,
 }
 
 impl Hub {
@@ -44,29 +47,90 @@ impl Hub {
             r.region_name = "agentwire embedded relay".into();
         }
         let map_json = serde_json::to_value(&derp_map).ok();
-        let coordinator = Coordinator::new(
-            control.clone(),
-            CoordinatorConfig {
-                derp_map: map_json,
-                ..CoordinatorConfig::default()
-            },
-        );
-        let derp = DerpServer::new(derp_key, DerpServerConfig::default());
+        let coordinator = Self::new_coordinator(&control, &map_json);
+        let derp = DerpServer::new(derp_key.clone(), DerpServerConfig::default());
         Self {
             control,
-            coordinator,
-            derp,
             derp_map,
+            coordinator: RwLock::new(Arc::new(coordinator)),
+            derp: RwLock::new(derp),
+            derp_key,
+            map_json,
         }
     }
 
-    /// Every route: coordinator, DERP (`/derp`, `/derp/latency-check`), the DERP map and
-    /// `/healthz`.
-    pub fn router(&self) -> Router {
-        let map = self.derp_map.to_json();
+    fn new_coordinator(
+        control: &Arc<dyn ControlPlane>,
+        map: &Option<serde_json::Value>,
+    ) -> Coordinator {
+        Coordinator::new(
+            control.clone(),
+            CoordinatorConfig {
+                derp_map: map.clone(),
+                ..CoordinatorConfig::default()
+            },
+        )
+    }
+
+    /// The coordinator currently serving.
+    pub fn coordinator(&self) -> Arc<Coordinator> {
         self.coordinator
-            .router()
-            .merge(self.derp.router())
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The relay currently serving.
+    pub fn derp(&self) -> Arc<DerpServer> {
+        self.derp.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the coordinator with a fresh one (empty registry) and closes every stream
+    /// of the old one; clients reconnect and replay their tunnels.
+    pub async fn restart_coordinator(&self) {
+        let fresh = Arc::new(Self::new_coordinator(&self.control, &self.map_json));
+        let old = std::mem::replace(
+            &mut *self.coordinator.write().unwrap_or_else(|e| e.into_inner()),
+            fresh,
+        );
+        old.shutdown().await;
+    }
+
+    /// Replaces the relay with a fresh one (same key, no clients) and closes every
+    /// connection of the old one; clients reconnect.
+    pub async fn restart_derp(&self) {
+        let fresh = DerpServer::new(self.derp_key.clone(), DerpServerConfig::default());
+        let old = std::mem::replace(
+            &mut *self.derp.write().unwrap_or_else(|e| e.into_inner()),
+            fresh,
+        );
+        old.shutdown().await;
+    }
+
+    /// Every route: coordinator, DERP (`/derp`, `/derp/latency-check`, `/derp/probe`),
+    /// the DERP map, the agent identity endpoint and `/healthz`. Requests go to whichever
+    /// coordinator and relay are current.
+    pub fn router(self: &Arc<Self>) -> Router {
+        let map = self.derp_map.to_json();
+        let coord = {
+            let hub = self.clone();
+            move |req: axum::extract::Request| {
+                let router = hub.coordinator().router();
+                async move { dispatch(router, req).await }
+            }
+        };
+        let derp = {
+            let hub = self.clone();
+            move |req: axum::extract::Request| {
+                let router = hub.derp().router();
+                async move { dispatch(router, req).await }
+            }
+        };
+        Router::new()
+            .route(super::coordinator::COORDINATE_PATH, any(coord))
+            .route("/derp", any(derp.clone()))
+            .route("/derp/latency-check", any(derp.clone()))
+            .route("/derp/probe", any(derp))
             .route(
                 DERP_MAP_PATH,
                 get(move || {
@@ -83,8 +147,16 @@ impl Hub {
 
     /// Closes coordinator streams and relay connections.
     pub async fn shutdown(&self) {
-        self.coordinator.shutdown().await;
-        self.derp.shutdown().await;
+        self.coordinator().shutdown().await;
+        self.derp().shutdown().await;
+    }
+}
+
+async fn dispatch(router: Router, req: axum::extract::Request) -> axum::response::Response {
+    use tower::ServiceExt;
+    match router.oneshot(req).await {
+        Ok(r) => r,
+        Err(e) => match e {},
     }
 }
 

@@ -113,7 +113,7 @@ async fn render(hub: &Hub, tailnet: &Tailnet) -> String {
             &one(s.netstack.rx_queue_full as f64),
         );
     }
-    let c = hub.coordinator.stats();
+    let c = hub.coordinator().stats();
     line(
         &mut out,
         "agentwire_coordinator_peers",
@@ -142,7 +142,7 @@ async fn render(hub: &Hub, tailnet: &Tailnet) -> String {
         "counter",
         &one(c.unauthorized as f64),
     );
-    let d = hub.derp.stats();
+    let d = hub.derp().stats();
     line(
         &mut out,
         "agentwire_derp_clients",

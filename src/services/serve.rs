@@ -37,6 +37,9 @@ pub struct ServeConfig {
     pub dev_no_auth_user: Option<String>,
     /// Force DERP-only paths for the shared Tailnet.
     pub relay_only: bool,
+    /// UDP endpoints the shared Tailnet advertises for direct paths (for example a
+    /// NAT's public address); `None` derives them from the socket.
+    pub advertise: Option<Vec<SocketAddr>>,
 }
 
 /// Errors starting the server.
@@ -280,6 +283,7 @@ impl Server {
         let mut tcfg = TailnetConfig::client(&local_url, &service_token);
         tcfg.name = "serve".into();
         tcfg.relay_only = cfg.relay_only;
+        tcfg.advertise = cfg.advertise.clone();
         tcfg.udp_listen = if addr.ip().is_loopback() {
             SocketAddr::new(local_ip, 0)
         } else {
@@ -325,6 +329,11 @@ impl Server {
     /// The MCP endpoint URL.
     pub fn mcp_url(&self) -> String {
         format!("{}/mcp", self.public_url.trim_end_matches('/'))
+    }
+
+    /// The coordinator and relay.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     /// The shared Tailnet the tools use.

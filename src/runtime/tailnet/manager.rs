@@ -239,10 +239,12 @@ async fn on_peer(inner: &Arc<Inner>, u: PeerUpdate, sessions: &mut Sessions) {
                         d.stage = Stage::AwaitingReady;
                         d.ready_received
                     }
-                    // A restarted agent (new key): set up again.
+                    // A restarted agent (new key): set up again, and forget pooled API
+                    // connections, which died with the old agent.
                     _ if key_changed => {
                         d.stage = Stage::AwaitingReady;
                         d.ready_received = false;
+                        d.client = None;
                         false
                     }
                     // Same key: paths or endpoints may have changed.
@@ -281,6 +283,7 @@ async fn on_peer(inner: &Arc<Inner>, u: PeerUpdate, sessions: &mut Sessions) {
                 d.node_at = None;
                 d.ready_received = false;
                 d.stage = Stage::AwaitingNode;
+                d.client = None;
                 d.programmed.take()
             };
             if let Some(k) = old {
