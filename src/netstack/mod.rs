@@ -343,6 +343,27 @@ impl Netstack {
         self.listeners.wake_all();
     }
 
+    /// Resets every TCP connection to `remote`. For when the peer behind that address is
+    /// gone for good (it left, or came back as a new incarnation that knows none of our
+    /// connections): a request already sent on one would otherwise wait for an answer that
+    /// can never come. Returns how many were reset.
+    pub fn reset_remote(&mut self, remote: IpAddr) -> usize {
+        let mut n = 0;
+        for (_, s) in self.sockets.iter_mut() {
+            if let smoltcp::socket::Socket::Tcp(t) = s
+                && t.remote_endpoint()
+                    .is_some_and(|ep| IpAddr::from(ep.addr) == remote)
+            {
+                t.abort();
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.wake_driver();
+        }
+        n
+    }
+
     /// Runs smoltcp: all queued ingress, then egress, then listener and socket upkeep.
     /// Returns whether any socket's state may have changed.
     pub fn poll(&mut self, now: Instant) -> bool {

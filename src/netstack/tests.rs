@@ -38,6 +38,19 @@ impl Wire {
             cut: false,
         }
     }
+    /// A connection from a to b's port 80: (a's socket, b's accepted socket).
+    fn established(&mut self) -> (SocketHandle, SocketHandle) {
+        let lid = self.b.tcp_listen(80).unwrap();
+        let c = self
+            .a
+            .tcp_connect("10.0.0.2:80".parse().unwrap(), self.now)
+            .unwrap();
+        self.run();
+        let Poll::Ready(Ok((s, _, _))) = self.b.tcp_poll_accept(lid, &mut cx()) else {
+            panic!("not accepted")
+        };
+        (c, s)
+    }
     /// Polls both sides and moves packets until quiet.
     fn run(&mut self) {
         let mut out = Vec::new();
@@ -242,14 +255,7 @@ fn wildcard_listener_takes_any_port_above_minimum() {
 #[test]
 fn dropping_with_unread_data_resets_and_frees() {
     let mut w = Wire::new();
-    let lid = w.b.tcp_listen(80).unwrap();
-    let c =
-        w.a.tcp_connect("10.0.0.2:80".parse().unwrap(), w.now)
-            .unwrap();
-    w.run();
-    let Poll::Ready(Ok((s, _, _))) = w.b.tcp_poll_accept(lid, &mut cx()) else {
-        panic!()
-    };
+    let (c, s) = w.established();
     let _ = w.a.tcp_poll_write(c, &mut cx(), b"unread");
     w.run();
     w.b.tcp_release(s, w.now);
@@ -315,4 +321,24 @@ fn bad_addresses_are_rejected() {
         ..Default::default()
     };
     assert!(Netstack::new(c, Instant::now(), 1).is_err());
+}
+
+#[test]
+fn reset_remote_fails_waiting_readers_to_that_peer_only() {
+    let mut w = Wire::new();
+    let (c, s) = w.established();
+    // A request was sent and acknowledged; the answer will never come.
+    let _ = w.a.tcp_poll_write(c, &mut cx(), b"request");
+    w.run();
+    w.cut = true;
+    let mut buf = [0u8; 8];
+    assert!(w.a.tcp_poll_read(c, &mut cx(), &mut buf).is_pending());
+    assert_eq!(w.a.reset_remote("10.0.0.9".parse().unwrap()), 0);
+    assert!(w.a.tcp_poll_read(c, &mut cx(), &mut buf).is_pending());
+    assert_eq!(w.a.reset_remote("10.0.0.2".parse().unwrap()), 1);
+    assert_eq!(
+        w.a.tcp_poll_read(c, &mut cx(), &mut buf),
+        Poll::Ready(Err(TcpError::Reset))
+    );
+    let _ = s;
 }

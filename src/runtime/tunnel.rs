@@ -247,6 +247,11 @@ impl Tunnel {
         self.shared.lock().tcp_sockets()
     }
 
+    /// Resets every TCP connection to `remote` (see [`crate::netstack::Netstack::reset_remote`]).
+    pub fn reset_connections_to(&self, remote: std::net::IpAddr) -> usize {
+        self.shared.lock().reset_remote(remote)
+    }
+
     /// Stops the driver without consuming the tunnel (for owners that share it behind an
     /// `Arc`). Every open socket fails afterwards.
     pub async fn close(&self) {

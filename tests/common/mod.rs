@@ -1,2 +1,4 @@
 pub mod cluster;
+pub mod faults;
+pub mod mcp_http;
 pub mod netns;

@@ -223,7 +223,7 @@ async fn on_peer(inner: &Arc<Inner>, u: PeerUpdate, sessions: &mut Sessions) {
     match u.kind {
         PeerKind::Node => {
             let Some(node) = u.node else { return };
-            let program = {
+            let (program, key_changed) = {
                 let mut st = inner.state();
                 let Some(d) = st.dests.get_mut(&u.id) else {
                     return;
@@ -234,7 +234,7 @@ async fn on_peer(inner: &Arc<Inner>, u: PeerUpdate, sessions: &mut Sessions) {
                 if d.node_at.is_none() || key_changed {
                     d.node_at = Some(now);
                 }
-                match d.stage {
+                let program = match d.stage {
                     Stage::AwaitingNode => {
                         d.stage = Stage::AwaitingReady;
                         d.ready_received
@@ -249,8 +249,14 @@ async fn on_peer(inner: &Arc<Inner>, u: PeerUpdate, sessions: &mut Sessions) {
                     }
                     // Same key: paths or endpoints may have changed.
                     _ => d.programmed.is_some(),
-                }
+                };
+                (program, key_changed)
             };
+            if key_changed {
+                // Requests in flight to the old incarnation would wait for answers it
+                // can no longer give: fail them now.
+                reset_connections(inner, u.id);
+            }
             if program {
                 program_peer(inner, u.id, sessions).await;
             }
@@ -286,10 +292,21 @@ async fn on_peer(inner: &Arc<Inner>, u: PeerUpdate, sessions: &mut Sessions) {
                 d.client = None;
                 d.programmed.take()
             };
+            reset_connections(inner, u.id);
             if let Some(k) = old {
                 let _ = inner.tunnel.remove_peer(k).await;
             }
         }
+    }
+}
+
+/// Resets our TCP connections to node `id`'s tailnet address: that node left or restarted.
+fn reset_connections(inner: &Inner, id: NodeId) {
+    let n = inner
+        .tunnel
+        .reset_connections_to(std::net::IpAddr::V6(id.tailnet_addr()));
+    if n > 0 {
+        tracing::debug!(node = %id, connections = n, "reset connections to a departed node");
     }
 }
 
@@ -301,6 +318,7 @@ async fn on_client_peer(inner: &Arc<Inner>, u: PeerUpdate) {
             let cfg = peer_config(inner, &node);
             let old = inner.state().clients.insert(node.id, node.key);
             if let Some(k) = old.filter(|k| *k != node.key) {
+                reset_connections(inner, node.id);
                 let _ = inner.tunnel.remove_peer(k).await;
             }
             if let Err(e) = inner.tunnel.upsert_peer(cfg).await {
@@ -312,6 +330,7 @@ async fn on_client_peer(inner: &Arc<Inner>, u: PeerUpdate) {
         PeerKind::Disconnected => {
             let old = inner.state().clients.remove(&u.id);
             if let Some(k) = old {
+                reset_connections(inner, u.id);
                 let _ = inner.tunnel.remove_peer(k).await;
             }
         }
