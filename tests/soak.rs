@@ -8,8 +8,7 @@
 
 mod common;
 
-use agentwire::services::serve::{ServeConfig, Server};
-use common::mcp_http::{McpHttp, Outcome, resources};
+use common::mcp_http::{McpHttp, Outcome, embedded_server, resources};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -49,20 +48,7 @@ fn call_for(i: usize, dir: &str) -> (&'static str, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_calls_without_growth() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: tmp.path().join("state"),
-        config_file: None,
-        public_url: None,
-        token: Some(TOKEN.into()),
-        dev_no_auth_user: None,
-        relay_only: false,
-        advertise: None,
-    })
-    .await
-    .unwrap();
-    assert!(server.wait_ready(Duration::from_secs(10)).await);
+    let (server, _tmp) = embedded_server(TOKEN).await;
     let dir = server
         .embedded
         .as_ref()

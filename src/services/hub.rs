@@ -12,6 +12,7 @@ use axum::routing::{any, get};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 /// Path where an agent learns its identity from its token.
 pub const AGENT_IDENTITY_PATH: &str = "/api/v0/agent/identity";
@@ -160,25 +161,91 @@ async fn dispatch(router: Router, req: axum::extract::Request) -> axum::response
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// How long a client may take to send a request's headers; also how long an idle
+/// keep-alive connection stays open. Bounds what slow or silent clients can hold.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long shutdown waits for requests in flight before cutting them off.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` until `shutdown` resolves: HTTP/1.1 with upgrades
+/// (DERP, websockets), each request carrying the peer's [`ConnectInfo`]. Then stops
+/// accepting, lets requests in flight finish (up to a grace period) and returns.
+///
+/// [`ConnectInfo`]: axum::extract::ConnectInfo
 ///
 /// # Errors
-/// IO errors from the listener.
+/// Never in practice; accept errors are logged and retried after a pause.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok((tcp, remote)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let app = router
+                        .clone()
+                        .layer(axum::Extension(axum::extract::ConnectInfo(remote)));
+                    conns.spawn(serve_one(tcp, app, stop_rx.clone()));
+                }
+                Err(e) => {
+                    // Out of descriptors, usually: pause rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        conns.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn serve_one(
+    tcp: tokio::net::TcpStream,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let app = app.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(dispatch(app, req.map(axum::body::Body::new)).await)
+        }
     });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        _ = stop.wait_for(|s| *s) => None,
+    };
+    let result = match ended {
+        Some(r) => r,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
 }
 
 /// What an agent token stands for.

@@ -2,6 +2,7 @@
 //! identifies users, workspaces or keys.
 
 use super::hub::Hub;
+use super::mcp::McpStats;
 use crate::runtime::tailnet::Tailnet;
 use axum::Router;
 use axum::routing::get;
@@ -27,7 +28,7 @@ fn one(v: impl Into<f64>) -> Vec<(String, f64)> {
     vec![(String::new(), v.into())]
 }
 
-async fn render(hub: &Hub, tailnet: &Tailnet) -> String {
+async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
     let mut out = String::new();
     let dests = tailnet.destinations().await;
     line(
@@ -176,19 +177,46 @@ async fn render(hub: &Hub, tailnet: &Tailnet) -> String {
         "counter",
         &drops,
     );
+    let responses: Vec<(String, f64)> = mcp
+        .responses()
+        .into_iter()
+        .map(|(status, n)| (format!("status=\"{status}\""), n as f64))
+        .collect();
+    line(
+        &mut out,
+        "agentwire_mcp_responses_total",
+        "MCP endpoint responses by HTTP status (rejected requests included).",
+        "counter",
+        &responses,
+    );
+    let (calls, errors) = mcp.tool_calls();
+    line(
+        &mut out,
+        "agentwire_mcp_tool_calls_total",
+        "Tool calls answered.",
+        "counter",
+        &one(calls as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_mcp_tool_errors_total",
+        "Tool calls answered with a tool error.",
+        "counter",
+        &one(errors as f64),
+    );
     out
 }
 
 /// The metrics route.
-pub fn router(hub: Arc<Hub>, tailnet: Arc<Tailnet>) -> Router {
+pub fn router(hub: Arc<Hub>, tailnet: Arc<Tailnet>, mcp: Arc<McpStats>) -> Router {
     Router::new().route(
         METRICS_PATH,
         get(move || {
-            let (hub, tailnet) = (hub.clone(), tailnet.clone());
+            let (hub, tailnet, mcp) = (hub.clone(), tailnet.clone(), mcp.clone());
             async move {
                 (
                     [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    render(&hub, &tailnet).await,
+                    render(&hub, &tailnet, &mcp).await,
                 )
             }
         }),

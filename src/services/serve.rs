@@ -304,7 +304,7 @@ impl Server {
             Arc::new(TailnetAgentProvider::new(tailnet.clone())),
             mcp_config,
         );
-        let metrics = super::metrics::router(hub.clone(), tailnet.clone());
+        let metrics = super::metrics::router(hub.clone(), tailnet.clone(), state.stats.clone());
         let app = hub.router().merge(mcp::router(state)).merge(metrics);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(hub::serve(listener, app, async move {

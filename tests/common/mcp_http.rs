@@ -140,3 +140,29 @@ pub fn resources() -> (usize, usize, u64) {
         .unwrap_or(0);
     (tasks, fds, rss)
 }
+
+/// `agentwire serve` in-process with its embedded default (workspace `demo`), on a free
+/// loopback port, with `token` as the user's token.
+pub async fn embedded_server(
+    token: &str,
+) -> (agentwire::services::serve::Server, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server =
+        agentwire::services::serve::Server::start(agentwire::services::serve::ServeConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: tmp.path().join("state"),
+            config_file: None,
+            public_url: None,
+            token: Some(token.into()),
+            dev_no_auth_user: None,
+            relay_only: false,
+            advertise: None,
+        })
+        .await
+        .expect("serve starts");
+    assert!(
+        server.wait_ready(Duration::from_secs(10)).await,
+        "serve not ready"
+    );
+    (server, tmp)
+}

@@ -2,3 +2,4 @@ pub mod cluster;
 pub mod faults;
 pub mod mcp_http;
 pub mod netns;
+pub mod raw_http;

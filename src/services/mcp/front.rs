@@ -13,6 +13,27 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use std::sync::{Arc, LazyLock};
 
+/// MCP request methods whose params rmcp types; a request for one of these that reaches
+/// `on_custom_request` had params of the wrong shape.
+const KNOWN_METHODS: &[&str] = &[
+    "initialize",
+    "tools/call",
+    "tools/list",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "tasks/get",
+    "tasks/list",
+    "tasks/cancel",
+    "tasks/result",
+];
+
 /// Which tools a request sees (`?toolset=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Toolset {
@@ -143,6 +164,28 @@ impl ServerHandler for Front {
         }
     }
 
+    /// rmcp hands over as "custom" every request whose params did not fit the method's
+    /// type, so a `tools/call` with `arguments` as a string lands here. Say what is wrong.
+    async fn on_custom_request(
+        &self,
+        request: rmcp::model::CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CustomResult, ErrorData> {
+        let method = super::args::preview(&request.method);
+        if request.method.contains('/') && KNOWN_METHODS.contains(&request.method.as_str()) {
+            Err(ErrorData::invalid_params(
+                format!("invalid params for {method}"),
+                None,
+            ))
+        } else {
+            Err(ErrorData::new(
+                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                format!("method not found: {method}"),
+                None,
+            ))
+        }
+    }
+
     fn get_tool(&self, name: &str) -> Option<Tool> {
         self.tools().into_iter().find(|t| t.name == name)
     }
@@ -178,7 +221,10 @@ impl ServerHandler for Front {
             None
         };
         match result {
-            Some(r) => Ok(r.into()),
+            Some(r) => {
+                self.cx.state.stats.tool_call(r.is_error.unwrap_or(false));
+                Ok(r.into())
+            }
             None => Err(ErrorData::invalid_params(
                 format!("unknown tool: {}", super::args::preview(name)),
                 None,

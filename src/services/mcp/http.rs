@@ -3,7 +3,8 @@
 //!
 //! Order of checks on the endpoint: method (405) → bearer token (401/503) → toolset (400)
 //! → rmcp: Host (403), Origin (403), Accept (406), Content-Type (415), body size (413),
-//! JSON-RPC shape and protocol headers (400), then the request itself.
+//! JSON-RPC shape and protocol headers (400, with a JSON-RPC parse or invalid-request
+//! error when the body is not a JSON-RPC message), then the request itself.
 
 use super::McpState;
 use super::cancel::CancelRegistry;
@@ -25,6 +26,9 @@ pub const MCP_PATH: &str = "/mcp";
 pub const MCP_PATH_EXPERIMENTAL: &str = "/api/experimental/mcp/http";
 /// RFC 9728 protected-resource metadata (also served with each endpoint path appended).
 pub const PROTECTED_RESOURCE_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// How long a client may take to send a request body (headers have hyper's own timeout).
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug)]
 struct Shared {
@@ -99,6 +103,12 @@ fn json_error(status: StatusCode, message: &str) -> Response {
 }
 
 async fn endpoint(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    let r = answer(&s, req).await;
+    s.state.stats.response(r.status().as_u16());
+    r
+}
+
+async fn answer(s: &Shared, req: Request) -> Response {
     if req.method() != Method::POST {
         // Stateless server: no standalone SSE stream (GET), no sessions to end (DELETE).
         let mut r = json_error(
@@ -109,7 +119,7 @@ async fn endpoint(State(s): State<Arc<Shared>>, req: Request) -> Response {
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
-    let user = match authenticate(&s, req.headers()).await {
+    let user = match authenticate(s, req.headers()).await {
         Ok(u) => u,
         Err(r) => return r,
     };
@@ -127,11 +137,38 @@ async fn endpoint(State(s): State<Arc<Shared>>, req: Request) -> Response {
     // hand it on unchanged.
     let (parts, body) = req.into_parts();
     let limit = s.state.config.limits.max_body_bytes;
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        // Refuse before reading a byte of it.
         return json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body is larger than {limit} bytes or was cut off"),
+            &format!("request body is larger than {limit} bytes"),
         );
+    }
+    let read = axum::body::to_bytes(body, limit);
+    let Ok(read) = tokio::time::timeout(BODY_READ_TIMEOUT, read).await else {
+        return json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        );
+    };
+    let bytes = match read {
+        Ok(b) => b,
+        Err(e) if too_large(&e) => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body is larger than {limit} bytes"),
+            );
+        }
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("could not read the request body: {e}"),
+            );
+        }
     };
     let call_id = match peek(&bytes) {
         Peek::Cancelled(id) => {
@@ -143,7 +180,16 @@ async fn endpoint(State(s): State<Arc<Shared>>, req: Request) -> Response {
         Peek::ToolCall(id) => Some(id),
         Peek::Other => None,
     };
-    let req = Request::from_parts(parts, Body::from(bytes));
+    let declared_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    let req = Request::from_parts(parts, Body::from(bytes.clone()));
     let slot = call_id.map(|id| (s.cancels.clone(), id));
     let front = Front::new(s.state.clone(), user, toolset, slot);
     let service = StreamableHttpService::new(
@@ -151,7 +197,47 @@ async fn endpoint(State(s): State<Arc<Shared>>, req: Request) -> Response {
         Arc::new(NeverSessionManager::default()),
         s.http.clone(),
     );
-    service.handle(req).await.map(Body::new)
+    let r = service.handle(req).await.map(Body::new);
+    // rmcp answers a body it cannot decode with 415 and plain text; for a body declared as
+    // JSON the caller deserves what JSON-RPC prescribes: 400 and a parse or invalid-request
+    // error it can read.
+    if r.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE && declared_json {
+        return undecodable(&bytes);
+    }
+    r
+}
+
+/// 400 with a JSON-RPC error (no id) for a body that is not a JSON-RPC message.
+fn undecodable(body: &[u8]) -> Response {
+    let (code, message) = match serde_json::from_slice::<serde_json::Value>(body) {
+        Err(e) => (-32700, format!("Parse error: {e}")),
+        Ok(_) => (
+            -32600,
+            "Invalid Request: not a single JSON-RPC 2.0 request, notification or response"
+                .to_string(),
+        ),
+    };
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": { "code": code, "message": message },
+        })),
+    )
+        .into_response()
+}
+
+/// Whether a body read failed on the size limit (rather than a cut-off or bad framing).
+fn too_large(e: &axum::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// What a request body is, as far as the endpoint itself cares.

@@ -55,6 +55,47 @@ pub struct McpState {
     /// Extra tools served in every toolset. Only test builds set this (the conformance
     /// suite's fixture tools); the shipped toolsets never need it.
     pub extension: Option<Arc<dyn ToolExtension>>,
+    /// Counters for `/metrics`.
+    pub stats: Arc<McpStats>,
+}
+
+/// What the endpoint has answered, for `/metrics`. Rejected requests (bad JSON, bad
+/// headers, bad tokens, oversized bodies) show up here by status.
+#[derive(Debug, Default)]
+pub struct McpStats {
+    responses: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
+    tool_calls: std::sync::atomic::AtomicU64,
+    tool_errors: std::sync::atomic::AtomicU64,
+}
+
+impl McpStats {
+    pub(crate) fn response(&self, status: u16) {
+        let mut m = self.responses.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(status).or_default() += 1;
+    }
+
+    pub(crate) fn tool_call(&self, is_error: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.tool_calls.fetch_add(1, Relaxed);
+        if is_error {
+            self.tool_errors.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// HTTP responses by status code.
+    pub fn responses(&self) -> Vec<(u16, u64)> {
+        let m = self.responses.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// Tool calls answered, and how many of them were tool errors.
+    pub fn tool_calls(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.tool_calls.load(Relaxed),
+            self.tool_errors.load(Relaxed),
+        )
+    }
 }
 
 impl McpState {
@@ -69,6 +110,7 @@ impl McpState {
             agents,
             config,
             extension: None,
+            stats: Arc::default(),
         }
     }
 }

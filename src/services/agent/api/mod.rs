@@ -246,8 +246,8 @@ async fn tower_oneshot(app: Router, req: hyper::Request<hyper::body::Incoming>) 
     }
 }
 
-/// Accepts connections on a kernel listener until `shutdown`, serving each with
-/// [`serve_connection`].
+/// Serves the API on a kernel listener until `shutdown` (tests and tools; agents serve it
+/// over the tunnel with [`serve_connection`]).
 ///
 /// # Errors
 /// Never in practice; accept errors are retried after a pause.
@@ -256,24 +256,5 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let mut conns = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => {
-                    let _ = s.set_nodelay(true);
-                    conns.spawn(serve_connection(s, app.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    conns.shutdown().await;
-    Ok(())
+    crate::services::hub::serve(listener, app, shutdown).await
 }
