@@ -42,18 +42,23 @@ pub fn edit_apply(data: &[u8]) {
             replace_all: search.len() % 2 == 0,
         });
     }
-    match apply_edits(&text, &edits) {
-        Ok((_, n)) => assert!(n as usize >= edits.len()),
+    const LIMIT: usize = 1 << 16;
+    match apply_edits(&text, &edits, LIMIT) {
+        Ok((out, n)) => {
+            assert!(n as usize >= edits.len());
+            assert!(out.len() <= LIMIT.max(text.len()));
+        }
         Err(
             EditError::NotFound { index }
             | EditError::EmptySearch { index }
-            | EditError::Ambiguous { index, .. },
+            | EditError::Ambiguous { index, .. }
+            | EditError::TooLarge { index, .. },
         ) => {
             assert!(index < edits.len())
         }
     }
     if let [e] = edits.as_slice()
-        && let Ok((out, n)) = apply_edits(&text, &edits)
+        && let Ok((out, n)) = apply_edits(&text, &edits, LIMIT)
     {
         let count = text.matches(e.search.as_str()).count();
         assert_eq!(n as usize, count);

@@ -34,6 +34,10 @@ pub struct Health {
     /// The agent host's name.
     #[serde(default)]
     pub hostname: String,
+    /// Requests answered with a 4xx status since the agent started (bad input, refused
+    /// paths, unknown endpoints).
+    #[serde(default)]
+    pub rejected_requests: u64,
 }
 
 /// What a directory entry is.

@@ -54,24 +54,30 @@ impl Exchange {
 }
 
 /// Writes `head` then `body` (stopping quietly if the server closes early, as it may when it
-/// refuses a body), optionally half-closes, and reads one response.
+/// refuses a body), optionally half-closes, and reads one response — concurrently with the
+/// writing, as real clients do, so an early answer to an unwanted body is seen.
 pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    mut s: S,
+    s: S,
     head: &[u8],
     body: &[u8],
     half_close: bool,
     bound: Duration,
 ) -> Exchange {
-    let run = async {
-        let _ = s.write_all(head).await;
-        let _ = s.write_all(body).await;
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let write = async {
+        let _ = wr.write_all(head).await;
+        let _ = wr.write_all(body).await;
         if half_close {
-            let _ = s.shutdown().await;
+            let _ = wr.shutdown().await;
         }
+        // Keep the write half open (unless half-closed) until the read side is done.
+        std::future::pending::<()>().await;
+    };
+    let read = async {
         let mut buf = Vec::new();
         let mut chunk = vec![0u8; 64 << 10];
         loop {
-            match s.read(&mut chunk).await {
+            match rd.read(&mut chunk).await {
                 Ok(0) => break,
                 Ok(n) => {
                     buf.extend_from_slice(&chunk[..n]);
@@ -93,6 +99,12 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         match parse_at_eof(&buf) {
             Some(r) => Exchange::Response(r),
             None => Exchange::Closed(format!("closed after {} bytes", buf.len())),
+        }
+    };
+    let run = async {
+        tokio::select! {
+            r = read => r,
+            _ = write => unreachable!("the writer never finishes"),
         }
     };
     tokio::time::timeout(bound, run)
@@ -197,5 +209,17 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
         }
         out.extend_from_slice(&b[..size]);
         b = &b[size + 2..];
+    }
+}
+
+/// The start of a TLS ClientHello followed by junk: what a confused client sends.
+pub const TLS_HELLO: &[u8] = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n";
+
+/// Refused at the HTTP layer: answered with `status`, or the connection was closed.
+pub fn refused(r: &Exchange, status: u16) -> bool {
+    match r {
+        Exchange::Response(r) => r.status == status,
+        Exchange::Closed(_) => true,
+        Exchange::Stalled => false,
     }
 }

@@ -148,6 +148,7 @@ async fn health() -> impl IntoResponse {
         version: "test".into(),
         uptime_secs: 0,
         hostname: "test".into(),
+        rejected_requests: 0,
     })
 }
 

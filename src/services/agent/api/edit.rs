@@ -35,14 +35,24 @@ pub enum EditError {
         /// How many times it occurs.
         count: usize,
     },
+    /// Applying the edit would make the text larger than allowed.
+    #[error("edit {index}: the result would exceed {limit} bytes")]
+    TooLarge {
+        /// 0-based edit index within its file.
+        index: usize,
+        /// The size limit, bytes.
+        limit: usize,
+    },
 }
 
-/// Applies `edits` in order to `text`. Returns the new text and the number of matches
-/// replaced; on any error nothing is applied.
+/// Applies `edits` in order to `text`, never producing more than `max_len` bytes (each
+/// `replace_all` can multiply the size, so a few small edits could otherwise ask for
+/// gigabytes). Returns the new text and the number of matches replaced; on any error
+/// nothing is applied.
 ///
 /// # Errors
 /// [`EditError`] naming the first edit that does not apply.
-pub fn apply_edits(text: &str, edits: &[Edit]) -> Result<(String, u64), EditError> {
+pub fn apply_edits(text: &str, edits: &[Edit], max_len: usize) -> Result<(String, u64), EditError> {
     let mut cur = text.to_string();
     let mut total = 0u64;
     for (index, e) in edits.iter().enumerate() {
@@ -50,6 +60,24 @@ pub fn apply_edits(text: &str, edits: &[Edit]) -> Result<(String, u64), EditErro
             return Err(EditError::EmptySearch { index });
         }
         let count = cur.matches(e.search.as_str()).count();
+        let applied = if count == 1 || e.replace_all {
+            count
+        } else {
+            0
+        };
+        // Matches do not overlap, so what they remove fits in the text.
+        let kept = cur.len() - applied * e.search.len();
+        let new_len = e
+            .replace
+            .len()
+            .checked_mul(applied)
+            .and_then(|added| added.checked_add(kept));
+        if new_len.is_none_or(|n| n > max_len) {
+            return Err(EditError::TooLarge {
+                index,
+                limit: max_len,
+            });
+        }
         match count {
             0 => return Err(EditError::NotFound { index }),
             1 => cur = cur.replacen(e.search.as_str(), &e.replace, 1),
@@ -77,6 +105,7 @@ pub(super) async fn edit_files(
     if req.files.is_empty() {
         return Err(Error::bad_request("no files to edit"));
     }
+    let max_len = api.config().edit_max_bytes;
     // Validate everything before writing anything. A file named twice sees the result of
     // its earlier entry.
     let mut staged: Vec<(std::path::PathBuf, String, String, u64)> = Vec::new();
@@ -85,6 +114,19 @@ pub(super) async fn edit_files(
         let original = match staged.iter().rposition(|(p, ..)| *p == path) {
             Some(i) => staged[i].2.clone(),
             None => {
+                let size = tokio::fs::metadata(&path)
+                    .await
+                    .map_err(|e| Error::io(&path, e))?
+                    .len();
+                if size > max_len as u64 {
+                    return Err(Error::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "{}: {size} bytes is larger than the {max_len} bytes edits work on",
+                            path.display()
+                        ),
+                    ));
+                }
                 let bytes = tokio::fs::read(&path)
                     .await
                     .map_err(|e| Error::io(&path, e))?;
@@ -96,8 +138,13 @@ pub(super) async fn edit_files(
                 })?
             }
         };
-        let (new, n) = apply_edits(&original, &f.edits)
-            .map_err(|e| Error::new(StatusCode::CONFLICT, format!("{}: {e}", path.display())))?;
+        let (new, n) = apply_edits(&original, &f.edits, max_len).map_err(|e| {
+            let status = match e {
+                EditError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::CONFLICT,
+            };
+            Error::new(status, format!("{}: {e}", path.display()))
+        })?;
         staged.push((path, original, new, n));
     }
     let mut files = Vec::new();
@@ -149,31 +196,51 @@ mod tests {
     #[test]
     fn unique_ambiguous_missing_and_all() {
         assert_eq!(
-            apply_edits("a b c", &[e("b", "B", false)]).unwrap(),
+            apply_edits("a b c", &[e("b", "B", false)], 1 << 20).unwrap(),
             ("a B c".into(), 1)
         );
         assert_eq!(
-            apply_edits("x x", &[e("x", "y", false)]),
+            apply_edits("x x", &[e("x", "y", false)], 1 << 20),
             Err(EditError::Ambiguous { index: 0, count: 2 })
         );
         assert_eq!(
-            apply_edits("x x", &[e("x", "y", true)]).unwrap(),
+            apply_edits("x x", &[e("x", "y", true)], 1 << 20).unwrap(),
             ("y y".into(), 2)
         );
         assert_eq!(
-            apply_edits("abc", &[e("b", "B", false), e("zz", "", false)]),
+            apply_edits("abc", &[e("b", "B", false), e("zz", "", false)], 1 << 20),
             Err(EditError::NotFound { index: 1 })
         );
         assert_eq!(
-            apply_edits("abc", &[e("", "x", false)]),
+            apply_edits("abc", &[e("", "x", false)], 1 << 20),
             Err(EditError::EmptySearch { index: 0 })
         );
         // Later edits see earlier results.
         assert_eq!(
-            apply_edits("ab", &[e("a", "c", false), e("cb", "d", false)])
+            apply_edits("ab", &[e("a", "c", false), e("cb", "d", false)], 1 << 20)
                 .unwrap()
                 .0,
             "d"
         );
+    }
+
+    #[test]
+    fn growth_is_bounded() {
+        // Each replace_all multiplies the size by ten: the fourth would pass 1 MiB.
+        let ten = "aaaaaaaaaa";
+        let edits: Vec<Edit> = (0..6).map(|_| e("a", ten, true)).collect();
+        let text = "a".repeat(100);
+        assert_eq!(
+            apply_edits(&text, &edits, 1 << 20),
+            Err(EditError::TooLarge {
+                index: 4,
+                limit: 1 << 20
+            })
+        );
+        assert_eq!(
+            apply_edits(&text, &edits[..4], 1 << 20).unwrap().0.len(),
+            1_000_000
+        );
+        assert!(apply_edits("abc", &[e("b", "", false)], 2).is_ok());
     }
 }

@@ -43,6 +43,8 @@ pub struct AgentApiConfig {
     pub max_line_bytes: usize,
     /// `read-file-lines`: largest response.
     pub max_response_bytes: usize,
+    /// Largest file `edit-files` reads or produces, bytes.
+    pub edit_max_bytes: usize,
     /// Output kept per process (older output is dropped).
     pub process_output_cap: usize,
     /// Processes tracked at once (finished ones are pruned first).
@@ -64,6 +66,7 @@ impl Default for AgentApiConfig {
             lines_default: 2000,
             max_line_bytes: 4096,
             max_response_bytes: 1 << 20,
+            edit_max_bytes: 64 << 20,
             process_output_cap: 1 << 20,
             max_processes: 256,
             default_timeout: Duration::from_secs(60),
@@ -85,6 +88,8 @@ struct Inner {
     procs: ProcessManager,
     started: std::time::Instant,
     hostname: String,
+    /// 4xx answers, for [`Health`].
+    rejected: std::sync::atomic::AtomicU64,
 }
 
 impl AgentApi {
@@ -100,6 +105,7 @@ impl AgentApi {
                 procs,
                 started: crate::runtime::clock::now(),
                 hostname,
+                rejected: Default::default(),
             }),
         }
     }
@@ -178,10 +184,14 @@ impl IntoResponse for Error {
 }
 
 /// Maps an axum extractor rejection (bad query, bad or oversized body) to a JSON error
-/// with the rejection's own status.
+/// with the rejection's own status, except that JSON of the wrong shape is 400 like any
+/// other bad input (422 means a file is not text).
 pub(crate) fn rejection(r: impl IntoResponse + std::fmt::Display) -> Error {
     let message = r.to_string();
-    let status = r.into_response().status();
+    let status = match r.into_response().status() {
+        StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+        s => s,
+    };
     Error::new(status, message)
 }
 
@@ -191,7 +201,18 @@ async fn health(axum::extract::State(api): axum::extract::State<AgentApi>) -> ax
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_secs: api.inner.started.elapsed().as_secs(),
         hostname: api.inner.hostname.clone(),
+        rejected_requests: api
+            .inner
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
     })
+}
+
+async fn method_not_allowed() -> Error {
+    Error::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint",
+    )
 }
 
 async fn not_found() -> Error {
@@ -216,8 +237,33 @@ pub fn router(api: AgentApi) -> Router {
         .route(&p("/processes/{id}/signal"), post(process::signal))
         .route(&p("/listening-ports"), get(ports::listening_ports))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            count_rejections,
+        ))
         .with_state(api)
+}
+
+/// Refuses queries that do not decode to UTF-8, and counts every 4xx answer.
+async fn count_rejections(
+    axum::extract::State(api): axum::extract::State<AgentApi>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let bad_query = req.uri().query().is_some_and(|q| !paths::query_is_utf8(q));
+    let r = if bad_query {
+        Error::bad_request("the query string is not valid UTF-8 once decoded").into_response()
+    } else {
+        next.run(req).await
+    };
+    if r.status().is_client_error() {
+        api.inner
+            .rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    r
 }
 
 /// Serves `app` on one connection (HTTP/1.1 with keep-alive) until the peer closes it.

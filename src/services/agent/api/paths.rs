@@ -45,6 +45,33 @@ pub fn normalize(raw: &str) -> Result<PathBuf, PathError> {
     Ok(out)
 }
 
+/// Whether every name and value of a URL query decodes to valid UTF-8. Decoders replace
+/// bad bytes with U+FFFD, which would silently turn a request for one path into a request
+/// for another; such queries are refused instead.
+pub fn query_is_utf8(query: &str) -> bool {
+    query.split('&').all(|pair| {
+        let b = pair.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            match b[i] {
+                b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                },
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        std::str::from_utf8(&out).is_ok()
+    })
+}
+
 /// Whether `path` is `root` or below it (both already normalised or canonical).
 pub fn is_within(root: &Path, path: &Path) -> bool {
     path.starts_with(root)
@@ -92,6 +119,17 @@ pub fn resolve(root: Option<&Path>, raw: &str) -> Result<PathBuf, PathError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queries_with_bad_utf8_are_spotted() {
+        assert!(query_is_utf8("path=/a%20b&limit=3"));
+        assert!(query_is_utf8("path=/%E2%82%AC"));
+        assert!(query_is_utf8("path=100%"));
+        assert!(query_is_utf8("path=%zz%4"));
+        assert!(!query_is_utf8("path=/%FF%FE"));
+        assert!(!query_is_utf8("path=/%E2%82"));
+        assert!(!query_is_utf8("a=1&path%FF=x"));
+    }
 
     #[test]
     fn normalizes_and_rejects() {
