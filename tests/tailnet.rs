@@ -255,3 +255,49 @@ async fn calls_survive_a_coordinator_restart() {
     assert_eq!(echo(&cb, b"new").await.unwrap(), b"new");
     drop(c);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_agent_fails_within_the_callers_deadline() {
+    let c = Cluster::start().await;
+    let a = cluster::api_agent(&c.url(), AGENT_A, &std::env::temp_dir()).await;
+    let client = c.client(cluster::ALICE_TOKEN);
+    let id = AGENT_A.parse().unwrap();
+    let conn = client.agent_conn(id, soon()).await.unwrap();
+    assert!(conn.client().health().await.is_ok());
+    let tasks = task_count();
+
+    // Gone without a word: its tunnel stops, its coordinator stream says nothing yet.
+    a.tailnet().tunnel().close_now();
+    let t = Instant::now();
+    let err = conn
+        .client()
+        .with_timeout(Duration::from_secs(1))
+        .health()
+        .await
+        .unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}: {err}",
+        t.elapsed()
+    );
+    drop(conn);
+
+    // An agent the coordinator has never seen: the caller's deadline, not ours.
+    let t = Instant::now();
+    let b = AGENT_B.parse().unwrap();
+    let err = client
+        .agent_conn(b, Instant::now() + Duration::from_millis(800))
+        .await
+        .unwrap_err();
+    assert_eq!(err, ConnError::NoNode(b));
+    assert!(
+        t.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // Nothing the failed calls started outlives them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(task_count() <= tasks, "tasks {} → {}", tasks, task_count());
+    a.shutdown().await;
+}

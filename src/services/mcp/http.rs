@@ -27,6 +27,9 @@ pub const MCP_PATH_EXPERIMENTAL: &str = "/api/experimental/mcp/http";
 /// RFC 9728 protected-resource metadata (also served with each endpoint path appended).
 pub const PROTECTED_RESOURCE_PATH: &str = "/.well-known/oauth-protected-resource";
 
+/// Largest oversized body read (and discarded) so that the client sees the 413.
+const DRAIN_MAX: u64 = 64 << 20;
+
 /// How long a client may take to send a request body (headers have hyper's own timeout).
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -141,8 +144,17 @@ async fn answer(s: &Shared, req: Request) -> Response {
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        // Refuse before reading a byte of it.
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        // Many clients (urllib, for one) send the whole body before reading any answer
+        // and never see a refusal sent mid-upload; read and discard a moderately
+        // oversized body so they do. An absurd one is refused at once.
+        if n <= DRAIN_MAX {
+            let drain = async {
+                let mut body = body;
+                while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+            };
+            let _ = tokio::time::timeout(BODY_READ_TIMEOUT, drain).await;
+        }
         return json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("request body is larger than {limit} bytes"),
