@@ -20,7 +20,7 @@ pub fn agent_paths(data: &[u8]) {
                 paths::normalize(&p.to_string_lossy()).ok().as_deref(),
                 Some(p.as_path())
             );
-            let root = Path::new("/work/root");
+            let root = Path::new("/srv/workspace");
             assert_eq!(paths::is_within(root, &p), p.starts_with(root));
         }
         Err(_) => assert!(s.is_empty() || !s.starts_with('/') || s.contains('\0')),
