@@ -67,6 +67,8 @@ async fn run() {
         dev_no_auth_user: None,
         relay_only: false,
         advertise: None,
+        metrics_listen: None,
+        metrics_token: None,
     })
     .await
     .unwrap();

@@ -88,6 +88,8 @@ async fn start_rig(relay_only: bool) -> Rig {
         relay_only,
         // The server advertises nothing, so the agent cannot reach it around the proxy.
         advertise: Some(vec![]),
+        metrics_listen: None,
+        metrics_token: None,
     })
     .await
     .unwrap();

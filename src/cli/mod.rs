@@ -11,10 +11,30 @@ pub mod serve;
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,boringtun=off"));
+    use std::io::IsTerminal as _;
+    // Colour codes only for a person at a terminal: in files, journals and CI logs they
+    // are noise that breaks grep.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+}
+
+/// Reads a token from a file: the first line, trimmed. Files written by hand often end
+/// in a newline, and a token never contains whitespace.
+///
+/// # Errors
+/// The file cannot be read, or holds no token.
+pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading token file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        anyhow::bail!("token file {} is empty", path.display());
+    }
+    Ok(token)
 }
 
 /// Resolves when the process is asked to stop (ctrl-c or SIGTERM).

@@ -22,9 +22,24 @@ pub struct ServeArgs {
     /// The URL clients use to reach this server (default: http://LISTEN).
     #[arg(long)]
     pub public_url: Option<String>,
-    /// The demo user's token (embedded default only).
+    /// The demo user's token (embedded default only). Prefer the environment variable or
+    /// --token-file: a command line is visible to every local user.
     #[arg(long, env = "AGENTWIRE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Read the demo user's token from this file (embedded default only).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// Print the demo user's token in the start-up banner (otherwise only where it is
+    /// stored is shown).
+    #[arg(long)]
+    pub show_token: bool,
+    /// Serve /metrics (and /healthz) on this separate address, without a token. Keep it on
+    /// loopback or a private network.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// A token that opens /metrics on the main listener (`Authorization: Bearer ...`).
+    #[arg(long, env = "AGENTWIRE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// DEVELOPMENT ONLY: accept MCP requests without a token, acting as this user.
     /// Refused unless listening on loopback.
     #[arg(long, value_name = "USER")]
@@ -59,20 +74,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "--dev-no-auth: MCP requests WITHOUT A TOKEN are accepted; never expose this server"
         );
     }
+    if args.token.is_some() && std::env::var_os("AGENTWIRE_TOKEN").is_none() {
+        tracing::warn!(
+            "--token on the command line is visible to every local user (ps, /proc); use AGENTWIRE_TOKEN or --token-file"
+        );
+    }
+    if args.metrics_token.is_some() && std::env::var_os("AGENTWIRE_METRICS_TOKEN").is_none() {
+        tracing::warn!(
+            "--metrics-token on the command line is visible to every local user; use AGENTWIRE_METRICS_TOKEN"
+        );
+    }
+    let token = match &args.token_file {
+        Some(f) => Some(super::read_token_file(f)?),
+        None => args.token,
+    };
+    let show_token = args.show_token;
     let cfg = ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir.unwrap_or_else(default_data_dir),
         config_file: args.config,
         public_url: args.public_url,
-        token: args.token,
+        token,
         dev_no_auth_user: args.dev_no_auth,
         relay_only: args.relay_only,
         advertise: (!args.advertise.is_empty()).then_some(args.advertise),
+        metrics_listen: args.metrics_listen,
+        metrics_token: args.metrics_token,
     };
     let data_dir = cfg.data_dir.clone();
     let server = Server::start(cfg).await?;
     let ready = server.wait_ready(Duration::from_secs(10)).await;
-    print_banner(&server, &data_dir, ready);
+    print_banner(&server, &data_dir, ready, show_token);
     super::shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;
@@ -87,7 +119,7 @@ macro_rules! say {
     }};
 }
 
-fn print_banner(server: &Server, data_dir: &std::path::Path, ready: bool) {
+fn print_banner(server: &Server, data_dir: &std::path::Path, ready: bool, show_token: bool) {
     let url = server.mcp_url();
     say!(
         "agentwire {} serving on {}",
@@ -101,6 +133,9 @@ fn print_banner(server: &Server, data_dir: &std::path::Path, ready: bool) {
         server.public_url
     );
     say!("  data dir:      {}", data_dir.display());
+    if let Some(m) = server.metrics_addr() {
+        say!("  metrics:       http://{m}/metrics");
+    }
     if !ready {
         say!("  (still connecting the shared tailnet; tools will wait for it)");
     }
@@ -116,16 +151,20 @@ fn print_banner(server: &Server, data_dir: &std::path::Path, ready: bool) {
         e.user,
         e.workspace_dir.display()
     );
-    let token = match &e.new_token {
-        Some(t) => {
+    let token = match (&e.new_token, show_token) {
+        (Some(t), true) => {
             say!("  token:         {t}");
-            say!(
-                "                 (shown once; stored in {})",
-                e.token_file.display()
-            );
+            say!("                 (stored in {})", e.token_file.display());
             t.clone()
         }
-        None => {
+        (Some(_), false) => {
+            say!(
+                "  token:         new, stored in {} (owner-only; --show-token prints it)",
+                e.token_file.display()
+            );
+            "<token>".to_string()
+        }
+        (None, _) => {
             say!(
                 "  token:         in {} (or set AGENTWIRE_TOKEN)",
                 e.token_file.display()

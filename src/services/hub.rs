@@ -165,6 +165,11 @@ async fn dispatch(router: Router, req: axum::extract::Request) -> axum::response
 /// keep-alive connection stays open. Bounds what slow or silent clients can hold.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Largest request head (request line and headers) a listener reads: hyper's read buffer
+/// is capped here, and a head that does not fit is answered 431 and the connection closed.
+/// Real clients send a few KiB; without the cap hyper buffers ~400 KiB per connection.
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
 /// How long shutdown waits for requests in flight before cutting them off.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -229,7 +234,8 @@ async fn serve_one(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
     tokio::pin!(conn);
     let ended = tokio::select! {

@@ -208,17 +208,119 @@ async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
 }
 
 /// The metrics route.
-pub fn router(hub: Arc<Hub>, tailnet: Arc<Tailnet>, mcp: Arc<McpStats>) -> Router {
+pub fn router(
+    hub: Arc<Hub>,
+    tailnet: Arc<Tailnet>,
+    mcp: Arc<McpStats>,
+    gate: MetricsGate,
+) -> Router {
+    let gate = Arc::new((gate, std::sync::atomic::AtomicU64::new(0)));
     Router::new().route(
         METRICS_PATH,
-        get(move || {
-            let (hub, tailnet, mcp) = (hub.clone(), tailnet.clone(), mcp.clone());
+        get(move |headers: http::HeaderMap| {
+            let (hub, tailnet, mcp, gate) =
+                (hub.clone(), tailnet.clone(), mcp.clone(), gate.clone());
             async move {
+                use axum::response::IntoResponse;
+                let (gate, refused) = &*gate;
+                if let Err(refusal) = gate.check(&headers) {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!("metrics request refused");
+                    return refusal.into_response();
+                }
+                let mut text = render(&hub, &tailnet, &mcp).await;
+                line(
+                    &mut text,
+                    "agentwire_metrics_refused_total",
+                    "Requests for the metrics on this listener refused for want of the metrics token.",
+                    "counter",
+                    &one(refused.load(std::sync::atomic::Ordering::Relaxed) as f64),
+                );
                 (
                     [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    render(&hub, &tailnet, &mcp).await,
+                    text,
                 )
+                    .into_response()
             }
         }),
     )
+}
+
+/// Who may read `/metrics` on a listener. The counters name no user or key, but they show
+/// traffic and load, so on a listener the public can reach they need a token.
+#[derive(Clone, Default)]
+pub struct MetricsGate {
+    /// Served to anyone: the listener is reachable from this host only, or it is the
+    /// separate metrics listener the operator chose.
+    pub open: bool,
+    /// SHA-256 of the bearer token that opens the endpoint when it is not open.
+    pub token_sha256: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for MetricsGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsGate")
+            .field("open", &self.open)
+            .field("token", &self.token_sha256.map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl MetricsGate {
+    /// A gate that opens for `token` (or for anyone when `open`).
+    pub fn new(open: bool, token: Option<&str>) -> Self {
+        Self {
+            open,
+            token_sha256: token.map(digest),
+        }
+    }
+
+    fn check(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<
+        (),
+        (
+            http::StatusCode,
+            [(http::HeaderName, &'static str); 1],
+            &'static str,
+        ),
+    > {
+        if self.open {
+            return Ok(());
+        }
+        let Some(want) = &self.token_sha256 else {
+            return Err((
+                http::StatusCode::FORBIDDEN,
+                [(http::header::CONTENT_TYPE, "text/plain")],
+                "metrics are not served on this listener: use --metrics-listen or set AGENTWIRE_METRICS_TOKEN\n",
+            ));
+        };
+        let given = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(|t| digest(t.trim()));
+        // Digests of equal length compared in full: the time taken says nothing about
+        // how much of the token matched.
+        match given {
+            Some(g) if g.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0 => Ok(()),
+            _ => Err((
+                http::StatusCode::UNAUTHORIZED,
+                [(
+                    http::header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"agentwire-metrics\"",
+                )],
+                "the metrics token is required\n",
+            )),
+        }
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes()).into()
 }

@@ -40,6 +40,13 @@ pub struct ServeConfig {
     /// UDP endpoints the shared Tailnet advertises for direct paths (for example a
     /// NAT's public address); `None` derives them from the socket.
     pub advertise: Option<Vec<SocketAddr>>,
+    /// A second listener serving only `/metrics` and `/healthz`, without a token (keep it
+    /// on loopback or a private network).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Bearer token that opens `/metrics` on the main listener. Without it (and without
+    /// `metrics_listen`) the main listener serves metrics only when neither it nor the
+    /// public URL is reachable from elsewhere.
+    pub metrics_token: Option<String>,
 }
 
 /// Errors starting the server.
@@ -142,6 +149,7 @@ pub struct Server {
     agent: Option<Agent>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    metrics: Option<MetricsListener>,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ServeError + '_ {
@@ -154,7 +162,10 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ServeError + '_ {
 /// Reads a secret file, or creates it (mode 0600) with `make()`.
 fn secret_file(path: &Path, make: impl FnOnce() -> String) -> Result<(String, bool), ServeError> {
     match std::fs::read_to_string(path) {
-        Ok(s) => Ok((s.trim().to_string(), false)),
+        Ok(s) => {
+            tighten_mode(path)?;
+            Ok((s.trim().to_string(), false))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let v = make();
             write_secret(path, &v)?;
@@ -162,6 +173,25 @@ fn secret_file(path: &Path, make: impl FnOnce() -> String) -> Result<(String, bo
         }
         Err(e) => Err(io_err(path)(e)),
     }
+}
+
+/// A secrets file left readable by others (an older version, a copy, a hand edit) is put
+/// back to owner-only before its content is used.
+#[cfg(unix)]
+fn tighten_mode(path: &Path) -> Result<(), ServeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), "secrets file was readable by others; mode set to 0600");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(path))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn tighten_mode(_path: &Path) -> Result<(), ServeError> {
+    Ok(())
 }
 
 fn write_secret(path: &Path, value: &str) -> Result<(), ServeError> {
@@ -174,6 +204,9 @@ fn write_secret(path: &Path, value: &str) -> Result<(), ServeError> {
         .mode(0o600)
         .open(path)
         .map_err(io_err(path))?;
+    // `mode` applies only when the file is created; an existing one keeps its own, so it
+    // is tightened before the secret goes in.
+    tighten_mode(path)?;
     f.write_all(value.as_bytes()).map_err(io_err(path))?;
     f.write_all(b"\n").map_err(io_err(path))
 }
@@ -304,9 +337,42 @@ impl Server {
             Arc::new(TailnetAgentProvider::new(tailnet.clone())),
             mcp_config,
         );
-        let metrics = super::metrics::router(hub.clone(), tailnet.clone(), state.stats.clone());
-        let app = hub.router().merge(mcp::router(state)).merge(metrics);
+        let local_only = addr.ip().is_loopback() && url_is_loopback(&public_url);
+        let main_gate = super::metrics::MetricsGate::new(
+            local_only && cfg.metrics_listen.is_none() && cfg.metrics_token.is_none(),
+            cfg.metrics_token.as_deref(),
+        );
+        let stats = state.stats.clone();
+        let metrics_router =
+            |gate| super::metrics::router(hub.clone(), tailnet.clone(), stats.clone(), gate);
+        let metrics = match cfg.metrics_listen {
+            Some(at) => {
+                let l = tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr: at, source })?;
+                let metrics_addr = l
+                    .local_addr()
+                    .map_err(|source| ServeError::Bind { addr: at, source })?;
+                tracing::info!(%metrics_addr, "metrics listener");
+                let app = metrics_router(super::metrics::MetricsGate::new(true, None))
+                    .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(hub::serve(l, app, async move {
+                    let _ = stopped.await;
+                }));
+                Some(MetricsListener {
+                    addr: metrics_addr,
+                    stop,
+                    task,
+                })
+            }
+            None => None,
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = hub
+            .router()
+            .merge(metrics_router(main_gate))
+            .merge(mcp::router(state));
         let task = tokio::spawn(hub::serve(listener, app, async move {
             let _ = rx.await;
         }));
@@ -323,6 +389,7 @@ impl Server {
             agent,
             stop: Some(tx),
             task: Some(task),
+            metrics,
         })
     }
 
@@ -372,7 +439,45 @@ impl Server {
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
+        if let Some(m) = self.metrics.take() {
+            let _ = m.stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(10), m.task).await;
+        }
     }
+
+    /// Where the separate metrics listener (`metrics_listen`) is bound.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr)
+    }
+}
+
+/// The optional second listener for `/metrics`.
+#[derive(Debug)]
+struct MetricsListener {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Whether a URL's host is a loopback address or `localhost`: such a URL cannot have been
+/// handed to anyone on another machine.
+fn url_is_loopback(url: &str) -> bool {
+    let hostport = url
+        .split("://")
+        .nth(1)
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let host = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => hostport,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The address the DERP map advertises: the public URL's host and port when it names an

@@ -157,6 +157,8 @@ pub async fn embedded_server(
             dev_no_auth_user: None,
             relay_only: false,
             advertise: None,
+            metrics_listen: None,
+            metrics_token: None,
         })
         .await
         .expect("serve starts");
