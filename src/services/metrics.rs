@@ -275,17 +275,7 @@ impl MetricsGate {
         }
     }
 
-    fn check(
-        &self,
-        headers: &http::HeaderMap,
-    ) -> Result<
-        (),
-        (
-            http::StatusCode,
-            [(http::HeaderName, &'static str); 1],
-            &'static str,
-        ),
-    > {
+    fn check(&self, headers: &http::HeaderMap) -> Result<(), Refusal> {
         if self.open {
             return Ok(());
         }
@@ -319,6 +309,13 @@ impl MetricsGate {
         }
     }
 }
+
+/// The answer to a request the gate turns away.
+type Refusal = (
+    http::StatusCode,
+    [(http::HeaderName, &'static str); 1],
+    &'static str,
+);
 
 fn digest(token: &str) -> [u8; 32] {
     use sha2::Digest as _;
