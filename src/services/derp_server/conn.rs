@@ -134,12 +134,12 @@ async fn admitted(server: &DerpServer, key: &NodePublic) -> bool {
     let Some(admission) = &server.config.admission else {
         return true;
     };
-    let deadline = tokio::time::Instant::now() + server.config.admit_wait;
+    let deadline = tokio::time::Instant::from_std(clock::now()) + server.config.admit_wait;
     loop {
         if admission.admits(key) {
             return true;
         }
-        if tokio::time::Instant::now() >= deadline {
+        if tokio::time::Instant::from_std(clock::now()) >= deadline {
             return false;
         }
         tokio::time::sleep(ADMIT_POLL).await;
