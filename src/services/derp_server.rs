@@ -12,16 +12,24 @@
 //! KeepAlive every 60 s plus up to 5 s of jitter, frame size limits, a login deadline,
 //! and an optional mesh key for privileged frames. A misbehaving connection is closed
 //! and counted; the others are not affected.
+//!
+//! Server-wide limits (see "Relay limits" in the reliability notes): concurrent
+//! connections per source address and in total, an idle timeout for logged-in clients
+//! that send nothing, an optional admission check on the client's key at login, and a
+//! budget of queued packet bytes shared by all clients.
 
 mod conn;
 mod http;
+mod limits;
 mod queue;
 
 use crate::proto::derp_server::{Effects, MeshKey, Registry, ServerCounters, ServerStats};
 use crate::wire::derp::PeerGoneReason;
 use crate::wire::key::{NodePrivate, NodePublic};
 use axum::Router;
-use queue::ConnHandle;
+use limits::ConnSlots;
+use queue::{Budget, ConnHandle};
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -30,7 +38,31 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Server settings. The defaults follow Tailscale's server.
+/// Decides at login whether a client key may use the relay ("verify clients"). Called
+/// without locks held, once per login attempt (and again while a login waits for
+/// admission, see [`DerpServerConfig::admit_wait`]); must be cheap and must not block.
+#[derive(Clone)]
+pub struct Admission(Arc<dyn Fn(&NodePublic) -> bool + Send + Sync>);
+
+impl Admission {
+    /// An admission check from a predicate.
+    pub fn new(f: impl Fn(&NodePublic) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// Whether `key` is admitted.
+    pub fn admits(&self, key: &NodePublic) -> bool {
+        (self.0)(key)
+    }
+}
+
+impl fmt::Debug for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Admission(..)")
+    }
+}
+
+/// Server settings. The defaults follow Tailscale's server, plus the limits.
 #[derive(Debug, Clone)]
 pub struct DerpServerConfig {
     /// Pre-shared key that lets a client use WatchConns, ClosePeer and ForwardPacket.
@@ -47,6 +79,27 @@ pub struct DerpServerConfig {
     pub login_timeout: Duration,
     /// On shutdown, send clients Restarting(reconnect_in, try_for); `None` to just close.
     pub restart_hint: Option<(Duration, Duration)>,
+    /// Concurrent connections (login phase included) from one source address; more are
+    /// refused with 429.
+    pub max_conns_per_ip: usize,
+    /// Whether [`Self::max_conns_per_ip`] applies to loopback sources too. Off by
+    /// default: a relay on loopback is reached by local processes only.
+    pub limit_loopback: bool,
+    /// Concurrent connections in total; more are refused with 503.
+    pub max_conns: usize,
+    /// A logged-in client that sends nothing (not even a Ping) for this long is closed.
+    /// agentwire clients ping every 20–25 s.
+    pub idle_timeout: Duration,
+    /// Bytes of queued packets across all clients. A packet that does not fit is
+    /// dropped (counted as `budget_full`); bytes come back as writers drain.
+    pub queue_budget: usize,
+    /// Which keys may log in; `None` admits everyone. A refused key is closed after
+    /// login and counted as `not_admitted`.
+    pub admission: Option<Admission>,
+    /// How long a login whose key is not (yet) admitted waits for the check to pass
+    /// before it is refused: a node may dial the relay just before it tells the
+    /// coordinator its key. Part of the login, so [`Self::login_timeout`] bounds it too.
+    pub admit_wait: Duration,
 }
 
 impl Default for DerpServerConfig {
@@ -59,6 +112,13 @@ impl Default for DerpServerConfig {
             keepalive_jitter: Duration::from_secs(5),
             login_timeout: Duration::from_secs(10),
             restart_hint: Some((Duration::from_millis(250), Duration::from_secs(10))),
+            max_conns_per_ip: 64,
+            limit_loopback: false,
+            max_conns: 4096,
+            idle_timeout: Duration::from_secs(300),
+            queue_budget: 64 << 20,
+            admission: None,
+            admit_wait: Duration::from_secs(5),
         }
     }
 }
@@ -74,6 +134,10 @@ pub struct DerpServerStats {
     pub home_clients: usize,
     /// Mesh watchers.
     pub watchers: usize,
+    /// Open connections, logged in or not.
+    pub conns: usize,
+    /// Bytes of packets queued for clients, charged to the queue budget.
+    pub queued_bytes: usize,
 }
 
 /// A DERP relay.
@@ -86,6 +150,10 @@ pub struct DerpServer {
     /// Short critical sections only; never held across an await.
     registry: Mutex<Registry<Arc<ConnHandle>>>,
     counters: ServerCounters,
+    /// Queued packet bytes, shared by every connection's queue.
+    budget: Arc<Budget>,
+    /// Connection caps.
+    slots: Arc<ConnSlots>,
     /// Cancelled at shutdown; every connection watches it.
     shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -101,11 +169,17 @@ impl DerpServer {
             private,
             public,
             mesh_key,
-            config,
             registry: Mutex::new(Registry::new(public)),
             counters: ServerCounters::default(),
+            budget: Arc::new(Budget::new(config.queue_budget)),
+            slots: Arc::new(ConnSlots::new(
+                config.max_conns_per_ip,
+                config.max_conns,
+                config.limit_loopback,
+            )),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            config,
         })
     }
 
@@ -127,6 +201,8 @@ impl DerpServer {
             clients: r.len(),
             home_clients: r.home_clients(),
             watchers: r.watchers(),
+            conns: self.slots.open(),
+            queued_bytes: self.budget.used(),
         }
     }
 

@@ -26,11 +26,21 @@ pub enum DropReason {
     MeshDenied,
     /// A control message (PeerGone) that did not fit the client's control queue.
     ControlQueueFull,
+    /// A connection refused because its source address has too many open.
+    PerIpLimit,
+    /// A connection refused because the server has too many open.
+    ConnLimit,
+    /// A logged-in client that sent nothing for the idle timeout; closed.
+    IdleTimeout,
+    /// A login with a key the admission check refused; closed.
+    NotAdmitted,
+    /// A packet for a slow receiver dropped because the global queue budget was spent.
+    BudgetFull,
 }
 
 impl DropReason {
     /// Every reason, for iterating counters.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 15] = [
         Self::NoSuchPeer,
         Self::QueueFull,
         Self::Gone,
@@ -41,6 +51,11 @@ impl DropReason {
         Self::WriteTimeout,
         Self::MeshDenied,
         Self::ControlQueueFull,
+        Self::PerIpLimit,
+        Self::ConnLimit,
+        Self::IdleTimeout,
+        Self::NotAdmitted,
+        Self::BudgetFull,
     ];
 
     /// A stable snake_case name for logs and metrics.
@@ -56,6 +71,11 @@ impl DropReason {
             Self::WriteTimeout => "write_timeout",
             Self::MeshDenied => "mesh_denied",
             Self::ControlQueueFull => "control_queue_full",
+            Self::PerIpLimit => "per_ip_limit",
+            Self::ConnLimit => "conn_limit",
+            Self::IdleTimeout => "idle_timeout",
+            Self::NotAdmitted => "not_admitted",
+            Self::BudgetFull => "budget_full",
         }
     }
 

@@ -24,6 +24,9 @@ const C2S: Direction = Direction::ClientToServer;
 /// Packets taken per writer wake-up; bounds one write batch to a few MiB at most.
 const PACKETS_PER_BATCH: usize = 64;
 
+/// How often a login waiting for admission asks again.
+const ADMIT_POLL: Duration = Duration::from_millis(50);
+
 /// Serves one upgraded connection to completion.
 pub(super) async fn serve_conn<R: DerpRead, W: DerpWrite>(
     server: Arc<DerpServer>,
@@ -36,22 +39,45 @@ pub(super) async fn serve_conn<R: DerpRead, W: DerpWrite>(
     let greeting = Bytes::from(server_key_frame(&server.public));
     let mut buf = BytesMut::with_capacity(64 << 10);
     let login = async {
-        write(&server, &mut writer, greeting).await.ok()?;
-        read_login(&server, &mut reader, &mut buf).await
+        write(&server, &mut writer, greeting)
+            .await
+            .map_err(|()| DropReason::BadLogin)?;
+        let login = read_login(&server, &mut reader, &mut buf)
+            .await
+            .ok_or(DropReason::BadLogin)?;
+        if admitted(&server, &login.key).await {
+            Ok(login)
+        } else {
+            Err(DropReason::NotAdmitted)
+        }
     };
     let login = tokio::select! {
         () = server.shutdown.cancelled() => return,
-        r = tokio::time::timeout(server.config.login_timeout, login) => r.ok().flatten(),
+        r = tokio::time::timeout(server.config.login_timeout, login) => {
+            r.unwrap_or(Err(DropReason::BadLogin))
+        }
     };
-    let Some(login) = login else {
-        counters.drop(DropReason::BadLogin);
-        tracing::debug!(?remote, transport, "DERP login failed");
-        writer.shutdown().await;
-        return;
+    let login = match login {
+        Ok(login) => login,
+        Err(reason) => {
+            counters.drop(reason);
+            tracing::debug!(
+                ?remote,
+                transport,
+                reason = reason.as_str(),
+                "DERP login failed"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(200), writer.shutdown()).await;
+            return;
+        }
     };
     ServerCounters::inc(&counters.logins);
     let key = login.key;
-    let handle = Arc::new(ConnHandle::new(key, server.config.queue_depth));
+    let handle = Arc::new(ConnHandle::new(
+        key,
+        server.config.queue_depth,
+        Arc::clone(&server.budget),
+    ));
     let new = NewConn {
         key,
         handle: Arc::clone(&handle),
@@ -99,6 +125,24 @@ async fn write<W: DerpWrite>(server: &DerpServer, writer: &mut W, data: Bytes) -
             server.counters.drop(DropReason::WriteTimeout);
             Err(())
         }
+    }
+}
+
+/// Asks the admission check, if any, polling for up to `admit_wait` while the key is
+/// not admitted yet.
+async fn admitted(server: &DerpServer, key: &NodePublic) -> bool {
+    let Some(admission) = &server.config.admission else {
+        return true;
+    };
+    let deadline = tokio::time::Instant::from_std(clock::now()) + server.config.admit_wait;
+    loop {
+        if admission.admits(key) {
+            return true;
+        }
+        if tokio::time::Instant::from_std(clock::now()) >= deadline {
+            return false;
+        }
+        tokio::time::sleep(ADMIT_POLL).await;
     }
 }
 
@@ -153,7 +197,13 @@ async fn read_loop<R: DerpRead>(
                 return why;
             }
         }
-        match reader.read_into(buf).await {
+        // Anything the client sends (a Ping, NotePreferred, a packet) counts as traffic.
+        let read = tokio::time::timeout(server.config.idle_timeout, reader.read_into(buf));
+        let Ok(read) = read.await else {
+            server.counters.drop(DropReason::IdleTimeout);
+            return DropReason::IdleTimeout.as_str();
+        };
+        match read {
             Ok(0) => return "client closed",
             Ok(_) => {}
             Err(TransportError::TextMessage) => {
@@ -181,9 +231,7 @@ fn handle_frame(
             count_in(counters, p.packet.len());
             let route = server.registry().route(clock::now(), id, &p.dst);
             match route {
-                Route::Deliver(dst) => {
-                    deliver(counters, &dst, handle.key, bytes.slice_ref(p.packet))
-                }
+                Route::Deliver(dst) => deliver(counters, &dst, handle.key, p.packet),
                 Route::NotHere { peer_gone } => {
                     counters.drop(DropReason::NoSuchPeer);
                     if peer_gone {
@@ -200,7 +248,7 @@ fn handle_frame(
                 .map_err(|_| mesh_denied(server))?;
             count_in(counters, p.packet.len());
             match route {
-                Route::Deliver(dst) => deliver(counters, &dst, p.src, bytes.slice_ref(p.packet)),
+                Route::Deliver(dst) => deliver(counters, &dst, p.src, p.packet),
                 _ => counters.drop(DropReason::NoSuchPeer),
             }
         }
@@ -240,11 +288,12 @@ fn count_in(counters: &ServerCounters, len: usize) {
     ServerCounters::add(&counters.bytes_in, len as u64);
 }
 
-fn deliver(counters: &ServerCounters, dst: &ConnHandle, src: NodePublic, packet: Bytes) {
+fn deliver(counters: &ServerCounters, dst: &ConnHandle, src: NodePublic, packet: &[u8]) {
     match dst.enqueue_packet(src, packet) {
         Enqueued::Queued => {}
         Enqueued::DroppedOldest => counters.drop(DropReason::QueueFull),
         Enqueued::Closed => counters.drop(DropReason::Gone),
+        Enqueued::OverBudget => counters.drop(DropReason::BudgetFull),
     }
 }
 
@@ -339,6 +388,7 @@ async fn write_loop<W: DerpWrite>(
             }
         }
         let (mut packets, mut bytes) = (0u64, 0u64);
+        let taken: usize = pending.packets.iter().map(|(_, p)| p.len()).sum();
         for (src, packet) in pending.packets.drain(..) {
             if Frame::RecvPacket(RecvPacket {
                 src,
@@ -351,6 +401,11 @@ async fn write_loop<W: DerpWrite>(
                 bytes += packet.len() as u64;
             }
         }
+        // Given back once copied into the batch, not after the write: this future is
+        // dropped mid-write when the reader ends the connection, and bytes released only
+        // after the write would then never come back. A batch is bounded by
+        // PACKETS_PER_BATCH, so what the budget does not see is small and per connection.
+        handle.release(taken);
         if keepalive {
             let _ = Frame::KeepAlive(KeepAlive).encode(&mut batch);
             ServerCounters::inc(&counters.keepalives);
@@ -359,7 +414,8 @@ async fn write_loop<W: DerpWrite>(
         if batch.is_empty() {
             continue;
         }
-        if write(server, writer, batch.split().freeze()).await.is_err() {
+        let written = write(server, writer, batch.split().freeze()).await;
+        if written.is_err() {
             return "write failed or timed out";
         }
         ServerCounters::add(&counters.packets_relayed, packets);

@@ -3,7 +3,8 @@
 
 use super::DerpServer;
 use super::conn::serve_conn;
-use crate::proto::derp_server::ServerCounters;
+use super::limits::ConnSlot;
+use crate::proto::derp_server::{DropReason, ServerCounters};
 use crate::runtime::derp::transport::{DerpRead, DerpWrite, RawReader, RawWriter, TransportError};
 use crate::wire::derp::PROTOCOL_VERSION;
 use axum::Router;
@@ -65,29 +66,53 @@ async fn derp(State(server): State<Arc<DerpServer>>, req: Request) -> Response {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.split(',').any(|p| p.trim() == "derp"));
-    if wants_ws {
-        return websocket(server, req, remote).await;
-    }
     // Very old clients sent "Upgrade: WebSocket" but spoke raw DERP; Go serves them raw.
-    if upgrade != "derp" && upgrade != "websocket" {
+    if !wants_ws && upgrade != "derp" && upgrade != "websocket" {
         return upgrade_required();
     }
-    raw(server, req, remote)
+    // The slot is taken before the upgrade and lives in the connection task, so the
+    // caps cover connections still in their login phase.
+    let slot = match server.slots.acquire(remote.map(|r| r.ip())) {
+        Ok(slot) => slot,
+        Err(reason) => return refused(&server, reason, remote),
+    };
+    if wants_ws {
+        return websocket(server, req, remote, slot).await;
+    }
+    raw(server, req, remote, slot)
 }
 
-fn raw(server: Arc<DerpServer>, mut req: Request, remote: Option<SocketAddr>) -> Response {
+fn refused(server: &DerpServer, reason: DropReason, remote: Option<SocketAddr>) -> Response {
+    server.counters.drop(reason);
+    tracing::debug!(?remote, reason = reason.as_str(), "DERP connection refused");
+    let status = match reason {
+        DropReason::PerIpLimit => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, "too many DERP connections\n").into_response()
+}
+
+fn raw(
+    server: Arc<DerpServer>,
+    mut req: Request,
+    remote: Option<SocketAddr>,
+    slot: ConnSlot,
+) -> Response {
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return upgrade_required();
     };
     let s = Arc::clone(&server);
     server.tasks.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
+        let _slot = slot;
+        // A client that never lets the upgrade complete is bounded like a slow login.
+        match tokio::time::timeout(s.config.login_timeout, on_upgrade).await {
+            Ok(Ok(upgraded)) => {
                 ServerCounters::inc(&s.counters.accepts);
                 let (r, w) = tokio::io::split(TokioIo::new(upgraded));
                 serve_conn(s, RawReader(r), RawWriter(w), remote, "upgrade").await;
             }
-            Err(e) => tracing::debug!(error = %e, "DERP upgrade failed"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "DERP upgrade failed"),
+            Err(_) => s.counters.drop(DropReason::BadLogin),
         }
     });
     let key =
@@ -102,7 +127,12 @@ fn raw(server: Arc<DerpServer>, mut req: Request, remote: Option<SocketAddr>) ->
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-async fn websocket(server: Arc<DerpServer>, req: Request, remote: Option<SocketAddr>) -> Response {
+async fn websocket(
+    server: Arc<DerpServer>,
+    req: Request,
+    remote: Option<SocketAddr>,
+    slot: ConnSlot,
+) -> Response {
     let (mut parts, _body) = req.into_parts();
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws,
@@ -116,6 +146,7 @@ async fn websocket(server: Arc<DerpServer>, req: Request, remote: Option<SocketA
             // axum spawns this future; tracking it lets shutdown wait for it.
             let tasks = s.tasks.clone();
             tasks.track_future(async move {
+                let _slot = slot;
                 if socket.protocol().is_none_or(|p| p.as_bytes() != b"derp") {
                     return;
                 }

@@ -6,12 +6,18 @@
 //! retransmissions), as in Go's server. Control frames (PeerGone) have their own small
 //! queue so a packet flood cannot push them out; one Pong slot, as in Go, so a ping
 //! flood gets one answer per write.
+//!
+//! Queued packets are owned copies (never slices of a reader's buffer, which would pin
+//! the whole read chunk), and their bytes are charged to one [`Budget`] shared by every
+//! connection: a packet that does not fit the budget is dropped rather than queued, and
+//! bytes go back when the writer takes them or the connection closes.
 
 use crate::wire::derp::PeerGoneReason;
 use crate::wire::key::NodePublic;
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +31,47 @@ pub(super) enum Control {
     PeerGone(NodePublic, PeerGoneReason),
 }
 
+/// Bytes of queued packets across all connections, against a limit.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Bytes currently charged.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Charges `n` bytes; `false` (nothing charged) when they do not fit.
+    fn try_charge(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|t| *t <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Returns `n` bytes charged earlier.
+    pub(crate) fn release(&self, n: usize) {
+        if n > 0 {
+            let _ = self
+                .used
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                    Some(u.saturating_sub(n))
+                });
+        }
+    }
+}
+
 /// Result of queueing a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Enqueued {
@@ -34,6 +81,8 @@ pub(super) enum Enqueued {
     DroppedOldest,
     /// The connection is closing; the packet was dropped.
     Closed,
+    /// The global queue budget is spent; the packet was dropped.
+    OverBudget,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +101,7 @@ pub(crate) struct ConnHandle {
     /// The connection's key (its packets' source).
     pub(super) key: NodePublic,
     depth: usize,
+    budget: Arc<Budget>,
     pending: Mutex<Pending>,
     /// Wakes the writer.
     pub(super) notify: Notify,
@@ -60,10 +110,11 @@ pub(crate) struct ConnHandle {
 }
 
 impl ConnHandle {
-    pub(super) fn new(key: NodePublic, depth: usize) -> Self {
+    pub(super) fn new(key: NodePublic, depth: usize, budget: Arc<Budget>) -> Self {
         Self {
             key,
             depth: depth.max(1),
+            budget,
             pending: Mutex::new(Pending::default()),
             notify: Notify::new(),
             close: CancellationToken::new(),
@@ -74,14 +125,32 @@ impl ConnHandle {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a packet from `src`, dropping the oldest when full.
-    pub(super) fn enqueue_packet(&self, src: NodePublic, packet: Bytes) -> Enqueued {
+    /// Queues a copy of a packet from `src`, dropping the oldest when full, or the
+    /// packet itself when the budget cannot take it.
+    pub(super) fn enqueue_packet(&self, src: NodePublic, packet: &[u8]) -> Enqueued {
         let mut p = self.lock();
         if p.closed {
             return Enqueued::Closed;
         }
-        let dropped = p.packets.len() >= self.depth && p.packets.pop_front().is_some();
-        p.packets.push_back((src, packet));
+        let dropped = if p.packets.len() >= self.depth {
+            match p.packets.pop_front() {
+                Some((_, old)) => {
+                    self.budget.release(old.len());
+                    true
+                }
+                None => false,
+            }
+        } else {
+            false
+        };
+        if !self.budget.try_charge(packet.len()) {
+            drop(p);
+            if dropped {
+                self.notify.notify_one();
+            }
+            return Enqueued::OverBudget;
+        }
+        p.packets.push_back((src, Bytes::copy_from_slice(packet)));
         drop(p);
         self.notify.notify_one();
         if dropped {
@@ -122,7 +191,9 @@ impl ConnHandle {
     }
 
     /// Takes what the writer should send now: all control frames, the pong, the mesh
-    /// flag, and up to `max_packets` packets. Returns whether packets remain.
+    /// flag, and up to `max_packets` packets. Returns whether packets remain. The packets
+    /// stay charged to the budget: the writer releases them with
+    /// [`ConnHandle::release`] once written.
     pub(super) fn take(&self, max_packets: usize, out: &mut Pending) -> bool {
         let mut p = self.lock();
         out.control.extend(p.control.drain(..));
@@ -133,12 +204,18 @@ impl ConnHandle {
         !p.packets.is_empty()
     }
 
+    /// Returns `n` bytes of taken packets to the budget.
+    pub(super) fn release(&self, n: usize) {
+        self.budget.release(n);
+    }
+
     /// Marks the queue closed and returns how many packets were still queued.
     pub(super) fn close_queue(&self) -> usize {
         let mut p = self.lock();
         p.closed = true;
         let n = p.packets.len();
-        p.packets.clear();
+        let bytes: usize = p.packets.drain(..).map(|(_, b)| b.len()).sum();
+        self.budget.release(bytes);
         p.control.clear();
         n
     }
@@ -154,14 +231,14 @@ mod tests {
 
     #[test]
     fn full_queue_drops_the_oldest() {
-        let h = ConnHandle::new(k(1), 3);
+        let h = ConnHandle::new(k(1), 3, Arc::new(Budget::new(1 << 20)));
         for i in 0..5u8 {
             let want = if i < 3 {
                 Enqueued::Queued
             } else {
                 Enqueued::DroppedOldest
             };
-            assert_eq!(h.enqueue_packet(k(2), Bytes::from(vec![i])), want);
+            assert_eq!(h.enqueue_packet(k(2), &[i]), want);
         }
         let mut out = Pending::default();
         assert!(!h.take(10, &mut out));
@@ -171,9 +248,9 @@ mod tests {
 
     #[test]
     fn take_is_bounded_and_control_is_separate() {
-        let h = ConnHandle::new(k(1), 100);
+        let h = ConnHandle::new(k(1), 100, Arc::new(Budget::new(1 << 20)));
         for i in 0..10u8 {
-            h.enqueue_packet(k(2), Bytes::from(vec![i]));
+            h.enqueue_packet(k(2), &[i]);
         }
         assert!(h.enqueue_control(Control::PeerGone(k(3), PeerGoneReason::NotHere)));
         assert!(h.set_pong([1; 8]));
@@ -184,7 +261,25 @@ mod tests {
         assert_eq!(out.control.len(), 1);
         assert_eq!(out.pong, Some([1; 8]));
         assert_eq!(h.close_queue(), 6);
-        assert_eq!(h.enqueue_packet(k(2), Bytes::new()), Enqueued::Closed);
+        assert_eq!(h.enqueue_packet(k(2), &[]), Enqueued::Closed);
         assert!(!h.enqueue_control(Control::PeerGone(k(3), PeerGoneReason::NotHere)));
+    }
+
+    #[test]
+    fn budget_is_shared_exact_and_given_back() {
+        let budget = Arc::new(Budget::new(100));
+        let a = ConnHandle::new(k(1), 10, Arc::clone(&budget));
+        let b = ConnHandle::new(k(2), 10, Arc::clone(&budget));
+        assert_eq!(a.enqueue_packet(k(3), &[0; 60]), Enqueued::Queued);
+        assert_eq!(b.enqueue_packet(k(3), &[0; 50]), Enqueued::OverBudget);
+        assert_eq!(b.enqueue_packet(k(3), &[0; 40]), Enqueued::Queued);
+        assert_eq!(budget.used(), 100);
+        let mut out = Pending::default();
+        a.take(10, &mut out);
+        assert_eq!(budget.used(), 100, "taken but not yet written");
+        a.release(out.packets.iter().map(|(_, p)| p.len()).sum());
+        assert_eq!(budget.used(), 40);
+        assert_eq!(b.close_queue(), 1);
+        assert_eq!(budget.used(), 0);
     }
 }
