@@ -8,7 +8,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
-use std::os::unix::fs::PermissionsExt;
 
 /// Why an edit could not apply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,10 +113,8 @@ pub(super) async fn edit_files(
         let original = match staged.iter().rposition(|(p, ..)| *p == path) {
             Some(i) => staged[i].2.clone(),
             None => {
-                let size = tokio::fs::metadata(&path)
-                    .await
-                    .map_err(|e| Error::io(&path, e))?
-                    .len();
+                let (mut file, meta) = super::files::open_file(api.root(), &path).await?;
+                let size = meta.len();
                 if size > max_len as u64 {
                     return Err(Error::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
@@ -127,7 +124,8 @@ pub(super) async fn edit_files(
                         ),
                     ));
                 }
-                let bytes = tokio::fs::read(&path)
+                let mut bytes = Vec::new();
+                tokio::io::AsyncReadExt::read_to_end(&mut file, &mut bytes)
                     .await
                     .map_err(|e| Error::io(&path, e))?;
                 String::from_utf8(bytes).map_err(|_| {
@@ -158,14 +156,11 @@ pub(super) async fn edit_files(
             .find(|(p, ..)| p == path)
             .map(|(_, o, ..)| o.as_str())
             .unwrap_or(original);
-        let mode = tokio::fs::metadata(path)
-            .await
-            .ok()
-            .map(|m| m.permissions().mode() & 0o7777);
         let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
             bytes::Bytes::from(new.clone()),
         )]);
-        write_atomic(path, mode, body, usize::MAX).await?;
+        // An existing file keeps its own mode.
+        write_atomic(api.root(), path, None, body, usize::MAX).await?;
         let total: u64 = staged
             .iter()
             .filter(|(p, ..)| p == path)

@@ -1,6 +1,6 @@
 //! Directory listing, file reads (bytes and lines) and atomic writes.
 
-use super::{AgentApi, Error, rejection};
+use super::{AgentApi, Error, confine, rejection};
 use crate::services::agent::types::{
     DirEntry, EntryKind, HEADER_FILE_SIZE, HEADER_OFFSET, LsResponse, ReadLinesResponse,
     WriteFileResponse,
@@ -13,8 +13,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Deserialize;
+use std::ffi::OsString;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 #[derive(Debug, Deserialize)]
@@ -103,18 +104,18 @@ fn mime(path: &Path) -> String {
         .to_string()
 }
 
-async fn open_file(path: &Path) -> Result<(tokio::fs::File, std::fs::Metadata), Error> {
-    let f = tokio::fs::File::open(path)
+pub(super) async fn open_file(
+    root: Option<&Path>,
+    path: &Path,
+) -> Result<(tokio::fs::File, std::fs::Metadata), Error> {
+    let root = root.map(Path::to_path_buf);
+    let p = path.to_path_buf();
+    let (f, m) = tokio::task::spawn_blocking(move || confine::open_read(root.as_deref(), &p))
         .await
-        .map_err(|e| Error::io(path, e))?;
-    let m = f.metadata().await.map_err(|e| Error::io(path, e))?;
-    if m.is_dir() {
-        return Err(Error::bad_request(format!(
-            "{}: is a directory",
-            path.display()
-        )));
-    }
-    Ok((f, m))
+        .map_err(|e| {
+            Error::new(StatusCode::INTERNAL_SERVER_ERROR, "open task failed").detail(e)
+        })??;
+    Ok((tokio::fs::File::from_std(f), m))
 }
 
 pub(super) async fn read_file(
@@ -134,17 +135,11 @@ pub(super) async fn read_file(
     // Small reads (the common case) cost one trip to the blocking pool instead of one
     // per open, stat, seek and read; large ones stream.
     let p2 = path.clone();
+    let root = api.root().map(Path::to_path_buf);
     let small =
         tokio::task::spawn_blocking(move || -> Result<Option<(u64, u64, Vec<u8>)>, Error> {
             use std::io::{Read, Seek};
-            let mut f = std::fs::File::open(&p2).map_err(|e| Error::io(&p2, e))?;
-            let m = f.metadata().map_err(|e| Error::io(&p2, e))?;
-            if m.is_dir() {
-                return Err(Error::bad_request(format!(
-                    "{}: is a directory",
-                    p2.display()
-                )));
-            }
+            let (mut f, m) = confine::open_read(root.as_deref(), &p2)?;
             let size = m.len();
             let offset = q.offset.min(size);
             let len = limit.min(size - offset);
@@ -167,7 +162,7 @@ pub(super) async fn read_file(
         let len = buf.len() as u64;
         return Ok(file_response(Body::from(buf), &path, len, size, offset));
     }
-    let (mut f, meta) = open_file(&path).await?;
+    let (mut f, meta) = open_file(api.root(), &path).await?;
     let size = meta.len();
     let offset = q.offset.min(size);
     f.seek(std::io::SeekFrom::Start(offset))
@@ -234,7 +229,7 @@ pub(super) async fn read_file_lines(
         .unwrap_or(cfg.max_response_bytes)
         .clamp(1, cfg.max_response_bytes.max(1));
     let path = api.path(&q.path)?;
-    let (f, meta) = open_file(&path).await?;
+    let (f, meta) = open_file(api.root(), &path).await?;
     let mut r = tokio::io::BufReader::with_capacity(64 << 10, f);
     let mut buf = Vec::new();
     let (mut index, mut bytes, mut truncated) = (0u64, 0usize, 0u64);
@@ -314,31 +309,31 @@ pub(super) struct WriteQuery {
 
 /// A temporary file that is removed unless committed: a failed, refused or cut-off
 /// request never leaves it behind.
-struct TempFile {
-    path: PathBuf,
+struct TempFile<'a> {
+    parent: &'a confine::Parent,
+    name: OsString,
     committed: bool,
 }
 
-impl Drop for TempFile {
+impl Drop for TempFile<'_> {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = std::fs::remove_file(&self.path);
+            self.parent.remove(&self.name);
         }
     }
 }
 
-fn temp_name(target: &Path) -> PathBuf {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+fn temp_name(name: &OsString) -> OsString {
     let tag: u64 = rand::random();
-    target.with_file_name(format!(".{name}.aw-tmp-{tag:016x}"))
+    OsString::from(format!(".{}.aw-tmp-{tag:016x}", name.to_string_lossy()))
 }
 
 /// Writes `chunks` to `target` atomically: a temporary file in the same directory,
-/// fsync, permissions, rename. Returns (bytes written, created).
+/// fsync, permissions, rename. Under a root the directory is held open beneath it, so the
+/// temporary file and the rename cannot be redirected outside. Returns (bytes written,
+/// created).
 pub(super) async fn write_atomic<S, E>(
+    root: Option<&Path>,
     target: &Path,
     mode: Option<u32>,
     mut chunks: S,
@@ -348,32 +343,23 @@ where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let existing = match tokio::fs::metadata(target).await {
-        Ok(m) if m.is_dir() => {
-            return Err(Error::bad_request(format!(
-                "{}: is a directory",
-                target.display()
-            )));
-        }
-        Ok(m) => Some(m.permissions().mode() & 0o7777),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::io(target, e)),
-    };
-    if let Some(parent) = target.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| Error::io(parent, e))?;
+    if target.file_name().is_none() {
+        return Err(Error::bad_request(format!(
+            "{}: is a directory",
+            target.display()
+        )));
     }
+    let parent = confine::Parent::open(root, target).await?;
+    let existing = parent.existing_mode()?;
     let mut tmp = TempFile {
-        path: temp_name(target),
+        parent: &parent,
+        name: temp_name(parent.name()),
         committed: false,
     };
-    let mut f = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp.path)
-        .await
+    let f = parent
+        .create_new(&tmp.name)
         .map_err(|e| Error::io(target, e))?;
+    let mut f = tokio::fs::File::from_std(f);
     let mut written = 0u64;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| Error::bad_request("request body ended early").detail(e))?;
@@ -390,13 +376,14 @@ where
     }
     f.flush().await.map_err(|e| Error::io(target, e))?;
     f.sync_all().await.map_err(|e| Error::io(target, e))?;
-    drop(f);
     let perms = existing.or(mode).unwrap_or(0o644);
-    tokio::fs::set_permissions(&tmp.path, std::fs::Permissions::from_mode(perms))
+    // fchmod on the open file: a by-name chmod could be redirected.
+    f.set_permissions(std::fs::Permissions::from_mode(perms))
         .await
         .map_err(|e| Error::io(target, e))?;
-    tokio::fs::rename(&tmp.path, target)
-        .await
+    drop(f);
+    parent
+        .rename_into_place(&tmp.name)
         .map_err(|e| Error::io(target, e))?;
     tmp.committed = true;
     Ok((written, existing.is_none()))
@@ -436,7 +423,7 @@ pub(super) async fn write_file(
     };
     let limit = api.config().body_limit;
     let stream = body.into_data_stream();
-    let (n, created) = write_atomic(&path, mode, stream, limit).await?;
+    let (n, created) = write_atomic(api.root(), &path, mode, stream, limit).await?;
     Ok(Json(WriteFileResponse {
         path: path.display().to_string(),
         bytes_written: n,

@@ -3,6 +3,7 @@
 //! tunnel's `TcpStream` or a kernel socket), `serve` runs an accept loop on a kernel
 //! listener for tests and tools. Endpoints are documented in `docs/protocol.md`.
 
+mod confine;
 mod edit;
 mod files;
 pub mod paths;
