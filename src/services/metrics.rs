@@ -286,14 +286,7 @@ impl MetricsGate {
                 "metrics are not served on this listener: use --metrics-listen or set AGENTWIRE_METRICS_TOKEN\n",
             ));
         };
-        let given = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(|t| digest(t.trim()));
+        let given = super::mcp::http::bearer(headers).map(digest);
         // Digests of equal length compared in full: the time taken says nothing about
         // how much of the token matched.
         match given {

@@ -459,16 +459,20 @@ struct MetricsListener {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Whether a URL's host is a loopback address or `localhost`: such a URL cannot have been
-/// handed to anyone on another machine.
-fn url_is_loopback(url: &str) -> bool {
-    let hostport = url
-        .split("://")
+/// The `host[:port]` part of a URL (empty when there is none).
+fn url_hostport(url: &str) -> &str {
+    url.split("://")
         .nth(1)
         .unwrap_or("")
         .split('/')
         .next()
-        .unwrap_or("");
+        .unwrap_or("")
+}
+
+/// Whether a URL's host is a loopback address or `localhost`: such a URL cannot have been
+/// handed to anyone on another machine.
+fn url_is_loopback(url: &str) -> bool {
+    let hostport = url_hostport(url);
     let host = match hostport.rsplit_once(':') {
         Some((h, p)) if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => hostport,
@@ -483,14 +487,7 @@ fn url_is_loopback(url: &str) -> bool {
 /// The address the DERP map advertises: the public URL's host and port when it names an
 /// IP, else the listen address.
 fn addr_for_map(listen: SocketAddr, public_url: &str) -> SocketAddr {
-    let hostport = public_url
-        .split("://")
-        .nth(1)
-        .unwrap_or("")
-        .split('/')
-        .next()
-        .unwrap_or("");
-    match hostport.parse::<SocketAddr>() {
+    match url_hostport(public_url).parse::<SocketAddr>() {
         Ok(a) if !a.ip().is_unspecified() => a,
         _ if listen.ip().is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), listen.port()),
         _ => listen,
