@@ -21,8 +21,21 @@ enum Command {
     Derp(agentwire::cli::derp::DerpArgs),
 }
 
+/// Removes the token variables from the environment.
+#[allow(unsafe_code)]
+fn scrub_secret_env() {
+    for name in agentwire::cli::note_secret_env() {
+        // SAFETY: called at the top of `main`, before the runtime or any other thread
+        // exists, so nothing reads the environment concurrently.
+        unsafe { std::env::remove_var(name) };
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Tokens are in hand now: take them out of the environment before any thread, and so
+    // any command a workspace runs, could see them.
+    scrub_secret_env();
     agentwire::cli::init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -13,9 +13,18 @@ pub struct AgentArgs {
     /// The server's URL, http://HOST:PORT.
     #[arg(long)]
     pub url: String,
-    /// The agent's token.
-    #[arg(long, env = "AGENTWIRE_AGENT_TOKEN", hide_env_values = true)]
-    pub token: String,
+    /// The agent's token. Prefer the environment variable or --token-file: a command line
+    /// is visible to every local user, including the workspace's own processes.
+    #[arg(
+        long,
+        env = "AGENTWIRE_AGENT_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "token_file"
+    )]
+    pub token: Option<String>,
+    /// Read the agent's token from this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// Working directory for commands [default: the current directory].
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -71,13 +80,29 @@ async fn identity(url: &str, token: &str) -> anyhow::Result<AgentIdentity> {
 /// # Errors
 /// A refused token or an unreachable server at startup.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    super::protect_process();
     let url = args.url.trim_end_matches('/').to_string();
-    let id = identity(&url, &args.token).await?;
+    let token = match (&args.token_file, args.token) {
+        (Some(f), _) => super::read_token_file(f)?,
+        (None, Some(t)) => {
+            if !super::token_came_from_env("AGENTWIRE_AGENT_TOKEN") {
+                tracing::warn!(
+                    "--token on the command line is visible to every local user and to the \
+                     workspace's processes (ps, /proc); use AGENTWIRE_AGENT_TOKEN or --token-file"
+                );
+            }
+            t
+        }
+        (None, None) => {
+            anyhow::bail!("give the agent token with --token-file or AGENTWIRE_AGENT_TOKEN")
+        }
+    };
+    let id = identity(&url, &token).await?;
     let dir = match args.dir {
         Some(d) => d,
         None => std::env::current_dir()?,
     };
-    let mut cfg = AgentConfig::new(&url, &args.token, id.id, dir.clone());
+    let mut cfg = AgentConfig::new(&url, &token, id.id, dir.clone());
     cfg.api.root = args.root;
     cfg.tailnet.udp_listen = args.udp;
     cfg.forward_ports = !args.no_port_forwarding;

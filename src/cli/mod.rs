@@ -37,6 +37,48 @@ pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// The environment variables that carry secrets. The binary removes them at
+/// start, so no process the agent or the server starts inherits them.
+pub const SECRET_ENV: [&str; 3] = [
+    "AGENTWIRE_AGENT_TOKEN",
+    "AGENTWIRE_TOKEN",
+    "AGENTWIRE_METRICS_TOKEN",
+];
+
+/// Which of [`SECRET_ENV`] were set when the process started, so a value clap read can be
+/// told apart from a command-line one after the variables are gone.
+static FROM_ENV: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+
+/// Records which of [`SECRET_ENV`] are set. The binary calls this, then removes them from
+/// its environment before any thread starts (removing is `unsafe` once threads exist, so
+/// it is done in `main`, not here).
+pub fn note_secret_env() -> Vec<&'static str> {
+    let seen: Vec<&'static str> = SECRET_ENV
+        .into_iter()
+        .filter(|n| std::env::var_os(n).is_some())
+        .collect();
+    let _ = FROM_ENV.set(seen.clone());
+    seen
+}
+
+/// Whether `name` was set in the environment at start (see [`note_secret_env`]).
+pub fn token_came_from_env(name: &str) -> bool {
+    FROM_ENV.get().is_some_and(|v| v.contains(&name)) || std::env::var_os(name).is_some()
+}
+
+/// Makes this process's memory and `/proc/PID/environ` unreadable to other processes of
+/// the same user, such as the commands a workspace runs: removing a variable from the
+/// environment does not erase the copy the kernel shows there. Children are unaffected
+/// (`execve` resets the flag). Linux only; elsewhere a no-op.
+pub fn protect_process() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::warn!(error = %e, "could not mark the process non-dumpable; its environment stays readable by same-user processes");
+    }
+}
+
 /// Resolves when the process is asked to stop (ctrl-c or SIGTERM).
 pub async fn shutdown_signal() {
     let ctrl_c = async {

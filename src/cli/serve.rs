@@ -69,17 +69,18 @@ pub fn default_data_dir() -> PathBuf {
 /// # Errors
 /// Startup failures (bind, data directory, configuration).
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    super::protect_process();
     if args.dev_no_auth.is_some() {
         tracing::warn!(
             "--dev-no-auth: MCP requests WITHOUT A TOKEN are accepted; never expose this server"
         );
     }
-    if args.token.is_some() && std::env::var_os("AGENTWIRE_TOKEN").is_none() {
+    if args.token.is_some() && !super::token_came_from_env("AGENTWIRE_TOKEN") {
         tracing::warn!(
             "--token on the command line is visible to every local user (ps, /proc); use AGENTWIRE_TOKEN or --token-file"
         );
     }
-    if args.metrics_token.is_some() && std::env::var_os("AGENTWIRE_METRICS_TOKEN").is_none() {
+    if args.metrics_token.is_some() && !super::token_came_from_env("AGENTWIRE_METRICS_TOKEN") {
         tracing::warn!(
             "--metrics-token on the command line is visible to every local user; use AGENTWIRE_METRICS_TOKEN"
         );

@@ -190,6 +190,11 @@ pub fn coord_registry(data: &[u8]) {
                     version,
                     id,
                     name: "n".repeat(b.next()),
+                    instance: if b.next() % 2 == 0 {
+                        String::new()
+                    } else {
+                        "i".into()
+                    },
                 };
                 reg.connect(conn, &hello, auth, now);
                 conns.push((conn, id));
@@ -210,6 +215,7 @@ pub fn coord_registry(data: &[u8]) {
                         version: 1,
                         id,
                         name: String::new(),
+                        instance: String::new(),
                     }),
                 };
                 reg.handle(conn, msg, now);

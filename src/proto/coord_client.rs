@@ -29,6 +29,13 @@ pub const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// Attempt number that makes [`Backoff::delay`] return its cap.
 const CAPPED_ATTEMPT: u32 = 31;
 
+/// Retry delays after the coordinator refused us because another live process holds our
+/// id ([`coord::CLOSE_CONFLICT`]). The first retry is soon, because the usual cause is a
+/// restart whose old stream the server has not yet seen close; then it doubles to the cap,
+/// so a second copy of an agent costs the server one attempt per half minute. (Refusal
+/// never displaces the live stream, so the copies cannot take turns either way.)
+pub const CONFLICT_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+
 /// Why a coordinator URL is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("coordinator URL {0:?} must start with http://, https://, ws:// or wss://")]
@@ -100,6 +107,10 @@ pub struct ClientState {
     backoff: Backoff,
     /// Set by [`ClientState::disconnect`]: no new requests, no reconnects.
     closing: bool,
+    /// Sent in `hello` so a reconnect of this process is told apart from another copy.
+    instance: String,
+    /// Attempts refused as conflicts in a row; cleared by a welcome.
+    conflicts: u32,
 }
 
 impl ClientState {
@@ -116,7 +127,16 @@ impl ClientState {
             attempt: 0,
             backoff,
             closing: false,
+            instance: String::new(),
+            conflicts: 0,
         }
+    }
+
+    /// Sets the per-process instance sent in `hello` (a random value chosen at start).
+    #[must_use]
+    pub fn with_instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = instance.into();
+        self
     }
 
     /// Our node id.
@@ -153,6 +173,7 @@ impl ClientState {
             version: coord::PROTOCOL_VERSION,
             id: self.id,
             name: self.name.clone(),
+            instance: self.instance.clone(),
         })
     }
 
@@ -250,6 +271,7 @@ impl ClientState {
                     return Some(ClientEvent::Error(format!("unexpected welcome for {id}")));
                 }
                 self.phase = Phase::Up;
+                self.conflicts = 0;
                 if self.closing {
                     self.pending.push_back(ClientMsg::Disconnect {});
                     return None;
@@ -311,6 +333,17 @@ impl ClientState {
         self.attempt = CAPPED_ATTEMPT;
     }
 
+    /// The server refused us because another live process holds our id: retry on
+    /// [`CONFLICT_BACKOFF`].
+    pub fn on_conflict(&mut self) {
+        self.conflicts = self.conflicts.saturating_add(1);
+    }
+
+    /// Whether the last attempt was refused as a conflict.
+    pub fn is_conflicted(&self) -> bool {
+        self.conflicts > 0
+    }
+
     /// Reconnect promptly (sleep/wake, network change): the next delay starts from the base.
     pub fn reset_backoff(&mut self) {
         self.attempt = 0;
@@ -318,6 +351,9 @@ impl ClientState {
 
     /// How long to wait before the next attempt. `rand` is uniform in `[0, 1)`.
     pub fn next_delay(&self, rand: f64) -> Duration {
+        if self.conflicts > 0 {
+            return CONFLICT_BACKOFF.delay(self.conflicts - 1, rand);
+        }
         self.backoff.delay(self.attempt.saturating_sub(1), rand)
     }
 }
@@ -462,6 +498,29 @@ mod tests {
         assert_eq!(lost.len(), 1);
         assert_eq!((lost[0].id, lost[0].kind), (id(2), PeerKind::Lost));
         assert!(s.on_disconnect(None).is_empty(), "reported once");
+    }
+
+    #[test]
+    fn a_conflict_holds_off_until_a_welcome() {
+        let mut s = ClientState::new(id(1), "c", DEFAULT_BACKOFF).with_instance("p1");
+        assert!(matches!(s.hello(), ClientMsg::Hello(h) if h.instance == "p1"));
+        s.on_disconnect(None);
+        s.on_conflict();
+        assert!(s.is_conflicted());
+        assert_eq!(s.next_delay(1.0), Duration::from_secs(1));
+        for _ in 0..10 {
+            s.on_conflict();
+        }
+        assert_eq!(s.next_delay(1.0), Duration::from_secs(30));
+        assert!(s.next_delay(0.0) >= Duration::from_secs(15));
+        // A wake does not shorten it: only the coordinator accepting us does.
+        s.reset_backoff();
+        assert_eq!(s.next_delay(1.0), Duration::from_secs(30));
+        s.hello();
+        welcome(&mut s);
+        assert!(!s.is_conflicted());
+        s.on_disconnect(Some(STABLE_AFTER));
+        assert_eq!(s.next_delay(1.0), Duration::from_millis(50));
     }
 
     #[test]

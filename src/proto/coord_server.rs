@@ -22,11 +22,14 @@ use crate::wire::coord::{
     self, ClientMsg, DecodeError, Hello, Node, PeerKind, PeerUpdate, ServerMsg,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 mod auth;
+mod identity;
 
 pub use auth::{PeerAuth, TunnelAuthorizer};
+pub use identity::{Conflict, MAX_ENDPOINTS, sanitize_endpoints};
+use identity::{Keys, Takeover};
 
 /// Identifies one stream. Assigned by the server, never reused.
 pub type ConnId = u64;
@@ -37,8 +40,18 @@ pub const MAX_CONSECUTIVE_BAD: u32 = 32;
 /// The most tunnels one peer may have open as source.
 pub const MAX_TUNNELS_PER_PEER: usize = 10_000;
 
+/// The most tunnels all the streams of one user principal may have open together.
+pub const MAX_TUNNELS_PER_PRINCIPAL: usize = 20_000;
+
 /// Longest node name kept from `hello`; longer names are truncated.
 pub const MAX_NAME_LEN: usize = 128;
+
+/// Longest `instance` kept from `hello`.
+pub const MAX_INSTANCE_LEN: usize = 64;
+
+/// How long a live agent stream must have been silent before another process may take
+/// its id over. Clients ping every 15 s, so a live one is never silent this long.
+pub const DEFAULT_TAKEOVER_GRACE: Duration = Duration::from_secs(40);
 
 /// Something the server must do.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +96,14 @@ pub struct RegistryStats {
     /// Requests refused with an error message without closing (e.g. a racing
     /// `ready_for_handshake`).
     pub refused: u64,
+    /// Registrations refused because another process holds the agent id and still answers.
+    pub conflicts: u64,
+    /// Registrations under a known agent id with a different WireGuard key than before.
+    pub key_changes: u64,
+    /// Endpoints dropped from nodes: duplicates, non-unicast, or past [`MAX_ENDPOINTS`].
+    pub endpoints_dropped: u64,
+    /// Tunnels refused for a per-peer or per-principal cap.
+    pub tunnel_limit: u64,
 }
 
 /// One registered stream.
@@ -96,6 +117,12 @@ struct Peer {
     /// Bad messages since the last good one; bounds how long garbage is tolerated.
     consecutive_bad: u32,
     since: Instant,
+    /// The last time anything arrived on the stream (a message, a ping or a pong).
+    last_seen: Instant,
+    /// The client process's `hello` instance; empty if it sent none.
+    instance: String,
+    /// Registrations refused while this stream held the id.
+    conflict: Option<Conflict>,
 }
 
 /// A snapshot of one registered peer, for status pages.
@@ -113,6 +140,10 @@ pub struct PeerInfo {
     pub tunnels: usize,
     /// When its stream registered.
     pub since: Instant,
+    /// When anything last arrived on its stream.
+    pub last_seen: Instant,
+    /// Other processes refused the id while this stream held it.
+    pub conflict: Option<Conflict>,
 }
 
 /// The coordinator's registry. See the module docs for the call order.
@@ -127,6 +158,12 @@ pub struct Registry {
     tunnels_out: BTreeMap<NodeId, BTreeSet<NodeId>>,
     /// The same tunnels by destination; destinations need not be live.
     tunnels_in: BTreeMap<NodeId, BTreeSet<NodeId>>,
+    /// Tunnels open per user principal, across all its streams.
+    principal_tunnels: BTreeMap<String, usize>,
+    /// Which node holds which WireGuard key.
+    keys: Keys,
+    /// Zero means [`DEFAULT_TAKEOVER_GRACE`].
+    takeover_grace: Option<Duration>,
     outputs: VecDeque<Output>,
     stats: RegistryStats,
 }
@@ -138,6 +175,12 @@ impl Registry {
             derp_map,
             ..Self::default()
         }
+    }
+
+    /// Sets how long a live agent stream must be silent before another process may take
+    /// its id; see [`DEFAULT_TAKEOVER_GRACE`].
+    pub fn set_takeover_grace(&mut self, grace: Duration) {
+        self.takeover_grace = Some(grace);
     }
 
     /// Counters, and current sizes.
@@ -171,6 +214,8 @@ impl Registry {
                 has_node: p.node.is_some(),
                 tunnels: self.tunnels_out.get(id).map_or(0, BTreeSet::len),
                 since: p.since,
+                last_seen: p.last_seen,
+                conflict: p.conflict,
             })
             .collect()
     }
@@ -178,8 +223,13 @@ impl Registry {
     /// Registers stream `conn` after its `hello`. Answers `welcome` followed by the nodes of
     /// its tunnel peers, or an error and a close when the version is unsupported, an agent
     /// names an id its token is not bound to, or the id is live under another principal.
+    ///
     /// A live stream for the same id and principal is replaced (closed with
-    /// [`coord::CLOSE_REPLACED`]; its tunnel peers see it as `lost`).
+    /// [`coord::CLOSE_REPLACED`]; its tunnel peers see it as `lost`), except for agents: a
+    /// live agent stream is replaced only by the same process (the same `hello` instance)
+    /// or once it has been silent for the takeover grace. Any other registration for the
+    /// id is refused with [`coord::CLOSE_CONFLICT`] and recorded on the live peer, so two
+    /// copies of an agent cannot take turns and the operator can see the conflict.
     pub fn connect(&mut self, conn: ConnId, hello: &Hello, auth: PeerAuth, now: Instant) {
         if self.conns.contains_key(&conn) {
             tracing::debug!(conn, "connect for a stream already registered; ignored");
@@ -214,16 +264,34 @@ impl Registry {
                 return;
             }
             let old_conn = old.conn;
+            let instance = truncate(&hello.instance, MAX_INSTANCE_LEN);
+            let grace = self.takeover_grace.unwrap_or(DEFAULT_TAKEOVER_GRACE);
+            let takeover =
+                Takeover::judge(&auth, &old.instance, &instance, old.last_seen, grace, now);
+            if let Takeover::Refuse { silent } = takeover {
+                self.stats.conflicts += 1;
+                let id = hello.id;
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.conflict = Some(Conflict::record(p.conflict, now));
+                }
+                tracing::warn!(%id, name = hello.name, silent_ms = silent.as_millis() as u64,
+                    "refused a second registration for a live agent");
+                let reason = format!(
+                    "node id {id} is live on another stream (heard from {} s ago); \
+                     is another copy of this agent running?",
+                    silent.as_secs()
+                );
+                self.send(conn, ServerMsg::error(reason.clone()));
+                self.push_close(conn, coord::CLOSE_CONFLICT, &reason);
+                return;
+            }
             self.stats.replacements += 1;
-            self.push_close(
-                old_conn,
-                coord::CLOSE_REPLACED,
-                "replaced by a newer stream",
-            );
+            self.push_close(old_conn, coord::CLOSE_REPLACED, takeover.reason());
             self.remove(old_conn, PeerKind::Lost, "replaced");
         }
         let id = hello.id;
         let name = truncate(&hello.name, MAX_NAME_LEN);
+        let instance = truncate(&hello.instance, MAX_INSTANCE_LEN);
         tracing::debug!(conn, %id, name, role = auth.role(), "peer connected");
         self.conns.insert(conn, id);
         self.peers.insert(
@@ -235,6 +303,9 @@ impl Registry {
                 node: None,
                 consecutive_bad: 0,
                 since: now,
+                last_seen: now,
+                instance,
+                conflict: None,
             },
         );
         self.send(
@@ -253,11 +324,20 @@ impl Registry {
         }
     }
 
+    /// Something arrived on stream `conn` that the registry does not otherwise see (a
+    /// websocket ping or pong): the stream is alive.
+    pub fn touch(&mut self, conn: ConnId, now: Instant) {
+        if let Some(p) = self.conns.get(&conn).and_then(|id| self.peers.get_mut(id)) {
+            p.last_seen = p.last_seen.max(now);
+        }
+    }
+
     /// Handles a decoded request on stream `conn`. Ignored if `conn` is not registered.
-    pub fn handle(&mut self, conn: ConnId, msg: ClientMsg, _now: Instant) {
+    pub fn handle(&mut self, conn: ConnId, msg: ClientMsg, now: Instant) {
         let Some(&id) = self.conns.get(&conn) else {
             return;
         };
+        self.touch(conn, now);
         if let ClientMsg::Hello(_) = msg {
             self.bad(
                 conn,
@@ -346,7 +426,7 @@ impl Registry {
         self.send(conn, ServerMsg::error(message));
     }
 
-    fn update_self(&mut self, conn: ConnId, id: NodeId, node: Node) {
+    fn update_self(&mut self, conn: ConnId, id: NodeId, mut node: Node) {
         if node.id != id {
             return self.violation(
                 conn,
@@ -366,10 +446,37 @@ impl Registry {
                 format!("address {bad} is not the /128 derived from node id {id}"),
             );
         }
-        let Some(peer) = self.peers.get_mut(&id) else {
+        let Some(peer) = self.peers.get(&id) else {
             return;
         };
-        peer.node = Some(node.clone());
+        let is_agent = matches!(peer.auth, PeerAuth::Agent { .. });
+        let old_key = peer.node.as_ref().map(|n| n.key);
+        if let Some(old) = old_key
+            && old != node.key
+        {
+            return self.violation(
+                conn,
+                "the WireGuard key may change only with a new registration".into(),
+            );
+        }
+        if let Err(owner) = self.keys.check(id, node.key) {
+            return self.violation(
+                conn,
+                format!("WireGuard key {} belongs to node {owner}", node.key),
+            );
+        }
+        if old_key.is_none() && self.keys.claim(id, node.key, is_agent) {
+            self.stats.key_changes += 1;
+            tracing::info!(%id, key = %node.key, "agent registered with a new WireGuard key");
+        }
+        let dropped = sanitize_endpoints(&mut node.endpoints);
+        if dropped > 0 {
+            self.stats.endpoints_dropped += dropped as u64;
+            tracing::debug!(%id, dropped, "dropped endpoints from a node");
+        }
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.node = Some(node.clone());
+        }
         for other in self.tunnel_peers(id) {
             self.send_to_peer(other, node_update(node.clone()));
         }
@@ -388,14 +495,29 @@ impl Registry {
         if dst == src {
             return self.refuse(conn, "cannot open a tunnel to yourself".into());
         }
-        let outs = self.tunnels_out.entry(src).or_default();
-        if !outs.contains(&dst) && outs.len() >= MAX_TUNNELS_PER_PEER {
-            return self.refuse(
-                conn,
-                format!("tunnel limit of {MAX_TUNNELS_PER_PEER} reached"),
-            );
+        let principal = peer.auth.principal().map(str::to_string);
+        let outs = self.tunnels_out.get(&src);
+        if !outs.is_some_and(|o| o.contains(&dst)) {
+            if outs.map_or(0, BTreeSet::len) >= MAX_TUNNELS_PER_PEER {
+                self.stats.tunnel_limit += 1;
+                return self.refuse(
+                    conn,
+                    format!("tunnel limit of {MAX_TUNNELS_PER_PEER} per stream reached"),
+                );
+            }
+            if let Some(p) = &principal {
+                let n = self.principal_tunnels.entry(p.clone()).or_default();
+                if *n >= MAX_TUNNELS_PER_PRINCIPAL {
+                    self.stats.tunnel_limit += 1;
+                    return self.refuse(
+                        conn,
+                        format!("tunnel limit of {MAX_TUNNELS_PER_PRINCIPAL} per user reached"),
+                    );
+                }
+                *n += 1;
+            }
+            self.tunnels_out.entry(src).or_default().insert(dst);
         }
-        outs.insert(dst);
         self.tunnels_in.entry(dst).or_default().insert(src);
         if let Some(node) = self.peers.get(&dst).and_then(|p| p.node.clone()) {
             self.send(conn, node_update(node));
@@ -443,8 +565,15 @@ impl Registry {
             return;
         };
         let notify = self.tunnel_peers(id);
-        self.peers.remove(&id);
-        for dst in self.tunnels_out.remove(&id).unwrap_or_default() {
+        let principal = self.peers.remove(&id).and_then(|p| {
+            self.keys.release(id, p.node.map(|n| n.key));
+            p.auth.principal().map(str::to_string)
+        });
+        let outs = self.tunnels_out.remove(&id).unwrap_or_default();
+        if let Some(p) = principal {
+            self.uncount_tunnels(&p, outs.len());
+        }
+        for dst in outs {
             if let Some(srcs) = self.tunnels_in.get_mut(&dst) {
                 srcs.remove(&id);
                 if srcs.is_empty() {
@@ -469,6 +598,10 @@ impl Registry {
         if outs.is_empty() {
             self.tunnels_out.remove(&src);
         }
+        if let Some(p) = self.peers.get(&src).and_then(|p| p.auth.principal()) {
+            let p = p.to_string();
+            self.uncount_tunnels(&p, 1);
+        }
         if let Some(srcs) = self.tunnels_in.get_mut(&dst) {
             srcs.remove(&src);
             if srcs.is_empty() {
@@ -476,6 +609,15 @@ impl Registry {
             }
         }
         true
+    }
+
+    fn uncount_tunnels(&mut self, principal: &str, n: usize) {
+        if let Some(c) = self.principal_tunnels.get_mut(principal) {
+            *c = c.saturating_sub(n);
+            if *c == 0 {
+                self.principal_tunnels.remove(principal);
+            }
+        }
     }
 
     /// Whether a tunnel joins `a` and `b` in either direction.
@@ -535,6 +677,21 @@ impl Registry {
             assert!(!srcs.is_empty(), "empty reverse tunnel set kept");
             for src in srcs {
                 assert!(self.tunnels_out.get(src).is_some_and(|d| d.contains(dst)));
+            }
+        }
+        let mut per_principal: BTreeMap<String, usize> = BTreeMap::new();
+        for (src, dsts) in &self.tunnels_out {
+            if let Some(p) = self.peers.get(src).and_then(|p| p.auth.principal()) {
+                *per_principal.entry(p.to_string()).or_default() += dsts.len();
+            }
+        }
+        assert_eq!(
+            per_principal, self.principal_tunnels,
+            "per-principal tunnel counts"
+        );
+        for (id, p) in &self.peers {
+            if let Some(n) = &p.node {
+                self.keys.check_live(*id, n.key);
             }
         }
         assert_eq!(self.conns.len(), self.peers.len());

@@ -96,6 +96,8 @@ pub struct CoordStatus {
     pub reconnects: u64,
     /// The most recent failure, if any.
     pub last_error: Option<String>,
+    /// Registrations refused because another process held our node id.
+    pub conflicts: u64,
 }
 
 #[derive(Debug)]
@@ -144,7 +146,10 @@ impl CoordClient {
     /// Outside a tokio runtime.
     pub fn spawn(cfg: CoordClientConfig, events: mpsc::Sender<CoordEvent>) -> Self {
         let shared = Arc::new(Shared {
-            state: Mutex::new(ClientState::new(cfg.id, cfg.name.clone(), DEFAULT_BACKOFF)),
+            state: Mutex::new(
+                ClientState::new(cfg.id, cfg.name.clone(), DEFAULT_BACKOFF)
+                    .with_instance(format!("{:032x}", rand::random::<u128>())),
+            ),
             status: Mutex::new(CoordStatus::default()),
             wake: Notify::new(),
             reconnect: AtomicBool::new(false),
@@ -222,6 +227,8 @@ enum Outcome {
     Failed(String),
     /// The server refused us; permanent until something changes.
     Refused(String),
+    /// Another live process holds our node id.
+    Conflict(String),
     /// The stream ended after registering, or was dropped for `reconnect_now`.
     Lost(String),
 }
@@ -259,6 +266,25 @@ async fn run(shared: Arc<Shared>, cfg: CoordClientConfig, events: mpsc::Sender<C
             Outcome::Failed(e) => {
                 tracing::debug!(error = e, "coordinator connect failed");
                 shared.status().last_error = Some(e);
+            }
+            Outcome::Conflict(reason) => {
+                let first = !shared.state().is_conflicted();
+                if first {
+                    tracing::error!(
+                        reason,
+                        "coordinator refused this process: another process holds the node id; \
+                         retrying with a backoff of up to 30 s"
+                    );
+                } else {
+                    tracing::debug!(reason, "coordinator still refuses: conflict");
+                }
+                shared.state().on_conflict();
+                {
+                    let mut st = shared.status();
+                    st.last_error = Some(reason.clone());
+                    st.conflicts += 1;
+                }
+                emit.send(CoordEvent::Closed { reason }).await;
             }
             Outcome::Refused(reason) => {
                 tracing::debug!(reason, "coordinator refused us");
@@ -489,6 +515,12 @@ fn closed_by_server(frame: Option<tungstenite::protocol::CloseFrame>) -> Outcome
     };
     let code = u16::from(frame.code);
     let why = format!("closed by coordinator ({code}): {}", frame.reason.as_str());
+    if code == coord::CLOSE_CONFLICT {
+        return Outcome::Conflict(why);
+    }
+    if code == coord::CLOSE_REPLACED {
+        tracing::error!(reason = %frame.reason, "coordinator stream replaced by another registration");
+    }
     let permanent = [
         coord::CLOSE_POLICY,
         coord::CLOSE_REPLACED,

@@ -15,7 +15,7 @@ mod stream;
 
 use crate::proto::coord_server::{ConnId, Output, PeerInfo, Registry, RegistryStats};
 use crate::runtime::clock;
-use crate::services::control::ControlPlane;
+use crate::services::control::{ControlPlane, Principal};
 use crate::wire::coord;
 use axum::Router;
 use axum::extract::State;
@@ -50,6 +50,13 @@ pub struct CoordinatorConfig {
     pub idle_timeout: Duration,
     /// Streams served at once; further upgrades get 503.
     pub max_connections: usize,
+    /// Streams one user or agent token may hold at once (the serving process's own
+    /// tailnet is exempt); further upgrades get 429, so one tenant cannot exhaust
+    /// `max_connections` for the rest.
+    pub max_streams_per_principal: usize,
+    /// How long a live agent stream must be silent before another process may take its
+    /// id over; see [`crate::proto::coord_server::DEFAULT_TAKEOVER_GRACE`].
+    pub takeover_grace: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -61,6 +68,8 @@ impl Default for CoordinatorConfig {
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
             max_connections: 10_000,
+            max_streams_per_principal: 32,
+            takeover_grace: crate::proto::coord_server::DEFAULT_TAKEOVER_GRACE,
         }
     }
 }
@@ -76,6 +85,8 @@ pub struct CoordinatorStats {
     pub slow_closed: u64,
     /// Streams refused before registration (bad hello, agent id squatting, shutdown, limit).
     pub refused: u64,
+    /// Upgrades refused with 429 for [`CoordinatorConfig::max_streams_per_principal`].
+    pub principal_limited: u64,
 }
 
 /// The coordinator. Dropping it closes every stream (code 1001) and refuses new ones.
@@ -95,6 +106,9 @@ struct Shared {
     /// Tracks every stream task so shutdown can wait for them.
     tracker: TaskTracker,
     limit: Arc<Semaphore>,
+    /// Streams held per principal, for `max_streams_per_principal`.
+    per_principal: Mutex<HashMap<String, usize>>,
+    principal_limited: AtomicU64,
     unauthorized: AtomicU64,
     slow_closed: AtomicU64,
     refused: AtomicU64,
@@ -127,7 +141,8 @@ impl ConnTx {
 impl Coordinator {
     /// A coordinator authenticating through `control`.
     pub fn new(control: Arc<dyn ControlPlane>, cfg: CoordinatorConfig) -> Self {
-        let registry = Registry::new(cfg.derp_map.clone());
+        let mut registry = Registry::new(cfg.derp_map.clone());
+        registry.set_takeover_grace(cfg.takeover_grace);
         let limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
         Self {
             shared: Arc::new(Shared {
@@ -141,6 +156,8 @@ impl Coordinator {
                 cancel: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 limit,
+                per_principal: Mutex::new(HashMap::new()),
+                principal_limited: AtomicU64::new(0),
                 unauthorized: AtomicU64::new(0),
                 slow_closed: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
@@ -163,6 +180,7 @@ impl Coordinator {
             unauthorized: self.shared.unauthorized.load(Ordering::Relaxed),
             slow_closed: self.shared.slow_closed.load(Ordering::Relaxed),
             refused: self.shared.refused.load(Ordering::Relaxed),
+            principal_limited: self.shared.principal_limited.load(Ordering::Relaxed),
         }
     }
 
@@ -225,6 +243,25 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Takes one of `principal`'s stream slots, or `None` if it holds its maximum.
+    fn principal_slot(self: &Arc<Self>, principal: &Principal) -> Option<PrincipalSlot> {
+        let key = match principal {
+            Principal::Service => return Some(PrincipalSlot(None)),
+            Principal::User(u) => format!("user:{}", u.name),
+            Principal::Agent { agent_id, .. } => format!("agent:{agent_id}"),
+        };
+        let mut map = self
+            .per_principal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(key.clone()).or_default();
+        if *n >= self.cfg.max_streams_per_principal.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(PrincipalSlot(Some((self.clone(), key))))
+    }
+
     fn close_all(&self) {
         self.cancel.cancel();
         // Forget the streams as well as closing them: peers hear only that the coordinator
@@ -275,6 +312,27 @@ impl Shared {
                     c.close(coord::CLOSE_TRY_AGAIN, "too slow: outbound queue full");
                 }
                 hub.registry.close(conn, false, now);
+            }
+        }
+    }
+}
+
+/// One stream's share of its principal's cap; given back on drop.
+struct PrincipalSlot(Option<(Arc<Shared>, String)>);
+
+impl Drop for PrincipalSlot {
+    fn drop(&mut self) {
+        let Some((shared, key)) = self.0.take() else {
+            return;
+        };
+        let mut map = shared
+            .per_principal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&key);
             }
         }
     }
@@ -332,6 +390,20 @@ async fn upgrade(
         shared.refused.fetch_add(1, Ordering::Relaxed);
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "coordinator shutting down");
     }
+    let Some(slot) = shared.principal_slot(&principal) else {
+        shared.principal_limited.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            who = principal.describe(),
+            "coordinator stream refused: per-principal cap"
+        );
+        return json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "too many coordinator streams for this token (at most {})",
+                shared.cfg.max_streams_per_principal.max(1)
+            ),
+        );
+    };
     let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
         shared.refused.fetch_add(1, Ordering::Relaxed);
         return json_error(
@@ -347,7 +419,7 @@ async fn upgrade(
     let tracker = shared.tracker.clone();
     ws.on_upgrade(move |socket| {
         tracker.track_future(async move {
-            let _permit = permit;
+            let _permit = (permit, slot);
             stream::run(shared, socket, principal).await;
         })
     })

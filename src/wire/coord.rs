@@ -34,6 +34,9 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_TRY_AGAIN: u16 = 1013;
 /// Websocket close code: another stream with the same node id replaced this one.
 pub const CLOSE_REPLACED: u16 = 4000;
+/// Websocket close code: the node id is already live on another stream that is still
+/// answering; this stream was refused. Retry only after a long backoff.
+pub const CLOSE_CONFLICT: u16 = 4001;
 
 /// A node as peers see it: everything needed to program a WireGuard peer and reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +72,11 @@ pub struct Hello {
     /// A human-readable name for logs.
     #[serde(default)]
     pub name: String,
+    /// A random value fixed for the life of the client process. A reconnect carrying the
+    /// same instance as the live stream replaces it at once; another instance of the same
+    /// agent is refused while the live stream still answers.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
 }
 
 /// Messages from a client (agent, user client or service) to the coordinator.
@@ -345,7 +353,8 @@ mod tests {
             ClientMsg::Hello(Hello {
                 version: 1,
                 id: ID.parse().unwrap(),
-                name: "laptop".into()
+                name: "laptop".into(),
+                instance: String::new(),
             })
         );
     }
@@ -356,6 +365,7 @@ mod tests {
             version: 1,
             id: ID.parse().unwrap(),
             name: "x".into(),
+            instance: String::new(),
         });
         assert_eq!(
             m.encode(),

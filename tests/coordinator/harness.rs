@@ -57,10 +57,14 @@ pub fn id(s: &str) -> NodeId {
     s.parse().unwrap()
 }
 
+/// A node for `id`; the key is derived from the id, since a node id keeps one key for the
+/// life of a stream.
 pub fn node(id: NodeId, as_of: u64) -> Node {
+    let mut seed = [0u8; 32];
+    seed[..16].copy_from_slice(id.0.as_bytes());
     Node {
         id,
-        key: NodePrivate::generate().public(),
+        key: NodePrivate::from_bytes(seed).public(),
         preferred_derp: 999,
         addresses: vec![id.tailnet_prefix().parse().unwrap()],
         allowed_ips: vec![id.tailnet_prefix().parse().unwrap()],

@@ -2,6 +2,7 @@
 //! plane, real `CoordClient`s, and raw websockets for the misbehaving peers.
 
 mod harness;
+mod identity;
 
 use agentwire::runtime::coord::CoordEvent;
 use agentwire::services::coordinator::{Coordinator, CoordinatorConfig};

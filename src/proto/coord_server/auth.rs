@@ -45,6 +45,14 @@ impl PeerAuth {
         }
     }
 
+    /// The user principal of a client stream; `None` for agents and services.
+    pub fn principal(&self) -> Option<&str> {
+        match self {
+            Self::Client { principal, .. } => Some(principal),
+            _ => None,
+        }
+    }
+
     /// Whether a stream with `self` may replace a live stream with `other` for the same id.
     pub(super) fn same_principal(&self, other: &PeerAuth) -> bool {
         match (self, other) {

@@ -241,7 +241,10 @@ async fn read_loop(
         let text = match next {
             Err(_) => return tracing::debug!(conn, "coordinator stream idle; dropping"),
             Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {
+                shared.with_registry(|r| r.touch(conn, clock::now()));
+                continue;
+            }
             Ok(Some(Ok(Message::Binary(_)))) => {
                 let e = DecodeError::Malformed("binary frames are not part of the protocol".into());
                 shared.with_registry(|r| r.bad_message(conn, &e, clock::now()));

@@ -234,6 +234,13 @@ impl ProcessManager {
             }
         }
         let mut cmd = tokio::process::Command::new("sh");
+        // A process embedding the agent (the demo workspace of `serve`) may hold secrets
+        // in its environment; the workspace's commands get none of them.
+        for (name, _) in std::env::vars_os() {
+            if name.to_str().is_some_and(|n| n.starts_with("AGENTWIRE_")) {
+                cmd.env_remove(&name);
+            }
+        }
         cmd.arg("-c")
             .arg(&req.command)
             .current_dir(workdir)
