@@ -56,6 +56,12 @@ pub struct NetstackConfig {
     pub listen_backlog: usize,
     /// How long a dropped, gracefully closing connection may linger before it is reset.
     pub linger: Duration,
+    /// Connections we dial probe a silent peer this often (a TCP keep-alive)...
+    pub dial_keepalive: Option<Duration>,
+    /// ...and are aborted when the peer has sent nothing for this long: a peer that
+    /// vanished (killed, frozen, unplugged) fails its callers in seconds, not at their own
+    /// timeouts. Also bounds how long a SYN goes unanswered.
+    pub dial_dead_after: Option<Duration>,
 }
 
 impl Default for NetstackConfig {
@@ -69,6 +75,8 @@ impl Default for NetstackConfig {
             queue_packets: 1024,
             listen_backlog: 1024,
             linger: Duration::from_secs(30),
+            dial_keepalive: Some(Duration::from_secs(1)),
+            dial_dead_after: Some(Duration::from_millis(4500)),
         }
     }
 }

@@ -76,6 +76,8 @@ impl Netstack {
             .ok_or(TcpError::Unaddressable)?;
         let port = self.alloc_port().ok_or(TcpError::NoPorts)?;
         let mut s = new_socket(self.config.tcp_rx_buffer, self.config.tcp_tx_buffer);
+        s.set_keep_alive(self.config.dial_keepalive.map(Into::into));
+        s.set_timeout(self.config.dial_dead_after.map(Into::into));
         if s.connect(
             self.iface.context(),
             remote,

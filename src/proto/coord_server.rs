@@ -29,6 +29,31 @@ mod identity;
 
 pub use auth::{PeerAuth, TunnelAuthorizer};
 pub use identity::{Conflict, MAX_ENDPOINTS, sanitize_endpoints};
+
+/// What the registry knows about an agent id being connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presence {
+    /// Registered now.
+    Online {
+        /// When its stream registered.
+        since: Instant,
+        /// When anything last arrived on its stream.
+        last_seen: Instant,
+        /// Other processes refused the id meanwhile.
+        conflict: Option<Conflict>,
+    },
+    /// Was registered, and its stream is gone.
+    Offline {
+        /// When the stream went away.
+        since: Instant,
+        /// It said goodbye (stopped cleanly) rather than vanishing.
+        graceful: bool,
+        /// Why the stream ended, for the operator.
+        reason: String,
+    },
+    /// Not seen since this registry started.
+    Unknown,
+}
 use identity::{Keys, Takeover};
 
 /// Identifies one stream. Assigned by the server, never reused.
@@ -164,6 +189,11 @@ pub struct Registry {
     keys: Keys,
     /// Zero means [`DEFAULT_TAKEOVER_GRACE`].
     takeover_grace: Option<Duration>,
+    /// Agents whose streams ended: when and how. Bounded by the agent ids the control
+    /// plane issues; an entry goes when its agent registers again.
+    departed: BTreeMap<NodeId, (Instant, bool, String)>,
+    /// The latest instant any input carried; stamps events that have no `now` of their own.
+    latest: Option<Instant>,
     outputs: VecDeque<Output>,
     stats: RegistryStats,
 }
@@ -203,6 +233,29 @@ impl Registry {
         self.conns.contains_key(&conn)
     }
 
+    /// Whether agent `id` is connected, and since when.
+    pub fn presence(&self, id: NodeId) -> Presence {
+        if let Some(p) = self.peers.get(&id) {
+            return Presence::Online {
+                since: p.since,
+                last_seen: p.last_seen,
+                conflict: p.conflict,
+            };
+        }
+        match self.departed.get(&id) {
+            Some((since, graceful, reason)) => Presence::Offline {
+                since: *since,
+                graceful: *graceful,
+                reason: reason.clone(),
+            },
+            None => Presence::Unknown,
+        }
+    }
+
+    fn stamp(&mut self, now: Instant) {
+        self.latest = Some(self.latest.map_or(now, |l| l.max(now)));
+    }
+
     /// The peers currently registered.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.peers
@@ -231,6 +284,7 @@ impl Registry {
     /// id is refused with [`coord::CLOSE_CONFLICT`] and recorded on the live peer, so two
     /// copies of an agent cannot take turns and the operator can see the conflict.
     pub fn connect(&mut self, conn: ConnId, hello: &Hello, auth: PeerAuth, now: Instant) {
+        self.stamp(now);
         if self.conns.contains_key(&conn) {
             tracing::debug!(conn, "connect for a stream already registered; ignored");
             return;
@@ -293,6 +347,7 @@ impl Registry {
         let name = truncate(&hello.name, MAX_NAME_LEN);
         let instance = truncate(&hello.instance, MAX_INSTANCE_LEN);
         tracing::debug!(conn, %id, name, role = auth.role(), "peer connected");
+        self.departed.remove(&id);
         self.conns.insert(conn, id);
         self.peers.insert(
             id,
@@ -327,6 +382,7 @@ impl Registry {
     /// Something arrived on stream `conn` that the registry does not otherwise see (a
     /// websocket ping or pong): the stream is alive.
     pub fn touch(&mut self, conn: ConnId, now: Instant) {
+        self.stamp(now);
         if let Some(p) = self.conns.get(&conn).and_then(|id| self.peers.get_mut(id)) {
             p.last_seen = p.last_seen.max(now);
         }
@@ -374,13 +430,15 @@ impl Registry {
 
     /// Counts a message that did not decode. Answers with an error message, or closes the
     /// stream for an oversized message or after [`MAX_CONSECUTIVE_BAD`] bad messages in a row.
-    pub fn bad_message(&mut self, conn: ConnId, err: &DecodeError, _now: Instant) {
+    pub fn bad_message(&mut self, conn: ConnId, err: &DecodeError, now: Instant) {
+        self.stamp(now);
         self.bad(conn, err.to_string(), err.is_fatal());
     }
 
     /// Stream `conn` ended. `graceful` means the peer said goodbye (its tunnel peers get
     /// `disconnected`); otherwise they get `lost`. Ignored if `conn` is not registered.
-    pub fn close(&mut self, conn: ConnId, graceful: bool, _now: Instant) {
+    pub fn close(&mut self, conn: ConnId, graceful: bool, now: Instant) {
+        self.stamp(now);
         if graceful {
             self.remove(conn, PeerKind::Disconnected, "graceful disconnect");
         } else {
@@ -567,6 +625,10 @@ impl Registry {
         let notify = self.tunnel_peers(id);
         let principal = self.peers.remove(&id).and_then(|p| {
             self.keys.release(id, p.node.map(|n| n.key));
+            if let (PeerAuth::Agent { .. }, Some(at)) = (&p.auth, self.latest) {
+                let graceful = kind == PeerKind::Disconnected;
+                self.departed.insert(id, (at, graceful, reason.to_string()));
+            }
             p.auth.principal().map(str::to_string)
         });
         let outs = self.tunnels_out.remove(&id).unwrap_or_default();

@@ -60,6 +60,13 @@ pub enum AgentClientError {
     Timeout,
 }
 
+impl AgentClientError {
+    /// Whether the exchange itself broke (as opposed to the agent answering an error).
+    pub fn is_transport(&self) -> bool {
+        matches!(self, Self::Dial(_) | Self::Http(_) | Self::Timeout)
+    }
+}
+
 /// A byte stream to the agent.
 pub trait AgentStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AgentStream for T {}

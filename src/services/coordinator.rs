@@ -13,7 +13,7 @@
 
 mod stream;
 
-use crate::proto::coord_server::{ConnId, Output, PeerInfo, Registry, RegistryStats};
+use crate::proto::coord_server::{ConnId, Output, PeerInfo, Presence, Registry, RegistryStats};
 use crate::runtime::clock;
 use crate::services::control::{ControlPlane, Principal};
 use crate::wire::coord;
@@ -106,6 +106,8 @@ struct Shared {
     /// Tracks every stream task so shutdown can wait for them.
     tracker: TaskTracker,
     limit: Arc<Semaphore>,
+    /// When this coordinator started: agents not seen since are offline or reconnecting.
+    started: std::time::Instant,
     /// Streams held per principal, for `max_streams_per_principal`.
     per_principal: Mutex<HashMap<String, usize>>,
     principal_limited: AtomicU64,
@@ -156,6 +158,7 @@ impl Coordinator {
                 cancel: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 limit,
+                started: clock::now(),
                 per_principal: Mutex::new(HashMap::new()),
                 principal_limited: AtomicU64::new(0),
                 unauthorized: AtomicU64::new(0),
@@ -182,6 +185,16 @@ impl Coordinator {
             refused: self.shared.refused.load(Ordering::Relaxed),
             principal_limited: self.shared.principal_limited.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether agent `id` is connected, and since when.
+    pub fn presence(&self, id: crate::wire::addr::NodeId) -> Presence {
+        self.shared.hub().registry.presence(id)
+    }
+
+    /// When this coordinator started.
+    pub fn started(&self) -> std::time::Instant {
+        self.shared.started
     }
 
     /// The peers currently registered.

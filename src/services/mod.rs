@@ -9,4 +9,5 @@ pub mod forward;
 pub mod hub;
 pub mod mcp;
 pub mod metrics;
+pub mod presence;
 pub mod serve;

@@ -9,12 +9,11 @@ use super::control::{
     hash_token,
 };
 use super::hub::{self, Hub};
-use super::mcp::{self, AgentProvider, McpConfig, McpState, ProviderError};
-use crate::runtime::agent_client::AgentClient;
-use crate::runtime::tailnet::{ConnError, Tailnet, TailnetConfig};
+use super::mcp::{self, McpConfig, McpState};
+pub use super::presence::TailnetAgentProvider;
+use crate::runtime::tailnet::{Tailnet, TailnetConfig};
 use crate::wire::addr::NodeId;
 use crate::wire::key::NodePrivate;
-use futures_util::future::BoxFuture;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,48 +76,6 @@ pub enum ServeError {
     /// The shared Tailnet or the embedded agent could not start.
     #[error(transparent)]
     Tailnet(#[from] crate::runtime::tailnet::TailnetError),
-}
-
-/// Hands MCP tools an agent client over the shared Tailnet; each client holds a lease.
-#[derive(Debug, Clone)]
-pub struct TailnetAgentProvider {
-    tailnet: Arc<Tailnet>,
-}
-
-impl TailnetAgentProvider {
-    /// A provider over `tailnet`.
-    pub fn new(tailnet: Arc<Tailnet>) -> Self {
-        Self { tailnet }
-    }
-}
-
-impl AgentProvider for TailnetAgentProvider {
-    fn connect(
-        &self,
-        agent: NodeId,
-        deadline: tokio::time::Instant,
-    ) -> BoxFuture<'static, Result<AgentClient, ProviderError>> {
-        let tailnet = self.tailnet.clone();
-        Box::pin(async move {
-            let conn = tailnet
-                .agent_conn(agent, deadline)
-                .await
-                .map_err(|e| match e {
-                    ConnError::Closed => ProviderError::ShutDown,
-                    ConnError::NoHandshake(_)
-                        if crate::runtime::clock::now() >= deadline.into_std() =>
-                    {
-                        ProviderError::TimedOut { agent }
-                    }
-                    other => ProviderError::Unreachable {
-                        agent,
-                        reason: other.to_string(),
-                    },
-                })?;
-            // The client holds its own lease; this handle's is released here.
-            Ok(conn.client())
-        })
-    }
 }
 
 /// What the embedded default created, for the banner.
@@ -334,7 +291,7 @@ impl Server {
             .map_err(|e| ServeError::Mcp(e.to_string()))?;
         let state = McpState::new(
             control,
-            Arc::new(TailnetAgentProvider::new(tailnet.clone())),
+            Arc::new(TailnetAgentProvider::new(tailnet.clone()).with_presence(hub.clone())),
             mcp_config,
         );
         let local_only = addr.ip().is_loopback() && url_is_loopback(&public_url);

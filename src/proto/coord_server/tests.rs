@@ -787,3 +787,37 @@ fn registry_fanout_cost() {
         sent / (rounds as usize * 100)
     );
 }
+
+#[test]
+fn presence_follows_agent_streams() {
+    let mut w = World::new();
+    assert_eq!(w.reg.presence(id(1)), Presence::Unknown);
+    let t0 = w.now;
+    w.connect(1, 1, agent(1));
+    assert!(matches!(w.reg.presence(id(1)), Presence::Online { since, .. } if since == t0));
+    w.now += Duration::from_secs(3);
+    w.reg.touch(1, w.now);
+    assert!(
+        matches!(w.reg.presence(id(1)), Presence::Online { last_seen, .. } if last_seen == w.now)
+    );
+    w.now += Duration::from_secs(1);
+    w.reg.close(1, false, w.now);
+    w.drain();
+    let at = w.now;
+    assert!(
+        matches!(w.reg.presence(id(1)), Presence::Offline { since, graceful: false, .. } if since == at)
+    );
+    w.connect(2, 1, agent(1));
+    assert!(matches!(w.reg.presence(id(1)), Presence::Online { .. }));
+    w.now += Duration::from_secs(1);
+    w.send(2, ClientMsg::Disconnect {});
+    assert!(matches!(
+        w.reg.presence(id(1)),
+        Presence::Offline { graceful: true, .. }
+    ));
+    // Clients are not tracked once gone.
+    w.connect(3, 9, client("alice", &[]));
+    w.reg.close(3, false, w.now);
+    w.drain();
+    assert_eq!(w.reg.presence(id(9)), Presence::Unknown);
+}

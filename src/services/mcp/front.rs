@@ -88,6 +88,7 @@ impl Front {
             cx: Cx {
                 state,
                 user: Arc::new(user),
+                used: std::sync::OnceLock::new(),
             },
             toolset,
             cancel,
@@ -206,8 +207,8 @@ impl ServerHandler for Front {
         let listed = self.toolset.catalog().iter().any(|t| t.name == name);
         let result = if listed {
             match self.toolset {
-                Toolset::Standard => tools::call(&self.cx, name, args, context).await,
-                Toolset::ChatGpt => chatgpt::call(&self.cx, name, args).await,
+                Toolset::Standard => tools::call(&self.cx.for_call(), name, args, context).await,
+                Toolset::ChatGpt => chatgpt::call(&self.cx.for_call(), name, args).await,
             }
         } else if let Some(ext) = self
             .cx

@@ -30,9 +30,49 @@ pub enum ProviderError {
         /// The agent.
         agent: NodeId,
     },
+    /// The coordinator knows the agent is not connected.
+    #[error("agent {agent} is {status}; start the workspace agent, or try again once it is back")]
+    Offline {
+        /// The agent.
+        agent: NodeId,
+        /// What is known: since when, and why.
+        status: String,
+    },
     /// The process is shutting down and hands out no more connections.
     #[error("the server is shutting down; retry against a running server")]
     ShutDown,
+}
+
+/// Whether an agent is connected, as far as the serving process knows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    /// Registered with the coordinator.
+    Online,
+    /// Known not to be connected: calls fail at once.
+    Offline,
+    /// Not known (no coordinator view, or agents are still reconnecting after a restart).
+    #[default]
+    Unknown,
+}
+
+/// An agent's liveness: the coordinator's view and the tunnel's, joined.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct AgentStatus {
+    /// Online, offline or unknown.
+    pub state: AgentState,
+    /// A sentence for people: since when, why, conflicts.
+    pub detail: String,
+    /// When it came online or went offline, Unix milliseconds.
+    pub since_unix_ms: Option<u64>,
+    /// When its coordinator stream was last heard from, Unix milliseconds.
+    pub last_seen_unix_ms: Option<u64>,
+    /// The tunnel's current path to it ("direct ADDR" or "relay (DERP region N)").
+    pub path: Option<String>,
+    /// When the tunnel's current session was established, Unix milliseconds.
+    pub last_handshake_unix_ms: Option<u64>,
+    /// Registrations for its id by another process that were refused.
+    pub conflicts: u64,
 }
 
 /// Hands out agent API clients.
@@ -47,6 +87,13 @@ pub trait AgentProvider: Send + Sync + std::fmt::Debug + 'static {
         agent: NodeId,
         deadline: tokio::time::Instant,
     ) -> BoxFuture<'static, Result<AgentClient, ProviderError>>;
+
+    /// What is known about each of `agents`; agents left out are unknown. The default
+    /// knows nothing.
+    fn status(&self, agents: Vec<NodeId>) -> BoxFuture<'static, HashMap<NodeId, AgentStatus>> {
+        let _ = agents;
+        Box::pin(async { HashMap::new() })
+    }
 }
 
 /// A fixed map from agent id to the TCP address of its API, for tests and local tools

@@ -36,6 +36,14 @@ pub(crate) enum ToolError {
     /// The agent answered with an error or the exchange failed.
     #[error("agent request failed: {0}")]
     Agent(#[from] AgentClientError),
+    /// The exchange with the agent broke; `status` is what is known about the agent now.
+    #[error("agent request failed: {cause} (agent {status})")]
+    AgentDown {
+        /// What broke.
+        cause: AgentClientError,
+        /// The agent's status, as for `get_workspace`.
+        status: String,
+    },
     /// The agent did not answer in time.
     #[error("the agent did not answer within {0:?}; try again")]
     Timeout(Duration),

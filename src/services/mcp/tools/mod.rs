@@ -178,9 +178,21 @@ pub(crate) struct Cx {
     pub state: McpState,
     /// The caller; tools act as this user.
     pub user: Arc<User>,
+    /// The agent this call connected to, so a broken exchange can be explained with what
+    /// is known about it. Fresh per call.
+    pub used: std::sync::OnceLock<crate::wire::addr::NodeId>,
 }
 
 impl Cx {
+    /// A copy for one tool call, remembering nothing of earlier ones.
+    pub(crate) fn for_call(&self) -> Cx {
+        Cx {
+            state: self.state.clone(),
+            user: self.user.clone(),
+            used: std::sync::OnceLock::new(),
+        }
+    }
+
     pub(crate) fn limits(&self) -> &McpLimits {
         &self.state.config.limits
     }
@@ -210,6 +222,7 @@ impl Cx {
 
     /// Connects to an already authorized agent, bounded by the connect timeout.
     pub(crate) async fn connect(&self, resolved: &ResolvedAgent) -> Result<AgentClient, ToolError> {
+        let _ = self.used.set(resolved.agent.id);
         let timeout = self.limits().connect_timeout;
         let deadline = tokio::time::Instant::from_std(clock::now()) + timeout;
         let connecting = self.state.agents.connect(resolved.agent.id, deadline);
@@ -244,10 +257,38 @@ pub(crate) async fn call(
         "workspace_listening_ports" => ports(cx, arguments).await,
         _ => return None,
     };
+    let r = match r {
+        Err(ToolError::Agent(cause)) if cause.is_transport() => Err(explain(cx, cause).await),
+        r => r,
+    };
     Some(r.unwrap_or_else(|e| {
         tracing::debug!(tool = name, user = %cx.user.name, error = %e, "tool call failed");
         e.into_result()
     }))
+}
+
+/// A broken exchange with an agent, with what the server knows about the agent now.
+async fn explain(cx: &Cx, cause: crate::services::agent::client::AgentClientError) -> ToolError {
+    let Some(&agent) = cx.used.get() else {
+        return ToolError::Agent(cause);
+    };
+    let known = cx.state.agents.status(vec![agent]).await;
+    match known.get(&agent) {
+        None => ToolError::Agent(cause),
+        Some(s) => {
+            let mut status = s.detail.clone();
+            if let Some(p) = &s.path {
+                status.push_str(&format!("; tunnel path {p}"));
+            }
+            if let Some(t) = s.last_handshake_unix_ms {
+                status.push_str(&format!(
+                    ", last handshake {}",
+                    crate::services::presence::fmt_utc_ms(t)
+                ));
+            }
+            ToolError::AgentDown { cause, status }
+        }
+    }
 }
 
 async fn ports(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolError> {

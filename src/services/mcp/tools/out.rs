@@ -2,8 +2,11 @@
 
 use crate::services::agent::types;
 use crate::services::control::Workspace;
+use crate::services::mcp::AgentStatus;
+use crate::wire::addr::NodeId;
 use schemars::JsonSchema;
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// An agent of a workspace.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -14,6 +17,9 @@ pub(crate) struct AgentOut {
     pub name: String,
     /// Its tailnet address.
     pub tailnet_address: String,
+    /// Whether it is connected, since when, and the tunnel's path to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<AgentStatus>,
 }
 
 /// A workspace.
@@ -48,9 +54,23 @@ impl From<&Workspace> for WorkspaceOut {
                     id: a.id.to_string(),
                     name: a.name.clone(),
                     tailnet_address: a.id.tailnet_addr().to_string(),
+                    status: None,
                 })
                 .collect(),
         }
+    }
+}
+
+impl WorkspaceOut {
+    /// Fills in each agent's status from `known`.
+    pub(crate) fn with_status(mut self, known: &HashMap<NodeId, AgentStatus>) -> Self {
+        for a in &mut self.agents {
+            a.status =
+                a.id.parse::<NodeId>()
+                    .ok()
+                    .and_then(|id| known.get(&id).cloned());
+        }
+        self
     }
 }
 

@@ -23,20 +23,31 @@ pub(super) async fn list(cx: &Cx, arguments: JsonObject) -> Result<CallToolResul
         cx.state.control.list_workspaces(&cx.user, owner),
     )
     .await?;
+    let ids = ws
+        .iter()
+        .flat_map(|w| w.agents.iter().map(|a| a.id))
+        .collect();
+    let known = cx.state.agents.status(ids).await;
     Ok(structured(&WorkspaceList {
-        workspaces: ws.iter().map(WorkspaceOut::from).collect(),
+        workspaces: ws
+            .iter()
+            .map(|w| WorkspaceOut::from(w).with_status(&known))
+            .collect(),
     }))
 }
 
 pub(super) async fn get(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolError> {
     let a: WorkspaceArgs = args::parse("get_workspace", arguments)?;
     let r = cx.resolve(&a.workspace).await?;
+    let ids = r.workspace.agents.iter().map(|a| a.id).collect();
+    let known = cx.state.agents.status(ids).await;
     Ok(structured(&WorkspaceDetail {
-        workspace: WorkspaceOut::from(&r.workspace),
+        workspace: WorkspaceOut::from(&r.workspace).with_status(&known),
         agent: AgentOut {
             id: r.agent.id.to_string(),
             name: r.agent.name.clone(),
             tailnet_address: r.agent.id.tailnet_addr().to_string(),
+            status: known.get(&r.agent.id).cloned(),
         },
     }))
 }

@@ -1,0 +1,269 @@
+//! Agents over the shared Tailnet, with what is known about each one's liveness.
+//!
+//! The coordinator knows whether an agent's stream is registered (and since when, and
+//! whether another process tried to take its id); the Tailnet knows the path and the last
+//! handshake. [`TailnetAgentProvider`] joins the two: tools show the result as the agent's
+//! status, and a call to an agent known to be offline fails at once with it instead of
+//! waiting for a connect timeout.
+
+use super::hub::Hub;
+use super::mcp::{AgentProvider, AgentState, AgentStatus, ProviderError};
+use crate::proto::coord_server::Presence;
+use crate::proto::wg::PathAddr;
+use crate::runtime::agent_client::AgentClient;
+use crate::runtime::clock;
+use crate::runtime::tailnet::{ConnError, Tailnet};
+use crate::wire::addr::NodeId;
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// After the coordinator (re)starts, agents it has not seen yet are given this long to
+/// reconnect before calls to them fail at once.
+pub const RECONNECT_WINDOW: Duration = Duration::from_secs(30);
+
+/// Hands MCP tools an agent client over the shared Tailnet; each client holds a lease.
+#[derive(Debug, Clone)]
+pub struct TailnetAgentProvider {
+    tailnet: Arc<Tailnet>,
+    hub: Option<Arc<Hub>>,
+}
+
+impl TailnetAgentProvider {
+    /// A provider over `tailnet`, with no view of the coordinator.
+    pub fn new(tailnet: Arc<Tailnet>) -> Self {
+        Self { tailnet, hub: None }
+    }
+
+    /// Consults `hub`'s coordinator for agent status and to fail fast on offline agents.
+    #[must_use]
+    pub fn with_presence(mut self, hub: Arc<Hub>) -> Self {
+        self.hub = Some(hub);
+        self
+    }
+}
+
+/// Unix milliseconds of the instant `t`, by way of the wall clock now.
+fn unix_ms(t: Instant, now: Instant, wall: SystemTime) -> Option<u64> {
+    let at = wall.checked_sub(now.saturating_duration_since(t))?;
+    at.duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as u64)
+}
+
+fn status_of(presence: &Presence, started: Instant, now: Instant, wall: SystemTime) -> AgentStatus {
+    let ms = |t| unix_ms(t, now, wall);
+    let when = |t| ms(t).map_or_else(|| "?".to_string(), fmt_utc_ms);
+    match presence {
+        Presence::Online {
+            since,
+            last_seen,
+            conflict,
+        } => {
+            let mut detail = format!("online since {}", when(*since));
+            if let Some(c) = conflict {
+                detail.push_str(&format!(
+                    "; {} registration(s) by another process refused, the latest at {}: \
+                     is a second copy of this agent running?",
+                    c.count,
+                    when(c.last)
+                ));
+            }
+            AgentStatus {
+                state: AgentState::Online,
+                detail,
+                since_unix_ms: ms(*since),
+                last_seen_unix_ms: ms(*last_seen),
+                conflicts: conflict.map_or(0, |c| c.count),
+                ..AgentStatus::default()
+            }
+        }
+        Presence::Offline {
+            since,
+            graceful,
+            reason,
+        } => AgentStatus {
+            state: AgentState::Offline,
+            detail: if *graceful {
+                format!("offline since {} (the agent stopped)", when(*since))
+            } else {
+                format!("offline since {} ({reason})", when(*since))
+            },
+            since_unix_ms: ms(*since),
+            ..AgentStatus::default()
+        },
+        Presence::Unknown => AgentStatus {
+            state: if now.saturating_duration_since(started) < RECONNECT_WINDOW {
+                AgentState::Unknown
+            } else {
+                AgentState::Offline
+            },
+            detail: format!("has not connected since {}", when(started)),
+            ..AgentStatus::default()
+        },
+    }
+}
+
+fn path_text(p: PathAddr) -> String {
+    match p {
+        PathAddr::Udp(a) => format!("direct {a}"),
+        PathAddr::Derp(r) => format!("relay (DERP region {r})"),
+    }
+}
+
+impl TailnetAgentProvider {
+    fn presence(&self, agent: NodeId) -> Option<AgentStatus> {
+        let coord = self.hub.as_ref()?.coordinator();
+        Some(status_of(
+            &coord.presence(agent),
+            coord.started(),
+            clock::now(),
+            clock::wall(),
+        ))
+    }
+}
+
+impl AgentProvider for TailnetAgentProvider {
+    fn connect(
+        &self,
+        agent: NodeId,
+        deadline: tokio::time::Instant,
+    ) -> BoxFuture<'static, Result<AgentClient, ProviderError>> {
+        let tailnet = self.tailnet.clone();
+        let known = self.presence(agent);
+        Box::pin(async move {
+            if let Some(s) = known.filter(|s| s.state == AgentState::Offline) {
+                return Err(ProviderError::Offline {
+                    agent,
+                    status: s.detail,
+                });
+            }
+            let conn = tailnet
+                .agent_conn(agent, deadline)
+                .await
+                .map_err(|e| match e {
+                    ConnError::Closed => ProviderError::ShutDown,
+                    ConnError::NoHandshake(_) if clock::now() >= deadline.into_std() => {
+                        ProviderError::TimedOut { agent }
+                    }
+                    other => ProviderError::Unreachable {
+                        agent,
+                        reason: other.to_string(),
+                    },
+                })?;
+            // The client holds its own lease; this handle's is released here.
+            Ok(conn.client())
+        })
+    }
+
+    fn status(&self, agents: Vec<NodeId>) -> BoxFuture<'static, HashMap<NodeId, AgentStatus>> {
+        let mut out: HashMap<NodeId, AgentStatus> = agents
+            .iter()
+            .filter_map(|a| self.presence(*a).map(|s| (*a, s)))
+            .collect();
+        let tailnet = self.tailnet.clone();
+        Box::pin(async move {
+            for d in tailnet.destinations().await {
+                if let Some(s) = out.get_mut(&d.agent) {
+                    s.path = d.path.map(path_text);
+                    s.last_handshake_unix_ms = d
+                        .last_handshake
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as u64);
+                }
+            }
+            out
+        })
+    }
+}
+
+/// `2026-12-02T19:00:00Z` for Unix milliseconds `ms` (UTC, second precision).
+pub fn fmt_utc_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::coord_server::Conflict;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(fmt_utc_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(fmt_utc_ms(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(fmt_utc_ms(1_796_238_000_999), "2026-12-02T19:00:00Z");
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)]
+    fn statuses_say_what_is_known() {
+        let now = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_secs(1_796_238_000);
+        let started = now - Duration::from_secs(100);
+        let ago = |s| now - Duration::from_secs(s);
+        let on = status_of(
+            &Presence::Online {
+                since: ago(60),
+                last_seen: ago(2),
+                conflict: Some(Conflict {
+                    count: 3,
+                    first: ago(30),
+                    last: ago(10),
+                }),
+            },
+            started,
+            now,
+            wall,
+        );
+        assert_eq!(on.state, AgentState::Online);
+        assert_eq!(on.conflicts, 3);
+        assert!(
+            on.detail.starts_with("online since 2026-12-02T18:59:00Z"),
+            "{}",
+            on.detail
+        );
+        assert!(on.detail.contains("second copy"), "{}", on.detail);
+        assert_eq!(on.last_seen_unix_ms, Some(1_796_237_998_000));
+
+        let off = status_of(
+            &Presence::Offline {
+                since: ago(5),
+                graceful: false,
+                reason: "connection lost".into(),
+            },
+            started,
+            now,
+            wall,
+        );
+        assert_eq!(off.state, AgentState::Offline);
+        assert_eq!(
+            off.detail,
+            "offline since 2026-12-02T18:59:55Z (connection lost)"
+        );
+
+        // Never seen: unknown while agents may still be reconnecting, offline after.
+        let fresh = status_of(&Presence::Unknown, ago(5), now, wall);
+        assert_eq!(fresh.state, AgentState::Unknown);
+        let old = status_of(&Presence::Unknown, started, now, wall);
+        assert_eq!(old.state, AgentState::Offline);
+        assert!(old.detail.contains("has not connected since"));
+    }
+}
