@@ -252,6 +252,12 @@ impl Registry {
         }
     }
 
+    /// Whether a registered node advertises `key`: what a relay that serves only known
+    /// nodes asks.
+    pub fn knows_key(&self, key: &crate::wire::key::NodePublic) -> bool {
+        self.keys.is_live(key)
+    }
+
     fn stamp(&mut self, now: Instant) {
         self.latest = Some(self.latest.map_or(now, |l| l.max(now)));
     }

@@ -192,6 +192,11 @@ impl Coordinator {
         self.shared.hub().registry.presence(id)
     }
 
+    /// Whether a registered node advertises `key`.
+    pub fn knows_key(&self, key: &crate::wire::key::NodePublic) -> bool {
+        self.shared.hub().registry.knows_key(key)
+    }
+
     /// When this coordinator started.
     pub fn started(&self) -> std::time::Instant {
         self.shared.started

@@ -4,7 +4,7 @@
 
 use super::control::ControlPlane;
 use super::coordinator::{Coordinator, CoordinatorConfig};
-use super::derp_server::{DerpServer, DerpServerConfig};
+use super::derp_server::{Admission, DerpServer, DerpServerConfig};
 use crate::wire::derpmap::DerpMap;
 use crate::wire::key::NodePrivate;
 use axum::Router;
@@ -32,7 +32,8 @@ pub struct Hub {
     pub control: Arc<dyn ControlPlane>,
     /// The DERP map advertised to nodes: the embedded relay at the public address.
     pub derp_map: DerpMap,
-    coordinator: RwLock<Arc<Coordinator>>,
+    /// Shared with the relay's admission check, which asks whichever coordinator serves.
+    coordinator: Arc<RwLock<Arc<Coordinator>>>,
     derp: RwLock<Arc<DerpServer>>,
     derp_key: NodePrivate,
     map_json: Option<serde_json::Value>,
@@ -48,12 +49,14 @@ impl Hub {
             r.region_name = "agentwire embedded relay".into();
         }
         let map_json = serde_json::to_value(&derp_map).ok();
-        let coordinator = Self::new_coordinator(&control, &map_json);
-        let derp = DerpServer::new(derp_key.clone(), DerpServerConfig::default());
+        let coordinator = Arc::new(RwLock::new(Arc::new(Self::new_coordinator(
+            &control, &map_json,
+        ))));
+        let derp = DerpServer::new(derp_key.clone(), Self::derp_config(&coordinator));
         Self {
             control,
             derp_map,
-            coordinator: RwLock::new(Arc::new(coordinator)),
+            coordinator,
             derp: RwLock::new(derp),
             derp_key,
             map_json,
@@ -71,6 +74,19 @@ impl Hub {
                 ..CoordinatorConfig::default()
             },
         )
+    }
+
+    /// The relay serves only nodes registered with the coordinator (Tailscale's
+    /// `--verify-clients`): a login waits up to `admit_wait` for its key to register.
+    fn derp_config(coordinator: &Arc<RwLock<Arc<Coordinator>>>) -> DerpServerConfig {
+        let cell = Arc::downgrade(coordinator);
+        DerpServerConfig {
+            admission: Some(Admission::new(move |key| {
+                cell.upgrade()
+                    .is_some_and(|c| c.read().unwrap_or_else(|e| e.into_inner()).knows_key(key))
+            })),
+            ..DerpServerConfig::default()
+        }
     }
 
     /// The coordinator currently serving.
@@ -100,7 +116,7 @@ impl Hub {
     /// Replaces the relay with a fresh one (same key, no clients) and closes every
     /// connection of the old one; clients reconnect.
     pub async fn restart_derp(&self) {
-        let fresh = DerpServer::new(self.derp_key.clone(), DerpServerConfig::default());
+        let fresh = DerpServer::new(self.derp_key.clone(), Self::derp_config(&self.coordinator));
         let old = std::mem::replace(
             &mut *self.derp.write().unwrap_or_else(|e| e.into_inner()),
             fresh,

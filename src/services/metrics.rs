@@ -204,6 +204,20 @@ async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
         "counter",
         &one(errors as f64),
     );
+    line(
+        &mut out,
+        "agentwire_mcp_tool_calls_in_flight",
+        "Tool calls in progress, all users.",
+        "gauge",
+        &one(mcp.in_flight() as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_mcp_user_limited_total",
+        "Tool calls refused because their user had the maximum in flight.",
+        "counter",
+        &one(mcp.user_limited() as f64),
+    );
     out
 }
 

@@ -2,6 +2,8 @@
 //! with a stolen agent token, another node's WireGuard key, endpoint spraying, and one user
 //! hogging the coordinator's streams.
 
+#![allow(clippy::disallowed_methods)]
+
 use crate::harness::*;
 use agentwire::runtime::coord::CoordEvent;
 use agentwire::services::coordinator::CoordinatorConfig;

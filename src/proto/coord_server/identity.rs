@@ -129,6 +129,11 @@ impl Keys {
         prev.is_some_and(|k| k != key)
     }
 
+    /// Whether a live node holds `key`.
+    pub(super) fn is_live(&self, key: &NodePublic) -> bool {
+        self.live.contains_key(key)
+    }
+
     /// `id`'s stream went away.
     pub(super) fn release(&mut self, id: NodeId, key: Option<NodePublic>) {
         if let Some(k) = key

@@ -456,7 +456,7 @@ fn sprayed_endpoints_are_cut_before_fan_out() {
     w.send(2, ClientMsg::AddTunnel { id: id(1) });
     let mut a = node_of(id(1));
     a.endpoints = vec!["198.51.100.9:4242".parse().unwrap(); 3000];
-    a.endpoints.extend((1..=40).map(|i| SocketAddrV4(i)));
+    a.endpoints.extend((1..=40).map(doc_addr));
     a.endpoints.push("224.0.0.251:5353".parse().unwrap());
     let out = w.send(1, ClientMsg::UpdateSelf { node: a });
     let Some(Output::Send {
@@ -475,8 +475,7 @@ fn sprayed_endpoints_are_cut_before_fan_out() {
     assert_eq!(w.reg.stats().endpoints_dropped, 3041 - MAX_ENDPOINTS as u64);
 }
 
-#[allow(non_snake_case)]
-fn SocketAddrV4(i: u8) -> std::net::SocketAddr {
+fn doc_addr(i: u8) -> std::net::SocketAddr {
     std::net::SocketAddr::from(([203, 0, 113, i], 41641))
 }
 

@@ -66,6 +66,9 @@ pub struct McpLimits {
     pub edit_max_files: usize,
     /// Bounds on `search` (chatgpt toolset).
     pub search: SearchLimits,
+    /// Tool calls one user may have in flight at once, across all sessions; beyond it a
+    /// call is answered at once with a tool error, so one user cannot occupy the server.
+    pub max_calls_per_user: usize,
 }
 
 impl Default for McpLimits {
@@ -87,6 +90,7 @@ impl Default for McpLimits {
             write_max_bytes: 4 << 20,
             edit_max_files: 100,
             search: SearchLimits::default(),
+            max_calls_per_user: 64,
         }
     }
 }

@@ -203,6 +203,18 @@ impl ServerHandler for Front {
             registry.register(&self.cx.user.name, id, token)
         });
         let name = request.name.as_ref();
+        let max = self.cx.limits().max_calls_per_user;
+        let Some(_slot) = self.cx.state.stats.enter(&self.cx.user.name, max) else {
+            tracing::debug!(user = %self.cx.user.name, "tool call refused: per-user limit");
+            self.cx.state.stats.tool_call(true);
+            return Ok(
+                rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(format!(
+                    "you have {max} tool calls in flight, the most allowed at once; \
+                 wait for some to finish and try again"
+                ))])
+                .into(),
+            );
+        };
         let args = request.arguments.unwrap_or_default();
         let listed = self.toolset.catalog().iter().any(|t| t.name == name);
         let result = if listed {

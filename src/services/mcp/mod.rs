@@ -66,6 +66,32 @@ pub struct McpStats {
     responses: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
     tool_calls: std::sync::atomic::AtomicU64,
     tool_errors: std::sync::atomic::AtomicU64,
+    /// Tool calls in flight per user.
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    user_limited: std::sync::atomic::AtomicU64,
+}
+
+/// One call's place in its user's in-flight count; given back on drop.
+#[derive(Debug)]
+pub(crate) struct CallSlot<'a> {
+    stats: &'a McpStats,
+    user: String,
+}
+
+impl Drop for CallSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self
+            .stats
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl McpStats {
@@ -80,6 +106,36 @@ impl McpStats {
         if is_error {
             self.tool_errors.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Takes one of `user`'s `max` in-flight call slots, or counts a refusal.
+    pub(crate) fn enter(&self, user: &str, max: usize) -> Option<CallSlot<'_>> {
+        let mut m = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(user.to_string()).or_default();
+        if *n >= max.max(1) {
+            if *n == 0 {
+                m.remove(user);
+            }
+            self.user_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
+        *n += 1;
+        Some(CallSlot {
+            stats: self,
+            user: user.to_string(),
+        })
+    }
+
+    /// Tool calls refused because their user had the maximum in flight.
+    pub fn user_limited(&self) -> u64 {
+        self.user_limited.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Tool calls in flight, all users.
+    pub fn in_flight(&self) -> usize {
+        let m = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        m.values().sum()
     }
 
     /// HTTP responses by status code.
@@ -112,5 +168,31 @@ impl McpState {
             extension: None,
             stats: Arc::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::McpStats;
+
+    #[test]
+    fn in_flight_calls_are_capped_per_user() {
+        let stats = McpStats::default();
+        let a1 = stats.enter("alice", 2);
+        let a2 = stats.enter("alice", 2);
+        assert!(a1.is_some() && a2.is_some());
+        assert!(stats.enter("alice", 2).is_none(), "third call refused");
+        assert!(
+            stats.enter("bob", 2).is_some(),
+            "another user is not affected"
+        );
+        assert_eq!(stats.user_limited(), 1);
+        drop(a1);
+        assert!(
+            stats.enter("alice", 2).is_some(),
+            "a finished call frees its slot"
+        );
+        drop(a2);
+        assert_eq!(stats.in_flight(), 0, "slots are given back");
     }
 }
