@@ -174,3 +174,35 @@ impl LoginRefused for Raw {
         self.expect_closed().await;
     }
 }
+
+#[tokio::test]
+async fn the_embedded_relay_serves_only_registered_nodes() {
+    use agentwire::services::serve::{ServeConfig, Server};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: tmp.path().join("state"),
+        config_file: None,
+        public_url: None,
+        token: None,
+        dev_no_auth_user: None,
+        relay_only: true,
+        advertise: None,
+        metrics_listen: None,
+        metrics_token: None,
+    })
+    .await
+    .unwrap();
+    assert!(server.wait_ready(Duration::from_secs(10)).await);
+    // The server's own tailnet and the demo agent are registered, so they are on the relay.
+    eventually("registered nodes admitted", || {
+        server.hub().derp().stats().conns >= 2
+    })
+    .await;
+    // A key nobody registered waits out the admission window and is turned away.
+    let mut stranger = raw_upgrade(server.addr, None).await;
+    stranger.login_refused().await;
+    let derp = server.hub().derp();
+    assert!(derp.stats().counters.dropped(DropReason::NotAdmitted) >= 1);
+    server.shutdown().await;
+}
