@@ -16,6 +16,8 @@ pub const PACKET_BUF: usize = 2048;
 #[derive(Debug)]
 pub struct VirtualDevice {
     pub(crate) rx: VecDeque<Vec<u8>>,
+    /// Packets in `rx` per source address, for the receive queue's fair share.
+    rx_from: std::collections::HashMap<std::net::IpAddr, usize>,
     pub(crate) tx: VecDeque<Vec<u8>>,
     pub(crate) free: Vec<Vec<u8>>,
     /// Buffers smoltcp finished reading; moved back to `free` after each poll.
@@ -29,6 +31,7 @@ impl VirtualDevice {
     pub(crate) fn new(mtu: usize, queue: usize) -> Self {
         Self {
             rx: VecDeque::with_capacity(queue),
+            rx_from: std::collections::HashMap::new(),
             tx: VecDeque::with_capacity(queue),
             free: Vec::new(),
             spent: Vec::new(),
@@ -103,6 +106,33 @@ impl phy::TxToken for TxToken<'_> {
     }
 }
 
+impl VirtualDevice {
+    /// Queues a received packet, charged to `src`.
+    pub(crate) fn push_rx(&mut self, buf: Vec<u8>, src: Option<std::net::IpAddr>) {
+        if let Some(src) = src {
+            *self.rx_from.entry(src).or_default() += 1;
+        }
+        self.rx.push_back(buf);
+    }
+
+    /// Packets from `src` waiting in the receive queue.
+    pub(crate) fn queued_from(&self, src: &std::net::IpAddr) -> usize {
+        self.rx_from.get(src).copied().unwrap_or(0)
+    }
+
+    fn uncharge(&mut self, buf: &[u8]) {
+        let Ok(ip) = crate::wire::ip::IpPeek::parse(buf) else {
+            return;
+        };
+        if let Some(n) = self.rx_from.get_mut(&ip.src) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.rx_from.remove(&ip.src);
+            }
+        }
+    }
+}
+
 impl phy::Device for VirtualDevice {
     type RxToken<'a> = RxToken<'a>;
     type TxToken<'a> = TxToken<'a>;
@@ -113,6 +143,7 @@ impl phy::Device for VirtualDevice {
             return None;
         }
         let buf = self.rx.pop_front()?;
+        self.uncharge(&buf);
         Some((
             RxToken {
                 buf,

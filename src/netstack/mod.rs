@@ -101,6 +101,10 @@ pub struct NetstackStats {
     pub tx_packets: u64,
     /// Incoming packets dropped because the receive queue was full.
     pub rx_queue_full: u64,
+    /// Incoming packets dropped because their source held its share of a busy queue.
+    pub rx_fair_share: u64,
+    /// Incoming UDP packets dropped because no socket is bound to their port.
+    pub rx_no_socket: u64,
     /// SYNs dropped because a listener's backlog was full.
     pub syn_backlog_full: u64,
     /// Open TCP sockets (any state).
@@ -295,17 +299,14 @@ impl Netstack {
     }
 
     /// Queues one decrypted IP packet for smoltcp. Returns `false` (and counts it) if the
-    /// packet was dropped: the queue is full, or it is a SYN a full listener refuses.
+    /// packet was dropped: the queue is full, its source is over its fair share, it is UDP
+    /// to a port nothing listens on, or it is a SYN a full listener refuses.
     pub fn receive(&mut self, pkt: &[u8], now: Instant) -> bool {
-        if self.dev.rx.len() >= self.dev.rx_limit {
-            self.stats.rx_queue_full += 1;
+        let Some(src) = self.rx_gate(pkt, now) else {
             return false;
-        }
-        if !self.admit(pkt, now) {
-            return false;
-        }
+        };
         let b = self.dev.buffer_from(pkt);
-        self.dev.rx.push_back(b);
+        self.dev.push_rx(b, src);
         self.stats.rx_packets += 1;
         true
     }
@@ -313,18 +314,49 @@ impl Netstack {
     /// Queues one decrypted IP packet held in a pooled buffer (no copy). On drop the
     /// buffer goes back to the pool and `false` is returned.
     pub fn receive_owned(&mut self, buf: Vec<u8>, now: Instant) -> bool {
-        if self.dev.rx.len() >= self.dev.rx_limit {
-            self.stats.rx_queue_full += 1;
+        let Some(src) = self.rx_gate(&buf, now) else {
             self.dev.free.push(buf);
             return false;
-        }
-        if !self.admit(&buf, now) {
-            self.dev.free.push(buf);
-            return false;
-        }
-        self.dev.rx.push_back(buf);
+        };
+        self.dev.push_rx(buf, src);
         self.stats.rx_packets += 1;
         true
+    }
+
+    /// Decides whether `pkt` may be queued; the source to charge it to if so.
+    ///
+    /// The receive queue is shared by every peer. Once it is half full, a source holding a
+    /// quarter of it already is refused more: a peer flooding the tunnel loses its own
+    /// packets, not its neighbours' (whose TCP would otherwise stall in retransmission
+    /// backoff). UDP to a port no socket is bound to is dropped here, before smoltcp
+    /// would spend an ICMP reply on it.
+    fn rx_gate(&mut self, pkt: &[u8], now: Instant) -> Option<Option<IpAddr>> {
+        let limit = self.dev.rx_limit;
+        if self.dev.rx.len() >= limit {
+            self.stats.rx_queue_full += 1;
+            return None;
+        }
+        let peek = crate::wire::ip::IpPeek::parse(pkt).ok();
+        if let Some(ip) = &peek {
+            if self.dev.rx.len() >= limit / 2 && self.dev.queued_from(&ip.src) >= (limit / 4).max(1)
+            {
+                self.stats.rx_fair_share += 1;
+                return None;
+            }
+            if ip.protocol == 17 && self.config.addresses.contains(&ip.dst) {
+                let port = pkt
+                    .get(ip.transport_offset + 2..ip.transport_offset + 4)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]));
+                if port.is_some_and(|p| !self.udp_ports.contains(&p)) {
+                    self.stats.rx_no_socket += 1;
+                    return None;
+                }
+            }
+        }
+        if !self.admit(pkt, now) {
+            return None;
+        }
+        Some(peek.map(|ip| ip.src))
     }
 
     /// Lends up to `n` pooled packet buffers (allocating when the pool is empty).

@@ -342,3 +342,50 @@ fn reset_remote_fails_waiting_readers_to_that_peer_only() {
     );
     let _ = s;
 }
+
+fn udp4(src: [u8; 4], dst: [u8; 4], port: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 28];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&28u16.to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    p[20..22].copy_from_slice(&4000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&port.to_be_bytes());
+    p[24..26].copy_from_slice(&8u16.to_be_bytes());
+    p
+}
+
+#[test]
+fn a_flooding_source_gets_only_its_share_of_the_receive_queue() {
+    let mut s = stack("10.0.0.2", |c| c.queue_packets = 16);
+    let (_h, _) = s.udp_bind(53).unwrap();
+    let now = Instant::now();
+    let (flood, quiet) = ([10, 0, 0, 9], [10, 0, 0, 8]);
+    let taken = (0..16)
+        .filter(|_| s.receive(&udp4(flood, [10, 0, 0, 2], 53), now))
+        .count();
+    // Up to half the queue freely; past that, a source holding a quarter is refused.
+    assert_eq!(taken, 8);
+    assert_eq!(s.stats().rx_fair_share, 8);
+    let quiet_taken = (0..6)
+        .filter(|_| s.receive(&udp4(quiet, [10, 0, 0, 2], 53), now))
+        .count();
+    assert_eq!(quiet_taken, 4, "the quiet source still gets its share");
+    // Draining the queue gives the flooder room again.
+    s.poll(now);
+    assert!(s.receive(&udp4(flood, [10, 0, 0, 2], 53), now));
+}
+
+#[test]
+fn udp_to_an_unbound_port_is_dropped_before_smoltcp() {
+    let mut s = stack("10.0.0.2", |_| {});
+    let now = Instant::now();
+    assert!(!s.receive(&udp4([10, 0, 0, 9], [10, 0, 0, 2], 9), now));
+    assert_eq!(s.stats().rx_no_socket, 1);
+    s.poll(now);
+    let mut out = Vec::new();
+    s.take_transmits(&mut out);
+    assert!(out.is_empty(), "no ICMP reply is spent on it");
+}

@@ -113,6 +113,20 @@ async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
             "counter",
             &one(s.netstack.rx_queue_full as f64),
         );
+        line(
+            &mut out,
+            "agentwire_netstack_rx_fair_share_dropped_total",
+            "Packets dropped because their source held its share of a busy receive queue.",
+            "counter",
+            &one(s.netstack.rx_fair_share as f64),
+        );
+        line(
+            &mut out,
+            "agentwire_netstack_rx_no_socket_dropped_total",
+            "UDP packets dropped because no socket is bound to their port.",
+            "counter",
+            &one(s.netstack.rx_no_socket as f64),
+        );
     }
     let c = hub.coordinator().stats();
     line(

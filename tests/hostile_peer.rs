@@ -1,0 +1,415 @@
+//! One tenant's workspace agent is hostile while another tenant works. Bob's "agent" is a
+//! test program on the tailnet: it answers the agent API with endless or gigantic bodies or
+//! not at all while bob keeps many calls open against it, floods the server's tunnel with
+//! UDP, and opens thousands of TCP connections at the server. Meanwhile alice calls her own
+//! (real) workspace. Printed per phase: alice's call p50/p99 and failures, bob's outcomes,
+//! the server process's peak RSS and tasks, and the limit counters.
+//!
+//! Rerun with output: `cargo test --release --test hostile_peer -- --nocapture`.
+
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use agentwire::runtime::tailnet::{Tailnet, TailnetConfig};
+use agentwire::services::agent::{Agent, AgentConfig};
+use agentwire::services::serve::{ServeConfig, Server};
+use agentwire::wire::addr::NodeId;
+use bytes::Bytes;
+use common::mcp_http::{McpHttp, Outcome, resources};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const ALICE: &str = "hostile-alice-token-0123456789";
+const BOB: &str = "hostile-bob-token-0123456789";
+const GOOD_AGENT: &str = "hostile-good-agent-token-0123456789";
+const EVIL_AGENT: &str = "hostile-evil-agent-token-0123456789";
+const PHASE: Duration = Duration::from_secs(4);
+
+/// What bob's agent does with each request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Mode {
+    /// Never answers.
+    Silent = 0,
+    /// 200 with a chunked body that never ends.
+    Endless = 1,
+    /// 200 announcing 16 GiB, sent as fast as it is read.
+    Gigantic = 2,
+}
+
+struct Evil {
+    tailnet: Arc<Tailnet>,
+    mode: Arc<AtomicU8>,
+}
+
+async fn evil_agent(url: &str, id: NodeId) -> Evil {
+    let tailnet = Arc::new(Tailnet::start(TailnetConfig::agent(url, EVIL_AGENT, id)).unwrap());
+    assert!(tailnet.wait_ready(Duration::from_secs(10)).await);
+    let mode = Arc::new(AtomicU8::new(Mode::Silent as u8));
+    let listener = tailnet.tunnel().listen_tcp(4).unwrap();
+    let m = mode.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let m = m.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let mode = m.load(Ordering::Relaxed);
+                    async move {
+                        let chunk = Bytes::from(vec![b' '; 64 << 10]);
+                        let stream = futures_util::stream::repeat_with(move || {
+                            Ok::<_, Infallible>(Frame::data(chunk.clone()))
+                        });
+                        let body = StreamBody::new(stream).boxed();
+                        let mut resp = hyper::Response::builder()
+                            .status(200)
+                            .header("content-type", "application/json");
+                        if mode == Mode::Silent as u8 {
+                            std::future::pending::<()>().await;
+                        }
+                        if mode == Mode::Gigantic as u8 {
+                            resp = resp.header("content-length", (16u64 << 30).to_string());
+                        }
+                        Ok::<_, Infallible>(resp.body(body).unwrap())
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Evil { tailnet, mode }
+}
+
+struct Rig {
+    server: Server,
+    file: String,
+    good: Agent,
+    evil: Evil,
+    _tmp: tempfile::TempDir,
+}
+
+async fn rig() -> Rig {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ws");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("f.txt"), vec![b'x'; 4096]).unwrap();
+    let file = dir.join("f.txt").display().to_string();
+    let (good_id, evil_id) = (NodeId::random(), NodeId::random());
+    let config = tmp.path().join("control.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[users]]\nname = \"alice\"\ntoken = \"{ALICE}\"\n[[users]]\nname = \"bob\"\ntoken = \"{BOB}\"\n\
+             [[workspaces]]\nowner = \"alice\"\nname = \"good\"\n[[workspaces.agents]]\nid = \"{good_id}\"\ntoken = \"{GOOD_AGENT}\"\n\
+             [[workspaces]]\nowner = \"bob\"\nname = \"evil\"\n[[workspaces.agents]]\nid = \"{evil_id}\"\ntoken = \"{EVIL_AGENT}\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: tmp.path().join("state"),
+        config_file: Some(config),
+        public_url: None,
+        token: None,
+        dev_no_auth_user: None,
+        relay_only: false,
+        advertise: None,
+        metrics_listen: None,
+        metrics_token: None,
+    })
+    .await
+    .unwrap();
+    assert!(server.wait_ready(Duration::from_secs(10)).await);
+    let url = server.public_url.clone();
+    let mut cfg = AgentConfig::new(&url, GOOD_AGENT, good_id, dir.clone());
+    cfg.api.root = Some(dir);
+    cfg.tailnet.udp_listen = "127.0.0.1:0".parse().unwrap();
+    let good = Agent::start(cfg).unwrap();
+    assert!(good.wait_ready(Duration::from_secs(10)).await);
+    let evil = evil_agent(&url, evil_id).await;
+    Rig {
+        server,
+        file,
+        good,
+        evil,
+        _tmp: tmp,
+    }
+}
+
+#[derive(Default)]
+struct Figures {
+    lat: Vec<Duration>,
+    failed: Vec<String>,
+    peak_rss_kib: u64,
+    peak_tasks: usize,
+}
+
+impl Figures {
+    fn pct(&self, p: f64) -> Duration {
+        let mut v = self.lat.clone();
+        v.sort();
+        v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// Alice reads her file in a loop for `PHASE` while `hostile` runs; the resources of the
+/// whole process (server, both agents, harness) are sampled every 50 ms.
+async fn alice_calls(addr: SocketAddr, file: &str) -> Figures {
+    let mut mcp = McpHttp::new(addr, ALICE);
+    let mut f = Figures::default();
+    let end = Instant::now() + PHASE;
+    let mut last_sample = Instant::now();
+    while Instant::now() < end {
+        let start = Instant::now();
+        let out = mcp
+            .call(
+                "workspace_read_file",
+                json!({"workspace": "alice/good", "path": file}),
+                Duration::from_secs(20),
+            )
+            .await;
+        match out {
+            Outcome::Ok(_) => f.lat.push(start.elapsed()),
+            other => f.failed.push(format!("{other:?}")),
+        }
+        if last_sample.elapsed() >= Duration::from_millis(50) {
+            let (tasks, _, rss) = resources();
+            f.peak_tasks = f.peak_tasks.max(tasks);
+            f.peak_rss_kib = f.peak_rss_kib.max(rss);
+            last_sample = Instant::now();
+        }
+    }
+    f
+}
+
+/// Bob keeps `n` calls to his evil workspace going until `stop`; returns (ok, failed, refused
+/// for the per-user limit) counts.
+fn bob_calls(
+    addr: SocketAddr,
+    n: usize,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64, u64)> {
+    tokio::spawn(async move {
+        let tally = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            let (stop, tally) = (stop.clone(), tally.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut mcp = McpHttp::new(addr, BOB);
+                while !stop.load(Ordering::Relaxed) {
+                    let out = mcp
+                        .call(
+                            "workspace_read_file",
+                            json!({"workspace": "bob/evil", "path": "/x"}),
+                            PHASE + Duration::from_secs(2),
+                        )
+                        .await;
+                    let slot = match out {
+                        Outcome::Ok(_) => 0,
+                        Outcome::Failed(m) if m.contains("tool calls in flight") => 2,
+                        _ => 1,
+                    };
+                    tally[slot].fetch_add(1, Ordering::Relaxed);
+                    if slot == 2 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = tokio::time::timeout(PHASE + Duration::from_secs(5), t).await;
+        }
+        (
+            tally[0].load(Ordering::Relaxed),
+            tally[1].load(Ordering::Relaxed),
+            tally[2].load(Ordering::Relaxed),
+        )
+    })
+}
+
+fn report(name: &str, f: &Figures, base: Option<&Figures>) {
+    let (p50, p99) = (f.pct(0.5), f.pct(0.99));
+    let ratio = base.map_or(1.0, |b| {
+        p99.as_secs_f64() / b.pct(0.99).as_secs_f64().max(1e-6)
+    });
+    println!(
+        "hostile_{name}_alice_p50: {:.2} ms\nhostile_{name}_alice_p99: {:.2} ms\nhostile_{name}_alice_p99_ratio: {ratio:.2} x\n\
+         hostile_{name}_alice_calls: {} ok, {} failed\nhostile_{name}_peak_rss: {} KiB\nhostile_{name}_peak_tasks: {}",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        f.lat.len(),
+        f.failed.len(),
+        f.peak_rss_kib,
+        f.peak_tasks,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_workspace_leaves_other_tenants_alone() {
+    let r = rig().await;
+    let addr = r.server.addr;
+    // Warm up both paths.
+    alice_calls(addr, &r.file).await;
+    let base = alice_calls(addr, &r.file).await;
+    report("baseline", &base, None);
+    assert!(
+        base.failed.is_empty(),
+        "{:?}",
+        &base.failed[..base.failed.len().min(3)]
+    );
+
+    let mut worst = 1.0f64;
+    let mut check = |name: &str, f: &Figures| {
+        report(name, f, Some(&base));
+        assert!(
+            f.failed.is_empty(),
+            "{name}: alice's calls failed: {:?}",
+            &f.failed[..f.failed.len().min(3)]
+        );
+        worst = worst.max(f.pct(0.99).as_secs_f64() / base.pct(0.99).as_secs_f64().max(1e-6));
+        // The hostile agent runs in this process, on the same two cores as the server, so
+        // alice's p99 carries the attacker's own CPU cost; the 2x target is checked with
+        // HOSTILE_STRICT=1 on a quiet machine. By default the bound only catches a collapse
+        // (before the receive queue's fair share, a UDP flood took alice's p99 to 7 s).
+        let bound = if std::env::var_os("HOSTILE_STRICT").is_some() {
+            base.pct(0.99) * 2 + Duration::from_millis(2)
+        } else {
+            base.pct(0.99) * 10 + Duration::from_millis(100)
+        };
+        assert!(
+            f.pct(0.99) <= bound,
+            "{name}: alice p99 {:?} > {bound:?}",
+            f.pct(0.99)
+        );
+    };
+
+    for (name, mode) in [
+        ("silent", Mode::Silent),
+        ("endless", Mode::Endless),
+        ("gigantic", Mode::Gigantic),
+    ] {
+        r.evil.mode.store(mode as u8, Ordering::Relaxed);
+        let stop = Arc::new(AtomicBool::new(false));
+        let bob = bob_calls(addr, 100, stop.clone());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let f = alice_calls(addr, &r.file).await;
+        stop.store(true, Ordering::Relaxed);
+        check(name, &f);
+        let (ok, failed, limited) = bob.await.unwrap();
+        println!(
+            "hostile_{name}_bob_calls: {ok} ok, {failed} failed, {limited} refused by the per-user limit"
+        );
+    }
+
+    // UDP flood through the evil agent's tunnel at the server's tailnet address.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let flood = {
+        let (stop, sent, tn) = (stop.clone(), sent.clone(), r.evil.tailnet.clone());
+        let target = SocketAddr::new(r.server_tailnet_addr().into(), 9);
+        tokio::spawn(async move {
+            let sock = tn.tunnel().bind_udp(0).unwrap();
+            let payload = vec![0u8; 1200];
+            while !stop.load(Ordering::Relaxed) {
+                if sock.send_to(&payload, target).await.is_ok() {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let flood_start = Instant::now();
+    let f = alice_calls(addr, &r.file).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = flood.await;
+    let pps = sent.load(Ordering::Relaxed) as f64 / flood_start.elapsed().as_secs_f64();
+    println!("hostile_udp_flood_rate: {pps:.0} packets/s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    println!("hostile_udp_flood_rss_1s_after: {} KiB", resources().2);
+    if let Ok(st) = r.server.tailnet().tunnel().stats().await {
+        println!(
+            "hostile_udp_flood_server_netstack: {} queued, {} dropped for no socket, {} over fair share",
+            st.netstack.rx_packets, st.netstack.rx_no_socket, st.netstack.rx_fair_share
+        );
+    }
+    check("udp_flood", &f);
+
+    // Thousands of TCP connections at the server's tailnet address.
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicU64::new(0));
+    let conns = {
+        let (stop, opened, tn) = (stop.clone(), opened.clone(), r.evil.tailnet.clone());
+        let target = SocketAddr::new(r.server_tailnet_addr().into(), 4);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            for _ in 0..10_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(Ok(s)) =
+                    tokio::time::timeout(Duration::from_millis(50), tn.tunnel().dial_tcp(target))
+                        .await
+                {
+                    held.push(s);
+                }
+                opened.fetch_add(1, Ordering::Relaxed);
+            }
+            held.len()
+        })
+    };
+    let f = alice_calls(addr, &r.file).await;
+    stop.store(true, Ordering::Relaxed);
+    let held = conns.await.unwrap();
+    println!(
+        "hostile_tcp_connections: {} attempted, {held} accepted by the server",
+        opened.load(Ordering::Relaxed)
+    );
+    check("tcp_connections", &f);
+
+    println!("hostile_worst_p99_ratio: {worst:.2} x");
+    // Each limit's counter, as the operator sees it.
+    let metrics = metrics(addr).await;
+    for l in metrics.lines().filter(|l| {
+        !l.starts_with('#')
+            && (l.contains("limited")
+                || l.contains("refused")
+                || l.contains("dropped")
+                || l.contains("in_flight"))
+    }) {
+        println!("hostile_counter {l}");
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("agentwire_mcp_user_limited_total") && !l.ends_with(" 0")),
+        "bob's calls beyond the per-user limit were counted"
+    );
+    r.good.shutdown().await;
+    r.server.shutdown().await;
+}
+
+async fn metrics(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+impl Rig {
+    fn server_tailnet_addr(&self) -> std::net::Ipv6Addr {
+        self.server.tailnet().addr()
+    }
+}
