@@ -502,3 +502,60 @@ async fn hostile_requests_to_the_agent_api() {
     client.shutdown().await;
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn half_open_requests_are_cut_by_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cluster, agent, client, _dir) = start().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let conn = client
+        .agent_conn(AGENT_A.parse().unwrap(), deadline)
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        let mut s = conn.dial_tcp(4).await.expect("dial the agent API");
+        s.write_all(b"GET /api/v0/health HTTP/1.1\r\nHost: agent\r\nX-Slow: ")
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    let limit = agentwire::services::agent::api::HEADER_READ_TIMEOUT;
+    for mut s in held {
+        let mut buf = [0u8; 256];
+        let r = tokio::time::timeout(limit + Duration::from_secs(5), s.read(&mut buf)).await;
+        assert!(r.is_ok(), "a half-open request outlived the header timeout");
+    }
+    let took = start.elapsed();
+    println!("agent_api_half_open_closed_after: {} ms", took.as_millis());
+    assert!(
+        took >= limit - Duration::from_secs(1),
+        "closed too early: {took:?}"
+    );
+    // A head larger than the cap is refused, and the agent still serves.
+    let big = format!("X-Big: {}\r\n", "a".repeat(100 * 1024));
+    let t = Target {
+        conn,
+        root: std::path::PathBuf::new(),
+    };
+    // hyper answers 431 and closes; over the tunnel the close can overtake the answer
+    // while the rest of the head is still being sent, which the client sees as a reset.
+    let x = t
+        .send(
+            head("GET", "/api/v0/health", &["Host: agent".into(), big], None),
+            b"",
+            false,
+        )
+        .await;
+    match x {
+        Exchange::Response(r) => assert_eq!(r.status, 431, "{r:?}"),
+        Exchange::Closed(_) => {}
+        Exchange::Stalled => panic!("an oversized head was neither refused nor closed"),
+    }
+    assert!(t.conn.client().health().await.is_ok());
+    drop(t);
+    drop(agent);
+    drop(client);
+    cluster.stop().await;
+}

@@ -267,6 +267,15 @@ async fn count_rejections(
     r
 }
 
+/// How long a client may take to send a request's headers; also how long an idle
+/// keep-alive connection stays open. The server's client sends its headers at once and
+/// retries a request once on a pooled connection found closed, so this only bounds what
+/// half-open or silent connections can hold.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Largest request head (request line and headers) the agent API reads (431 beyond).
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
 /// Serves `app` on one connection (HTTP/1.1 with keep-alive) until the peer closes it.
 pub async fn serve_connection<S>(stream: S, app: Router)
 where
@@ -276,7 +285,12 @@ where
         let app = app.clone();
         async move { Ok::<_, std::convert::Infallible>(tower_oneshot(app, req).await) }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD);
     if let Err(e) = builder
         .serve_connection(TokioIo::new(stream), service)
         .await
