@@ -52,6 +52,14 @@ impl VirtualDevice {
         b
     }
 
+    /// Returns one buffer to the pool, unless the pool is full: dropped packets arrive in
+    /// buffers the runtime may have allocated, and a flood of them must not grow the pool.
+    pub(crate) fn give_back(&mut self, buf: Vec<u8>) {
+        if self.free.len() < self.rx_limit + self.tx_limit && buf.capacity() <= 4 * PACKET_BUF {
+            self.free.push(buf);
+        }
+    }
+
     /// Returns spent buffers to the pool, keeping it bounded.
     pub(crate) fn recycle_spent(&mut self) {
         let keep = (self.rx_limit + self.tx_limit).saturating_sub(self.free.len());

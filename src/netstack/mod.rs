@@ -315,7 +315,7 @@ impl Netstack {
     /// buffer goes back to the pool and `false` is returned.
     pub fn receive_owned(&mut self, buf: Vec<u8>, now: Instant) -> bool {
         let Some(src) = self.rx_gate(&buf, now) else {
-            self.dev.free.push(buf);
+            self.dev.give_back(buf);
             return false;
         };
         self.dev.push_rx(buf, src);

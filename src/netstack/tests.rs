@@ -389,3 +389,16 @@ fn udp_to_an_unbound_port_is_dropped_before_smoltcp() {
     s.take_transmits(&mut out);
     assert!(out.is_empty(), "no ICMP reply is spent on it");
 }
+
+#[test]
+fn dropped_packets_do_not_grow_the_buffer_pool() {
+    let mut s = stack("10.0.0.2", |c| c.queue_packets = 16);
+    let now = Instant::now();
+    for _ in 0..10_000 {
+        let mut b = Vec::with_capacity(2048);
+        b.extend_from_slice(&udp4([10, 0, 0, 9], [10, 0, 0, 2], 9));
+        assert!(!s.receive_owned(b, now));
+    }
+    assert_eq!(s.stats().rx_no_socket, 10_000);
+    assert!(s.dev.free.len() <= 32, "pool grew to {}", s.dev.free.len());
+}
