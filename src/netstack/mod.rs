@@ -325,10 +325,10 @@ impl Netstack {
 
     /// Decides whether `pkt` may be queued; the source to charge it to if so.
     ///
-    /// The receive queue is shared by every peer. Once it is half full, a source holding a
-    /// quarter of it already is refused more: a peer flooding the tunnel loses its own
-    /// packets, not its neighbours' (whose TCP would otherwise stall in retransmission
-    /// backoff). UDP to a port no socket is bound to is dropped here, before smoltcp
+    /// The receive queue is shared by every peer. Its last quarter is kept for sources that
+    /// hold less than a quarter of it: a peer flooding the tunnel loses its own packets, not
+    /// its neighbours' (whose TCP would otherwise stall in retransmission backoff), while a
+    /// peer alone on a busy stack still has three quarters of the queue. UDP to a port no socket is bound to is dropped here, before smoltcp
     /// would spend an ICMP reply on it.
     fn rx_gate(&mut self, pkt: &[u8], now: Instant) -> Option<Option<IpAddr>> {
         let limit = self.dev.rx_limit;
@@ -338,8 +338,8 @@ impl Netstack {
         }
         let peek = crate::wire::ip::IpPeek::parse(pkt).ok();
         if let Some(ip) = &peek {
-            if self.dev.rx.len() >= limit / 2 && self.dev.queued_from(&ip.src) >= (limit / 4).max(1)
-            {
+            let busy = self.dev.rx.len() >= limit - limit / 4;
+            if busy && self.dev.queued_from(&ip.src) >= (limit / 4).max(1) {
                 self.stats.rx_fair_share += 1;
                 return None;
             }
