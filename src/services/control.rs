@@ -23,6 +23,16 @@ use std::pin::Pin;
 use thiserror::Error;
 use uuid::Uuid;
 
+/// The bearer token of an `Authorization` header, if it is one: scheme matched without
+/// case, surrounding spaces ignored, an empty token is none. Every listener that takes a
+/// token (MCP, coordinator, agent identity, metrics) reads it with this.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// A boxed, sendable future, so [`ControlPlane`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

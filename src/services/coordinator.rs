@@ -15,7 +15,7 @@ mod stream;
 
 use crate::proto::coord_server::{ConnId, Output, PeerInfo, Presence, Registry, RegistryStats};
 use crate::runtime::clock;
-use crate::services::control::{ControlPlane, Principal};
+use crate::services::control::{ControlPlane, Principal, bearer};
 use crate::wire::coord;
 use axum::Router;
 use axum::extract::State;
@@ -354,15 +354,6 @@ impl Drop for PrincipalSlot {
             }
         }
     }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {

@@ -286,14 +286,7 @@ async fn agent_identity(
     headers: http::HeaderMap,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let token = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+    let token = super::control::bearer(&headers);
     let unauthorized = || {
         (
             http::StatusCode::UNAUTHORIZED,

@@ -157,6 +157,35 @@ async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
         "counter",
         &one(c.unauthorized as f64),
     );
+    for (name, help, v) in [
+        (
+            "agentwire_coordinator_conflicts_total",
+            "Registrations refused because another live process held the agent id.",
+            c.registry.conflicts,
+        ),
+        (
+            "agentwire_coordinator_principal_limited_total",
+            "Coordinator upgrades refused for the per-token stream cap.",
+            c.principal_limited,
+        ),
+        (
+            "agentwire_coordinator_tunnel_limited_total",
+            "Tunnels refused for a per-stream or per-user cap.",
+            c.registry.tunnel_limit,
+        ),
+        (
+            "agentwire_coordinator_endpoints_dropped_total",
+            "Endpoints dropped from nodes (duplicate, not unicast, or past the cap).",
+            c.registry.endpoints_dropped,
+        ),
+        (
+            "agentwire_coordinator_key_changes_total",
+            "Agents that registered with a new WireGuard key.",
+            c.registry.key_changes,
+        ),
+    ] {
+        line(&mut out, name, help, "counter", &one(v as f64));
+    }
     let d = hub.derp().stats();
     line(
         &mut out,
@@ -164,6 +193,20 @@ async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
         "Clients connected to the DERP relay.",
         "gauge",
         &one(d.clients as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_derp_connections",
+        "Connections open to the DERP relay, logged in or not (per-source and total caps apply).",
+        "gauge",
+        &one(d.conns as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_derp_queued_bytes",
+        "Bytes of packets queued for relay clients (charged to the global queue budget).",
+        "gauge",
+        &one(d.queued_bytes as f64),
     );
     line(
         &mut out,
@@ -314,7 +357,7 @@ impl MetricsGate {
                 "metrics are not served on this listener: use --metrics-listen or set AGENTWIRE_METRICS_TOKEN\n",
             ));
         };
-        let given = super::mcp::http::bearer(headers).map(digest);
+        let given = super::control::bearer(headers).map(digest);
         // Digests of equal length compared in full: the time taken says nothing about
         // how much of the token matched.
         match given {

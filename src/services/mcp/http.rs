@@ -296,13 +296,7 @@ fn toolset_param(uri: &axum::http::Uri) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// The bearer token of an `Authorization` header, if it is one.
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
+pub(crate) use crate::services::control::bearer;
 
 async fn authenticate(s: &Shared, headers: &HeaderMap) -> Result<User, Response> {
     let Some(token) = bearer(headers) else {
