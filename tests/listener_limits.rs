@@ -174,3 +174,54 @@ async fn secrets_files_readable_by_others_are_made_owner_only() {
     }
     server.shutdown().await;
 }
+
+/// A client that goes away takes its tool call with it: the call stops holding one of the
+/// user's in-flight slots (and the agent's command) at once, not at its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_connection_cancels_its_tool_call() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn in_flight(addr: SocketAddr) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out.lines()
+            .filter(|l| l.starts_with("agentwire_mcp_tool_calls_in_flight"))
+            .collect()
+    }
+    let token = "cancel-on-close-token-0123456789";
+    let (server, _tmp) = common::mcp_http::embedded_server(token).await;
+    assert!(server.wait_ready(Duration::from_secs(10)).await);
+    let addr = server.addr;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "workspace_bash",
+        "arguments": {"workspace": "demo", "command": "sleep 20", "timeout_ms": 30000}}})
+    .to_string();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         MCP-Protocol-Version: 2025-11-25\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while in_flight(addr).await != "agentwire_mcp_tool_calls_in_flight 1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let closed = std::time::Instant::now();
+    drop(s);
+    while in_flight(addr).await != "agentwire_mcp_tool_calls_in_flight 0" {
+        assert!(
+            closed.elapsed() < Duration::from_secs(2),
+            "the call outlived its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.shutdown().await;
+}
