@@ -15,7 +15,8 @@ pub const PACKET_BUF: usize = 2048;
 /// The device: bounded receive and transmit queues over pooled buffers.
 #[derive(Debug)]
 pub struct VirtualDevice {
-    pub(crate) rx: VecDeque<Vec<u8>>,
+    /// Received packets, each with the source it is charged to (see `rx_from`).
+    pub(crate) rx: VecDeque<(Vec<u8>, Option<std::net::IpAddr>)>,
     /// Packets in `rx` per source address, for the receive queue's fair share.
     rx_from: std::collections::HashMap<std::net::IpAddr, usize>,
     pub(crate) tx: VecDeque<Vec<u8>>,
@@ -120,7 +121,7 @@ impl VirtualDevice {
         if let Some(src) = src {
             *self.rx_from.entry(src).or_default() += 1;
         }
-        self.rx.push_back(buf);
+        self.rx.push_back((buf, src));
     }
 
     /// Packets from `src` waiting in the receive queue.
@@ -128,14 +129,12 @@ impl VirtualDevice {
         self.rx_from.get(src).copied().unwrap_or(0)
     }
 
-    fn uncharge(&mut self, buf: &[u8]) {
-        let Ok(ip) = crate::wire::ip::IpPeek::parse(buf) else {
-            return;
-        };
-        if let Some(n) = self.rx_from.get_mut(&ip.src) {
+    fn uncharge(&mut self, src: Option<std::net::IpAddr>) {
+        let Some(src) = src else { return };
+        if let Some(n) = self.rx_from.get_mut(&src) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.rx_from.remove(&ip.src);
+                self.rx_from.remove(&src);
             }
         }
     }
@@ -150,8 +149,8 @@ impl phy::Device for VirtualDevice {
             // A reply (ACK, RST) needs room; leave the packet queued until there is.
             return None;
         }
-        let buf = self.rx.pop_front()?;
-        self.uncharge(&buf);
+        let (buf, src) = self.rx.pop_front()?;
+        self.uncharge(src);
         Some((
             RxToken {
                 buf,

@@ -238,10 +238,12 @@ impl Netstack {
     /// Looks at an incoming packet before smoltcp does. For a SYN to a listened port,
     /// makes sure an idle listening socket waits there; refuses it when the backlog is
     /// full. Everything else passes.
-    pub(super) fn admit(&mut self, pkt: &[u8], _now: Instant) -> bool {
-        let Ok(ip) = crate::wire::ip::IpPeek::parse(pkt) else {
-            return true;
-        };
+    pub(super) fn admit(
+        &mut self,
+        pkt: &[u8],
+        ip: &crate::wire::ip::IpPeek,
+        _now: Instant,
+    ) -> bool {
         let Some(t) = ip.tcp(pkt) else { return true };
         if !t.syn || t.ack || t.rst {
             return true;

@@ -336,27 +336,28 @@ impl Netstack {
             self.stats.rx_queue_full += 1;
             return None;
         }
-        let peek = crate::wire::ip::IpPeek::parse(pkt).ok();
-        if let Some(ip) = &peek {
-            let busy = self.dev.rx.len() >= limit - limit / 4;
-            if busy && self.dev.queued_from(&ip.src) >= (limit / 4).max(1) {
-                self.stats.rx_fair_share += 1;
-                return None;
-            }
-            if ip.protocol == 17 && self.config.addresses.contains(&ip.dst) {
-                let port = pkt
-                    .get(ip.transport_offset + 2..ip.transport_offset + 4)
-                    .map(|b| u16::from_be_bytes([b[0], b[1]]));
-                if port.is_some_and(|p| !self.udp_ports.contains(&p)) {
-                    self.stats.rx_no_socket += 1;
-                    return None;
-                }
-            }
-        }
-        if !self.admit(pkt, now) {
+        // Not an IP packet we can read: smoltcp will drop it, counted as its own.
+        let Ok(ip) = crate::wire::ip::IpPeek::parse(pkt) else {
+            return Some(None);
+        };
+        let busy = self.dev.rx.len() >= limit - limit / 4;
+        if busy && self.dev.queued_from(&ip.src) >= (limit / 4).max(1) {
+            self.stats.rx_fair_share += 1;
             return None;
         }
-        Some(peek.map(|ip| ip.src))
+        if ip.protocol == 17 && self.config.addresses.contains(&ip.dst) {
+            let port = pkt
+                .get(ip.transport_offset + 2..ip.transport_offset + 4)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]));
+            if port.is_some_and(|p| !self.udp_ports.contains(&p)) {
+                self.stats.rx_no_socket += 1;
+                return None;
+            }
+        }
+        if !self.admit(pkt, &ip, now) {
+            return None;
+        }
+        Some(Some(ip.src))
     }
 
     /// Lends up to `n` pooled packet buffers (allocating when the pool is empty).
