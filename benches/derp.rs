@@ -79,6 +79,8 @@ fn main() {
                 home: Some(1),
                 headers: vec![],
                 options: DerpClientOptions::default(),
+                tls: Default::default(),
+                allow_insecure_http: false,
             });
             let mut p = PeerConfig::new(peer);
             p.allowed_ips = vec![peer_ip.parse().unwrap()];

@@ -59,16 +59,8 @@ async fn run() {
     let data = tempfile::tempdir().unwrap();
     let token = "bench-token-0123456789".to_string();
     let server = Server::start(ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data.path().to_path_buf(),
-        config_file: None,
-        public_url: None,
         token: Some(token.clone()),
-        dev_no_auth_user: None,
-        relay_only: false,
-        advertise: None,
-        metrics_listen: None,
-        metrics_token: None,
+        ..ServeConfig::loopback(data.path())
     })
     .await
     .unwrap();

@@ -232,7 +232,7 @@ async fn dropping_the_handle_closes_the_connection() {
 async fn configuration_errors_stop_the_client() {
     let (tx, _rx) = mpsc::channel(1);
     for (url, headers, want) in [
-        ("https://relay.example/derp", vec![], "TLS"),
+        ("ftp://relay.example/derp", vec![], "bad DERP URL"),
         ("gopher://x", vec![], "bad DERP URL"),
         (
             "http://127.0.0.1:9/derp",

@@ -180,16 +180,8 @@ async fn the_embedded_relay_serves_only_registered_nodes() {
     use agentwire::services::serve::{ServeConfig, Server};
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: tmp.path().join("state"),
-        config_file: None,
-        public_url: None,
-        token: None,
-        dev_no_auth_user: None,
         relay_only: true,
-        advertise: None,
-        metrics_listen: None,
-        metrics_token: None,
+        ..ServeConfig::loopback(tmp.path().join("state"))
     })
     .await
     .unwrap();

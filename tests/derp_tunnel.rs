@@ -27,6 +27,8 @@ fn node(key: &NodePrivate, addr: &str, map: &DerpMap) -> (Tunnel, DerpRelay) {
         home: Some(1),
         headers: vec![],
         options: DerpClientOptions::default(),
+        tls: Default::default(),
+        allow_insecure_http: false,
     });
     let cfg = TunnelConfig {
         private: key.clone(),

@@ -79,17 +79,11 @@ async fn start_rig(relay_only: bool) -> Rig {
     )
     .unwrap();
     let server = Server::start(ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: tmp.path().join("state"),
         config_file: Some(config),
-        public_url: None,
-        token: None,
-        dev_no_auth_user: None,
         relay_only,
         // The server advertises nothing, so the agent cannot reach it around the proxy.
         advertise: Some(vec![]),
-        metrics_listen: None,
-        metrics_token: None,
+        ..ServeConfig::loopback(tmp.path().join("state"))
     })
     .await
     .unwrap();

@@ -18,16 +18,8 @@ const TOKEN: &str = "limits-user-token-0123456789";
 
 fn config(data: &std::path::Path) -> ServeConfig {
     ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: data.to_path_buf(),
-        config_file: None,
-        public_url: None,
         token: Some(TOKEN.into()),
-        dev_no_auth_user: None,
-        relay_only: false,
-        advertise: None,
-        metrics_listen: None,
-        metrics_token: None,
+        ..ServeConfig::loopback(data)
     }
 }
 

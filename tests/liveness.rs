@@ -44,16 +44,8 @@ async fn rig() -> Rig {
     )
     .unwrap();
     let server = Server::start(ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: tmp.path().join("state"),
         config_file: Some(config),
-        public_url: None,
-        token: None,
-        dev_no_auth_user: None,
-        relay_only: false,
-        advertise: None,
-        metrics_listen: None,
-        metrics_token: None,
+        ..ServeConfig::loopback(tmp.path().join("state"))
     })
     .await
     .unwrap();

@@ -2,6 +2,7 @@
 
 use crate::services::agent::{Agent, AgentConfig};
 use crate::services::hub::{AGENT_IDENTITY_PATH, AgentIdentity};
+use crate::services::public_url::BaseUrl;
 use anyhow::Context as _;
 use http_body_util::{BodyExt, Empty};
 use std::path::PathBuf;
@@ -10,9 +11,12 @@ use std::time::Duration;
 /// Arguments of `agentwire agent`.
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
-    /// The server's URL, http://HOST:PORT.
+    /// The server's base URL, https://HOST[:PORT] (http:// only to loopback, or with
+    /// --allow-insecure-http).
     #[arg(long)]
     pub url: String,
+    #[command(flatten)]
+    pub tls: super::ClientTlsArgs,
     /// The agent's token. Prefer the environment variable or --token-file: a command line
     /// is visible to every local user, including the workspace's own processes.
     #[arg(
@@ -39,24 +43,34 @@ pub struct AgentArgs {
     pub no_port_forwarding: bool,
 }
 
+/// The server's base URL, parsed; a path would be accepted and then not used, so it is
+/// refused.
+fn base_url(url: &str) -> anyhow::Result<BaseUrl> {
+    Ok(BaseUrl::parse("--url", url, false)?)
+}
+
 /// Asks the server which agent the token belongs to.
-async fn identity(url: &str, token: &str) -> anyhow::Result<AgentIdentity> {
-    let rest = url
-        .strip_prefix("http://")
-        .context("only http:// URLs are supported (no TLS yet)")?;
-    let hostport = rest.split('/').next().unwrap_or(rest);
+async fn identity(
+    tls: &crate::runtime::tls::ClientTls,
+    base: &BaseUrl,
+    token: &str,
+) -> anyhow::Result<AgentIdentity> {
+    let url = base.to_url();
+    let target = base
+        .tls
+        .then(|| crate::runtime::tls::TlsTarget::named(base.host.clone()));
     let stream = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio::net::TcpStream::connect(hostport),
+        tls.dial(&base.host, base.port, target.as_ref()),
     )
     .await
-    .context("connecting to the server timed out")?
-    .with_context(|| format!("connecting to {hostport}"))?;
+    .with_context(|| format!("connecting to {url} timed out"))??;
     let (mut send, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
+    let authority = url.split("://").nth(1).unwrap_or_default().to_owned();
     let req = http::Request::get(AGENT_IDENTITY_PATH)
-        .header(http::header::HOST, hostport)
+        .header(http::header::HOST, authority)
         .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
         .body(Empty::<bytes::Bytes>::new())?;
     let resp = send.send_request(req).await?;
@@ -81,7 +95,9 @@ async fn identity(url: &str, token: &str) -> anyhow::Result<AgentIdentity> {
 /// A refused token or an unreachable server at startup.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     super::protect_process();
-    let url = args.url.trim_end_matches('/').to_string();
+    let base = base_url(&args.url)?;
+    let url = base.to_url();
+    let client_tls = args.tls.client_tls(&url)?;
     let token = match (&args.token_file, args.token) {
         (Some(f), _) => super::read_token_file(f)?,
         (None, Some(t)) => {
@@ -97,7 +113,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             anyhow::bail!("give the agent token with --token-file or AGENTWIRE_AGENT_TOKEN")
         }
     };
-    let id = identity(&url, &token).await?;
+    let id = identity(&client_tls, &base, &token).await?;
     let dir = match args.dir {
         Some(d) => d,
         None => std::env::current_dir()?,
@@ -105,6 +121,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut cfg = AgentConfig::new(&url, &token, id.id, dir.clone());
     cfg.api.root = args.root;
     cfg.tailnet.udp_listen = args.udp;
+    cfg.tailnet.tls = client_tls;
+    cfg.tailnet.allow_insecure_http = args.tls.allow_insecure_http;
     cfg.forward_ports = !args.no_port_forwarding;
     let agent = Agent::start(cfg)?;
     let ready = agent.wait_ready(Duration::from_secs(15)).await;

@@ -10,9 +10,15 @@ use std::path::{Path, PathBuf};
 /// Arguments of `agentwire derp`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DerpArgs {
-    /// Address to listen on (plain HTTP).
+    /// Address to listen on (plain HTTP, or TLS with --tls-cert/--tls-key).
     #[arg(long, default_value = "127.0.0.1:3340")]
     pub listen: SocketAddr,
+    /// Terminate TLS: the certificate chain (PEM, leaf first). Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Terminate TLS: the certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// File holding the server's private key (base64); created with mode 0600 if it does
     /// not exist. Without it the key is random per run and clients see a new server key.
     #[arg(long)]
@@ -65,16 +71,23 @@ pub async fn run(args: DerpArgs) -> anyhow::Result<()> {
         mesh_key: args.mesh_key.clone(),
         ..Default::default()
     };
+    let tls = super::server_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
     let server = DerpServer::new(private, config);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, key = %server.public_key().to_hex(), "DERP relay listening on http://{addr}/derp");
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    derp_server::run(listener, server, ctrl_c).await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, key = %server.public_key().to_hex(), "DERP relay listening on {scheme}://{addr}/derp");
+    if tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "listening on {addr} without TLS: relay logins and tokens cross the network in              clear; use --tls-cert/--tls-key or a TLS proxy"
+        );
+    }
+    let _reload = tls
+        .as_ref()
+        .map(|t| tokio_util::task::AbortOnDropHandle::new(t.spawn_reload_on_sighup()));
+    derp_server::run_tls(listener, server, tls, super::shutdown_signal()).await?;
     Ok(())
 }
 

@@ -100,3 +100,47 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
 }
+
+/// Loads `--tls-cert`/`--tls-key` when given.
+///
+/// # Errors
+/// Unreadable or invalid certificate or key.
+pub fn server_tls(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<Option<crate::runtime::tls::ServerTls>> {
+    use anyhow::Context as _;
+    match (cert, key) {
+        (Some(c), Some(k)) => crate::runtime::tls::ServerTls::load(c, k)
+            .map(Some)
+            .context("loading the TLS certificate"),
+        (None, None) => Ok(None),
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    }
+}
+
+/// How a subcommand that dials the server trusts it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientTlsArgs {
+    /// Also trust the CA certificates in this PEM file (beside the system store, which
+    /// honours SSL_CERT_FILE and SSL_CERT_DIR).
+    #[arg(long, value_name = "FILE", env = "AGENTWIRE_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Send tokens over plain http:// to a host that is not loopback (a network you
+    /// trust end to end). Without it such URLs are refused.
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+}
+
+impl ClientTlsArgs {
+    /// The trust configuration, after checking that `url` may carry a token.
+    ///
+    /// # Errors
+    /// An unreadable CA file, or a plain-HTTP URL to another host without the flag.
+    pub fn client_tls(&self, url: &str) -> anyhow::Result<crate::runtime::tls::ClientTls> {
+        crate::runtime::tls::check_secret_url(url, self.allow_insecure_http)?;
+        Ok(crate::runtime::tls::ClientTls::from_flag(
+            self.ca_file.as_deref(),
+        )?)
+    }
+}

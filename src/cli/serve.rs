@@ -19,9 +19,19 @@ pub struct ServeArgs {
     /// embedded default with one user and a demo workspace is created.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// The URL clients use to reach this server (default: http://LISTEN).
+    /// The URL clients use to reach this server, http(s)://HOST[:PORT] (default: the
+    /// listen address). Every URL handed out uses its scheme, host and port.
     #[arg(long)]
     pub public_url: Option<String>,
+    /// Where nodes reach the relay, when not at the public URL (https://HOST[:PORT]).
+    #[arg(long, value_name = "URL")]
+    pub derp_url: Option<String>,
+    /// Terminate TLS: the certificate chain (PEM, leaf first). Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Terminate TLS: the certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// The demo user's token (embedded default only). Prefer the environment variable or
     /// --token-file: a command line is visible to every local user.
     #[arg(long, env = "AGENTWIRE_TOKEN", hide_env_values = true)]
@@ -90,11 +100,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => args.token,
     };
     let show_token = args.show_token;
+    let tls = super::server_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
     let cfg = ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir.unwrap_or_else(default_data_dir),
         config_file: args.config,
         public_url: args.public_url,
+        derp_url: args.derp_url,
+        tls,
         token,
         dev_no_auth_user: args.dev_no_auth,
         relay_only: args.relay_only,
@@ -128,10 +141,14 @@ fn print_banner(server: &Server, data_dir: &std::path::Path, ready: bool, show_t
         server.addr
     );
     say!("  MCP endpoint:  {url}");
+    let relay = server
+        .hub()
+        .derp_map
+        .connect_url(crate::services::hub::EMBEDDED_REGION)
+        .unwrap_or_default();
     say!(
-        "  coordinator:   {}/api/v0/coordinate   DERP relay: {}/derp",
+        "  coordinator:   {}/api/v0/coordinate   DERP relay: {relay}",
         server.public_url,
-        server.public_url
     );
     say!("  data dir:      {}", data_dir.display());
     if let Some(m) = server.metrics_addr() {
@@ -142,7 +159,7 @@ fn print_banner(server: &Server, data_dir: &std::path::Path, ready: bool, show_t
     }
     let Some(e) = &server.embedded else {
         say!(
-            "  control plane: from --config; agents join with `agentwire agent --url {} --token AGENT_TOKEN`",
+            "  control plane: from --config; agents join with `agentwire agent --url {} --token-file AGENT_TOKEN_FILE`",
             server.public_url
         );
         return;

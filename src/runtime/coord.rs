@@ -48,6 +48,8 @@ pub struct CoordClientConfig {
     pub id: NodeId,
     /// A name for the server's logs.
     pub name: String,
+    /// Trust for `https`/`wss` URLs.
+    pub tls: crate::runtime::tls::ClientTls,
 }
 
 impl fmt::Debug for CoordClientConfig {
@@ -250,13 +252,15 @@ async fn run(shared: Arc<Shared>, cfg: CoordClientConfig, events: mpsc::Sender<C
         events: &events,
         shared: &shared,
     };
+    // The last failure logged at warn level; the same reason on every retry is not news.
+    let mut warned: Option<String> = None;
     loop {
         if shared.closing() {
             return;
         }
         shared.reconnect.store(false, Ordering::SeqCst);
         let mut up_since = None;
-        let outcome = attempt(&shared, &url, &cfg.token, &emit, &mut up_since).await;
+        let outcome = attempt(&shared, &cfg, &url, &emit, &mut up_since).await;
         let lasted = up_since.map(|t| clock::now().saturating_duration_since(t));
         let lost = shared.state().on_disconnect(lasted);
         shared.status().connected = false;
@@ -264,7 +268,16 @@ async fn run(shared: Arc<Shared>, cfg: CoordClientConfig, events: mpsc::Sender<C
         match outcome {
             Outcome::Done => return,
             Outcome::Failed(e) => {
-                tracing::debug!(error = e, "coordinator connect failed");
+                if warned.as_deref() == Some(e.as_str()) {
+                    tracing::debug!(error = e, "coordinator connect failed again");
+                } else {
+                    tracing::warn!(
+                        url,
+                        error = e,
+                        "cannot reach the coordinator; retrying with backoff"
+                    );
+                    warned = Some(e.clone());
+                }
                 shared.status().last_error = Some(e);
             }
             Outcome::Conflict(reason) => {
@@ -287,13 +300,23 @@ async fn run(shared: Arc<Shared>, cfg: CoordClientConfig, events: mpsc::Sender<C
                 emit.send(CoordEvent::Closed { reason }).await;
             }
             Outcome::Refused(reason) => {
-                tracing::debug!(reason, "coordinator refused us");
+                if warned.as_deref() == Some(reason.as_str()) {
+                    tracing::debug!(reason, "coordinator refused us again");
+                } else {
+                    tracing::warn!(url, reason, "the coordinator refused this node's token");
+                    warned = Some(reason.clone());
+                }
                 shared.state().on_refused();
                 shared.status().last_error = Some(reason.clone());
                 emit.send(CoordEvent::Closed { reason }).await;
             }
             Outcome::Lost(error) => {
-                tracing::debug!(error, "coordinator stream lost");
+                warned = None;
+                if was_up {
+                    tracing::info!(url, error, "coordinator stream lost; reconnecting");
+                } else {
+                    tracing::debug!(error, "coordinator stream lost");
+                }
                 shared.status().last_error = Some(error.clone());
                 if was_up {
                     emit.send(CoordEvent::Disconnected { error }).await;
@@ -349,13 +372,12 @@ impl Emitter<'_> {
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = tokio_tungstenite::WebSocketStream<crate::runtime::tls::Stream>;
 
 async fn attempt(
     shared: &Shared,
+    cfg: &CoordClientConfig,
     url: &str,
-    token: &str,
     emit: &Emitter<'_>,
     up_since: &mut Option<Instant>,
 ) -> Outcome {
@@ -363,41 +385,67 @@ async fn attempt(
         Ok(r) => r,
         Err(e) => return Outcome::Refused(format!("bad coordinator URL: {e}")),
     };
-    match format!("Bearer {token}").parse() {
+    let Some(host) = req
+        .uri()
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+    else {
+        return Outcome::Refused(format!("coordinator URL {url} has no host"));
+    };
+    let secure = req.uri().scheme_str() == Some("wss");
+    let port = req
+        .uri()
+        .port_u16()
+        .unwrap_or(if secure { 443 } else { 80 });
+    let target = secure.then(|| crate::runtime::tls::TlsTarget::named(host.clone()));
+    match format!("Bearer {}", cfg.token).parse() {
         Ok(v) => req.headers_mut().insert(http::header::AUTHORIZATION, v),
         Err(_) => return Outcome::Refused("token is not a valid header value".into()),
     };
     let mut ws_cfg = WebSocketConfig::default();
     ws_cfg.max_message_size = Some(4 * coord::MAX_MESSAGE_BYTES);
     ws_cfg.max_frame_size = Some(4 * coord::MAX_MESSAGE_BYTES);
-    let connect = tokio_tungstenite::connect_async_with_config(req, Some(ws_cfg), true);
+    let connect = async {
+        let stream = cfg
+            .tls
+            .dial(&host, port, target.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio_tungstenite::client_async_with_config(req, stream, Some(ws_cfg))
+            .await
+            .map_err(|e| match e {
+                tungstenite::Error::Http(resp) => http_refusal(&resp),
+                e => e.to_string(),
+            })
+            .map(|(ws, _)| ws)
+    };
     let result = tokio::select! {
         r = tokio::time::timeout(CONNECT_TIMEOUT, connect) => r,
         () = shared.until_closing() => return Outcome::Done,
     };
     let ws = match result {
         Err(_) => return Outcome::Failed("connect timed out".into()),
-        Ok(Err(tungstenite::Error::Http(resp))) => {
-            let status = resp.status();
-            let body = resp
-                .body()
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            let why = format!(
-                "HTTP {status}: {}",
-                body.chars().take(200).collect::<String>()
-            );
-            return if status == 401 || status == 403 {
-                Outcome::Refused(why)
-            } else {
-                Outcome::Failed(why)
-            };
+        Ok(Err(why)) if why.starts_with("HTTP 401") || why.starts_with("HTTP 403") => {
+            return Outcome::Refused(why);
         }
-        Ok(Err(e)) => return Outcome::Failed(e.to_string()),
-        Ok(Ok((ws, _))) => ws,
+        Ok(Err(why)) => return Outcome::Failed(why),
+        Ok(Ok(ws)) => ws,
     };
     session(shared, ws, emit, up_since).await
+}
+
+/// An HTTP answer instead of the upgrade, as `HTTP <status>: <start of body>`.
+fn http_refusal(resp: &tungstenite::http::Response<Option<Vec<u8>>>) -> String {
+    let body = resp
+        .body()
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    format!(
+        "HTTP {}: {}",
+        resp.status(),
+        body.trim().chars().take(200).collect::<String>()
+    )
 }
 
 async fn send(ws: &mut Ws, msg: Message) -> Result<(), String> {

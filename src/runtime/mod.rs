@@ -11,6 +11,7 @@ pub mod relay;
 pub mod stack;
 pub mod stream;
 pub mod tailnet;
+pub mod tls;
 pub mod tunnel;
 pub mod udp;
 

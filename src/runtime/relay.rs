@@ -30,6 +30,10 @@ pub struct RelayConfig {
     pub headers: Vec<(String, String)>,
     /// Client tuning.
     pub options: DerpClientOptions,
+    /// Trust for relays reached over TLS.
+    pub tls: crate::runtime::tls::ClientTls,
+    /// Send `headers` (a bearer token) to a plain-HTTP relay that is not on loopback.
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug)]
@@ -40,6 +44,8 @@ struct State {
     unknown_region: u64,
     /// Datagrams dropped because a client's queue was full or it was gone.
     dropped: u64,
+    /// Regions refused because the token would cross in clear (logged once each).
+    insecure: std::collections::HashSet<u16>,
 }
 
 /// The set of DERP clients. Cheap to clone; all clones share the clients.
@@ -71,6 +77,7 @@ impl DerpRelay {
                 clients: HashMap::new(),
                 unknown_region: 0,
                 dropped: 0,
+                insecure: Default::default(),
             })),
             inbound: tx,
         };
@@ -88,14 +95,24 @@ impl DerpRelay {
     /// The client for `region`, connecting it if needed. `None` if the map lacks it.
     fn client<'a>(&self, st: &'a mut State, region: u16) -> Option<&'a DerpClient> {
         if !st.clients.contains_key(&region) {
-            let url = match st.cfg.map.connect_url(region) {
-                Ok(u) => u,
+            let node = match st.cfg.map.connect(region) {
+                Ok(n) => n,
                 Err(e) => {
                     st.unknown_region += 1;
                     tracing::debug!(region, error = %e, "no DERP node for region");
                     return None;
                 }
             };
+            if !st.cfg.headers.is_empty()
+                && let Err(e) =
+                    crate::runtime::tls::check_secret_url(&node.url, st.cfg.allow_insecure_http)
+            {
+                st.unknown_region += 1;
+                if st.insecure.insert(region) {
+                    tracing::warn!(region, error = %e, "not connecting to the DERP region");
+                }
+                return None;
+            }
             let force_websocket = st
                 .cfg
                 .map
@@ -104,7 +121,11 @@ impl DerpRelay {
                 .unwrap_or(false);
             let cfg = DerpClientConfig {
                 region,
-                url,
+                url: node.url,
+                dial_ip: node.dial_ip,
+                cert_name: node.cert_name,
+                insecure_skip_verify: node.insecure_for_tests,
+                tls: st.cfg.tls.clone(),
                 private: st.cfg.private.clone(),
                 preferred: st.cfg.home == Some(region),
                 force_websocket,
@@ -130,7 +151,7 @@ impl DerpRelay {
             .keys()
             .copied()
             .filter(|r| {
-                old_map.connect_url(*r).ok() == st.cfg.map.connect_url(*r).ok()
+                old_map.connect(*r).ok() == st.cfg.map.connect(*r).ok()
                     && !(home_changed && (Some(*r) == old_home || Some(*r) == home))
             })
             .collect();

@@ -31,7 +31,6 @@ use limits::ConnSlots;
 use queue::{Budget, ConnHandle};
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -263,21 +262,25 @@ pub async fn run(
     server: Arc<DerpServer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let app = server
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
+    run_tls(listener, server, None, shutdown).await
+}
+
+/// [`run`], terminating TLS with `tls` when given.
+///
+/// # Errors
+/// IO errors from the HTTP server.
+pub async fn run_tls(
+    listener: TcpListener,
+    server: Arc<DerpServer>,
+    tls: Option<crate::runtime::tls::ServerTls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let s = Arc::clone(&server);
     let stop = async move {
         shutdown.await;
         s.begin_shutdown();
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await?;
+    super::http::serve_tls(listener, server.router(), tls, stop).await?;
     server.shutdown().await;
     Ok(())
 }

@@ -9,10 +9,8 @@ use crate::wire::derpmap::DerpMap;
 use crate::wire::key::NodePrivate;
 use axum::Router;
 use axum::routing::{any, get};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 /// Path where an agent learns its identity from its token.
 pub const AGENT_IDENTITY_PATH: &str = "/api/v0/agent/identity";
@@ -37,17 +35,29 @@ pub struct Hub {
     derp: RwLock<Arc<DerpServer>>,
     derp_key: NodePrivate,
     map_json: Option<serde_json::Value>,
+    /// Lines `/healthz` adds after `ok` (configuration an operator should fix).
+    warnings: RwLock<Vec<String>>,
+    /// The listener's TLS, for its counters.
+    tls: std::sync::OnceLock<crate::runtime::tls::ServerTls>,
 }
 
 impl Hub {
-    /// A hub whose relay is reachable at `public` (the address nodes dial).
+    /// A hub whose relay is reachable over plain HTTP at `public` (the address nodes
+    /// dial).
     pub fn new(control: Arc<dyn ControlPlane>, public: SocketAddr, derp_key: NodePrivate) -> Self {
-        let mut derp_map =
-            DerpMap::single(EMBEDDED_REGION, "agentwire", public.ip(), public.port());
-        if let Some(r) = derp_map.regions.get_mut(&EMBEDDED_REGION) {
-            r.embedded_relay = true;
-            r.region_name = "agentwire embedded relay".into();
-        }
+        Self::with_map(
+            control,
+            embedded_map(&public.ip().to_string(), public.port(), false),
+            derp_key,
+        )
+    }
+
+    /// A hub advertising `derp_map` (see [`embedded_map`]).
+    pub fn with_map(
+        control: Arc<dyn ControlPlane>,
+        derp_map: DerpMap,
+        derp_key: NodePrivate,
+    ) -> Self {
         let map_json = serde_json::to_value(&derp_map).ok();
         let coordinator = Arc::new(RwLock::new(Arc::new(Self::new_coordinator(
             &control, &map_json,
@@ -60,7 +70,42 @@ impl Hub {
             derp: RwLock::new(derp),
             derp_key,
             map_json,
+            warnings: RwLock::new(Vec::new()),
+            tls: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records the listener's TLS so `/metrics` shows its counters.
+    pub fn set_tls(&self, tls: crate::runtime::tls::ServerTls) {
+        let _ = self.tls.set(tls);
+    }
+
+    /// The listener's TLS, if it terminates TLS.
+    pub fn tls(&self) -> Option<&crate::runtime::tls::ServerTls> {
+        self.tls.get()
+    }
+
+    /// Adds a line to what `/healthz` reports (it still answers 200).
+    pub fn add_health_warning(&self, line: impl Into<String>) {
+        self.warnings
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line.into());
+    }
+
+    fn health(&self) -> String {
+        let mut out = String::from("ok\n");
+        for w in self
+            .warnings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            out.push_str("warning: ");
+            out.push_str(w);
+            out.push('\n');
+        }
+        out
     }
 
     fn new_coordinator(
@@ -155,7 +200,13 @@ impl Hub {
                     async move { ([(http::header::CONTENT_TYPE, "application/json")], map) }
                 }),
             )
-            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/healthz", {
+                let hub = self.clone();
+                get(move || {
+                    let body = hub.health();
+                    async move { body }
+                })
+            })
             .route(
                 AGENT_IDENTITY_PATH,
                 get(agent_identity).with_state(self.control.clone()),
@@ -169,105 +220,18 @@ impl Hub {
     }
 }
 
-async fn dispatch(router: Router, req: axum::extract::Request) -> axum::response::Response {
-    use tower::ServiceExt;
-    match router.oneshot(req).await {
-        Ok(r) => r,
-        Err(e) => match e {},
+use super::http::dispatch;
+pub use super::http::{HEADER_READ_TIMEOUT, MAX_REQUEST_HEAD, serve};
+
+/// The one-region map naming the embedded relay at `host:port` (a DNS name or an IP
+/// literal), over TLS when `tls`.
+pub fn embedded_map(host: &str, port: u16, tls: bool) -> DerpMap {
+    let mut m = DerpMap::single_node(EMBEDDED_REGION, "agentwire", host, port, tls);
+    if let Some(r) = m.regions.get_mut(&EMBEDDED_REGION) {
+        r.embedded_relay = true;
+        r.region_name = "agentwire embedded relay".into();
     }
-}
-
-/// How long a client may take to send a request's headers; also how long an idle
-/// keep-alive connection stays open. Bounds what slow or silent clients can hold.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Largest request head (request line and headers) a listener reads: hyper's read buffer
-/// is capped here, and a head that does not fit is answered 431 and the connection closed.
-/// Real clients send a few KiB; without the cap hyper buffers ~400 KiB per connection.
-pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
-
-/// How long shutdown waits for requests in flight before cutting them off.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Serves `router` on `listener` until `shutdown` resolves: HTTP/1.1 with upgrades
-/// (DERP, websockets), each request carrying the peer's [`ConnectInfo`]. Then stops
-/// accepting, lets requests in flight finish (up to a grace period) and returns.
-///
-/// [`ConnectInfo`]: axum::extract::ConnectInfo
-///
-/// # Errors
-/// Never in practice; accept errors are logged and retried after a pause.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut conns = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok((tcp, remote)) => {
-                    let _ = tcp.set_nodelay(true);
-                    let app = router
-                        .clone()
-                        .layer(axum::Extension(axum::extract::ConnectInfo(remote)));
-                    conns.spawn(serve_one(tcp, app, stop_rx.clone()));
-                }
-                Err(e) => {
-                    // Out of descriptors, usually: pause rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    drop(listener);
-    let _ = stop_tx.send(true);
-    let drain = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        conns.shutdown().await;
-    }
-    Ok(())
-}
-
-async fn serve_one(
-    tcp: tokio::net::TcpStream,
-    app: Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let app = app.clone();
-        async move {
-            Ok::<_, std::convert::Infallible>(dispatch(app, req.map(axum::body::Body::new)).await)
-        }
-    });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_REQUEST_HEAD);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-    tokio::pin!(conn);
-    let ended = tokio::select! {
-        r = conn.as_mut() => Some(r),
-        _ = stop.wait_for(|s| *s) => None,
-    };
-    let result = match ended {
-        Some(r) => r,
-        None => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "HTTP connection ended with an error");
-    }
+    m
 }
 
 /// What an agent token stands for.

@@ -28,8 +28,44 @@ fn one(v: impl Into<f64>) -> Vec<(String, f64)> {
     vec![(String::new(), v.into())]
 }
 
+fn render_tls(out: &mut String, hub: &Hub) {
+    let Some(s) = hub.tls().map(crate::runtime::tls::ServerTls::stats) else {
+        return;
+    };
+    for (name, help, v) in [
+        (
+            "agentwire_tls_handshakes_total",
+            "TLS handshakes completed on the main listener.",
+            s.handshakes,
+        ),
+        (
+            "agentwire_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out.",
+            s.handshake_failures,
+        ),
+        (
+            "agentwire_tls_plain_http_total",
+            "Plain-HTTP requests to the TLS port (answered 400).",
+            s.plain_http,
+        ),
+        (
+            "agentwire_tls_reloads_total",
+            "Certificate reloads (SIGHUP) that took effect.",
+            s.reloads,
+        ),
+        (
+            "agentwire_tls_reload_failures_total",
+            "Certificate reloads refused; the old certificate stays.",
+            s.reload_failures,
+        ),
+    ] {
+        line(out, name, help, "counter", &one(v as f64));
+    }
+}
+
 async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
     let mut out = String::new();
+    render_tls(&mut out, hub);
     let dests = tailnet.destinations().await;
     line(
         &mut out,

@@ -28,8 +28,14 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// Control-plane TOML; `None` means the embedded default.
     pub config_file: Option<PathBuf>,
-    /// The URL clients use; defaults to `http://LISTEN`.
+    /// The URL clients use, `http(s)://HOST[:PORT]`; defaults to the listen address.
+    /// Every URL handed out (DERP map, coordinator, join command, OAuth metadata) uses its
+    /// scheme, host and port.
     pub public_url: Option<String>,
+    /// Where nodes reach the relay when not at the public URL (`--derp-url`).
+    pub derp_url: Option<String>,
+    /// Terminate TLS on the listener with this certificate (reloaded on SIGHUP).
+    pub tls: Option<crate::runtime::tls::ServerTls>,
     /// The user's token for the embedded default (else read from the data dir or generated).
     pub token: Option<String>,
     /// Development only: serve MCP without a token, as this user (loopback only).
@@ -46,6 +52,27 @@ pub struct ServeConfig {
     /// `metrics_listen`) the main listener serves metrics only when neither it nor the
     /// public URL is reachable from elsewhere.
     pub metrics_token: Option<String>,
+}
+
+impl ServeConfig {
+    /// The embedded default on `127.0.0.1` (a free port), keeping state in `data_dir`;
+    /// change fields from there.
+    pub fn loopback(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            config_file: None,
+            public_url: None,
+            derp_url: None,
+            tls: None,
+            token: None,
+            dev_no_auth_user: None,
+            relay_only: false,
+            advertise: None,
+            metrics_listen: None,
+            metrics_token: None,
+        }
+    }
 }
 
 /// Errors starting the server.
@@ -73,6 +100,9 @@ pub enum ServeError {
     /// The MCP configuration is invalid.
     #[error("MCP configuration: {0}")]
     Mcp(String),
+    /// A URL to hand out cannot work.
+    #[error(transparent)]
+    PublicUrl(#[from] super::public_url::PublicUrlError),
     /// The shared Tailnet or the embedded agent could not start.
     #[error(transparent)]
     Tailnet(#[from] crate::runtime::tailnet::TailnetError),
@@ -107,6 +137,8 @@ pub struct Server {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     metrics: Option<MetricsListener>,
+    /// Reloads the certificate on SIGHUP; aborted on shutdown and drop.
+    reload: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ServeError + '_ {
@@ -186,10 +218,16 @@ impl Server {
             addr: cfg.listen,
             source,
         })?;
-        let public_url = cfg
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
+        let advertised = super::public_url::advertise(
+            addr,
+            cfg.tls.is_some(),
+            cfg.public_url.as_deref(),
+            cfg.derp_url.as_deref(),
+        )?;
+        for w in &advertised.warnings {
+            tracing::warn!("{w}");
+        }
+        let public_url = advertised.public.to_url();
         // The process's own nodes talk to the hub over loopback when it listens there or on
         // every interface; otherwise over the listen address.
         let local_ip = if addr.ip().is_unspecified() {
@@ -202,7 +240,24 @@ impl Server {
             addr.ip()
         };
         let local = SocketAddr::new(local_ip, addr.port());
-        let local_url = format!("http://{local}");
+        // The process's own nodes dial the listener directly, over TLS when it speaks it,
+        // trusting exactly the certificate it presents (whatever names that carries).
+        let local_url = match &cfg.tls {
+            Some(_) => format!("https://{local}"),
+            None => format!("http://{local}"),
+        };
+        let own_tls = match &cfg.tls {
+            Some(t) => crate::runtime::tls::ClientTls::trusting(t),
+            None => crate::runtime::tls::ClientTls::default(),
+        };
+        let own_map =
+            super::hub::embedded_map(&local_ip.to_string(), addr.port(), cfg.tls.is_some());
+        let own_node = |t: &mut TailnetConfig| {
+            t.tls = own_tls.clone();
+            t.derp_map = Some(own_map.clone());
+            // The listen address is this machine's own.
+            t.allow_insecure_http = true;
+        };
 
         let derp_key_file = cfg.data_dir.join("derp.key");
         let (derp_key, _) = secret_file(&derp_key_file, || NodePrivate::generate().to_base64())?;
@@ -254,6 +309,7 @@ impl Server {
                     AgentConfig::new(&local_url, &agent_token, agent_id, workspace_dir.clone());
                 ac.api.root = Some(workspace_dir.clone());
                 ac.tailnet.udp_listen = SocketAddr::new(local_ip, 0);
+                own_node(&mut ac.tailnet);
                 agent_cfg = Some(ac);
                 embedded = Some(EmbeddedInfo {
                     user: creds.user,
@@ -265,15 +321,22 @@ impl Server {
             }
         };
 
-        let hub = Arc::new(Hub::new(
+        let hub = Arc::new(Hub::with_map(
             control.clone(),
-            addr_for_map(addr, &public_url),
+            advertised.relay.derp_map(),
             derp_key,
         ));
+        for w in advertised.warnings {
+            hub.add_health_warning(w);
+        }
+        if let Some(t) = &cfg.tls {
+            hub.set_tls(t.clone());
+        }
         let mut tcfg = TailnetConfig::client(&local_url, &service_token);
         tcfg.name = "serve".into();
         tcfg.relay_only = cfg.relay_only;
         tcfg.advertise = cfg.advertise.clone();
+        own_node(&mut tcfg);
         tcfg.udp_listen = if addr.ip().is_loopback() {
             SocketAddr::new(local_ip, 0)
         } else {
@@ -281,7 +344,7 @@ impl Server {
         };
         let tailnet = Arc::new(Tailnet::start(tcfg)?);
         let mcp_config = McpConfig {
-            public_url: cfg.public_url.clone(),
+            public_url: cfg.public_url.as_ref().map(|_| public_url.clone()),
             listen_addr: Some(addr),
             allow_unauthenticated: cfg.dev_no_auth_user.clone(),
             ..Default::default()
@@ -330,9 +393,18 @@ impl Server {
             .router()
             .merge(metrics_router(main_gate))
             .merge(mcp::router(state));
-        let task = tokio::spawn(hub::serve(listener, app, async move {
-            let _ = rx.await;
-        }));
+        let reload = cfg
+            .tls
+            .as_ref()
+            .map(|t| tokio_util::task::AbortOnDropHandle::new(t.spawn_reload_on_sighup()));
+        let task = tokio::spawn(super::http::serve_tls(
+            listener,
+            app,
+            cfg.tls.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
         let agent = match agent_cfg {
             Some(ac) => Some(Agent::start(ac)?),
             None => None,
@@ -347,6 +419,7 @@ impl Server {
             stop: Some(tx),
             task: Some(task),
             metrics,
+            reload,
         })
     }
 
@@ -383,6 +456,7 @@ impl Server {
     /// Stops everything: the embedded agent, the Tailnet, coordinator streams, relay
     /// connections, then the listener.
     pub async fn shutdown(mut self) {
+        drop(self.reload.take());
         if let Some(a) = self.agent.take() {
             a.shutdown().await;
         }
@@ -439,14 +513,4 @@ fn url_is_loopback(url: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// The address the DERP map advertises: the public URL's host and port when it names an
-/// IP, else the listen address.
-fn addr_for_map(listen: SocketAddr, public_url: &str) -> SocketAddr {
-    match url_hostport(public_url).parse::<SocketAddr>() {
-        Ok(a) if !a.ip().is_unspecified() => a,
-        _ if listen.ip().is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), listen.port()),
-        _ => listen,
-    }
 }

@@ -11,16 +11,19 @@
 //! (Coder carries the same switch elsewhere); it makes clients dial the websocket
 //! variant first.
 //!
-//! # How a node's URL is chosen
-//! - Scheme: `http` when the node has `ForceHTTP`, or has `InsecureForTests` and a
-//!   loopback address; `https` otherwise.
-//! - Host: the `IPv4` field when it holds an IPv4 literal, else the `IPv6` field when it
-//!   holds an IPv6 literal, else `HostName`.
+//! # How a node is dialled ([`DerpNode::dial`])
+//! - Scheme: `http` when the node has `ForceHTTP`, `https` otherwise.
+//! - URL host (the `Host` header, TLS SNI and the name the certificate is checked
+//!   against): `HostName`.
+//! - Address dialled: the `IPv4` field when it holds an IPv4 literal, else the `IPv6`
+//!   field when it holds an IPv6 literal, else `HostName` resolved by DNS.
+//! - Certificate name: `CertName` when set, else `HostName`. `InsecureForTests` skips
+//!   certificate verification (TLS still runs).
 //! - Port: `DERPPort`, or 80 / 443 by scheme when it is 0.
 //! - Path: `/derp`.
 //!
-//! TLS is not supported yet: [`DerpNode::http_url`] refuses nodes that need it. Plain
-//! HTTP is meant for loopback and private links.
+//! Plain HTTP is meant for loopback and private links, or a relay behind a TLS proxy
+//! that the map does not name.
 //!
 //! Formats only: reading the file is the caller's job.
 
@@ -72,9 +75,19 @@ pub enum DerpMapError {
     /// The region has no node that serves DERP.
     #[error("region {0} has no DERP node")]
     NoNode(RegionId),
-    /// The node needs TLS, which this build does not speak.
-    #[error("node {0:?} needs TLS (https), which is not supported yet; set ForceHTTP")]
-    TlsUnsupported(String),
+}
+
+/// How to reach one DERP node, as the map describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerpDial {
+    /// `http(s)://HostName:port/derp`.
+    pub url: String,
+    /// An IP literal to dial instead of resolving the host name.
+    pub dial_ip: Option<IpAddr>,
+    /// The certificate name when it differs from the host name.
+    pub cert_name: Option<String>,
+    /// Skip certificate verification.
+    pub insecure_for_tests: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -189,7 +202,7 @@ pub struct DerpNode {
     /// DERP port; 0 means the scheme's default.
     #[serde(rename = "DERPPort", default, skip_serializing_if = "is_zero")]
     pub derp_port: i32,
-    /// Tests: TLS without verification. With a loopback address we use plain HTTP.
+    /// Tests: TLS without certificate verification.
     #[serde(rename = "InsecureForTests", default, skip_serializing_if = "is_false")]
     pub insecure_for_tests: bool,
     /// Use plain HTTP.
@@ -223,19 +236,28 @@ impl DerpMap {
     /// A one-region, one-node map for a relay at `host:port` over plain HTTP, as the
     /// all-in-one server advertises its embedded relay.
     pub fn single(region: RegionId, code: &str, host: IpAddr, port: u16) -> Self {
-        let (ipv4, ipv6) = match host {
-            IpAddr::V4(a) => (a.to_string(), String::new()),
-            IpAddr::V6(a) => (String::new(), a.to_string()),
+        Self::single_node(region, code, &host.to_string(), port, false)
+    }
+
+    /// A one-region, one-node map for a relay at `host` (a DNS name or an IP literal)
+    /// and `port`, over TLS when `tls`. An IP literal also fills `IPv4`/`IPv6`, so
+    /// clients dial it without a lookup.
+    pub fn single_node(region: RegionId, code: &str, host: &str, port: u16, tls: bool) -> Self {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let (ipv4, ipv6) = match host.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) => (a.to_string(), String::new()),
+            Ok(IpAddr::V6(a)) => (String::new(), a.to_string()),
+            Err(_) => (String::new(), String::new()),
         };
         let node = DerpNode {
             name: format!("{region}a"),
             region_id: region,
-            host_name: host.to_string(),
+            host_name: host.to_owned(),
             ipv4,
             ipv6,
             stun_port: -1,
             derp_port: i32::from(port),
-            force_http: true,
+            force_http: !tls,
             ..Default::default()
         };
         let r = DerpRegion {
@@ -296,16 +318,24 @@ impl DerpMap {
         self.regions.get(&id).ok_or(DerpMapError::NoRegion(id))
     }
 
-    /// The plain-HTTP connect URL of a region's first DERP node.
+    /// How to dial a region's first DERP node.
     ///
     /// # Errors
-    /// [`DerpMapError::NoRegion`], [`DerpMapError::NoNode`] or
-    /// [`DerpMapError::TlsUnsupported`].
-    pub fn connect_url(&self, id: RegionId) -> Result<String, DerpMapError> {
-        self.region(id)?
+    /// [`DerpMapError::NoRegion`] or [`DerpMapError::NoNode`].
+    pub fn connect(&self, id: RegionId) -> Result<DerpDial, DerpMapError> {
+        Ok(self
+            .region(id)?
             .derp_node()
             .ok_or(DerpMapError::NoNode(id))?
-            .http_url()
+            .dial())
+    }
+
+    /// The URL of a region's first DERP node.
+    ///
+    /// # Errors
+    /// As [`DerpMap::connect`].
+    pub fn connect_url(&self, id: RegionId) -> Result<String, DerpMapError> {
+        self.connect(id).map(|d| d.url)
     }
 }
 
@@ -325,29 +355,21 @@ impl DerpNode {
             .ok()
     }
 
-    fn is_loopback(&self) -> bool {
-        self.ip()
-            .or_else(|| self.host_name.parse().ok())
-            .is_some_and(|ip| ip.is_loopback())
-            || self.host_name.eq_ignore_ascii_case("localhost")
-    }
-
     /// Whether the node is reached over TLS (see the module docs).
     pub fn uses_tls(&self) -> bool {
-        !(self.force_http || (self.insecure_for_tests && self.is_loopback()))
+        !self.force_http
     }
 
-    /// The node's URL, `http(s)://host[:port]/derp`, chosen as the module docs describe.
+    /// The node's URL, `http(s)://HostName[:port]/derp`, as the module docs describe.
     pub fn url(&self) -> String {
         let (scheme, default_port) = if self.uses_tls() {
             ("https", 443)
         } else {
             ("http", 80)
         };
-        let host = match self.ip() {
-            Some(IpAddr::V6(a)) => format!("[{a}]"),
-            Some(IpAddr::V4(a)) => a.to_string(),
-            None => self.host_name.clone(),
+        let host = match self.host_name.parse::<Ipv6Addr>() {
+            Ok(a) => format!("[{a}]"),
+            Err(_) => self.host_name.clone(),
         };
         let port = match u16::try_from(self.derp_port) {
             Ok(p) if p != 0 => p,
@@ -356,15 +378,14 @@ impl DerpNode {
         format!("{scheme}://{host}:{port}/derp")
     }
 
-    /// The node's URL when it is plain HTTP.
-    ///
-    /// # Errors
-    /// [`DerpMapError::TlsUnsupported`] when the node needs TLS.
-    pub fn http_url(&self) -> Result<String, DerpMapError> {
-        if self.uses_tls() {
-            return Err(DerpMapError::TlsUnsupported(self.name.clone()));
+    /// How to dial the node (see the module docs).
+    pub fn dial(&self) -> DerpDial {
+        DerpDial {
+            url: self.url(),
+            dial_ip: self.ip(),
+            cert_name: (!self.cert_name.is_empty()).then(|| self.cert_name.clone()),
+            insecure_for_tests: self.insecure_for_tests,
         }
-        Ok(self.url())
     }
 }
 
@@ -406,19 +427,53 @@ mod tests {
         let m = DerpMap::from_json(TAILSCALE_STYLE).unwrap();
         let tls = m.region(900).unwrap().derp_node().unwrap();
         assert!(tls.uses_tls());
-        assert_eq!(tls.url(), "https://203.0.113.7:8443/derp");
+        // The URL names the host (SNI, Host, certificate); the IP literal is where to dial.
         assert_eq!(
-            m.connect_url(900),
-            Err(DerpMapError::TlsUnsupported("900a".into()))
+            m.connect(900).unwrap(),
+            DerpDial {
+                url: "https://derp.example:8443/derp".into(),
+                dial_ip: Some("203.0.113.7".parse().unwrap()),
+                cert_name: None,
+                insecure_for_tests: false,
+            }
         );
-        // InsecureForTests on loopback means plain HTTP; IPv6 literals are bracketed.
-        assert_eq!(m.connect_url(901).unwrap(), "http://[::1]:3340/derp");
+        // InsecureForTests keeps TLS and skips verification; IPv6 literals dial as such.
+        let d = m.connect(901).unwrap();
+        assert_eq!(d.url, "https://localhost:3340/derp");
+        assert_eq!(d.dial_ip, Some("::1".parse().unwrap()));
+        assert!(d.insecure_for_tests);
         assert_eq!(m.connect_url(5), Err(DerpMapError::NoRegion(5)));
         let mut n = tls.clone();
         n.force_http = true;
         n.derp_port = 0;
         n.ipv4.clear();
-        assert_eq!(n.http_url().unwrap(), "http://derp.example:80/derp");
+        n.cert_name = "other.example".into();
+        let d = n.dial();
+        assert_eq!(d.url, "http://derp.example:80/derp");
+        assert_eq!(
+            (d.dial_ip, d.cert_name.as_deref()),
+            (None, Some("other.example"))
+        );
+        let mut n = tls.clone();
+        n.host_name = "::1".into();
+        n.ipv4.clear();
+        assert_eq!(n.url(), "https://[::1]:8443/derp");
+    }
+
+    #[test]
+    fn single_node_by_name_or_address() {
+        let m = DerpMap::single_node(999, "x", "relay.example", 443, true);
+        let d = m.connect(999).unwrap();
+        assert_eq!(
+            (d.url.as_str(), d.dial_ip),
+            ("https://relay.example:443/derp", None)
+        );
+        let m = DerpMap::single_node(999, "x", "[2001:db8::1]", 8443, true);
+        let d = m.connect(999).unwrap();
+        assert_eq!(d.url, "https://[2001:db8::1]:8443/derp");
+        assert_eq!(d.dial_ip, Some("2001:db8::1".parse().unwrap()));
+        let m = DerpMap::single_node(999, "x", "relay.example", 80, false);
+        assert_eq!(m.connect_url(999).unwrap(), "http://relay.example:80/derp");
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub enum Outcome {
 pub struct McpHttp {
     addr: SocketAddr,
     token: String,
+    /// TLS trust and the name to verify, for an https endpoint.
+    tls: Option<(agentwire::runtime::tls::ClientTls, String)>,
     send: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
     next_id: u64,
 }
@@ -31,9 +33,20 @@ impl McpHttp {
         Self {
             addr,
             token: token.to_string(),
+            tls: None,
             send: None,
             next_id: 1,
         }
+    }
+
+    /// Over TLS, verifying the server's certificate for `name` with `tls`.
+    pub fn with_tls(
+        mut self,
+        tls: agentwire::runtime::tls::ClientTls,
+        name: impl Into<String>,
+    ) -> Self {
+        self.tls = Some((tls, name.into()));
+        self
     }
 
     async fn sender(
@@ -41,8 +54,21 @@ impl McpHttp {
     ) -> std::io::Result<&mut hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
         let dead = self.send.as_ref().is_none_or(|s| s.is_closed());
         if dead {
-            let s = tokio::net::TcpStream::connect(self.addr).await?;
-            s.set_nodelay(true)?;
+            let (trust, target) = match &self.tls {
+                Some((t, name)) => (
+                    t.clone(),
+                    Some(agentwire::runtime::tls::TlsTarget::named(name.clone())),
+                ),
+                None => (Default::default(), None),
+            };
+            let s = trust
+                .dial(
+                    &self.addr.ip().to_string(),
+                    self.addr.port(),
+                    target.as_ref(),
+                )
+                .await
+                .map_err(std::io::Error::other)?;
             let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
                 .await
                 .map_err(std::io::Error::other)?;
@@ -149,16 +175,8 @@ pub async fn embedded_server(
     let tmp = tempfile::tempdir().expect("tempdir");
     let server =
         agentwire::services::serve::Server::start(agentwire::services::serve::ServeConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: tmp.path().join("state"),
-            config_file: None,
-            public_url: None,
             token: Some(token.into()),
-            dev_no_auth_user: None,
-            relay_only: false,
-            advertise: None,
-            metrics_listen: None,
-            metrics_token: None,
+            ..agentwire::services::serve::ServeConfig::loopback(tmp.path().join("state"))
         })
         .await
         .expect("serve starts");

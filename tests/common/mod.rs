@@ -2,4 +2,5 @@ pub mod cluster;
 pub mod faults;
 pub mod mcp_http;
 pub mod netns;
+pub mod pki;
 pub mod raw_http;

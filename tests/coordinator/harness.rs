@@ -132,6 +132,7 @@ pub fn peer(url: &str, token: &str, id: NodeId) -> Peer {
         token: token.into(),
         id,
         name: token.into(),
+        tls: Default::default(),
     };
     Peer {
         client: CoordClient::spawn(cfg, tx),

@@ -41,6 +41,7 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 pub struct TestServer {
     pub server: Arc<DerpServer>,
     pub addr: SocketAddr,
+    tls: bool,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -56,13 +57,38 @@ impl TestServer {
     }
 
     pub async fn start_on(addr: SocketAddr, key: NodePrivate, config: DerpServerConfig) -> Self {
+        Self::start_with(addr, key, config, None).await
+    }
+
+    /// A server terminating TLS with `tls`.
+    pub async fn start_tls(
+        config: DerpServerConfig,
+        tls: agentwire::runtime::tls::ServerTls,
+    ) -> Self {
+        Self::start_with(
+            "127.0.0.1:0".parse().unwrap(),
+            NodePrivate::generate(),
+            config,
+            Some(tls),
+        )
+        .await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        key: NodePrivate,
+        config: DerpServerConfig,
+        tls: Option<agentwire::runtime::tls::ServerTls>,
+    ) -> Self {
+        let is_tls = tls.is_some();
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = DerpServer::new(key, config);
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(derp_server::run(
+        let task = tokio::spawn(derp_server::run_tls(
             listener,
             Arc::clone(&server),
+            tls,
             async move {
                 let _ = rx.await;
             },
@@ -70,13 +96,15 @@ impl TestServer {
         Self {
             server,
             addr,
+            tls: is_tls,
             stop: Some(tx),
             task: Some(task),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/derp", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/derp", self.addr)
     }
 
     pub fn stats(&self) -> DerpServerStats {
@@ -130,6 +158,10 @@ pub fn config(url: &str, websocket: bool) -> DerpClientConfig {
         preferred: true,
         force_websocket: websocket,
         headers: vec![],
+        dial_ip: None,
+        cert_name: None,
+        insecure_skip_verify: false,
+        tls: Default::default(),
     }
 }
 

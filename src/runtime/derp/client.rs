@@ -28,8 +28,16 @@ use tokio_util::sync::CancellationToken;
 pub struct DerpClientConfig {
     /// The region id, echoed in every [`DerpInbound`].
     pub region: u16,
-    /// `http://host:port/derp`.
+    /// `http(s)://host:port/derp`.
     pub url: String,
+    /// Dial this address instead of resolving the URL's host (the map's `IPv4`/`IPv6`).
+    pub dial_ip: Option<std::net::IpAddr>,
+    /// The name the certificate must carry, when not the URL's host (`CertName`).
+    pub cert_name: Option<String>,
+    /// Skip certificate verification (`InsecureForTests`).
+    pub insecure_skip_verify: bool,
+    /// Trust for `https` URLs.
+    pub tls: crate::runtime::tls::ClientTls,
     /// Our node key: the WireGuard static key, which is also our DERP address.
     pub private: NodePrivate,
     /// This is our home region: send NotePreferred(true).
@@ -220,7 +228,11 @@ async fn run(
     cancel: CancellationToken,
 ) {
     let url = match DerpUrl::parse(&cfg.url).and_then(|u| check_headers(&cfg.headers).map(|()| u)) {
-        Ok(u) => u,
+        Ok(u) => u.with_hints(
+            cfg.dial_ip,
+            cfg.cert_name.as_deref(),
+            cfg.insecure_skip_verify,
+        ),
         Err(e) => {
             tracing::warn!(region = cfg.region, url = %cfg.url, error = %e, "DERP client not started");
             shared.set_error(e.to_string());
@@ -233,6 +245,9 @@ async fn run(
         Dial::Upgrade
     };
     let mut attempt: u32 = 0;
+    // The last failure logged at warn level: a new reason is worth a line, the same
+    // one again on every retry is not.
+    let mut warned: Option<String> = None;
     // Until this instant the server asked us (Restarting) to retry at a short interval.
     let mut retry_fast_until = None;
     loop {
@@ -268,8 +283,17 @@ async fn run(
                     dial = Dial::WebSocket;
                     continue;
                 }
-                tracing::debug!(region = cfg.region, error = %error, attempt, "DERP connection ended");
-                shared.set_error(error.to_string());
+                let why = error.to_string();
+                if established {
+                    warned = None;
+                    tracing::info!(region = cfg.region, url = %url.display(), error = %why, "DERP connection lost; reconnecting");
+                } else if warned.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(region = cfg.region, url = %url.display(), error = %why, "cannot reach the DERP relay; retrying with backoff");
+                    warned = Some(why.clone());
+                } else {
+                    tracing::debug!(region = cfg.region, error = %why, attempt, "DERP connect failed again");
+                }
+                shared.set_error(why);
                 // A session that lived a while resets the backoff; a server that accepts
                 // and drops us at once keeps escalating it.
                 if established && lived >= Duration::from_secs(10) {
@@ -333,14 +357,15 @@ async fn connect_and_serve(
     let budget = opts.connect_timeout;
     match dial {
         Dial::Upgrade => {
-            match tokio::time::timeout(budget, connect_upgrade(url, &cfg.headers)).await {
+            match tokio::time::timeout(budget, connect_upgrade(&cfg.tls, url, &cfg.headers)).await {
                 Ok(Ok((r, w))) => run_session(params, r, w, outbound, "upgrade").await,
                 Ok(Err(e)) => SessionEnd::connect_failed(e),
                 Err(_) => SessionEnd::connect_failed(ConnectError::Timeout),
             }
         }
         Dial::WebSocket => {
-            match tokio::time::timeout(budget, connect_websocket(url, &cfg.headers)).await {
+            match tokio::time::timeout(budget, connect_websocket(&cfg.tls, url, &cfg.headers)).await
+            {
                 Ok(Ok((r, w))) => run_session(params, r, w, outbound, "websocket").await,
                 Ok(Err(e)) => SessionEnd::connect_failed(e),
                 Err(_) => SessionEnd::connect_failed(ConnectError::Timeout),

@@ -1,7 +1,8 @@
-//! Dialing a DERP server: `GET /derp` with `Upgrade: DERP` over plain HTTP/1.1, or the
-//! websocket variant (subprotocol `derp`, no compression).
+//! Dialing a DERP server: `GET /derp` with `Upgrade: DERP` over HTTP/1.1 (plain or
+//! TLS), or the websocket variant (subprotocol `derp`, no compression).
 
 use super::transport::{RawReader, RawWriter, WsReader, WsWriter};
+use crate::runtime::tls::{ClientTls, DialError, Stream, TlsTarget};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -9,9 +10,9 @@ use http::{HeaderName, HeaderValue, Request, StatusCode, header};
 use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use std::net::IpAddr;
 use thiserror::Error;
 use tokio::io::{ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -23,15 +24,12 @@ pub enum ConnectError {
     /// The URL is not `http://host[:port]/path` (or `ws://`).
     #[error("bad DERP URL {0:?}")]
     BadUrl(String),
-    /// The URL needs TLS, which this build does not speak.
-    #[error("TLS (https/wss) is not supported yet: {0}")]
-    TlsUnsupported(String),
     /// A configured header is not a valid HTTP header.
     #[error("bad header {0:?}")]
     BadHeader(String),
-    /// TCP connect failed.
-    #[error("connect: {0}")]
-    Io(std::io::ErrorKind),
+    /// TCP connect or the TLS handshake failed.
+    #[error(transparent)]
+    Dial(#[from] DialError),
     /// The HTTP exchange failed.
     #[error("http: {0}")]
     Http(String),
@@ -57,11 +55,15 @@ impl ConnectError {
     }
 }
 
-/// A parsed `http://` DERP URL.
+/// A parsed DERP URL, with how to dial it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DerpUrl {
-    /// Host to dial (brackets removed from IPv6 literals).
+    /// The URL's host (brackets removed from IPv6 literals).
     pub host: String,
+    /// Where to dial: the host, or the map's IP literal for the node.
+    pub dial_host: String,
+    /// TLS parameters for `https`/`wss` URLs; `None` for plain HTTP.
+    pub tls: Option<TlsTarget>,
     /// Port to dial.
     pub port: u16,
     /// `host:port` as written, for the `Host` header.
@@ -71,18 +73,18 @@ pub struct DerpUrl {
 }
 
 impl DerpUrl {
-    /// Parses `http://host[:port]/path`; `ws://` is accepted as a synonym.
+    /// Parses `http(s)://host[:port]/path`; `ws://` and `wss://` are synonyms.
     ///
     /// # Errors
-    /// [`ConnectError::BadUrl`], or [`ConnectError::TlsUnsupported`] for `https`/`wss`.
+    /// [`ConnectError::BadUrl`].
     pub fn parse(url: &str) -> Result<Self, ConnectError> {
         let bad = || ConnectError::BadUrl(url.to_owned());
         let uri: http::Uri = url.parse().map_err(|_| bad())?;
-        match uri.scheme_str() {
-            Some("http" | "ws") => {}
-            Some("https" | "wss") => return Err(ConnectError::TlsUnsupported(url.to_owned())),
+        let tls = match uri.scheme_str() {
+            Some("http" | "ws") => false,
+            Some("https" | "wss") => true,
             _ => return Err(bad()),
-        }
+        };
         let authority = uri.authority().ok_or_else(bad)?;
         let host = authority
             .host()
@@ -92,7 +94,7 @@ impl DerpUrl {
         if host.is_empty() {
             return Err(bad());
         }
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let path = uri
             .path_and_query()
             .map_or("/derp", |p| p.as_str())
@@ -103,11 +105,38 @@ impl DerpUrl {
             path
         };
         Ok(Self {
+            dial_host: host.clone(),
+            tls: tls.then(|| TlsTarget::named(host.clone())),
             host,
             port,
             authority: authority.as_str().to_owned(),
             path,
         })
+    }
+
+    /// Applies what the DERP map says about the node: an IP literal to dial instead of
+    /// resolving, the certificate name to expect, whether to skip verification.
+    #[must_use]
+    pub fn with_hints(
+        mut self,
+        dial_ip: Option<IpAddr>,
+        cert_name: Option<&str>,
+        insecure: bool,
+    ) -> Self {
+        if let Some(ip) = dial_ip {
+            self.dial_host = ip.to_string();
+        }
+        if let Some(t) = &mut self.tls {
+            t.cert_name = cert_name.filter(|c| !c.is_empty()).map(str::to_owned);
+            t.insecure_skip_verify = insecure;
+        }
+        self
+    }
+
+    /// The URL as dialled, for logs.
+    pub fn display(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority, self.path)
     }
 }
 
@@ -128,13 +157,8 @@ pub fn check_headers(headers: &[(String, String)]) -> Result<(), ConnectError> {
         .try_for_each(|(n, v)| header_pair(n, v).map(|_| ()))
 }
 
-async fn dial(url: &DerpUrl) -> Result<TcpStream, ConnectError> {
-    let tcp = TcpStream::connect((url.host.as_str(), url.port))
-        .await
-        .map_err(|e| ConnectError::Io(e.kind()))?;
-    // Frames are written in whole batches; Nagle would only add latency.
-    let _ = tcp.set_nodelay(true);
-    Ok(tcp)
+async fn dial(tls: &ClientTls, url: &DerpUrl) -> Result<Stream, ConnectError> {
+    Ok(tls.dial(&url.dial_host, url.port, url.tls.as_ref()).await?)
 }
 
 /// A raw upgraded connection.
@@ -145,8 +169,8 @@ pub type RawConn = (
 
 /// A websocket connection.
 pub type WsConn = (
-    WsReader<SplitStream<WebSocketStream<TcpStream>>>,
-    WsWriter<SplitSink<WebSocketStream<TcpStream>, Message>>,
+    WsReader<SplitStream<WebSocketStream<Stream>>>,
+    WsWriter<SplitSink<WebSocketStream<Stream>, Message>>,
 );
 
 /// Connects with `GET path` + `Upgrade: DERP` and returns the upgraded stream (bytes
@@ -155,10 +179,11 @@ pub type WsConn = (
 /// # Errors
 /// [`ConnectError`]; a 4xx answer is [`ConnectError::Status`].
 pub async fn connect_upgrade(
+    tls: &ClientTls,
     url: &DerpUrl,
     headers: &[(String, String)],
 ) -> Result<RawConn, ConnectError> {
-    let tcp = dial(url).await?;
+    let tcp = dial(tls, url).await?;
     let http_err = |e: hyper::Error| ConnectError::Http(e.to_string());
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
@@ -205,11 +230,13 @@ pub async fn connect_upgrade(
 /// # Errors
 /// [`ConnectError`]; a 4xx answer is [`ConnectError::Status`].
 pub async fn connect_websocket(
+    tls: &ClientTls,
     url: &DerpUrl,
     headers: &[(String, String)],
 ) -> Result<WsConn, ConnectError> {
-    let tcp = dial(url).await?;
-    let ws_url = format!("ws://{}{}", url.authority, url.path);
+    let tcp = dial(tls, url).await?;
+    let scheme = if url.tls.is_some() { "wss" } else { "ws" };
+    let ws_url = format!("{scheme}://{}{}", url.authority, url.path);
     let mut req = ws_url
         .into_client_request()
         .map_err(|e| ConnectError::WebSocket(e.to_string()))?;
@@ -258,10 +285,32 @@ mod tests {
         );
         let u = DerpUrl::parse("ws://relay.example").unwrap();
         assert_eq!((u.port, u.path.as_str()), (80, "/"));
-        assert!(matches!(
-            DerpUrl::parse("https://a/derp"),
-            Err(ConnectError::TlsUnsupported(_))
-        ));
+        let u = DerpUrl::parse("https://relay.example/derp").unwrap();
+        assert_eq!(
+            (u.port, u.tls.as_ref().map(|t| t.server_name.as_str())),
+            (443, Some("relay.example"))
+        );
+        let u = u.with_hints(
+            Some("192.0.2.1".parse().unwrap()),
+            Some("cert.example"),
+            false,
+        );
+        assert_eq!(u.dial_host, "192.0.2.1");
+        assert_eq!(
+            u.tls.as_ref().and_then(|t| t.cert_name.as_deref()),
+            Some("cert.example")
+        );
+        assert_eq!(u.display(), "https://relay.example/derp");
+        let u = DerpUrl::parse("wss://[::1]:9443/derp").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls.is_some()),
+            ("::1", 9443, true)
+        );
+        // Hints about TLS do not turn a plain URL into TLS.
+        let u = DerpUrl::parse("http://a/derp")
+            .unwrap()
+            .with_hints(None, Some("x"), true);
+        assert!(u.tls.is_none());
         assert!(matches!(
             DerpUrl::parse("ftp://a/derp"),
             Err(ConnectError::BadUrl(_))

@@ -90,6 +90,10 @@ pub struct TailnetConfig {
     pub dial_mode: DialMode,
     /// DERP client tuning.
     pub derp_options: DerpClientOptions,
+    /// Trust for `https` coordinator and relay URLs.
+    pub tls: crate::runtime::tls::ClientTls,
+    /// Send the token over plain `http://` to a host that is not loopback.
+    pub allow_insecure_http: bool,
 }
 
 impl TailnetConfig {
@@ -112,6 +116,8 @@ impl TailnetConfig {
             netstack: NetstackConfig::default(),
             dial_mode: DialMode::Shared,
             derp_options: DerpClientOptions::default(),
+            tls: crate::runtime::tls::ClientTls::default(),
+            allow_insecure_http: false,
         }
     }
 
@@ -135,6 +141,9 @@ pub enum TailnetError {
     /// The coordinator URL is not `http://host:port`.
     #[error("coordinator URL {0:?}: expected http://host:port")]
     BadUrl(String),
+    /// The token would go to the coordinator in clear.
+    #[error(transparent)]
+    Insecure(#[from] crate::runtime::tls::InsecureUrl),
 }
 
 /// Why `agent_conn` failed. Each says which stage did not complete in time.
@@ -274,6 +283,7 @@ impl Tailnet {
         {
             return Err(TailnetError::BadUrl(cfg.coordinator_url));
         }
+        crate::runtime::tls::check_secret_url(&cfg.coordinator_url, cfg.allow_insecure_http)?;
         let addr = cfg.id.tailnet_addr();
         cfg.netstack.addresses = vec![IpAddr::V6(addr)];
         let map = cfg.derp_map.clone().unwrap_or_default();
@@ -284,6 +294,8 @@ impl Tailnet {
             home,
             headers: vec![("Authorization".into(), format!("Bearer {}", cfg.token))],
             options: cfg.derp_options.clone(),
+            tls: cfg.tls.clone(),
+            allow_insecure_http: cfg.allow_insecure_http,
         });
         let tunnel = Tunnel::start_with_relay(
             TunnelConfig {
@@ -301,6 +313,7 @@ impl Tailnet {
                 token: cfg.token.clone(),
                 id: cfg.id,
                 name: cfg.name.clone(),
+                tls: cfg.tls.clone(),
             },
             ev_tx,
         );
