@@ -3,7 +3,8 @@
 //! Prints: warm `agent_conn` acquire+drop latency; a small request/response (dial the
 //! agent's echo port, 64 bytes there and back) over a warm handle; the same call in
 //! per-call mode (a whole new stack per handle) and the ratio; a cold first dial to an
-//! agent through DERP; sockets and tasks before, during and after 1000 concurrent calls.
+//! agent through DERP, over plain HTTP and through a TLS hub (coordinator and relay), with
+//! the ratio; sockets and tasks before, during and after 1000 concurrent calls.
 //!
 //! Run: `cargo bench --bench tailnet`.
 
@@ -11,6 +12,8 @@
 
 #[path = "../tests/common/cluster.rs"]
 mod cluster;
+#[path = "../tests/common/pki.rs"]
+mod pki;
 
 use agentwire::runtime::tailnet::{DialMode, Tailnet, TailnetConfig};
 use cluster::{AGENT_A, AGENT_B, Cluster, echo, fd_count, task_count};
@@ -36,7 +39,35 @@ fn deadline() -> tokio::time::Instant {
 fn client_cfg(c: &Cluster) -> TailnetConfig {
     let mut cfg = TailnetConfig::client(c.url(), cluster::SERVICE_TOKEN);
     cfg.udp_listen = "127.0.0.1:0".parse().unwrap();
+    if let Some(t) = &c.tls {
+        cfg.tls = t.clone();
+    }
     cfg
+}
+
+/// Thirty cold first dials to agent B from a relay-only client of `c`, sorted.
+async fn cold_dials(c: &Cluster) -> Vec<Duration> {
+    let mut cold_cfg = client_cfg(c);
+    cold_cfg.relay_only = true;
+    cold_cfg.idle_timeout = Duration::from_millis(1);
+    let cold_client = Tailnet::start(cold_cfg).unwrap();
+    assert!(cold_client.wait_ready(Duration::from_secs(10)).await);
+    let b_id = AGENT_B.parse().unwrap();
+    let mut cold = Vec::new();
+    for _ in 0..30 {
+        while !cold_client.destinations().await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Let the coordinator and the agent forget the old tunnel.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        let h = cold_client.agent_conn(b_id, deadline()).await.unwrap();
+        cold.push(t.elapsed());
+        drop(h);
+    }
+    cold_client.shutdown().await;
+    cold.sort();
+    cold
 }
 
 fn main() {
@@ -144,25 +175,7 @@ async fn run() {
 
     // Cold first dial through DERP: a relay-only client whose destination is evicted
     // between samples, so every dial redoes tunnel, node, ready and handshake.
-    let mut cold_cfg = client_cfg(&c);
-    cold_cfg.relay_only = true;
-    cold_cfg.idle_timeout = Duration::from_millis(1);
-    let cold_client = Tailnet::start(cold_cfg).unwrap();
-    assert!(cold_client.wait_ready(Duration::from_secs(10)).await);
-    let b_id = AGENT_B.parse().unwrap();
-    let mut cold = Vec::new();
-    for _ in 0..30 {
-        while !cold_client.destinations().await.is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // Let the coordinator and the agent forget the old tunnel.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let t = Instant::now();
-        let h = cold_client.agent_conn(b_id, deadline()).await.unwrap();
-        cold.push(t.elapsed());
-        drop(h);
-    }
-    cold.sort();
+    let cold = cold_dials(&c).await;
     println!(
         "cold_dial_derp_p50: {:.2} ms",
         pct(&cold, 0.5).as_secs_f64() * 1e3
@@ -171,6 +184,30 @@ async fn run() {
         "cold_dial_derp_p99: {:.2} ms",
         pct(&cold, 0.99).as_secs_f64() * 1e3
     );
+    // The same through a hub that terminates TLS (coordinator wss, relay https).
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki::Ca::new(dir.path(), "ca");
+    let leaf = ca.leaf(dir.path(), "hub", &["127.0.0.1"], pki::Validity::Good);
+    let tls_hub = Cluster::start_tls(
+        agentwire::runtime::tls::ServerTls::load(&leaf.cert, &leaf.key).unwrap(),
+        agentwire::runtime::tls::ClientTls::with_ca_file(&ca.file).unwrap(),
+    )
+    .await;
+    let _tls_b = tls_hub.agent(AGENT_B).await;
+    let cold_tls = cold_dials(&tls_hub).await;
+    println!(
+        "cold_dial_derp_tls_p50: {:.2} ms",
+        pct(&cold_tls, 0.5).as_secs_f64() * 1e3
+    );
+    println!(
+        "cold_dial_derp_tls_p99: {:.2} ms",
+        pct(&cold_tls, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "cold_dial_derp_tls_vs_plain_p50_ratio: {:.2} x",
+        pct(&cold_tls, 0.5).as_secs_f64() / pct(&cold, 0.5).as_secs_f64()
+    );
+    tls_hub.stop().await;
 
     // Resources around 1000 concurrent calls.
     let client = std::sync::Arc::new(client);

@@ -66,6 +66,8 @@ token = "{}"
 pub struct Cluster {
     pub addr: SocketAddr,
     pub hub: Arc<Hub>,
+    /// Set when the hub terminates TLS: the trust nodes use to reach it.
+    pub tls: Option<agentwire::runtime::tls::ClientTls>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -76,24 +78,54 @@ impl Cluster {
     }
 
     pub async fn start_on(addr: SocketAddr) -> Self {
+        Self::start_with(addr, None).await
+    }
+
+    /// A hub on 127.0.0.1 terminating TLS with `server`; nodes trust it with `trust`.
+    pub async fn start_tls(
+        server: agentwire::runtime::tls::ServerTls,
+        trust: agentwire::runtime::tls::ClientTls,
+    ) -> Self {
+        Self::start_with("127.0.0.1:0".parse().unwrap(), Some((server, trust))).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        tls: Option<(
+            agentwire::runtime::tls::ServerTls,
+            agentwire::runtime::tls::ClientTls,
+        )>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let control = Arc::new(InMemoryControlPlane::from_toml(&config()).unwrap());
-        let hub = Arc::new(Hub::new(control, addr, NodePrivate::generate()));
+        let map = hub::embedded_map(&addr.ip().to_string(), addr.port(), tls.is_some());
+        let hub = Arc::new(Hub::with_map(control, map, NodePrivate::generate()));
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(hub::serve(listener, hub.router(), async move {
-            let _ = rx.await;
-        }));
+        let (server_tls, trust) = match tls {
+            Some((s, t)) => (Some(s), Some(t)),
+            None => (None, None),
+        };
+        let task = tokio::spawn(agentwire::services::http::serve_tls(
+            listener,
+            hub.router(),
+            server_tls,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Self {
             addr,
             hub,
+            tls: trust,
             stop: Some(tx),
             task: Some(task),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops serving: closes every stream and the listener.
@@ -111,12 +143,21 @@ impl Cluster {
     pub fn client(&self, token: &str) -> Tailnet {
         let mut cfg = TailnetConfig::client(self.url(), token);
         cfg.udp_listen = "127.0.0.1:0".parse().unwrap();
+        if let Some(t) = &self.tls {
+            cfg.tls = t.clone();
+        }
         Tailnet::start(cfg).unwrap()
     }
 
     /// An agent node serving a TCP echo on tailnet port 7.
     pub async fn agent(&self, id: &str) -> Arc<Tailnet> {
-        agent_node(&self.url(), id, |_| {}).await
+        let tls = self.tls.clone();
+        agent_node(&self.url(), id, move |cfg| {
+            if let Some(t) = tls {
+                cfg.tls = t;
+            }
+        })
+        .await
     }
 }
 
