@@ -357,7 +357,8 @@ impl Server {
             Arc::new(TailnetAgentProvider::new(tailnet.clone()).with_presence(hub.clone())),
             mcp_config,
         );
-        let local_only = addr.ip().is_loopback() && url_is_loopback(&public_url);
+        let local_only =
+            addr.ip().is_loopback() && crate::runtime::tls::url_is_loopback(&public_url);
         let main_gate = super::metrics::MetricsGate::new(
             local_only && cfg.metrics_listen.is_none() && cfg.metrics_token.is_none(),
             cfg.metrics_token.as_deref(),
@@ -488,29 +489,4 @@ struct MetricsListener {
     addr: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-/// The `host[:port]` part of a URL (empty when there is none).
-fn url_hostport(url: &str) -> &str {
-    url.split("://")
-        .nth(1)
-        .unwrap_or("")
-        .split('/')
-        .next()
-        .unwrap_or("")
-}
-
-/// Whether a URL's host is a loopback address or `localhost`: such a URL cannot have been
-/// handed to anyone on another machine.
-fn url_is_loopback(url: &str) -> bool {
-    let hostport = url_hostport(url);
-    let host = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => hostport,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
