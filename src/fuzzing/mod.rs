@@ -8,4 +8,5 @@ pub mod coord;
 pub mod derp;
 pub mod mcp;
 pub mod packet;
+pub mod tailnet;
 pub mod text;

@@ -1,4 +1,5 @@
-//! Small parsers: IP and WireGuard header peeks, wg-quick configuration.
+//! Small parsers: IP and WireGuard header peeks, wg-quick configuration, the URLs a
+//! server is configured with and a client dials.
 
 use crate::wire::ip::IpPeek;
 use crate::wire::wg::WgHeader;
@@ -27,6 +28,44 @@ pub fn wgconf(data: &[u8]) {
     }
 }
 
+/// URLs: the public/relay base URL, the DERP URL and the secret-URL checks. Accepted
+/// URLs print back to themselves; the host a check looks at is part of the input; a
+/// loopback or TLS URL may always carry a token.
+pub fn urls(data: &[u8]) {
+    use crate::runtime::derp::connect::DerpUrl;
+    use crate::runtime::tls::{check_secret_url, url_host, url_is_loopback, url_is_tls};
+    use crate::services::public_url::BaseUrl;
+
+    let text = String::from_utf8_lossy(data);
+    let url = text.as_ref();
+    for allow_derp_path in [false, true] {
+        if let Ok(b) = BaseUrl::parse("--public-url", url, allow_derp_path) {
+            let again = BaseUrl::parse("--public-url", &b.to_url(), false);
+            assert_eq!(again.as_ref(), Ok(&b), "{url:?} printed as {}", b.to_url());
+            assert!(!b.host.is_empty());
+        }
+    }
+    if let Ok(d) = DerpUrl::parse(url) {
+        assert!(!d.host.is_empty());
+        assert_eq!(d.tls.is_some(), url_is_tls(url));
+        let again = DerpUrl::parse(&d.display()).expect("a DERP URL's display parses");
+        assert_eq!(
+            (again.host, again.port, again.tls.is_some()),
+            (d.host.clone(), d.port, d.tls.is_some())
+        );
+        let hinted = d.with_hints(Some(std::net::Ipv4Addr::LOCALHOST.into()), Some("c"), true);
+        assert_eq!(hinted.dial_host, "127.0.0.1");
+    }
+    let host = url_host(url);
+    assert!(url.contains(host));
+    if url_is_loopback(url) || url_is_tls(url) {
+        assert!(check_secret_url(url, false).is_ok());
+    } else {
+        assert!(check_secret_url(url, false).is_err());
+    }
+    assert!(check_secret_url(url, true).is_ok());
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -36,5 +75,16 @@ mod tests {
         ]);
         super::wgconf(b"[Interface]\nPrivateKey = x\n");
         super::wgconf(b"\xff\xfe[Peer]");
+        for u in [
+            "https://hub.example.com",
+            "http://[::1]:7080/",
+            "wss://relay.example.com:8443/derp",
+            "http://user@10.0.0.1/",
+            "HTTPS://Example.COM:443",
+            "ftp://x",
+            "",
+        ] {
+            super::urls(u.as_bytes());
+        }
     }
 }

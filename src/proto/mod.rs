@@ -9,6 +9,6 @@ pub mod coord_client;
 pub mod coord_server;
 pub mod derp_client;
 pub mod derp_server;
-pub mod lease;
+pub mod tailnet;
 pub mod wake;
 pub mod wg;

@@ -144,9 +144,9 @@ impl AgentProvider for TailnetAgentProvider {
                 .await
                 .map_err(|e| match e {
                     ConnError::Closed => ProviderError::ShutDown,
-                    ConnError::NoHandshake(_) if clock::now() >= deadline.into_std() => {
-                        ProviderError::TimedOut { agent }
-                    }
+                    // The node arrived but no session by the deadline: the tunnel's
+                    // own timeout, not an answer from the coordinator.
+                    ConnError::NoHandshake(_) => ProviderError::TimedOut { agent },
                     other => ProviderError::Unreachable {
                         agent,
                         reason: other.to_string(),

@@ -3,8 +3,8 @@
 //! Cloning takes another lease; dropping releases exactly the one it holds. Every dial is
 //! pinned to the agent's tailnet address, so a handle can only ever reach its own agent.
 
-use super::state::{Dest, Failure, Stage};
 use super::{ConnError, Inner, Tailnet, TailnetConfig};
+use crate::proto::tailnet::{Acquired, WaiterId};
 use crate::runtime::agent_client::{AgentClient, AgentDialer, AgentStream};
 use crate::runtime::clock;
 use crate::runtime::{TcpStream, UdpSocket};
@@ -16,10 +16,58 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-/// A handle on one agent. See the module docs.
-pub struct AgentConn {
+/// One lease on a destination: taken when created or cloned, given back exactly once
+/// when dropped.
+pub(crate) struct Lease {
     inner: Arc<Inner>,
     agent: NodeId,
+}
+
+impl Lease {
+    /// Wraps a lease the machine has already counted.
+    fn adopt(inner: Arc<Inner>, agent: NodeId) -> Self {
+        Self { inner, agent }
+    }
+}
+
+impl Clone for Lease {
+    fn clone(&self) -> Self {
+        self.inner
+            .state()
+            .machine
+            .take_lease(self.agent, clock::now());
+        Self::adopt(self.inner.clone(), self.agent)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let released = self.inner.state().machine.release(self.agent, clock::now());
+        if let Err(e) = released {
+            tracing::error!(error = %e, "lease bookkeeping is off");
+        }
+    }
+}
+
+/// A caller waiting on the machine; if the caller goes away first (its future is
+/// dropped), the wait is abandoned so the machine never resolves it.
+struct Waiting {
+    inner: Arc<Inner>,
+    waiter: WaiterId,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut st = self.inner.state();
+        st.machine.abandon(self.waiter);
+        st.waiters.remove(&self.waiter);
+    }
+}
+
+/// A handle on one agent. See the module docs.
+#[derive(Clone)]
+pub struct AgentConn {
+    lease: Lease,
     addr: Ipv6Addr,
     /// Per-call mode only: the private stack this handle owns.
     owner: Option<Arc<Tailnet>>,
@@ -28,26 +76,28 @@ pub struct AgentConn {
 impl std::fmt::Debug for AgentConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentConn")
-            .field("agent", &self.agent)
+            .field("agent", &self.lease.agent)
             .field("addr", &self.addr)
             .finish()
     }
 }
 
 impl AgentConn {
-    /// Wraps a lease already taken on `agent`.
-    fn from_lease(inner: Arc<Inner>, agent: NodeId) -> Self {
+    fn new(lease: Lease) -> Self {
         Self {
-            addr: agent.tailnet_addr(),
-            inner,
-            agent,
+            addr: lease.agent.tailnet_addr(),
+            lease,
             owner: None,
         }
     }
 
+    fn inner(&self) -> &Arc<Inner> {
+        &self.lease.inner
+    }
+
     /// The agent this handle reaches.
     pub fn agent_id(&self) -> NodeId {
-        self.agent
+        self.lease.agent
     }
 
     /// The agent's tailnet address.
@@ -60,7 +110,7 @@ impl AgentConn {
     /// # Errors
     /// `ConnectionRefused` if nothing listens there; `NotConnected` after shutdown.
     pub async fn dial_tcp(&self, port: u16) -> io::Result<TcpStream> {
-        self.inner
+        self.inner()
             .tunnel
             .dial_tcp(SocketAddr::new(self.addr(), port))
             .await
@@ -72,7 +122,7 @@ impl AgentConn {
     /// # Errors
     /// `NotConnected` after shutdown, or no free local port.
     pub fn dial_udp(&self, port: u16) -> io::Result<AgentUdp> {
-        let socket = self.inner.tunnel.bind_udp(0)?;
+        let socket = self.inner().tunnel.bind_udp(0)?;
         Ok(AgentUdp {
             socket,
             peer: SocketAddr::new(self.addr(), port),
@@ -86,16 +136,12 @@ impl AgentConn {
     /// the same destination, so a warm call costs one round trip.
     pub fn client(&self) -> AgentClient {
         let base = {
-            let mut st = self.inner.state();
-            let weak = Arc::downgrade(&self.inner);
+            let mut st = self.inner().state();
+            let weak = Arc::downgrade(self.inner());
             let addr = SocketAddr::new(self.addr(), crate::wire::addr::AGENT_API_PORT);
-            st.dests
-                .entry(self.agent)
-                .or_insert_with(Dest::new)
-                .client
-                .get_or_insert_with(|| {
-                    AgentClient::new(Arc::new(TailnetDialer { inner: weak, addr }))
-                })
+            st.pools
+                .entry(self.agent_id())
+                .or_insert_with(|| AgentClient::new(Arc::new(TailnetDialer { inner: weak, addr })))
                 .clone()
         };
         base.with_guard(Arc::new(self.clone()))
@@ -110,30 +156,6 @@ impl AgentConn {
         if let Some(t) = owner.and_then(|o| Arc::try_unwrap(o).ok()) {
             t.shutdown().await;
         }
-    }
-}
-
-impl Clone for AgentConn {
-    fn clone(&self) -> Self {
-        self.inner.state().leases.acquire(self.agent, clock::now());
-        Self {
-            inner: self.inner.clone(),
-            agent: self.agent,
-            addr: self.addr,
-            owner: self.owner.clone(),
-        }
-    }
-}
-
-impl Drop for AgentConn {
-    fn drop(&mut self) {
-        release(&self.inner, self.agent);
-    }
-}
-
-fn release(inner: &Inner, agent: NodeId) {
-    if let Err(e) = inner.state().leases.release(agent, clock::now()) {
-        tracing::error!(error = %e, "lease bookkeeping is off");
     }
 }
 
@@ -200,51 +222,40 @@ impl AgentUdp {
     }
 }
 
-/// The shared-mode path of `Tailnet::agent_conn`.
+/// The shared-mode path of `Tailnet::agent_conn`. The machine owns the deadline: it
+/// resolves the wait when a session is up or fails it, naming the stage, when the
+/// deadline passes.
 pub(super) async fn acquire(
     inner: &Arc<Inner>,
     agent: NodeId,
     deadline: tokio::time::Instant,
 ) -> Result<AgentConn, ConnError> {
-    let rx = {
+    let (lease, wait) = {
         let mut st = inner.state();
-        st.leases.acquire(agent, clock::now());
-        let d = st.dests.entry(agent).or_insert_with(Dest::new);
-        if d.stage == Stage::Ready {
-            return Ok(AgentConn::from_lease(inner.clone(), agent));
+        let acquired = st.machine.acquire(agent, deadline.into_std(), clock::now());
+        let lease = Lease::adopt(inner.clone(), agent);
+        match acquired {
+            Acquired::Ready => return Ok(AgentConn::new(lease)),
+            Acquired::Wait(waiter) => {
+                let (tx, rx) = oneshot::channel();
+                st.waiters.insert(waiter, tx);
+                let dropped = st.settle();
+                drop(st);
+                drop(dropped);
+                let guard = Waiting {
+                    inner: inner.clone(),
+                    waiter,
+                };
+                (lease, (rx, guard))
+            }
         }
-        let (tx, rx) = oneshot::channel();
-        d.waiters.push(tx);
-        rx
     };
-    // From here the lease is ours to give back on every failure path.
-    let woke = tokio::time::timeout_at(deadline, inner.wake.send(agent)).await;
-    if !matches!(woke, Ok(Ok(()))) {
-        release(inner, agent);
-        return Err(if woke.is_err() {
-            ConnError::NoNode(agent)
-        } else {
-            ConnError::Closed
-        });
-    }
-    match tokio::time::timeout_at(deadline, rx).await {
-        Ok(Ok(Ok(()))) => Ok(AgentConn::from_lease(inner.clone(), agent)),
-        Ok(Ok(Err(Failure::Refused(reason)))) => {
-            release(inner, agent);
-            Err(ConnError::Refused(agent, reason))
-        }
-        Ok(Err(_)) => {
-            release(inner, agent);
-            Err(ConnError::Closed)
-        }
-        Err(_) => {
-            let stage = inner.state().dests.get(&agent).map(|d| d.stage);
-            release(inner, agent);
-            Err(match stage {
-                Some(Stage::AwaitingNode) | None => ConnError::NoNode(agent),
-                _ => ConnError::NoHandshake(agent),
-            })
-        }
+    inner.kick.notify_one();
+    let (rx, _guard) = wait;
+    match rx.await {
+        Ok(Ok(())) => Ok(AgentConn::new(lease)),
+        Ok(Err(failure)) => Err(ConnError::from_failure(agent, failure)),
+        Err(_) => Err(ConnError::Closed),
     }
 }
 

@@ -1,12 +1,12 @@
-//! The manager task: coordinator events, destination setup, idle expiry.
+//! The manager task: the thin executor of the destinations machine.
 
-use super::state::{Dest, Failure, Stage};
-use super::{Inner, Role};
+use super::Inner;
+use crate::proto::tailnet::Action;
 use crate::proto::wg::PeerConfig;
 use crate::runtime::clock;
 use crate::runtime::coord::CoordEvent;
 use crate::wire::addr::{IpCidr, NodeId};
-use crate::wire::coord::{Node, PeerKind, PeerUpdate};
+use crate::wire::coord::Node;
 use crate::wire::derpmap::DerpMap;
 use crate::wire::key::NodePublic;
 use std::net::{IpAddr, SocketAddr};
@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-/// How often idle expiry and ready-wait timeouts are checked.
+/// How often the clock is checked for sleep/wake gaps (the machine's own timers are
+/// slept on exactly).
 const TICK: Duration = Duration::from_millis(250);
 /// A clock gap this much beyond a tick counts as sleep/wake.
 const WAKE_THRESHOLD: Duration = Duration::from_secs(3);
@@ -109,45 +110,133 @@ fn peer_config(inner: &Inner, node: &Node) -> PeerConfig {
 
 type Sessions = JoinSet<(NodeId, NodePublic, bool)>;
 
-pub(super) async fn run(
-    inner: Arc<Inner>,
-    mut events: mpsc::Receiver<CoordEvent>,
-    mut wake: mpsc::Receiver<NodeId>,
-) {
+/// The manager task: feeds coordinator events, handshake outcomes, timers and wakes into
+/// the destinations machine and carries out what it decides.
+pub(super) async fn run(inner: Arc<Inner>, mut events: mpsc::Receiver<CoordEvent>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sessions = Sessions::new();
     let mut wake_detector = crate::proto::wake::WakeDetector::new(WAKE_THRESHOLD);
     loop {
+        let due = inner.state().machine.poll_timeout();
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(
+            due.unwrap_or_else(|| clock::now() + TICK),
+        ));
         tokio::select! {
             _ = inner.cancel.cancelled() => break,
             ev = events.recv() => match ev {
-                Some(ev) => on_event(&inner, ev, &mut sessions).await,
+                Some(ev) => on_event(&inner, ev),
                 None => break,
             },
-            Some(id) = wake.recv() => ensure(&inner, id, &mut sessions).await,
+            () = inner.kick.notified() => {}
             Some(res) = sessions.join_next(), if !sessions.is_empty() => {
                 if let Ok((id, key, ok)) = res {
-                    on_session(&inner, id, key, ok);
+                    if !ok {
+                        tracing::debug!(agent = %id, "handshake did not complete");
+                    }
+                    inner.state().machine.handle_session(id, key, ok);
                 }
+            }
+            () = sleep, if due.is_some() => {
+                inner.state().machine.handle_timeout(clock::now());
             }
             _ = tick.tick() => {
                 let gap = wake_detector.observe(clock::now(), clock::wall(), TICK);
                 if gap != crate::proto::wake::Gap::None {
-                    on_wake(&inner, gap).await;
+                    tracing::info!(?gap, "clock gap: assuming sleep/wake; reconnecting");
+                    inner.wakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    inner.state().machine.handle_wake();
                 }
-                housekeeping(&inner, &mut sessions).await;
+                inner.state().machine.handle_timeout(clock::now());
             }
         }
+        execute(&inner, &mut sessions).await;
     }
-    // Waiters see their sender dropped: `ConnError::Closed`.
-    for d in inner.state().dests.values_mut() {
-        d.waiters.clear();
-    }
+    // Waiters are failed with `Closed`; later callers are refused by the closed machine.
+    let dropped = {
+        let mut st = inner.state();
+        st.machine.close();
+        let dropped = st.settle();
+        st.pending.clear();
+        st.waiters.clear();
+        dropped
+    };
+    drop(dropped);
     sessions.shutdown().await;
 }
 
-async fn on_event(inner: &Arc<Inner>, ev: CoordEvent, sessions: &mut Sessions) {
+/// Carries out every action the machine has queued.
+async fn execute(inner: &Arc<Inner>, sessions: &mut Sessions) {
+    loop {
+        let (batch, dropped) = {
+            let mut st = inner.state();
+            let dropped = st.settle();
+            (std::mem::take(&mut st.pending), dropped)
+        };
+        drop(dropped);
+        if batch.is_empty() {
+            return;
+        }
+        for a in batch {
+            act(inner, a, sessions).await;
+        }
+    }
+}
+
+async fn act(inner: &Arc<Inner>, a: Action, sessions: &mut Sessions) {
+    match a {
+        Action::AddTunnel(id) => {
+            inner.coord(|c| c.add_tunnel(id));
+        }
+        Action::RemoveTunnel(id) => {
+            tracing::debug!(agent = %id, "destination gone; removing tunnel");
+            inner.coord(|c| c.remove_tunnel(id));
+        }
+        Action::ProgramPeer { id, node, replace } => {
+            if let Some(k) = replace {
+                let _ = inner.tunnel.remove_peer(k).await;
+            }
+            if let Err(e) = inner.tunnel.upsert_peer(peer_config(inner, &node)).await {
+                tracing::warn!(agent = %id, error = %e, "could not program peer");
+                return;
+            }
+            let _ = inner.tunnel.initiate(node.key).await;
+            let inner2 = inner.clone();
+            let key = node.key;
+            sessions.spawn(async move {
+                let ok =
+                    tokio::time::timeout(HANDSHAKE_WAIT, inner2.tunnel.await_session(key)).await;
+                (id, key, matches!(ok, Ok(Ok(()))))
+            });
+        }
+        Action::Initiate(k) => {
+            let _ = inner.tunnel.initiate(k).await;
+        }
+        Action::RemovePeer(k) => {
+            let _ = inner.tunnel.remove_peer(k).await;
+        }
+        Action::ResetConnections(id) => reset_connections(inner, id),
+        Action::ProgramClient(node) => {
+            if let Err(e) = inner.tunnel.upsert_peer(peer_config(inner, &node)).await {
+                tracing::warn!(client = %node.id, error = %e, "could not add client peer");
+                return;
+            }
+            inner.coord(|c| c.ready_for_handshake(node.id));
+        }
+        // After sleep or a long stall every connection is suspect: reconnect the relays
+        // and the coordinator now (the coordinator client replays our tunnels), and
+        // re-handshake peers.
+        Action::Reconnect => {
+            inner.relay.reconnect_all();
+            inner.coord(|c| c.reconnect_now());
+            let _ = inner.tunnel.rehandshake_all().await;
+        }
+        // Handled by `State::settle`.
+        Action::Resolve { .. } | Action::DropPool(_) => {}
+    }
+}
+
+fn on_event(inner: &Arc<Inner>, ev: CoordEvent) {
     match ev {
         CoordEvent::Connected { derp_map } => {
             if inner.cfg.derp_map.is_none()
@@ -170,133 +259,20 @@ async fn on_event(inner: &Arc<Inner>, ev: CoordEvent, sessions: &mut Sessions) {
                     Err(e) => tracing::warn!(error = %e, "coordinator sent an unusable DERP map"),
                 }
             }
-            for d in inner.state().dests.values_mut() {
-                d.lost = false;
-            }
+            inner.state().machine.handle_coordinator_up();
         }
         CoordEvent::Disconnected { error } => {
             tracing::info!(%error, "coordinator connection lost; keeping peers");
-            for d in inner.state().dests.values_mut() {
-                d.lost = true;
-            }
+            inner.state().machine.handle_coordinator_down();
         }
         CoordEvent::Closed { reason } => {
             tracing::warn!(%reason, "coordinator closed the stream");
-            refuse_named(inner, &reason);
+            inner.state().machine.handle_coordinator_closed(&reason);
         }
         CoordEvent::Error(message) => {
             tracing::debug!(%message, "coordinator error");
         }
-        CoordEvent::Peer(u) => on_peer(inner, u, sessions).await,
-    }
-}
-
-/// A policy close naming a destination we asked for: stop asking (it would be replayed
-/// after every reconnect) and fail its callers with the coordinator's reason.
-fn refuse_named(inner: &Inner, reason: &str) {
-    let refused: Vec<NodeId> = {
-        let mut st = inner.state();
-        let ids: Vec<NodeId> = st
-            .dests
-            .iter()
-            .filter(|(id, d)| d.stage == Stage::AwaitingNode && reason.contains(&id.to_string()))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &ids {
-            if let Some(mut d) = st.dests.remove(id) {
-                d.wake_all(Err(Failure::Refused(reason.to_string())));
-            }
-            st.leases.forget_idle(id);
-        }
-        ids
-    };
-    for id in refused {
-        inner.coord(|c| c.remove_tunnel(id));
-    }
-}
-
-async fn on_peer(inner: &Arc<Inner>, u: PeerUpdate, sessions: &mut Sessions) {
-    if inner.cfg.role == Role::Agent {
-        return on_client_peer(inner, u).await;
-    }
-    let now = clock::now();
-    match u.kind {
-        PeerKind::Node => {
-            let Some(node) = u.node else { return };
-            let (program, key_changed) = {
-                let mut st = inner.state();
-                let Some(d) = st.dests.get_mut(&u.id) else {
-                    return;
-                };
-                let key_changed = d.programmed.is_some_and(|k| k != node.key);
-                d.lost = false;
-                d.node = Some(node.clone());
-                if d.node_at.is_none() || key_changed {
-                    d.node_at = Some(now);
-                }
-                let program = match d.stage {
-                    Stage::AwaitingNode => {
-                        d.stage = Stage::AwaitingReady;
-                        d.ready_received
-                    }
-                    // A restarted agent (new key): set up again, and forget pooled API
-                    // connections, which died with the old agent.
-                    _ if key_changed => {
-                        d.stage = Stage::AwaitingReady;
-                        d.ready_received = false;
-                        d.client = None;
-                        false
-                    }
-                    // Same key: paths or endpoints may have changed.
-                    _ => d.programmed.is_some(),
-                };
-                (program, key_changed)
-            };
-            if key_changed {
-                // Requests in flight to the old incarnation would wait for answers it
-                // can no longer give: fail them now.
-                reset_connections(inner, u.id);
-            }
-            if program {
-                program_peer(inner, u.id, sessions).await;
-            }
-        }
-        PeerKind::ReadyForHandshake => {
-            let program = {
-                let mut st = inner.state();
-                let Some(d) = st.dests.get_mut(&u.id) else {
-                    return;
-                };
-                d.ready_received = true;
-                d.stage == Stage::AwaitingReady
-            };
-            if program {
-                program_peer(inner, u.id, sessions).await;
-            }
-        }
-        PeerKind::Lost => {
-            if let Some(d) = inner.state().dests.get_mut(&u.id) {
-                d.lost = true;
-            }
-        }
-        PeerKind::Disconnected => {
-            let old = {
-                let mut st = inner.state();
-                let Some(d) = st.dests.get_mut(&u.id) else {
-                    return;
-                };
-                d.node = None;
-                d.node_at = None;
-                d.ready_received = false;
-                d.stage = Stage::AwaitingNode;
-                d.client = None;
-                d.programmed.take()
-            };
-            reset_connections(inner, u.id);
-            if let Some(k) = old {
-                let _ = inner.tunnel.remove_peer(k).await;
-            }
-        }
+        CoordEvent::Peer(u) => inner.state().machine.handle_peer(u, clock::now()),
     }
 }
 
@@ -307,157 +283,5 @@ fn reset_connections(inner: &Inner, id: NodeId) {
         .reset_connections_to(std::net::IpAddr::V6(id.tailnet_addr()));
     if n > 0 {
         tracing::debug!(node = %id, connections = n, "reset connections to a departed node");
-    }
-}
-
-/// Agent role: every client the coordinator introduces becomes a peer; acknowledge it.
-async fn on_client_peer(inner: &Arc<Inner>, u: PeerUpdate) {
-    match u.kind {
-        PeerKind::Node => {
-            let Some(node) = u.node else { return };
-            let cfg = peer_config(inner, &node);
-            let old = inner.state().clients.insert(node.id, node.key);
-            if let Some(k) = old.filter(|k| *k != node.key) {
-                reset_connections(inner, node.id);
-                let _ = inner.tunnel.remove_peer(k).await;
-            }
-            if let Err(e) = inner.tunnel.upsert_peer(cfg).await {
-                tracing::warn!(client = %node.id, error = %e, "could not add client peer");
-                return;
-            }
-            inner.coord(|c| c.ready_for_handshake(node.id));
-        }
-        PeerKind::Disconnected => {
-            let old = inner.state().clients.remove(&u.id);
-            if let Some(k) = old {
-                reset_connections(inner, u.id);
-                let _ = inner.tunnel.remove_peer(k).await;
-            }
-        }
-        PeerKind::Lost | PeerKind::ReadyForHandshake => {}
-    }
-}
-
-/// Programs the destination's WireGuard peer and starts a handshake.
-async fn program_peer(inner: &Arc<Inner>, id: NodeId, sessions: &mut Sessions) {
-    let (node, old) = {
-        let mut st = inner.state();
-        let Some(d) = st.dests.get_mut(&id) else {
-            return;
-        };
-        let Some(node) = d.node.clone() else { return };
-        let old = d.programmed.filter(|k| *k != node.key);
-        d.programmed = Some(node.key);
-        if d.stage != Stage::Ready {
-            d.stage = Stage::Handshaking;
-        }
-        (node, old)
-    };
-    if let Some(k) = old {
-        let _ = inner.tunnel.remove_peer(k).await;
-    }
-    if let Err(e) = inner.tunnel.upsert_peer(peer_config(inner, &node)).await {
-        tracing::warn!(agent = %id, error = %e, "could not program peer");
-        return;
-    }
-    let _ = inner.tunnel.initiate(node.key).await;
-    let inner2 = inner.clone();
-    let key = node.key;
-    sessions.spawn(async move {
-        let ok = tokio::time::timeout(HANDSHAKE_WAIT, inner2.tunnel.await_session(key)).await;
-        (id, key, matches!(ok, Ok(Ok(()))))
-    });
-}
-
-fn on_session(inner: &Inner, id: NodeId, key: NodePublic, ok: bool) {
-    let mut st = inner.state();
-    let Some(d) = st.dests.get_mut(&id) else {
-        return;
-    };
-    if d.programmed != Some(key) {
-        return;
-    }
-    if ok {
-        d.stage = Stage::Ready;
-        d.wake_all(Ok(()));
-    } else {
-        tracing::debug!(agent = %id, "handshake did not complete");
-        // Leave it handshaking: boringtun keeps retrying; a new caller re-initiates.
-    }
-}
-
-/// A caller wants `id`: make sure the tunnel exists and setup is moving.
-async fn ensure(inner: &Arc<Inner>, id: NodeId, sessions: &mut Sessions) {
-    let stage = inner.state().dests.get(&id).map(|d| d.stage);
-    match stage {
-        Some(Stage::AwaitingNode) => {
-            inner.coord(|c| c.add_tunnel(id));
-        }
-        Some(Stage::Handshaking) => {
-            // Nudge: the earlier attempt may have given up.
-            let key = inner.state().dests.get(&id).and_then(|d| d.programmed);
-            if let Some(k) = key {
-                let _ = inner.tunnel.initiate(k).await;
-            }
-            let _ = sessions;
-        }
-        _ => {}
-    }
-}
-
-/// After sleep or a long stall every connection is suspect: reconnect the relays and the
-/// coordinator now (the coordinator client replays our tunnels), and re-handshake peers.
-async fn on_wake(inner: &Arc<Inner>, gap: crate::proto::wake::Gap) {
-    tracing::info!(?gap, "clock gap: assuming sleep/wake; reconnecting");
-    inner
-        .wakes
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    inner.relay.reconnect_all();
-    inner.coord(|c| c.reconnect_now());
-    let _ = inner.tunnel.rehandshake_all().await;
-}
-
-async fn housekeeping(inner: &Arc<Inner>, sessions: &mut Sessions) {
-    let now = clock::now();
-    // Ready-wait timeouts: handshake anyway.
-    let due: Vec<NodeId> = {
-        let mut st = inner.state();
-        for d in st.dests.values_mut() {
-            d.waiters.retain(|w| !w.is_closed());
-        }
-        st.dests
-            .iter()
-            .filter(|(_, d)| {
-                d.stage == Stage::AwaitingReady
-                    && d.node_at
-                        .is_some_and(|t| now.saturating_duration_since(t) >= inner.cfg.ready_wait)
-            })
-            .map(|(id, _)| *id)
-            .collect()
-    };
-    for id in due {
-        tracing::debug!(agent = %id, "no ready_for_handshake in time; handshaking anyway");
-        program_peer(inner, id, sessions).await;
-    }
-    // Idle destinations.
-    let expired: Vec<(NodeId, Option<NodePublic>)> = {
-        let mut st = inner.state();
-        let ids = st.leases.expire(now, inner.cfg.idle_timeout);
-        ids.into_iter()
-            .map(|id| {
-                let key = st.dests.remove(&id).and_then(|mut d: Dest| {
-                    d.waiters.clear();
-                    d.programmed
-                });
-                (id, key)
-            })
-            .collect()
-    };
-    for (id, key) in expired {
-        tracing::debug!(agent = %id, "destination idle; removing tunnel");
-        inner.coord(|c| c.remove_tunnel(id));
-        if let Some(k) = key {
-            let _ = inner.tunnel.remove_peer(k).await;
-        }
     }
 }

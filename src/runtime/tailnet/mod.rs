@@ -15,6 +15,7 @@ pub mod conn;
 mod manager;
 mod state;
 
+pub use crate::proto::tailnet::{Role, Stage};
 pub use conn::{AgentConn, AgentUdp};
 pub use state::DestinationInfo;
 
@@ -22,6 +23,7 @@ use super::coord::{CoordClient, CoordClientConfig};
 use super::relay::{DerpRelay, RelayConfig};
 use super::{Tunnel, TunnelConfig, TunnelError};
 use crate::netstack::NetstackConfig;
+use crate::proto::tailnet::{Destinations, DestinationsConfig, Failure};
 use crate::runtime::derp::DerpClientOptions;
 use crate::wire::addr::NodeId;
 use crate::wire::derpmap::DerpMap;
@@ -32,16 +34,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// What this node is on the tailnet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Opens tunnels to agents (the MCP server, a CLI).
-    Client,
-    /// Accepts tunnels: programs every client the coordinator introduces and acknowledges
-    /// its node with `ready_for_handshake`. May not open tunnels.
-    Agent,
-}
 
 /// How `agent_conn` reaches agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +138,9 @@ pub enum TailnetError {
     Insecure(#[from] crate::runtime::tls::InsecureUrl),
 }
 
-/// Why `agent_conn` failed. Each says which stage did not complete in time.
+/// Why `agent_conn` failed. The two timeouts name the stage that did not complete by the
+/// caller's deadline: `NoNode` (waiting for the coordinator) and `NoHandshake` (the
+/// node arrived, the WireGuard session did not come up).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnError {
     /// Agents may not open tunnels.
@@ -171,6 +165,24 @@ pub enum ConnError {
     Closed,
 }
 
+impl ConnError {
+    fn from_failure(agent: NodeId, f: Failure) -> Self {
+        match f {
+            Failure::TimedOut(Stage::AwaitingNode | Stage::Refused) => Self::NoNode(agent),
+            Failure::TimedOut(Stage::AwaitingReady | Stage::Handshaking | Stage::Ready) => {
+                Self::NoHandshake(agent)
+            }
+            Failure::Refused(reason) => Self::Refused(agent, reason),
+            Failure::Closed => Self::Closed,
+        }
+    }
+
+    /// Whether the caller's deadline passed (rather than a refusal or shutdown).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::NoNode(_) | Self::NoHandshake(_))
+    }
+}
+
 pub(crate) struct Inner {
     cfg: TailnetConfig,
     addr: Ipv6Addr,
@@ -179,7 +191,8 @@ pub(crate) struct Inner {
     /// Taken out on shutdown, for a graceful disconnect.
     coord: Mutex<Option<CoordClient>>,
     state: Mutex<State>,
-    wake: mpsc::Sender<NodeId>,
+    /// Tells the manager the machine has work (a caller started waiting).
+    kick: tokio::sync::Notify,
     cancel: CancellationToken,
     /// Sleep/wake events detected.
     wakes: std::sync::atomic::AtomicU64,
@@ -317,20 +330,24 @@ impl Tailnet {
             },
             ev_tx,
         );
-        let (wake_tx, wake_rx) = mpsc::channel(1024);
+        let machine = Destinations::new(DestinationsConfig {
+            role: cfg.role,
+            idle_timeout: cfg.idle_timeout,
+            ready_wait: cfg.ready_wait,
+        });
         let inner = Arc::new(Inner {
             addr,
             tunnel,
             relay,
             coord: Mutex::new(Some(coord)),
-            state: Mutex::new(State::new(home)),
-            wake: wake_tx,
+            state: Mutex::new(State::new(home, machine)),
+            kick: tokio::sync::Notify::new(),
             cancel: CancellationToken::new(),
             wakes: std::sync::atomic::AtomicU64::new(0),
             cfg,
         });
         manager::publish_self(&inner);
-        let manager = tokio::spawn(manager::run(inner.clone(), ev_rx, wake_rx));
+        let manager = tokio::spawn(manager::run(inner.clone(), ev_rx));
         Ok(Self {
             inner,
             manager: Some(manager),

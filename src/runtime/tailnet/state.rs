@@ -1,89 +1,65 @@
-//! Per-destination state, shared by the handles (leases) and the manager (everything
-//! else) under one short-held mutex.
+//! What the shell keeps beside the destinations machine, under one short-held mutex:
+//! the callers waiting on it, the pooled API clients, and the actions the manager task
+//! must still carry out.
 
 use super::Inner;
-use crate::proto::lease::Leases;
+use crate::proto::tailnet::{Action, Destinations, Failure, WaiterId};
 use crate::proto::wg::PathAddr;
+use crate::runtime::agent_client::AgentClient;
 use crate::wire::addr::NodeId;
-use crate::wire::coord::Node;
 use crate::wire::key::NodePublic;
-use std::collections::HashMap;
-use std::time::{Instant, SystemTime};
+use std::collections::{HashMap, VecDeque};
+use std::time::SystemTime;
 use tokio::sync::oneshot;
 
-/// Where setting up a destination got to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stage {
-    /// Tunnel requested; no node yet.
-    AwaitingNode,
-    /// Node known; waiting for the agent's `ready_for_handshake` (or the timeout).
-    AwaitingReady,
-    /// Peer programmed; handshake in progress.
-    Handshaking,
-    /// A session exists: handles are handed out at once.
-    Ready,
-}
-
-/// Why waiting callers were failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Failure {
-    Refused(String),
-}
-
-#[derive(Debug)]
-pub(crate) struct Dest {
-    pub(crate) node: Option<Node>,
-    /// The key programmed into the device, if any.
-    pub(crate) programmed: Option<NodePublic>,
-    pub(crate) stage: Stage,
-    pub(crate) ready_received: bool,
-    /// When the node arrived (starts the `ready_wait` timer).
-    pub(crate) node_at: Option<Instant>,
-    /// The coordinator reported the agent lost (we keep using the session).
-    pub(crate) lost: bool,
-    pub(crate) waiters: Vec<oneshot::Sender<Result<(), Failure>>>,
-    /// The API client whose keep-alive pool every handle on this destination shares.
-    pub(crate) client: Option<crate::runtime::agent_client::AgentClient>,
-}
-
-impl Dest {
-    pub(crate) fn new() -> Self {
-        Self {
-            node: None,
-            programmed: None,
-            stage: Stage::AwaitingNode,
-            ready_received: false,
-            node_at: None,
-            lost: false,
-            waiters: Vec::new(),
-            client: None,
-        }
-    }
-
-    pub(crate) fn wake_all(&mut self, r: Result<(), Failure>) {
-        for w in self.waiters.drain(..) {
-            let _ = w.send(r.clone());
-        }
-    }
-}
-
-#[derive(Debug)]
 pub(crate) struct State {
     pub(crate) home: Option<u16>,
-    pub(crate) leases: Leases,
-    pub(crate) dests: HashMap<NodeId, Dest>,
-    /// Agent role: the clients programmed as peers.
-    pub(crate) clients: HashMap<NodeId, NodePublic>,
+    pub(crate) machine: Destinations,
+    /// Callers waiting for a destination, by the machine's waiter id.
+    pub(crate) waiters: HashMap<WaiterId, oneshot::Sender<Result<(), Failure>>>,
+    /// The API client whose keep-alive pool every handle on a destination shares.
+    pub(crate) pools: HashMap<NodeId, AgentClient>,
+    /// Actions that need the tunnel or the coordinator: for the manager task.
+    pub(crate) pending: VecDeque<Action>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("machine", &self.machine)
+            .field("waiters", &self.waiters.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl State {
-    pub(crate) fn new(home: Option<u16>) -> Self {
+    pub(crate) fn new(home: Option<u16>, machine: Destinations) -> Self {
         Self {
             home,
-            leases: Leases::new(),
-            dests: HashMap::new(),
-            clients: HashMap::new(),
+            machine,
+            waiters: HashMap::new(),
+            pools: HashMap::new(),
+            pending: VecDeque::new(),
         }
+    }
+
+    /// Drains the machine: wakes resolved callers and drops dead pools here (both are
+    /// quick and need no I/O), queues the rest for the manager. Returns the pools
+    /// dropped, so the caller can let them go after unlocking.
+    pub(crate) fn settle(&mut self) -> Vec<AgentClient> {
+        let mut dropped = Vec::new();
+        while let Some(a) = self.machine.poll_action() {
+            match a {
+                Action::Resolve { waiter, result } => {
+                    if let Some(tx) = self.waiters.remove(&waiter) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Action::DropPool(id) => dropped.extend(self.pools.remove(&id)),
+                other => self.pending.push_back(other),
+            }
+        }
+        dropped
     }
 }
 
@@ -96,7 +72,8 @@ pub struct DestinationInfo {
     pub leases: u64,
     /// Handles ever taken.
     pub leases_total: u64,
-    /// Setup stage: "awaiting_node", "awaiting_ready", "handshaking" or "ready".
+    /// Setup stage: "awaiting_node", "awaiting_ready", "handshaking", "ready" or
+    /// "refused".
     pub stage: &'static str,
     /// The coordinator reported it lost (sessions keep working meanwhile).
     pub lost: bool,
@@ -113,29 +90,24 @@ pub struct DestinationInfo {
 }
 
 pub(crate) async fn destinations(inner: &Inner) -> Vec<DestinationInfo> {
-    let rows: Vec<DestinationInfo> = {
-        let st = inner.state();
-        st.dests
-            .iter()
-            .map(|(id, d)| DestinationInfo {
-                agent: *id,
-                leases: st.leases.count(id),
-                leases_total: st.leases.total(id),
-                stage: match d.stage {
-                    Stage::AwaitingNode => "awaiting_node",
-                    Stage::AwaitingReady => "awaiting_ready",
-                    Stage::Handshaking => "handshaking",
-                    Stage::Ready => "ready",
-                },
-                lost: d.lost,
-                key: d.programmed,
-                path: None,
-                last_handshake: None,
-                tx_bytes: 0,
-                rx_bytes: 0,
-            })
-            .collect()
-    };
+    let rows: Vec<DestinationInfo> = inner
+        .state()
+        .machine
+        .summaries()
+        .into_iter()
+        .map(|d| DestinationInfo {
+            agent: d.id,
+            leases: d.leases,
+            leases_total: d.leases_total,
+            stage: d.stage.as_str(),
+            lost: d.lost,
+            key: d.key,
+            path: None,
+            last_handshake: None,
+            tx_bytes: 0,
+            rx_bytes: 0,
+        })
+        .collect();
     let now = crate::runtime::clock::now();
     let wall = crate::runtime::clock::wall();
     let mut out = Vec::with_capacity(rows.len());
@@ -152,6 +124,5 @@ pub(crate) async fn destinations(inner: &Inner) -> Vec<DestinationInfo> {
         }
         out.push(r);
     }
-    out.sort_by_key(|r| r.agent);
     out
 }

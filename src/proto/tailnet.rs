@@ -1,0 +1,642 @@
+//! The Tailnet's destinations: per-agent leases, setup and teardown, as a sans-IO
+//! machine.
+//!
+//! A client node opens a tunnel to an agent the first time a caller asks for it, waits
+//! for the agent's node from the coordinator (and its `ready_for_handshake`, or
+//! `ready_wait`), programs the WireGuard peer and waits for a session; callers waiting
+//! meanwhile are resolved when the session comes up or failed at their own deadline
+//! with the stage that did not complete. Every handle holds a lease; a destination with
+//! no lease for `idle_timeout` (measured from the last release) is removed. An agent
+//! node does the other half: it programs every client the coordinator introduces and
+//! acknowledges it.
+//!
+//! The machine decides; the shell (`runtime::tailnet`) carries out its [`Action`]s
+//! (coordinator messages, device changes, waking callers) and feeds back what happened.
+//! Calling contract: see [`crate::proto`].
+
+use crate::wire::addr::NodeId;
+use crate::wire::coord::{Node, PeerKind, PeerUpdate};
+use crate::wire::key::NodePublic;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+#[cfg(test)]
+mod tests;
+
+/// What this node is on the tailnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Opens tunnels to agents (the MCP server, a CLI).
+    Client,
+    /// Accepts tunnels: programs every client the coordinator introduces and acknowledges
+    /// its node with `ready_for_handshake`. May not open tunnels.
+    Agent,
+}
+
+/// Timers of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DestinationsConfig {
+    /// Client or agent.
+    pub role: Role,
+    /// Destinations with no lease for this long are removed.
+    pub idle_timeout: Duration,
+    /// How long to wait for an agent's `ready_for_handshake` before handshaking anyway.
+    pub ready_wait: Duration,
+}
+
+/// Where setting up a destination got to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Tunnel requested; no node yet.
+    AwaitingNode,
+    /// Node known; waiting for the agent's `ready_for_handshake` (or `ready_wait`).
+    AwaitingReady,
+    /// Peer programmed; handshake in progress.
+    Handshaking,
+    /// A session exists: leases are granted at once.
+    Ready,
+    /// The coordinator refused the tunnel; asked again by the next caller.
+    Refused,
+}
+
+impl Stage {
+    /// The name used in diagnostics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AwaitingNode => "awaiting_node",
+            Self::AwaitingReady => "awaiting_ready",
+            Self::Handshaking => "handshaking",
+            Self::Ready => "ready",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// Why a waiting caller was failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The caller's deadline passed with setup at this stage.
+    TimedOut(Stage),
+    /// The coordinator refused the tunnel, with its reason.
+    Refused(String),
+    /// The machine was shut down.
+    Closed,
+}
+
+/// Identifies one waiting caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WaiterId(u64);
+
+/// What [`Destinations::acquire`] gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquired {
+    /// A session is up: the lease is usable now.
+    Ready,
+    /// Setup is under way: wait for [`Action::Resolve`] for this waiter. The lease is
+    /// held either way and must be released by the caller.
+    Wait(WaiterId),
+}
+
+/// Something the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Ask the coordinator for a tunnel to the agent (idempotent).
+    AddTunnel(NodeId),
+    /// Tell the coordinator the tunnel is no longer wanted.
+    RemoveTunnel(NodeId),
+    /// Program the WireGuard peer for `node` (removing the peer with key `replace`
+    /// first, if any), initiate a handshake, and report its outcome with
+    /// [`Destinations::handle_session`].
+    ProgramPeer {
+        /// The destination.
+        id: NodeId,
+        /// Its node as the coordinator sent it.
+        node: Box<Node>,
+        /// A stale key of the same destination to remove first.
+        replace: Option<NodePublic>,
+    },
+    /// Initiate a handshake with a peer already programmed (a caller is waiting and an
+    /// earlier attempt may have given up).
+    Initiate(NodePublic),
+    /// Remove the WireGuard peer with this key.
+    RemovePeer(NodePublic),
+    /// Reset every TCP connection to the node's tailnet address: it left or restarted.
+    ResetConnections(NodeId),
+    /// Pooled API connections to the agent died with it: drop them.
+    DropPool(NodeId),
+    /// Agent role: program a client peer and, if that works, acknowledge it with
+    /// `ready_for_handshake`.
+    ProgramClient(Box<Node>),
+    /// Complete a waiting caller.
+    Resolve {
+        /// The caller.
+        waiter: WaiterId,
+        /// `Ok` once a session is up.
+        result: Result<(), Failure>,
+    },
+    /// After sleep/wake: reconnect relays and the coordinator, re-handshake every peer.
+    Reconnect,
+}
+
+/// A lease was released that was not held: a bug in the caller. Nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("lease released for {0} with none held")]
+pub struct UnbalancedRelease(pub NodeId);
+
+/// One destination, for diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationSummary {
+    /// The agent.
+    pub id: NodeId,
+    /// Leases held now.
+    pub leases: u64,
+    /// Leases ever taken.
+    pub leases_total: u64,
+    /// Setup stage.
+    pub stage: Stage,
+    /// The coordinator reported the agent lost (sessions keep working meanwhile).
+    pub lost: bool,
+    /// The key programmed into the device, if any.
+    pub key: Option<NodePublic>,
+    /// Callers waiting.
+    pub waiters: usize,
+}
+
+#[derive(Debug)]
+struct Dest {
+    leases: u64,
+    leases_total: u64,
+    /// When the lease count last dropped to zero (or the destination was created).
+    idle_since: Instant,
+    stage: Stage,
+    node: Option<Node>,
+    /// The key programmed into the device, if any.
+    programmed: Option<NodePublic>,
+    ready_received: bool,
+    /// When the current node arrived: starts the `ready_wait` timer.
+    node_at: Option<Instant>,
+    lost: bool,
+    /// Waiting callers and their deadlines.
+    waiters: Vec<(WaiterId, Instant)>,
+}
+
+impl Dest {
+    fn new(now: Instant) -> Self {
+        Self {
+            leases: 0,
+            leases_total: 0,
+            idle_since: now,
+            stage: Stage::AwaitingNode,
+            node: None,
+            programmed: None,
+            ready_received: false,
+            node_at: None,
+            lost: false,
+            waiters: Vec::new(),
+        }
+    }
+
+    /// Back to the start: no node, no peer (the caller removes the peer).
+    fn forget_node(&mut self) -> Option<NodePublic> {
+        self.node = None;
+        self.node_at = None;
+        self.ready_received = false;
+        self.stage = Stage::AwaitingNode;
+        self.programmed.take()
+    }
+}
+
+/// The destinations machine. See the module docs.
+#[derive(Debug)]
+pub struct Destinations {
+    cfg: DestinationsConfig,
+    dests: HashMap<NodeId, Dest>,
+    /// Agent role: the clients programmed as peers.
+    clients: HashMap<NodeId, NodePublic>,
+    next_waiter: u64,
+    actions: VecDeque<Action>,
+    closed: bool,
+}
+
+impl Destinations {
+    /// An empty machine.
+    pub fn new(cfg: DestinationsConfig) -> Self {
+        Self {
+            cfg,
+            dests: HashMap::new(),
+            clients: HashMap::new(),
+            next_waiter: 0,
+            actions: VecDeque::new(),
+            closed: false,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DestinationsConfig {
+        &self.cfg
+    }
+
+    /// A caller wants `id` by `deadline`: takes a lease and, unless a session is up,
+    /// moves setup along and registers the caller as a waiter. Client role only (the
+    /// shell refuses agents before asking).
+    pub fn acquire(&mut self, id: NodeId, deadline: Instant, now: Instant) -> Acquired {
+        self.take_lease(id, now);
+        if self.closed {
+            let waiter = self.new_waiter();
+            self.actions.push_back(Action::Resolve {
+                waiter,
+                result: Err(Failure::Closed),
+            });
+            return Acquired::Wait(waiter);
+        }
+        let waiter = self.new_waiter();
+        let Some(d) = self.dests.get_mut(&id) else {
+            unreachable!("take_lease creates the destination")
+        };
+        match d.stage {
+            Stage::Ready => return Acquired::Ready,
+            Stage::Refused => {
+                d.stage = Stage::AwaitingNode;
+                self.actions.push_back(Action::AddTunnel(id));
+            }
+            Stage::AwaitingNode => self.actions.push_back(Action::AddTunnel(id)),
+            Stage::Handshaking => {
+                if let Some(k) = d.programmed {
+                    self.actions.push_back(Action::Initiate(k));
+                }
+            }
+            Stage::AwaitingReady => {}
+        }
+        if deadline <= now {
+            let stage = d.stage;
+            self.actions.push_back(Action::Resolve {
+                waiter,
+                result: Err(Failure::TimedOut(stage)),
+            });
+        } else {
+            d.waiters.push((waiter, deadline));
+        }
+        Acquired::Wait(waiter)
+    }
+
+    /// Another lease on `id` (a handle was cloned). Creates the destination if the
+    /// machine does not know it, so the lease always has something to hold.
+    pub fn take_lease(&mut self, id: NodeId, now: Instant) {
+        let d = self.dests.entry(id).or_insert_with(|| Dest::new(now));
+        d.leases += 1;
+        d.leases_total += 1;
+    }
+
+    /// A lease on `id` was given back.
+    ///
+    /// # Errors
+    /// [`UnbalancedRelease`] if none was held (nothing changes).
+    pub fn release(&mut self, id: NodeId, now: Instant) -> Result<(), UnbalancedRelease> {
+        let Some(d) = self.dests.get_mut(&id).filter(|d| d.leases > 0) else {
+            return Err(UnbalancedRelease(id));
+        };
+        d.leases -= 1;
+        if d.leases == 0 {
+            d.idle_since = now;
+            // A refused tunnel was already given up at the coordinator: nothing lingers.
+            if d.stage == Stage::Refused {
+                self.dests.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    /// A waiting caller went away before being resolved (its lease is released
+    /// separately). Unknown waiters are ignored.
+    pub fn abandon(&mut self, waiter: WaiterId) {
+        for d in self.dests.values_mut() {
+            d.waiters.retain(|(w, _)| *w != waiter);
+        }
+    }
+
+    /// The coordinator connection came up: every agent it still knows is re-sent, so
+    /// nothing is lost any more until it says so.
+    pub fn handle_coordinator_up(&mut self) {
+        for d in self.dests.values_mut() {
+            d.lost = false;
+        }
+    }
+
+    /// The coordinator connection dropped: sessions keep working, but what the
+    /// coordinator said may be stale.
+    pub fn handle_coordinator_down(&mut self) {
+        for d in self.dests.values_mut() {
+            d.lost = true;
+        }
+    }
+
+    /// The coordinator closed the stream for a policy reason. Destinations still waiting
+    /// for a node that the reason names are refused: they would be replayed after every
+    /// reconnect, so they are given up and their callers failed with the reason.
+    pub fn handle_coordinator_closed(&mut self, reason: &str) {
+        let mut refused: Vec<NodeId> = self
+            .dests
+            .iter()
+            .filter(|(id, d)| d.stage == Stage::AwaitingNode && reason.contains(&id.to_string()))
+            .map(|(id, _)| *id)
+            .collect();
+        refused.sort();
+        for id in refused {
+            let Some(d) = self.dests.get_mut(&id) else {
+                continue;
+            };
+            d.stage = Stage::Refused;
+            for (waiter, _) in d.waiters.drain(..) {
+                self.actions.push_back(Action::Resolve {
+                    waiter,
+                    result: Err(Failure::Refused(reason.to_owned())),
+                });
+            }
+            if d.leases == 0 {
+                self.dests.remove(&id);
+            }
+            self.actions.push_back(Action::RemoveTunnel(id));
+        }
+    }
+
+    /// A peer update from the coordinator.
+    pub fn handle_peer(&mut self, u: PeerUpdate, now: Instant) {
+        if self.cfg.role == Role::Agent {
+            return self.handle_client_peer(u);
+        }
+        let Some(d) = self.dests.get_mut(&u.id) else {
+            return;
+        };
+        match u.kind {
+            PeerKind::Node => {
+                let Some(node) = u.node else { return };
+                if d.stage == Stage::Refused {
+                    return;
+                }
+                let key_changed = d.programmed.is_some_and(|k| k != node.key);
+                d.lost = false;
+                if d.node_at.is_none() || key_changed {
+                    d.node_at = Some(now);
+                }
+                d.node = Some(node);
+                let program = match d.stage {
+                    Stage::AwaitingNode => {
+                        d.stage = Stage::AwaitingReady;
+                        d.ready_received
+                    }
+                    // A restarted agent (new key): set up again. Requests in flight to
+                    // the old incarnation would wait for answers it can no longer give,
+                    // and its pooled connections died with it.
+                    _ if key_changed => {
+                        d.stage = Stage::AwaitingReady;
+                        d.ready_received = false;
+                        self.actions.push_back(Action::ResetConnections(u.id));
+                        self.actions.push_back(Action::DropPool(u.id));
+                        false
+                    }
+                    // Same key: paths or endpoints may have changed.
+                    _ => d.programmed.is_some(),
+                };
+                if program {
+                    self.program(u.id);
+                }
+            }
+            PeerKind::ReadyForHandshake => {
+                d.ready_received = true;
+                if d.stage == Stage::AwaitingReady {
+                    self.program(u.id);
+                }
+            }
+            PeerKind::Lost => d.lost = true,
+            PeerKind::Disconnected => {
+                if d.stage == Stage::Refused {
+                    return;
+                }
+                let old = d.forget_node();
+                self.actions.push_back(Action::DropPool(u.id));
+                self.actions.push_back(Action::ResetConnections(u.id));
+                if let Some(k) = old {
+                    self.actions.push_back(Action::RemovePeer(k));
+                }
+            }
+        }
+    }
+
+    fn handle_client_peer(&mut self, u: PeerUpdate) {
+        match u.kind {
+            PeerKind::Node => {
+                let Some(node) = u.node else { return };
+                let old = self.clients.insert(node.id, node.key);
+                if let Some(k) = old.filter(|k| *k != node.key) {
+                    self.actions.push_back(Action::ResetConnections(node.id));
+                    self.actions.push_back(Action::RemovePeer(k));
+                }
+                self.actions
+                    .push_back(Action::ProgramClient(Box::new(node)));
+            }
+            PeerKind::Disconnected => {
+                if let Some(k) = self.clients.remove(&u.id) {
+                    self.actions.push_back(Action::ResetConnections(u.id));
+                    self.actions.push_back(Action::RemovePeer(k));
+                }
+            }
+            PeerKind::Lost | PeerKind::ReadyForHandshake => {}
+        }
+    }
+
+    /// Programs the destination's peer with its current node.
+    fn program(&mut self, id: NodeId) {
+        let Some(d) = self.dests.get_mut(&id) else {
+            return;
+        };
+        let Some(node) = d.node.clone() else { return };
+        let replace = d.programmed.filter(|k| *k != node.key);
+        d.programmed = Some(node.key);
+        if d.stage != Stage::Ready {
+            d.stage = Stage::Handshaking;
+        }
+        self.actions.push_back(Action::ProgramPeer {
+            id,
+            node: Box::new(node),
+            replace,
+        });
+    }
+
+    /// The outcome of the handshake started for `key` by an [`Action::ProgramPeer`].
+    /// Outcomes for a key no longer programmed are ignored; a failed handshake leaves
+    /// the destination handshaking (WireGuard keeps retrying, and the next caller
+    /// initiates again).
+    pub fn handle_session(&mut self, id: NodeId, key: NodePublic, ok: bool) {
+        let Some(d) = self.dests.get_mut(&id) else {
+            return;
+        };
+        if d.programmed != Some(key) || !ok {
+            return;
+        }
+        d.stage = Stage::Ready;
+        for (waiter, _) in d.waiters.drain(..) {
+            self.actions.push_back(Action::Resolve {
+                waiter,
+                result: Ok(()),
+            });
+        }
+    }
+
+    /// A clock gap: the machine slept. Every connection is suspect.
+    pub fn handle_wake(&mut self) {
+        self.actions.push_back(Action::Reconnect);
+    }
+
+    /// Time passed: fails callers past their deadline, handshakes with agents that did
+    /// not say `ready_for_handshake` within `ready_wait`, removes idle destinations.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut ids: Vec<NodeId> = self.dests.keys().copied().collect();
+        ids.sort();
+        for id in ids {
+            let Some(d) = self.dests.get_mut(&id) else {
+                continue;
+            };
+            let stage = d.stage;
+            let mut i = 0;
+            while i < d.waiters.len() {
+                if d.waiters[i].1 <= now {
+                    let (waiter, _) = d.waiters.remove(i);
+                    self.actions.push_back(Action::Resolve {
+                        waiter,
+                        result: Err(Failure::TimedOut(stage)),
+                    });
+                } else {
+                    i += 1;
+                }
+            }
+            let ready_due = d.stage == Stage::AwaitingReady
+                && d.node_at
+                    .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.ready_wait);
+            let idle = d.leases == 0
+                && now.saturating_duration_since(d.idle_since) >= self.cfg.idle_timeout;
+            if !idle {
+                if ready_due {
+                    self.program(id);
+                }
+                continue;
+            }
+            if let Some(d) = self.dests.remove(&id) {
+                if d.stage != Stage::Refused {
+                    self.actions.push_back(Action::RemoveTunnel(id));
+                }
+                if let Some(k) = d.programmed {
+                    self.actions.push_back(Action::RemovePeer(k));
+                }
+                self.actions.push_back(Action::DropPool(id));
+            }
+        }
+    }
+
+    /// When [`Self::handle_timeout`] next has something to do, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.dests
+            .values()
+            .flat_map(|d| {
+                let deadline = d.waiters.iter().map(|(_, t)| *t).min();
+                let ready = (d.stage == Stage::AwaitingReady)
+                    .then_some(d.node_at)
+                    .flatten()
+                    .map(|t| t + self.cfg.ready_wait);
+                let idle = (d.leases == 0).then(|| d.idle_since + self.cfg.idle_timeout);
+                [deadline, ready, idle].into_iter().flatten()
+            })
+            .min()
+    }
+
+    /// The next thing for the shell to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Fails every waiting caller; later acquisitions fail at once.
+    pub fn close(&mut self) {
+        self.closed = true;
+        let mut ids: Vec<NodeId> = self.dests.keys().copied().collect();
+        ids.sort();
+        for id in ids {
+            if let Some(d) = self.dests.get_mut(&id) {
+                for (waiter, _) in d.waiters.drain(..) {
+                    self.actions.push_back(Action::Resolve {
+                        waiter,
+                        result: Err(Failure::Closed),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The stage of `id`, if it is a destination.
+    pub fn stage(&self, id: &NodeId) -> Option<Stage> {
+        self.dests.get(id).map(|d| d.stage)
+    }
+
+    /// Leases held on `id`.
+    pub fn leases(&self, id: &NodeId) -> u64 {
+        self.dests.get(id).map_or(0, |d| d.leases)
+    }
+
+    /// Every destination, sorted by id.
+    pub fn summaries(&self) -> Vec<DestinationSummary> {
+        let mut out: Vec<DestinationSummary> = self
+            .dests
+            .iter()
+            .map(|(id, d)| DestinationSummary {
+                id: *id,
+                leases: d.leases,
+                leases_total: d.leases_total,
+                stage: d.stage,
+                lost: d.lost,
+                key: d.programmed,
+                waiters: d.waiters.len(),
+            })
+            .collect();
+        out.sort_by_key(|s| s.id);
+        out
+    }
+
+    /// Agent role: the clients programmed as peers.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Checks the machine's invariants; tests and the fuzz target call it after every
+    /// input.
+    ///
+    /// # Panics
+    /// If an invariant does not hold.
+    pub fn check_invariants(&self) {
+        for (id, d) in &self.dests {
+            assert!(
+                d.leases > 0 || d.waiters.is_empty(),
+                "{id}: a waiter without a lease"
+            );
+            assert!(
+                d.stage != Stage::Ready || d.waiters.is_empty(),
+                "{id}: waiters on a ready destination"
+            );
+            assert!(
+                d.stage != Stage::Refused || d.leases > 0,
+                "{id}: a refused destination nobody holds"
+            );
+            match d.stage {
+                Stage::Handshaking | Stage::Ready => assert!(d.programmed.is_some()),
+                Stage::AwaitingNode => assert!(d.node.is_none()),
+                Stage::AwaitingReady => assert!(d.node.is_some()),
+                Stage::Refused => {}
+            }
+        }
+        if self.cfg.role == Role::Agent {
+            assert!(self.dests.values().all(|d| d.waiters.is_empty()));
+        }
+    }
+
+    fn new_waiter(&mut self) -> WaiterId {
+        self.next_waiter += 1;
+        WaiterId(self.next_waiter)
+    }
+}
