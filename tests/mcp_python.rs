@@ -13,47 +13,18 @@ mod mcp_support;
 
 use agentwire::services::control::generate_token;
 use agentwire::wire::addr::NodeId;
-use mcp_support::clients_dir;
-use std::io::{BufRead, BufReader};
+use mcp_support::{Proc, clients_dir, serve_binary};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_agentwire")
 }
 
-/// Starts `agentwire serve` on a free port; returns it and its base URL.
 fn serve(args: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
-    let mut c = Command::new(bin());
-    c.arg("serve").args(["--listen", "127.0.0.1:0"]).args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start serve");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .split_whitespace()
-        .last()
-        .expect("serving on ADDR")
-        .to_string();
-    // Keep draining the banner so the server never writes into a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    (Proc(child), format!("http://{addr}"))
+    let (p, addr) = serve_binary(bin(), args, env);
+    (p, format!("http://{addr}"))
 }
 
 fn agent(url: &str, token: &str, dir: &Path) -> Proc {

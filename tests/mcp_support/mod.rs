@@ -19,6 +19,43 @@ pub fn clients_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mcp-clients")
 }
 
+/// A child process killed and reaped when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `BIN serve --listen 127.0.0.1:0 ARGS` and returns it with the address its
+/// banner names; the rest of its output is drained so it never blocks on a full pipe.
+pub fn serve_binary(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
+    use std::io::BufRead;
+    let mut c = std::process::Command::new(bin);
+    c.arg("serve").args(["--listen", "127.0.0.1:0"]).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start serve");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let proc = Proc(child);
+    let mut line = String::new();
+    out.read_line(&mut line).expect("banner");
+    let addr = line
+        .split_whitespace()
+        .last()
+        .expect("serving on ADDR")
+        .to_string();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (proc, addr)
+}
+
 /// A running MCP front end.
 pub struct McpServer {
     pub addr: SocketAddr,

@@ -88,7 +88,7 @@ impl Front {
             cx: Cx {
                 state,
                 user: Arc::new(user),
-                used: std::sync::OnceLock::new(),
+                used: Arc::default(),
             },
             toolset,
             cancel,
@@ -257,6 +257,22 @@ mod tests {
         assert_eq!(Toolset::parse(Some("standard")), Ok(Toolset::Standard));
         assert_eq!(Toolset::parse(Some("chatgpt")), Ok(Toolset::ChatGpt));
         assert_eq!(Toolset::parse(Some("ChatGPT")), Err("ChatGPT".into()));
+    }
+
+    #[test]
+    fn every_schema_keeps_to_standard_json_schema() {
+        for set in [Toolset::Standard, Toolset::ChatGpt] {
+            for t in set.catalog() {
+                let mut bad = Vec::new();
+                let input = serde_json::Value::Object((*t.input_schema).clone());
+                super::super::schema::nonstandard(&input, "#", &mut bad);
+                if let Some(o) = &t.output_schema {
+                    let output = serde_json::Value::Object((**o).clone());
+                    super::super::schema::nonstandard(&output, "#", &mut bad);
+                }
+                assert!(bad.is_empty(), "{}: {bad:?}", t.name);
+            }
+        }
     }
 
     #[test]

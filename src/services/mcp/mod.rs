@@ -18,8 +18,9 @@
 //!
 //! Module map: [`config`] (limits, hosts, origins), `http` (axum routes, auth, toolset,
 //! protected-resource metadata), [`provider`] (how a tool gets an agent connection),
-//! `front` (the rmcp handler and tool catalogue), `tools` (standard toolset), `chatgpt`
-//! (`search`/`fetch`), [`extension`] (extra tools for test fixtures).
+//! `front` (the rmcp handler), `tools` (the standard toolset: one table of definitions
+//! read by catalogue and dispatch), `chatgpt` (`search`/`fetch`), `schema` (schemas in
+//! standard JSON Schema), [`extension`] (extra tools for test fixtures).
 //!
 //! This module may use the runtime and the other services; nothing below `services`
 //! imports it.
@@ -33,6 +34,7 @@ mod front;
 pub(crate) mod http;
 pub mod provider;
 mod result;
+mod schema;
 mod tools;
 
 pub use config::{McpConfig, McpLimits};

@@ -1,29 +1,26 @@
 //! File tools: `workspace_ls`, `workspace_read_file`, `workspace_read_file_lines`,
 //! `workspace_write_file`, `workspace_edit_files`.
 
-use super::Cx;
 use super::out::{EditFilesOut, EditedFileOut, LsOut, ReadFileOut, ReadLinesOut, WriteFileOut};
+use super::{Ctx, Cx};
 use crate::services::agent::types::{Edit, EditFilesRequest, FileEdits};
 use crate::services::mcp::args::{
     self, EditFilesArgs, PathArgs, ReadFileArgs, ReadLinesArgs, WriteFileArgs, check_path,
 };
-use crate::services::mcp::result::{ToolError, structured, within};
+use crate::services::mcp::result::{ToolError, within};
 use base64::Engine as _;
-use rmcp::model::{CallToolResult, JsonObject};
 
-pub(super) async fn ls(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolError> {
-    let a: PathArgs = args::parse("workspace_ls", arguments)?;
+pub(super) async fn ls(cx: Cx, a: PathArgs, _: Ctx) -> Result<LsOut, ToolError> {
     check_path(&a.path, cx.limits())?;
     let (_, client) = cx.agent(&a.workspace).await?;
     let r = within(cx.limits().request_timeout, client.ls(&a.path)).await?;
-    Ok(structured(&LsOut {
+    Ok(LsOut {
         path: r.path,
         entries: r.entries.into_iter().map(Into::into).collect(),
-    }))
+    })
 }
 
-pub(super) async fn read(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolError> {
-    let a: ReadFileArgs = args::parse("workspace_read_file", arguments)?;
+pub(super) async fn read(cx: Cx, a: ReadFileArgs, _: Ctx) -> Result<ReadFileOut, ToolError> {
     let limits = cx.limits();
     check_path(&a.path, limits)?;
     let limit = match a.limit {
@@ -44,7 +41,7 @@ pub(super) async fn read(cx: &Cx, arguments: JsonObject) -> Result<CallToolResul
         client.read_file(&a.path, offset, Some(limit)),
     )
     .await?;
-    Ok(structured(&read_file_out(a.path, offset, &meta, &data)))
+    Ok(read_file_out(a.path, offset, &meta, &data))
 }
 
 /// Text when the bytes are UTF-8 (a character cut by the limit at the end is left for the
@@ -86,10 +83,10 @@ fn read_file_out(
 }
 
 pub(super) async fn read_lines(
-    cx: &Cx,
-    arguments: JsonObject,
-) -> Result<CallToolResult, ToolError> {
-    let a: ReadLinesArgs = args::parse("workspace_read_file_lines", arguments)?;
+    cx: Cx,
+    a: ReadLinesArgs,
+    _: Ctx,
+) -> Result<ReadLinesOut, ToolError> {
     let limits = cx.limits();
     check_path(&a.path, limits)?;
     let line_limit = match a.line_limit {
@@ -109,11 +106,10 @@ pub(super) async fn read_lines(
         client.read_file_lines(&a.path, a.line_offset.unwrap_or(0), Some(line_limit)),
     )
     .await?;
-    Ok(structured(&ReadLinesOut::from(r)))
+    Ok(ReadLinesOut::from(r))
 }
 
-pub(super) async fn write(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolError> {
-    let a: WriteFileArgs = args::parse("workspace_write_file", arguments)?;
+pub(super) async fn write(cx: Cx, a: WriteFileArgs, _: Ctx) -> Result<WriteFileOut, ToolError> {
     check_path(&a.path, cx.limits())?;
     let data = args::write_content(&a, cx.limits())?;
     let (_, client) = cx.agent(&a.workspace).await?;
@@ -122,15 +118,14 @@ pub(super) async fn write(cx: &Cx, arguments: JsonObject) -> Result<CallToolResu
         client.write_file(&a.path, data),
     )
     .await?;
-    Ok(structured(&WriteFileOut {
+    Ok(WriteFileOut {
         path: r.path,
         bytes_written: r.bytes_written,
         created: r.created,
-    }))
+    })
 }
 
-pub(super) async fn edit(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolError> {
-    let a: EditFilesArgs = args::parse("workspace_edit_files", arguments)?;
+pub(super) async fn edit(cx: Cx, a: EditFilesArgs, _: Ctx) -> Result<EditFilesOut, ToolError> {
     args::check_edits(&a, cx.limits())?;
     let req = EditFilesRequest {
         files: a
@@ -153,7 +148,7 @@ pub(super) async fn edit(cx: &Cx, arguments: JsonObject) -> Result<CallToolResul
     };
     let (_, client) = cx.agent(&a.workspace).await?;
     let r = within(cx.limits().request_timeout, client.edit_files(&req)).await?;
-    Ok(structured(&EditFilesOut {
+    Ok(EditFilesOut {
         files: r
             .files
             .into_iter()
@@ -163,7 +158,7 @@ pub(super) async fn edit(cx: &Cx, arguments: JsonObject) -> Result<CallToolResul
                 diff: f.diff.unwrap_or_default(),
             })
             .collect(),
-    }))
+    })
 }
 
 #[cfg(test)]

@@ -16,14 +16,17 @@ use super::result::{ToolError, structured};
 use crate::runtime::clock;
 use crate::services::agent::client::AgentClient;
 use crate::services::control::{ResolvedAgent, User};
+use futures_util::future::BoxFuture;
 use rmcp::RoleServer;
 use rmcp::handler::server::common::{schema_for_input, schema_for_output};
 use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
 use rmcp::service::RequestContext;
 use schemars::JsonSchema;
-use std::sync::Arc;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::{Arc, LazyLock};
 
-/// Names of the standard tools, in listing order.
+/// Names of the standard tools, in listing order (what the catalogue test expects).
 #[cfg(test)]
 pub(crate) const STANDARD_TOOLS: &[&str] = &[
     "list_workspaces",
@@ -53,7 +56,62 @@ pub(crate) enum Effect {
     Arbitrary,
 }
 
-/// Builds a tool definition from its argument and result types.
+/// The request context a handler gets (progress, cancellation).
+pub(crate) type Ctx = RequestContext<RoleServer>;
+
+type Run = Box<
+    dyn Fn(Cx, JsonObject, Ctx) -> BoxFuture<'static, Result<CallToolResult, ToolError>>
+        + Send
+        + Sync,
+>;
+
+/// One tool, defined once: its listing (name, title, description, annotations, schemas
+/// derived from the argument and result types) and its handler. The catalogue and the
+/// dispatch both read the same table, so a tool cannot be listed and not callable, or
+/// parse arguments under another name.
+pub(crate) struct ToolDef {
+    pub(crate) tool: Tool,
+    run: Run,
+}
+
+impl std::fmt::Debug for ToolDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolDef")
+            .field("name", &self.tool.name)
+            .finish()
+    }
+}
+
+/// Defines a tool from its handler: arguments `A` are parsed from the call (errors name
+/// the tool), the result `O` is returned as structured content.
+fn def<A, O, F, Fut>(
+    name: &'static str,
+    title: &str,
+    description: &'static str,
+    effect: Effect,
+    handler: F,
+) -> ToolDef
+where
+    A: DeserializeOwned + JsonSchema + Send + 'static,
+    O: Serialize + JsonSchema + 'static,
+    F: Fn(Cx, A, Ctx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, ToolError>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    ToolDef {
+        tool: tool::<A, O>(name, title, description, effect),
+        run: Box::new(move |cx, arguments, ctx| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let a: A = args::parse(name, arguments)?;
+                handler(cx, a, ctx).await.map(|o| structured(&o))
+            })
+        }),
+    }
+}
+
+/// Builds a tool's listing from its argument and result types. Schemas keep to standard
+/// JSON Schema (see [`super::schema`]).
 pub(crate) fn tool<I: JsonSchema + 'static, O: JsonSchema + 'static>(
     name: &'static str,
     title: &str,
@@ -61,7 +119,10 @@ pub(crate) fn tool<I: JsonSchema + 'static, O: JsonSchema + 'static>(
     effect: Effect,
 ) -> Tool {
     // Our argument types are structs, so the schema root is always an object.
-    let input = schema_for_input::<I>().unwrap_or_default();
+    let mut input = schema_for_input::<I>().unwrap_or_default();
+    super::schema::standardize_object(Arc::make_mut(&mut input));
+    let mut output = schema_for_output::<O>();
+    super::schema::standardize_object(Arc::make_mut(&mut output));
     let (ro, destructive, idempotent, open_world) = match effect {
         Effect::ReadOnly => (true, false, true, false),
         Effect::DestructiveIdempotent => (false, true, true, false),
@@ -70,7 +131,7 @@ pub(crate) fn tool<I: JsonSchema + 'static, O: JsonSchema + 'static>(
     };
     Tool::new(name, description, input)
         .with_title(title)
-        .with_raw_output_schema(schema_for_output::<O>())
+        .with_raw_output_schema(output)
         .with_annotations(
             ToolAnnotations::with_title(title)
                 .read_only(ro)
@@ -80,26 +141,36 @@ pub(crate) fn tool<I: JsonSchema + 'static, O: JsonSchema + 'static>(
         )
 }
 
-/// The standard tools' definitions, in listing order.
+/// The standard tools, in listing order.
+pub(crate) fn standard() -> &'static [ToolDef] {
+    static TOOLS: LazyLock<Vec<ToolDef>> = LazyLock::new(standard_tools);
+    &TOOLS
+}
+
+/// The standard tools' listings, in order.
 pub(crate) fn standard_catalog() -> Vec<Tool> {
+    standard().iter().map(|d| d.tool.clone()).collect()
+}
+
+fn standard_tools() -> Vec<ToolDef> {
     use Effect::*;
-    use args::*;
-    use out::*;
     vec![
-        tool::<ListWorkspacesArgs, WorkspaceList>(
+        def(
             "list_workspaces",
             "List workspaces",
             "List the workspaces you may use (yours, shared with you, or all for admins), \
              optionally only those of one owner. Each has a full_name to pass as `workspace`.",
             ReadOnly,
+            workspace::list,
         ),
-        tool::<WorkspaceArgs, WorkspaceDetail>(
+        def(
             "get_workspace",
             "Get workspace",
             "Describe one workspace and the agent `[owner/]name[.agent]` selects.",
             ReadOnly,
+            workspace::get,
         ),
-        tool::<BashArgs, BashOut>(
+        def(
             "workspace_bash",
             "Run a command in a workspace",
             "Run a shell command (sh -c) in a workspace and return its combined stdout/stderr \
@@ -108,65 +179,75 @@ pub(crate) fn standard_catalog() -> Vec<Tool> {
              kills the command. With background=true it returns at once with a process_id \
              for workspace_process_output / workspace_process_signal.",
             Arbitrary,
+            process::bash,
         ),
-        tool::<WorkspaceArgs, ProcessListOut>(
+        def(
             "workspace_process_list",
             "List processes",
             "List the processes started through the agent, newest first.",
             ReadOnly,
+            process::list,
         ),
-        tool::<ProcessArgs, ProcessOutputOut>(
+        def(
             "workspace_process_output",
             "Process output",
             "Get a process's output so far and whether it is still running.",
             ReadOnly,
+            process::output,
         ),
-        tool::<SignalArgs, SignalOut>(
+        def(
             "workspace_process_signal",
             "Signal a process",
             "Send terminate, kill or interrupt to a process (its whole process group).",
             Destructive,
+            process::signal,
         ),
-        tool::<PathArgs, LsOut>(
+        def(
             "workspace_ls",
             "List a directory",
             "List a directory in a workspace (absolute path): name, type, size, mode, mtime.",
             ReadOnly,
+            files::ls,
         ),
-        tool::<ReadFileArgs, ReadFileOut>(
+        def(
             "workspace_read_file",
             "Read a file",
             "Read bytes of a file (absolute path) from offset, up to limit. UTF-8 content \
              comes back as `content`, anything else as `content_base64`; size and MIME type \
              are included, and next_offset continues a long file.",
             ReadOnly,
+            files::read,
         ),
-        tool::<ReadLinesArgs, ReadLinesOut>(
+        def(
             "workspace_read_file_lines",
             "Read lines of a file",
             "Read lines of a text file (absolute path) starting at line_offset (0-based), up \
              to line_limit lines; `more` says whether lines follow.",
             ReadOnly,
+            files::read_lines,
         ),
-        tool::<WriteFileArgs, WriteFileOut>(
+        def(
             "workspace_write_file",
             "Write a file",
             "Create or replace a file (absolute path) atomically with `content` (text) or \
              `content_base64` (binary). Missing parent directories are created.",
             DestructiveIdempotent,
+            files::write,
         ),
-        tool::<EditFilesArgs, EditFilesOut>(
+        def(
             "workspace_edit_files",
             "Edit files",
             "Apply search/replace edits to files. Each search must match exactly once unless \
              replace_all; a file's edits apply all or none. Returns a unified diff per file.",
             Destructive,
+            files::edit,
         ),
-        tool::<WorkspaceArgs, PortsOut>(
+        def(
             "workspace_listening_ports",
             "Listening ports",
             "List the TCP ports listening on the workspace host.",
             ReadOnly,
+            ports,
         ),
     ]
 }
@@ -180,7 +261,7 @@ pub(crate) struct Cx {
     pub user: Arc<User>,
     /// The agent this call connected to, so a broken exchange can be explained with what
     /// is known about it. Fresh per call.
-    pub used: std::sync::OnceLock<crate::wire::addr::NodeId>,
+    pub used: Arc<std::sync::OnceLock<crate::wire::addr::NodeId>>,
 }
 
 impl Cx {
@@ -189,7 +270,7 @@ impl Cx {
         Cx {
             state: self.state.clone(),
             user: self.user.clone(),
-            used: std::sync::OnceLock::new(),
+            used: Arc::default(),
         }
     }
 
@@ -240,24 +321,10 @@ pub(crate) async fn call(
     cx: &Cx,
     name: &str,
     arguments: JsonObject,
-    ctx: RequestContext<RoleServer>,
+    ctx: Ctx,
 ) -> Option<CallToolResult> {
-    let r = match name {
-        "list_workspaces" => workspace::list(cx, arguments).await,
-        "get_workspace" => workspace::get(cx, arguments).await,
-        "workspace_bash" => process::bash(cx, arguments, ctx).await,
-        "workspace_process_list" => process::list(cx, arguments).await,
-        "workspace_process_output" => process::output(cx, arguments).await,
-        "workspace_process_signal" => process::signal(cx, arguments).await,
-        "workspace_ls" => files::ls(cx, arguments).await,
-        "workspace_read_file" => files::read(cx, arguments).await,
-        "workspace_read_file_lines" => files::read_lines(cx, arguments).await,
-        "workspace_write_file" => files::write(cx, arguments).await,
-        "workspace_edit_files" => files::edit(cx, arguments).await,
-        "workspace_listening_ports" => ports(cx, arguments).await,
-        _ => return None,
-    };
-    let r = match r {
+    let d = standard().iter().find(|d| d.tool.name == name)?;
+    let r = match (d.run)(cx.clone(), arguments, ctx).await {
         Err(ToolError::Agent(cause)) if cause.is_transport() => Err(explain(cx, cause).await),
         r => r,
     };
@@ -291,11 +358,10 @@ async fn explain(cx: &Cx, cause: crate::services::agent::client::AgentClientErro
     }
 }
 
-async fn ports(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolError> {
-    let a: WorkspaceArgs = args::parse("workspace_listening_ports", arguments)?;
+async fn ports(cx: Cx, a: WorkspaceArgs, _: Ctx) -> Result<out::PortsOut, ToolError> {
     let (_, client) = cx.agent(&a.workspace).await?;
     let p = super::result::within(cx.limits().request_timeout, client.listening_ports()).await?;
-    Ok(structured(&out::PortsOut {
+    Ok(out::PortsOut {
         ports: p
             .ports
             .into_iter()
@@ -305,5 +371,5 @@ async fn ports(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolErr
                 address: p.address,
             })
             .collect(),
-    }))
+    })
 }

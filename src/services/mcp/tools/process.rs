@@ -5,16 +5,15 @@
 //! timeout itself, and kill the command when the request is cancelled or the client goes
 //! away (a drop guard covers the case where the handler future is dropped outright).
 
-use super::Cx;
 use super::out::{BashOut, ProcessListOut, ProcessOutputOut, SignalOut};
+use super::{Ctx, Cx};
 use crate::runtime::clock;
 use crate::services::agent::client::AgentClient;
 use crate::services::agent::types::{ProcessOutput, SignalName, StartProcessRequest};
 use crate::services::mcp::args::{self, BashArgs, ProcessArgs, SignalArgs, WorkspaceArgs};
-use crate::services::mcp::result::{ToolError, structured, within};
+use crate::services::mcp::result::{ToolError, within};
 use rmcp::RoleServer;
-use rmcp::model::{CallToolResult, JsonObject, ProgressNotificationParam, ProgressToken};
-use rmcp::service::RequestContext;
+use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -25,12 +24,7 @@ const PROGRESS_TAIL_BYTES: usize = 4096;
 /// Fewest milliseconds between progress notifications while output streams in.
 const PROGRESS_MIN_GAP: Duration = Duration::from_millis(200);
 
-pub(super) async fn bash(
-    cx: &Cx,
-    arguments: JsonObject,
-    ctx: RequestContext<RoleServer>,
-) -> Result<CallToolResult, ToolError> {
-    let a: BashArgs = args::parse("workspace_bash", arguments)?;
+pub(super) async fn bash(cx: Cx, a: BashArgs, ctx: Ctx) -> Result<BashOut, ToolError> {
     let limits = cx.limits().clone();
     args::check_command(&a.command, &limits)?;
     let timeout_ms = args::bash_timeout_ms(a.timeout_ms, &limits)?;
@@ -47,7 +41,7 @@ pub(super) async fn bash(
     let mut buf = OutputTail::new(limits.max_output_bytes);
     buf.push(&first.output, first.dropped_bytes);
     if a.background.unwrap_or(false) {
-        return Ok(structured(&BashOut {
+        return Ok(BashOut {
             output: buf.text(),
             exit_code: first.exit_code,
             signal: first.signal,
@@ -56,7 +50,7 @@ pub(super) async fn bash(
             process_id: Some(first.id),
             truncated_bytes: buf.truncated,
             duration_ms: elapsed_ms(started_at),
-        }));
+        });
     }
     let id = first.id.clone();
     let mut guard = KillGuard {
@@ -95,7 +89,7 @@ pub(super) async fn bash(
             .await?;
             buf.push(&last.output, last.dropped_bytes);
             buf.next_offset = last.next_offset;
-            return Ok(structured(&BashOut {
+            return Ok(BashOut {
                 output: buf.text(),
                 exit_code: last.exit_code,
                 signal: last.signal,
@@ -104,7 +98,7 @@ pub(super) async fn bash(
                 process_id: None,
                 truncated_bytes: buf.truncated,
                 duration_ms: elapsed_ms(started_at),
-            }));
+            });
         }
         Ok(Outcome::Cancelled) => {
             guard.disarm();
@@ -116,7 +110,7 @@ pub(super) async fn bash(
         }
         Err(e) => return Err(e),
     };
-    Ok(structured(&BashOut {
+    Ok(BashOut {
         output: buf.text(),
         exit_code: last.exit_code,
         signal: last.signal,
@@ -125,7 +119,7 @@ pub(super) async fn bash(
         process_id: None,
         truncated_bytes: buf.truncated,
         duration_ms: elapsed_ms(started_at),
-    }))
+    })
 }
 
 enum Outcome {
@@ -330,17 +324,15 @@ fn floor_char_boundary(s: &str, i: usize) -> usize {
     i
 }
 
-pub(super) async fn list(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolError> {
-    let a: WorkspaceArgs = args::parse("workspace_process_list", arguments)?;
+pub(super) async fn list(cx: Cx, a: WorkspaceArgs, _: Ctx) -> Result<ProcessListOut, ToolError> {
     let (_, client) = cx.agent(&a.workspace).await?;
     let r = within(cx.limits().request_timeout, client.list_processes()).await?;
-    Ok(structured(&ProcessListOut {
+    Ok(ProcessListOut {
         processes: r.processes.into_iter().map(Into::into).collect(),
-    }))
+    })
 }
 
-pub(super) async fn output(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolError> {
-    let a: ProcessArgs = args::parse("workspace_process_output", arguments)?;
+pub(super) async fn output(cx: Cx, a: ProcessArgs, _: Ctx) -> Result<ProcessOutputOut, ToolError> {
     args::check_process_id(&a.process_id)?;
     let (_, client) = cx.agent(&a.workspace).await?;
     let r = within(
@@ -350,7 +342,7 @@ pub(super) async fn output(cx: &Cx, arguments: JsonObject) -> Result<CallToolRes
     .await?;
     let mut buf = OutputTail::new(cx.limits().max_output_bytes);
     buf.push(&r.output, r.dropped_bytes);
-    Ok(structured(&ProcessOutputOut {
+    Ok(ProcessOutputOut {
         process_id: r.id,
         output: buf.text(),
         running: r.running,
@@ -358,11 +350,10 @@ pub(super) async fn output(cx: &Cx, arguments: JsonObject) -> Result<CallToolRes
         signal: r.signal,
         timed_out: r.timed_out,
         truncated_bytes: buf.truncated,
-    }))
+    })
 }
 
-pub(super) async fn signal(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolError> {
-    let a: SignalArgs = args::parse("workspace_process_signal", arguments)?;
+pub(super) async fn signal(cx: Cx, a: SignalArgs, _: Ctx) -> Result<SignalOut, ToolError> {
     args::check_process_id(&a.process_id)?;
     let (_, client) = cx.agent(&a.workspace).await?;
     let r = within(
@@ -375,11 +366,11 @@ pub(super) async fn signal(cx: &Cx, arguments: JsonObject) -> Result<CallToolRes
         args::SignalArg::Kill => "kill",
         args::SignalArg::Interrupt => "interrupt",
     };
-    Ok(structured(&SignalOut {
+    Ok(SignalOut {
         process_id: r.id,
         signal: name.into(),
         delivered: r.delivered,
-    }))
+    })
 }
 
 #[cfg(test)]

@@ -1,14 +1,16 @@
 //! `list_workspaces` and `get_workspace`: control-plane only, no agent connection.
 
-use super::Cx;
 use super::out::{AgentOut, WorkspaceDetail, WorkspaceList, WorkspaceOut};
+use super::{Ctx, Cx};
 use crate::services::control::valid_name;
-use crate::services::mcp::args::{self, ListWorkspacesArgs, WorkspaceArgs, preview};
-use crate::services::mcp::result::{ToolError, structured, within};
-use rmcp::model::{CallToolResult, JsonObject};
+use crate::services::mcp::args::{ListWorkspacesArgs, WorkspaceArgs, preview};
+use crate::services::mcp::result::{ToolError, within};
 
-pub(super) async fn list(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolError> {
-    let a: ListWorkspacesArgs = args::parse("list_workspaces", arguments)?;
+pub(super) async fn list(
+    cx: Cx,
+    a: ListWorkspacesArgs,
+    _: Ctx,
+) -> Result<WorkspaceList, ToolError> {
     let owner = a.owner.as_deref().map(str::trim).filter(|o| !o.is_empty());
     if let Some(o) = owner
         && !valid_name(o)
@@ -28,20 +30,19 @@ pub(super) async fn list(cx: &Cx, arguments: JsonObject) -> Result<CallToolResul
         .flat_map(|w| w.agents.iter().map(|a| a.id))
         .collect();
     let known = cx.state.agents.status(ids).await;
-    Ok(structured(&WorkspaceList {
+    Ok(WorkspaceList {
         workspaces: ws
             .iter()
             .map(|w| WorkspaceOut::from(w).with_status(&known))
             .collect(),
-    }))
+    })
 }
 
-pub(super) async fn get(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolError> {
-    let a: WorkspaceArgs = args::parse("get_workspace", arguments)?;
+pub(super) async fn get(cx: Cx, a: WorkspaceArgs, _: Ctx) -> Result<WorkspaceDetail, ToolError> {
     let r = cx.resolve(&a.workspace).await?;
     let ids = r.workspace.agents.iter().map(|a| a.id).collect();
     let known = cx.state.agents.status(ids).await;
-    Ok(structured(&WorkspaceDetail {
+    Ok(WorkspaceDetail {
         workspace: WorkspaceOut::from(&r.workspace).with_status(&known),
         agent: AgentOut {
             id: r.agent.id.to_string(),
@@ -49,5 +50,5 @@ pub(super) async fn get(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult
             tailnet_address: r.agent.id.tailnet_addr().to_string(),
             status: known.get(&r.agent.id).cloned(),
         },
-    }))
+    })
 }
