@@ -218,7 +218,7 @@ pub fn coord_registry(data: &[u8]) {
                         instance: String::new(),
                     }),
                 };
-                reg.handle(conn, msg, now);
+                reg.handle_message(conn, msg, now);
             }
             5 => {
                 let Some((conn, _)) = pick(&mut b, &conns) else {
@@ -248,7 +248,7 @@ pub fn coord_registry(data: &[u8]) {
                 closed.insert(conn);
             }
         }
-        while let Some(out) = reg.poll_output() {
+        while let Some(out) = reg.poll_action() {
             match out {
                 Output::Send { conn, .. } => {
                     assert!(conn < next_conn, "send to unknown stream {conn}");

@@ -4,7 +4,7 @@
 //! Sans-IO. The runtime shell (`runtime::coord`) owns the websocket and calls, in order:
 //! [`ClientState::hello`] on a fresh stream, [`ClientState::handle_message`] for each
 //! message, [`ClientState::poll_transmit`] until `None` whenever it may write, and
-//! [`ClientState::on_disconnect`] when the stream ends, then [`ClientState::next_delay`] to
+//! [`ClientState::handle_disconnect`] when the stream ends, then [`ClientState::next_delay`] to
 //! learn how long to wait. Commands ([`ClientState::update_self`], ...) may come at any time;
 //! while no stream is up they only change the desired state, which the next `welcome`
 //! replays in full (node first, then every tunnel).
@@ -310,7 +310,7 @@ impl ClientState {
     /// The stream ended. Returns a `lost` update for every peer the server had told us
     /// about: their live sessions may continue, but their nodes are no longer being kept
     /// current. `lasted` is how long the stream was registered (`None` if it never was).
-    pub fn on_disconnect(&mut self, lasted: Option<Duration>) -> Vec<PeerUpdate> {
+    pub fn handle_disconnect(&mut self, lasted: Option<Duration>) -> Vec<PeerUpdate> {
         self.phase = Phase::Down;
         self.pending.clear();
         match lasted {
@@ -329,13 +329,13 @@ impl ClientState {
     }
 
     /// The server refused us (401/403, a policy close): retry only at the backoff's cap.
-    pub fn on_refused(&mut self) {
+    pub fn handle_refused(&mut self) {
         self.attempt = CAPPED_ATTEMPT;
     }
 
     /// The server refused us because another live process holds our id: retry on
     /// [`CONFLICT_BACKOFF`].
-    pub fn on_conflict(&mut self) {
+    pub fn handle_conflict(&mut self) {
         self.conflicts = self.conflicts.saturating_add(1);
     }
 
@@ -440,7 +440,7 @@ mod tests {
             ]
         );
         // Again after a reconnect.
-        s.on_disconnect(Some(Duration::from_secs(60)));
+        s.handle_disconnect(Some(Duration::from_secs(60)));
         s.remove_tunnel(id(3));
         up(&mut s);
         assert_eq!(drain(&mut s).len(), 2);
@@ -494,22 +494,22 @@ mod tests {
         let mut wrong = peer.clone();
         wrong.id = id(3);
         assert_eq!(s.handle_message(upd(PeerKind::Node, Some(wrong))), None);
-        let lost = s.on_disconnect(None);
+        let lost = s.handle_disconnect(None);
         assert_eq!(lost.len(), 1);
         assert_eq!((lost[0].id, lost[0].kind), (id(2), PeerKind::Lost));
-        assert!(s.on_disconnect(None).is_empty(), "reported once");
+        assert!(s.handle_disconnect(None).is_empty(), "reported once");
     }
 
     #[test]
     fn a_conflict_holds_off_until_a_welcome() {
         let mut s = ClientState::new(id(1), "c", DEFAULT_BACKOFF).with_instance("p1");
         assert!(matches!(s.hello(), ClientMsg::Hello(h) if h.instance == "p1"));
-        s.on_disconnect(None);
-        s.on_conflict();
+        s.handle_disconnect(None);
+        s.handle_conflict();
         assert!(s.is_conflicted());
         assert_eq!(s.next_delay(1.0), Duration::from_secs(1));
         for _ in 0..10 {
-            s.on_conflict();
+            s.handle_conflict();
         }
         assert_eq!(s.next_delay(1.0), Duration::from_secs(30));
         assert!(s.next_delay(0.0) >= Duration::from_secs(15));
@@ -519,25 +519,25 @@ mod tests {
         s.hello();
         welcome(&mut s);
         assert!(!s.is_conflicted());
-        s.on_disconnect(Some(STABLE_AFTER));
+        s.handle_disconnect(Some(STABLE_AFTER));
         assert_eq!(s.next_delay(1.0), Duration::from_millis(50));
     }
 
     #[test]
     fn backoff_grows_resets_and_caps() {
         let mut s = ClientState::new(id(1), "c", DEFAULT_BACKOFF);
-        s.on_disconnect(None);
+        s.handle_disconnect(None);
         assert_eq!(s.next_delay(1.0), Duration::from_millis(50));
-        s.on_disconnect(None);
-        s.on_disconnect(Some(Duration::from_secs(1)));
+        s.handle_disconnect(None);
+        s.handle_disconnect(Some(Duration::from_secs(1)));
         assert_eq!(
             s.next_delay(1.0),
             Duration::from_millis(200),
             "short streams do not reset"
         );
-        s.on_disconnect(Some(STABLE_AFTER));
+        s.handle_disconnect(Some(STABLE_AFTER));
         assert_eq!(s.next_delay(1.0), Duration::from_millis(50));
-        s.on_refused();
+        s.handle_refused();
         assert_eq!(s.next_delay(1.0), Duration::from_secs(5));
         assert!(s.next_delay(0.0) >= Duration::from_millis(2500));
         s.reset_backoff();

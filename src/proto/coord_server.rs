@@ -1,13 +1,13 @@
 //! Coordinator registry: peers, tunnels, authorization and fan-out.
 //!
 //! Sans-IO. The server feeds it stream events and requests; it answers with [`Output`]s
-//! (messages to send, streams to close) drained with [`Registry::poll_output`]. It owns
+//! (messages to send, streams to close) drained with [`Registry::poll_action`]. It owns
 //! which node is live on which stream, which tunnels exist, and every authorization rule;
 //! the server owns sockets and authentication.
 //!
 //! Call order: for each stream, [`Registry::connect`] once, then any number of
 //! [`Registry::handle`] / [`Registry::bad_message`], then [`Registry::close`]. After each call
-//! drain [`Registry::poll_output`] until `None`. Connection ids MUST be fresh per stream (never
+//! drain [`Registry::poll_action`] until `None`. Connection ids MUST be fresh per stream (never
 //! reused). After an [`Output::Close`] for a stream, the registry has already forgotten it:
 //! later inputs for it are ignored, and no output names it again.
 //!
@@ -224,7 +224,7 @@ impl Registry {
 
     /// The next thing the server must do, if any.
     #[must_use]
-    pub fn poll_output(&mut self) -> Option<Output> {
+    pub fn poll_action(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }
 
@@ -395,7 +395,7 @@ impl Registry {
     }
 
     /// Handles a decoded request on stream `conn`. Ignored if `conn` is not registered.
-    pub fn handle(&mut self, conn: ConnId, msg: ClientMsg, now: Instant) {
+    pub fn handle_message(&mut self, conn: ConnId, msg: ClientMsg, now: Instant) {
         let Some(&id) = self.conns.get(&conn) else {
             return;
         };
@@ -429,7 +429,7 @@ impl Registry {
     /// see requests before the registry does.
     pub fn handle_text(&mut self, conn: ConnId, text: &str, now: Instant) {
         match coord::decode_client(text) {
-            Ok(msg) => self.handle(conn, msg, now),
+            Ok(msg) => self.handle_message(conn, msg, now),
             Err(e) => self.bad_message(conn, &e, now),
         }
     }

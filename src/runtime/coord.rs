@@ -262,7 +262,7 @@ async fn run(shared: Arc<Shared>, cfg: CoordClientConfig, events: mpsc::Sender<C
         let mut up_since = None;
         let outcome = attempt(&shared, &cfg, &url, &emit, &mut up_since).await;
         let lasted = up_since.map(|t| clock::now().saturating_duration_since(t));
-        let lost = shared.state().on_disconnect(lasted);
+        let lost = shared.state().handle_disconnect(lasted);
         shared.status().connected = false;
         let was_up = lasted.is_some();
         match outcome {
@@ -291,7 +291,7 @@ async fn run(shared: Arc<Shared>, cfg: CoordClientConfig, events: mpsc::Sender<C
                 } else {
                     tracing::debug!(reason, "coordinator still refuses: conflict");
                 }
-                shared.state().on_conflict();
+                shared.state().handle_conflict();
                 {
                     let mut st = shared.status();
                     st.last_error = Some(reason.clone());
@@ -306,7 +306,7 @@ async fn run(shared: Arc<Shared>, cfg: CoordClientConfig, events: mpsc::Sender<C
                     tracing::warn!(url, reason, "the coordinator refused this node's token");
                     warned = Some(reason.clone());
                 }
-                shared.state().on_refused();
+                shared.state().handle_refused();
                 shared.status().last_error = Some(reason.clone());
                 emit.send(CoordEvent::Closed { reason }).await;
             }

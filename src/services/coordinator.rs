@@ -300,7 +300,7 @@ impl Shared {
     fn dispatch(&self, hub: &mut Hub) {
         loop {
             let mut slow = Vec::new();
-            while let Some(out) = hub.registry.poll_output() {
+            while let Some(out) = hub.registry.poll_action() {
                 match out {
                     Output::Send { conn, msg } => {
                         let Some(c) = hub.conns.get(&conn) else {

@@ -82,12 +82,12 @@ impl World {
     }
 
     fn send(&mut self, conn: ConnId, msg: ClientMsg) -> Vec<Output> {
-        self.reg.handle(conn, msg, self.now);
+        self.reg.handle_message(conn, msg, self.now);
         self.drain()
     }
 
     fn drain(&mut self) -> Vec<Output> {
-        let out: Vec<_> = std::iter::from_fn(|| self.reg.poll_output()).collect();
+        let out: Vec<_> = std::iter::from_fn(|| self.reg.poll_action()).collect();
         self.reg.check_invariants();
         out
     }
@@ -494,9 +494,9 @@ fn one_user_has_a_tunnel_budget_across_streams() {
     for (conn, base) in [(1, 0), (2, MAX_TUNNELS_PER_PEER)] {
         for i in 0..MAX_TUNNELS_PER_PEER {
             w.reg
-                .handle(conn, ClientMsg::AddTunnel { id: dst(base + i) }, w.now);
+                .handle_message(conn, ClientMsg::AddTunnel { id: dst(base + i) }, w.now);
         }
-        while w.reg.poll_output().is_some() {}
+        while w.reg.poll_action().is_some() {}
     }
     assert_eq!(w.reg.stats().tunnels, MAX_TUNNELS_PER_PRINCIPAL);
     let out = w.send(3, ClientMsg::AddTunnel { id: dst(999_999) });
@@ -765,7 +765,7 @@ fn registry_fanout_cost() {
             w.now,
         );
         w.reg
-            .handle(conn, ClientMsg::AddTunnel { id: id(1) }, w.now);
+            .handle_message(conn, ClientMsg::AddTunnel { id: id(1) }, w.now);
     }
     w.drain();
     let node = node_of(id(1));
@@ -775,8 +775,8 @@ fn registry_fanout_cost() {
     let mut sent = 0;
     for _ in 0..rounds {
         w.reg
-            .handle(1, ClientMsg::UpdateSelf { node: node.clone() }, w.now);
-        while let Some(Output::Send { msg, .. }) = w.reg.poll_output() {
+            .handle_message(1, ClientMsg::UpdateSelf { node: node.clone() }, w.now);
+        while let Some(Output::Send { msg, .. }) = w.reg.poll_action() {
             sent += msg.encode().len();
         }
     }

@@ -258,7 +258,7 @@ async fn read_loop(
                     let allowed = shared.control.may_use_agent(principal, *id).await;
                     grants.set(*id, allowed);
                 }
-                shared.with_registry(|r| r.handle(conn, msg, clock::now()));
+                shared.with_registry(|r| r.handle_message(conn, msg, clock::now()));
             }
             Err(e) => shared.with_registry(|r| r.bad_message(conn, &e, clock::now())),
         }

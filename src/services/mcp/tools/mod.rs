@@ -301,18 +301,17 @@ impl Cx {
         Ok((resolved, client))
     }
 
-    /// Connects to an already authorized agent, bounded by the connect timeout.
+    /// Connects to an already authorized agent by the connect timeout. The provider owns
+    /// that deadline (the Tailnet's destinations machine fails the wait when it passes,
+    /// naming the stage), so nothing here races it with a second timer.
     pub(crate) async fn connect(&self, resolved: &ResolvedAgent) -> Result<AgentClient, ToolError> {
         let _ = self.used.set(resolved.agent.id);
-        let timeout = self.limits().connect_timeout;
-        let deadline = tokio::time::Instant::from_std(clock::now()) + timeout;
-        let connecting = self.state.agents.connect(resolved.agent.id, deadline);
-        match tokio::time::timeout_at(deadline, connecting).await {
-            Ok(r) => r.map_err(ToolError::from),
-            Err(_) => Err(ToolError::Provider(super::ProviderError::TimedOut {
-                agent: resolved.agent.id,
-            })),
-        }
+        let deadline = tokio::time::Instant::from_std(clock::now()) + self.limits().connect_timeout;
+        self.state
+            .agents
+            .connect(resolved.agent.id, deadline)
+            .await
+            .map_err(ToolError::from)
     }
 }
 
