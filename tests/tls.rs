@@ -364,14 +364,50 @@ async fn refusals_name_their_reason_and_the_server_keeps_serving() {
     assert_eq!(f, TlsFailure::Expired);
 
     // Wrong host name.
-    let (mis_addr, _stop2) =
-        tls_listener(ServerTls::load(&misnamed.cert, &misnamed.key).unwrap()).await;
+    let misnamed_tls = ServerTls::load(&misnamed.cert, &misnamed.key).unwrap();
+    let (mis_addr, _stop2) = tls_listener(misnamed_tls.clone()).await;
     let f = failure(trust.dial("127.0.0.1", mis_addr.port(), Some(&named)).await);
     assert!(
         matches!(&f, TlsFailure::NameMismatch { expected, presented }
             if expected == "127.0.0.1" && presented.contains("other.example")),
         "{f:?}"
     );
+
+    // A DERP map's `CertName: sha256-raw:<hex>` pins that exact leaf: trusted with no CA
+    // and whatever it names; any other leaf is refused, a malformed pin is a bad name.
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(misnamed_tls.current_leaf().as_ref()));
+    let pinned = |pin: String| TlsTarget {
+        cert_name: Some(pin),
+        ..TlsTarget::named("127.0.0.1")
+    };
+    let no_ca = ClientTls::default();
+    no_ca
+        .dial(
+            "127.0.0.1",
+            mis_addr.port(),
+            Some(&pinned(format!("sha256-raw:{digest}"))),
+        )
+        .await
+        .expect("the pinned leaf is trusted");
+    let f = failure(
+        no_ca
+            .dial(
+                "127.0.0.1",
+                port,
+                Some(&pinned(format!("sha256-raw:{digest}"))),
+            )
+            .await,
+    );
+    assert_eq!(
+        f,
+        TlsFailure::UnknownIssuer,
+        "another leaf than the pinned one"
+    );
+    let bad = no_ca
+        .dial("127.0.0.1", port, Some(&pinned("sha256-raw:zz".into())))
+        .await;
+    assert!(matches!(bad, Err(DialError::BadName(_))), "{bad:?}");
 
     // Plain HTTP on the TLS port: answered in plain HTTP with what to change.
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();

@@ -196,7 +196,7 @@ impl ClientTls {
                 extra: Vec::new(),
                 ca_files: Vec::new(),
                 verifier: OnceLock::from(
-                    Arc::new(Pinned(server.clone())) as Arc<dyn ServerCertVerifier>
+                    Arc::new(Pinned::Server(server.clone())) as Arc<dyn ServerCertVerifier>
                 ),
                 config: OnceLock::new(),
                 insecure: OnceLock::new(),
@@ -260,6 +260,13 @@ impl ClientTls {
             return Ok(self.insecure_config());
         }
         match &target.cert_name {
+            // Tailscale's form for a self-signed relay: trust exactly the leaf whose
+            // SHA-256 (of its DER) is given, whatever it names and whoever issued it.
+            Some(name) if name.starts_with(SHA256_RAW) => {
+                let digest =
+                    parse_sha256_raw(name).ok_or_else(|| DialError::BadName(name.clone()))?;
+                Ok(build_config(Arc::new(Pinned::Sha256(digest))))
+            }
             Some(name) if *name != target.server_name => {
                 let expected = ServerName::try_from(name.clone())
                     .map_err(|_| DialError::BadName(name.clone()))?;
@@ -480,9 +487,25 @@ impl ServerCertVerifier for NoVerify {
     }
 }
 
-/// Accepts only the leaf the given server is presenting now.
+/// The `CertName` prefix that pins a leaf by digest.
+const SHA256_RAW: &str = "sha256-raw:";
+
+/// The digest of a `sha256-raw:<64 hex digits>` certificate name.
+fn parse_sha256_raw(name: &str) -> Option<[u8; 32]> {
+    let hex_digits = name.strip_prefix(SHA256_RAW)?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_digits, &mut out).ok()?;
+    Some(out)
+}
+
+/// Accepts only one leaf certificate.
 #[derive(Debug)]
-struct Pinned(super::ServerTls);
+enum Pinned {
+    /// The leaf the given server is presenting now (it may be reloaded).
+    Server(super::ServerTls),
+    /// The leaf whose DER has this SHA-256.
+    Sha256([u8; 32]),
+}
 
 impl ServerCertVerifier for Pinned {
     fn verify_server_cert(
@@ -493,7 +516,12 @@ impl ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.0.current_leaf().as_ref() == end_entity.as_ref() {
+        use sha2::Digest as _;
+        let matches = match self {
+            Self::Server(s) => s.current_leaf().as_ref() == end_entity.as_ref(),
+            Self::Sha256(d) => sha2::Sha256::digest(end_entity.as_ref()).as_slice() == d,
+        };
+        if matches {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
