@@ -53,6 +53,19 @@ struct Figures {
 }
 
 /// Runs the relay (over TLS when `tls` names the certificate, key and CA) and measures.
+impl Figures {
+    /// One figure per line, under `prefix`.
+    fn print(&self, prefix: &str) {
+        println!("{prefix}_tcp_throughput_a_to_b: {:.0} Mbit/s", self.up);
+        println!("{prefix}_tcp_throughput_b_to_a: {:.0} Mbit/s", self.down);
+        println!(
+            "{prefix}_relay_cpu_per_gbit: {:.3} cpu-s/Gbit",
+            self.cpu_per_gbit
+        );
+        println!("{prefix}_relay_cpu_utilisation: {:.0} %", self.utilisation);
+    }
+}
+
 fn run(
     secs: f64,
     tls: Option<(&std::path::Path, &std::path::Path, &std::path::Path)>,
@@ -145,24 +158,12 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
     let plain = run(secs, None, 21);
-    println!("derp_tcp_throughput_a_to_b: {:.0} Mbit/s", plain.up);
-    println!("derp_tcp_throughput_b_to_a: {:.0} Mbit/s", plain.down);
-    println!(
-        "derp_relay_cpu_per_gbit: {:.3} cpu-s/Gbit",
-        plain.cpu_per_gbit
-    );
-    println!("derp_relay_cpu_utilisation: {:.0} %", plain.utilisation);
+    plain.print("derp");
     let dir = tempfile::tempdir().unwrap();
     let ca = pki::Ca::new(dir.path(), "ca");
     let leaf = ca.leaf(dir.path(), "relay", &["127.0.0.1"], pki::Validity::Good);
     let tls = run(secs, Some((&leaf.cert, &leaf.key, &ca.file)), 22);
-    println!("derp_tls_tcp_throughput_a_to_b: {:.0} Mbit/s", tls.up);
-    println!("derp_tls_tcp_throughput_b_to_a: {:.0} Mbit/s", tls.down);
-    println!(
-        "derp_tls_relay_cpu_per_gbit: {:.3} cpu-s/Gbit",
-        tls.cpu_per_gbit
-    );
-    println!("derp_tls_relay_cpu_utilisation: {:.0} %", tls.utilisation);
+    tls.print("derp_tls");
     println!(
         "derp_tls_vs_plain_throughput_ratio: {:.2} x",
         (tls.up + tls.down) / (plain.up + plain.down)

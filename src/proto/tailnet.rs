@@ -206,6 +206,14 @@ impl Dest {
     }
 }
 
+/// Counts one more lease on `id` (creating the destination) and returns it.
+fn lease_entry(dests: &mut HashMap<NodeId, Dest>, id: NodeId, now: Instant) -> &mut Dest {
+    let d = dests.entry(id).or_insert_with(|| Dest::new(now));
+    d.leases += 1;
+    d.leases_total += 1;
+    d
+}
+
 /// The destinations machine. See the module docs.
 #[derive(Debug)]
 pub struct Destinations {
@@ -240,8 +248,8 @@ impl Destinations {
     /// moves setup along and registers the caller as a waiter. Client role only (the
     /// shell refuses agents before asking).
     pub fn acquire(&mut self, id: NodeId, deadline: Instant, now: Instant) -> Acquired {
-        self.take_lease(id, now);
         if self.closed {
+            self.take_lease(id, now);
             let waiter = self.new_waiter();
             self.actions.push_back(Action::Resolve {
                 waiter,
@@ -250,9 +258,7 @@ impl Destinations {
             return Acquired::Wait(waiter);
         }
         let waiter = self.new_waiter();
-        let Some(d) = self.dests.get_mut(&id) else {
-            unreachable!("take_lease creates the destination")
-        };
+        let d = lease_entry(&mut self.dests, id, now);
         match d.stage {
             Stage::Ready => return Acquired::Ready,
             Stage::Refused => {
@@ -282,9 +288,7 @@ impl Destinations {
     /// Another lease on `id` (a handle was cloned). Creates the destination if the
     /// machine does not know it, so the lease always has something to hold.
     pub fn take_lease(&mut self, id: NodeId, now: Instant) {
-        let d = self.dests.entry(id).or_insert_with(|| Dest::new(now));
-        d.leases += 1;
-        d.leases_total += 1;
+        lease_entry(&mut self.dests, id, now);
     }
 
     /// A lease on `id` was given back.
