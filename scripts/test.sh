@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs agentwire's whole test suite, installing what it needs on a fresh machine:
-# Debian packages for the WireGuard interop tests and the reverse-proxy test (caddy), the third-party MCP clients (Python SDK,
+# Debian packages for the WireGuard interop tests, the NAT lab (iptables, conntrack) and the reverse-proxy test (caddy), the third-party MCP clients (Python SDK,
 # conformance suite) for the MCP front-end tests, cargo-fuzz for the fuzz smoke runs.
 #
 #   scripts/test.sh            everything
@@ -19,6 +19,8 @@ need_apt=()
 command -v wireguard-go >/dev/null || need_apt+=(wireguard-go)
 command -v wg >/dev/null || need_apt+=(wireguard-tools)
 command -v ip >/dev/null || need_apt+=(iproute2)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v conntrack >/dev/null || need_apt+=(conntrack)
 command -v caddy >/dev/null || need_apt+=(caddy)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
