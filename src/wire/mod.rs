@@ -10,6 +10,7 @@ pub mod agent_api;
 pub mod coord;
 pub mod derp;
 pub mod derpmap;
+pub mod disco;
 pub mod ip;
 pub mod key;
 pub mod wg;

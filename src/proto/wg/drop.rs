@@ -8,7 +8,7 @@ pub enum DropReason {
     Malformed,
     /// Larger than any valid datagram.
     TooLarge,
-    /// Arrived over DERP and is not WireGuard (for example a disco packet).
+    /// Arrived over DERP and is neither WireGuard nor a discovery message.
     NotWireGuard,
     /// No peer with that key or receiver index.
     UnknownPeer,
@@ -34,11 +34,13 @@ pub enum DropReason {
     QueueFull,
     /// An internal invariant failed (buffer sizing); never caused by input.
     Internal,
+    /// A discovery message from a peer beyond its rate limit.
+    DiscoLimited,
 }
 
 impl DropReason {
     /// Number of reasons, for counter arrays.
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
     /// Every reason, in counter-array order.
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Malformed,
@@ -56,6 +58,7 @@ impl DropReason {
         Self::BadPacket,
         Self::QueueFull,
         Self::Internal,
+        Self::DiscoLimited,
     ];
     /// A stable snake_case name for metrics.
     pub fn name(self) -> &'static str {
@@ -75,6 +78,7 @@ impl DropReason {
             Self::BadPacket => "bad_packet",
             Self::QueueFull => "queue_full",
             Self::Internal => "internal",
+            Self::DiscoLimited => "disco_rate_limited",
         }
     }
 }

@@ -19,17 +19,18 @@ mod transmit;
 
 pub use config::{DeviceError, PeerConfig};
 pub use drop::DropReason;
-pub use path::{PathAddr, PathSrc};
+pub use path::{PathAddr, PathInfo, PathSrc};
 pub use session::PeerStats;
 pub use transmit::{Transmit, Transmits};
 
+use crate::wire::disco;
 use crate::wire::key::{NodePrivate, NodePublic};
 use crate::wire::wg::{MessageKind, WgHeader};
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, TunnResult};
 use session::{Peer, drop_reason};
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use table::AllowedIps;
 
@@ -41,6 +42,22 @@ pub const TIMER_TICK: Duration = Duration::from_millis(250);
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 
 use config::MAX_PEERS;
+
+/// Pings asked for by [`Device::ping`] whose pongs are still awaited, at most.
+const MAX_USER_PINGS: usize = 256;
+
+/// The answer to a [`Device::ping`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingResult {
+    /// The peer that answered.
+    pub peer: NodePublic,
+    /// The ping's transaction id.
+    pub txid: disco::TxId,
+    /// The path the pong came back on.
+    pub path: PathAddr,
+    /// Round-trip time.
+    pub rtt: Duration,
+}
 
 /// The multi-peer WireGuard device.
 pub struct Device {
@@ -58,6 +75,11 @@ pub struct Device {
     last_limiter_reset: Option<Instant>,
     drops: [u64; DropReason::COUNT],
     scratch: Vec<u8>,
+    /// Our own candidate endpoints, sent in call-me-maybe messages.
+    endpoints: Vec<SocketAddr>,
+    /// Pings sent for [`Device::ping`], and their answers.
+    user_pings: VecDeque<(disco::TxId, NodePublic)>,
+    ping_results: VecDeque<PingResult>,
 }
 
 impl std::fmt::Debug for Device {
@@ -97,6 +119,9 @@ impl Device {
             last_limiter_reset: None,
             drops: [0; DropReason::COUNT],
             scratch: vec![0; crate::wire::wg::MAX_DATAGRAM + 64],
+            endpoints: Vec::new(),
+            user_pings: VecDeque::new(),
+            ping_results: VecDeque::new(),
         }
     }
 
@@ -123,7 +148,7 @@ impl Device {
             if restart {
                 *slot = Some(Peer::new(&self.private, idx, cfg.clone(), now));
             } else if let Some(p) = slot.as_mut() {
-                p.path.reconfigure(&cfg);
+                p.path.reconfigure(&cfg, now);
                 p.config = cfg.clone();
             }
             self.routes.remove_value(idx);
@@ -262,36 +287,162 @@ impl Device {
         Ok(())
     }
 
-    /// Alongside a DERP send, probe the peer's direct candidates (rate-limited): copy a
-    /// handshake initiation, or send an authenticated keepalive, to each.
+    /// Alongside a send: copy a handshake initiation that went over DERP to the peer's
+    /// direct candidates (a public peer then answers directly, before any ping), and run
+    /// whatever discovery the path asks for.
     fn probe(&mut self, idx: u32, path: PathAddr, now: Instant, tx: &mut Transmits) {
-        let PathAddr::Derp(_) = path else { return };
-        let Some(last) = tx.items.last().copied() else {
-            return;
-        };
+        if let PathAddr::Derp(_) = path
+            && let Some(last) = tx.items.last().copied()
+            && tx.bytes(&last).first() == Some(&1)
+            && let Some(peer) = self.peers.get_mut(idx as usize).and_then(|p| p.as_mut())
+        {
+            let bytes = tx.bytes(&last).to_vec();
+            for t in peer.path.initiation_targets(now) {
+                tx.push_copy(PathAddr::Udp(t), peer.public, &bytes);
+                peer.stats.tx_datagrams += 1;
+            }
+        }
+        self.discover(idx, now, tx);
+    }
+
+    /// Sends the pings and call-me-maybe the peer's path asks for now.
+    fn discover(&mut self, idx: u32, now: Instant, tx: &mut Transmits) {
         let Some(peer) = self.peers.get_mut(idx as usize).and_then(|p| p.as_mut()) else {
             return;
         };
-        let targets = peer.path.probe_targets(now);
-        if targets.is_empty() {
+        let probe = peer.path.poll_probe(now);
+        for addr in probe.pings {
+            send_ping(peer, &self.private, PathAddr::Udp(addr), now, tx);
+        }
+        if probe.call_me_maybe
+            && !self.endpoints.is_empty()
+            && let Some(region) = peer.path.derp_region()
+        {
+            let msg = disco::Message::CallMeMaybe {
+                endpoints: self.endpoints.clone(),
+            };
+            send_disco(peer, &self.private, PathAddr::Derp(region), &msg, tx);
+        }
+    }
+
+    /// Sets our own candidate endpoints. A change is announced to every peer with a
+    /// call-me-maybe at its next round.
+    pub fn set_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
+        let mut endpoints = endpoints;
+        endpoints.truncate(disco::MAX_ENDPOINTS);
+        if endpoints == self.endpoints {
             return;
         }
-        let initiation = tx.bytes(&last).first() == Some(&1);
-        for t in targets {
-            if initiation {
-                let bytes = tx.bytes(&last).to_vec();
-                tx.push_copy(PathAddr::Udp(t), peer.public, &bytes);
-            } else {
-                let len = match peer.tunn.encapsulate(&[], tx.space(148)) {
-                    TunnResult::WriteToNetwork(out) => out.len(),
-                    _ => 0,
+        self.endpoints = endpoints;
+        for p in self.peers.iter_mut().flatten() {
+            p.path.endpoints_changed();
+        }
+    }
+
+    /// Our candidate endpoints.
+    pub fn endpoints(&self) -> &[SocketAddr] {
+        &self.endpoints
+    }
+
+    /// Pings `key` over its current path. The answer, if one comes, is returned by
+    /// [`Device::poll_ping_result`]. Returns the path used, or `None` for an unknown or
+    /// unreachable peer.
+    pub fn ping(
+        &mut self,
+        key: &NodePublic,
+        now: Instant,
+        tx: &mut Transmits,
+    ) -> Option<(disco::TxId, PathAddr)> {
+        let idx = *self.by_key.get(key)?;
+        let peer = self.peers.get_mut(idx as usize)?.as_mut()?;
+        let path = peer.path.current(now)?;
+        let txid = send_ping(peer, &self.private, path, now, tx)?;
+        if self.user_pings.len() >= MAX_USER_PINGS {
+            self.user_pings.pop_front();
+        }
+        self.user_pings.push_back((txid, *key));
+        Some((txid, path))
+    }
+
+    /// The next answer to a [`Device::ping`].
+    pub fn poll_ping_result(&mut self) -> Option<PingResult> {
+        self.ping_results.pop_front()
+    }
+
+    /// A peer's path, for diagnostics.
+    pub fn path_info(&self, key: &NodePublic, now: Instant) -> Option<PathInfo> {
+        let idx = *self.by_key.get(key)?;
+        Some(self.peers.get(idx as usize)?.as_ref()?.path.info(now))
+    }
+
+    /// A discovery message from `src`: authenticated by the box with the key it names,
+    /// which must be a peer (and, over DERP, the key the relay says sent it).
+    fn handle_disco(
+        &mut self,
+        now: Instant,
+        src: PathSrc,
+        datagram: &[u8],
+        tx: &mut Transmits,
+    ) -> Result<(), DropReason> {
+        let Ok(key) = disco::sender(datagram) else {
+            return Err(self.drop(DropReason::Malformed, None));
+        };
+        if let PathSrc::Derp { key: relayed, .. } = src
+            && relayed != key
+        {
+            return Err(self.drop(DropReason::Auth, None));
+        }
+        let Some(&idx) = self.by_key.get(&key) else {
+            return Err(self.drop(DropReason::UnknownPeer, None));
+        };
+        let Some(peer) = self.peers.get_mut(idx as usize).and_then(|p| p.as_mut()) else {
+            return Err(self.drop(DropReason::Internal, None));
+        };
+        if peer.disco_tokens == 0 {
+            return Err(self.drop(DropReason::DiscoLimited, Some(idx)));
+        }
+        peer.disco_tokens -= 1;
+        let msg = match peer.opener(&self.private).open(datagram) {
+            Ok(m) => m,
+            Err(disco::DiscoError::BadBox) => return Err(self.drop(DropReason::Auth, Some(idx))),
+            Err(_) => return Err(self.drop(DropReason::Malformed, Some(idx))),
+        };
+        match msg {
+            disco::Message::Ping { txid } => {
+                let seen = match src {
+                    PathSrc::Udp(a) => a,
+                    PathSrc::Derp { .. } => SocketAddr::from(([0, 0, 0, 0], 0)),
                 };
-                if len > 0 {
-                    tx.commit(PathAddr::Udp(t), peer.public, len);
+                let pong = disco::Message::Pong { txid, src: seen };
+                send_disco(peer, &self.private, src.reply(), &pong, tx);
+                if let PathSrc::Udp(a) = src
+                    && peer.path.handle_ping_from(a, now)
+                {
+                    send_ping(peer, &self.private, PathAddr::Udp(a), now, tx);
                 }
             }
-            peer.stats.tx_datagrams += 1;
+            disco::Message::Pong { txid, src: seen } => {
+                if let Some(rtt) = peer.path.handle_pong(&txid, src, seen, now)
+                    && let Some(i) = self
+                        .user_pings
+                        .iter()
+                        .position(|(t, k)| *t == txid && *k == key)
+                {
+                    self.user_pings.remove(i);
+                    self.ping_results.push_back(PingResult {
+                        peer: key,
+                        txid,
+                        path: src.reply(),
+                        rtt,
+                    });
+                }
+            }
+            disco::Message::CallMeMaybe { endpoints } => {
+                peer.path.handle_call_me_maybe(&endpoints, now);
+                self.discover(idx, now, tx);
+            }
         }
+        Ok(())
     }
 
     /// Processes one datagram. If it carried an IP packet, its plaintext is written to the
@@ -311,6 +462,9 @@ impl Device {
         plain: &mut [u8],
         tx: &mut Transmits,
     ) -> Result<Option<usize>, DropReason> {
+        if disco::is_disco(datagram) {
+            return self.handle_disco(now, src, datagram, tx).map(|()| None);
+        }
         let header = match WgHeader::parse(datagram) {
             Ok(h) => h,
             Err(crate::wire::WireError::TooLarge) => {
@@ -559,16 +713,23 @@ impl Device {
             let Some(peer) = self.peers[idx].as_mut() else {
                 continue;
             };
+            peer.disco_tokens =
+                (peer.disco_tokens + session::DISCO_REFILL).min(session::DISCO_BURST);
             if peer.expired {
+                self.discover(idx as u32, now, tx);
                 continue;
             }
             let len = match peer.tunn.update_timers(&mut self.scratch) {
                 TunnResult::WriteToNetwork(b) => b.len(),
                 TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired) => {
                     peer.expired = true;
+                    self.discover(idx as u32, now, tx);
                     continue;
                 }
-                _ => continue,
+                _ => {
+                    self.discover(idx as u32, now, tx);
+                    continue;
+                }
             };
             let Some(path) = peer.path.current(now) else {
                 self.drops[DropReason::NoPath as usize] += 1;
@@ -579,6 +740,41 @@ impl Device {
             peer.path.on_send(path, now);
             self.probe(idx as u32, path, now, tx);
         }
+    }
+}
+
+/// Seals and queues a ping on `to`, recording it in the peer's path.
+fn send_ping(
+    peer: &mut Peer,
+    private: &NodePrivate,
+    to: PathAddr,
+    now: Instant,
+    tx: &mut Transmits,
+) -> Option<disco::TxId> {
+    let txid: disco::TxId = rand::random();
+    if !send_disco(peer, private, to, &disco::Message::Ping { txid }, tx) {
+        return None;
+    }
+    peer.path.record_ping(txid, to, now);
+    Some(txid)
+}
+
+/// Seals and queues a discovery message to `peer` on `to`.
+fn send_disco(
+    peer: &mut Peer,
+    private: &NodePrivate,
+    to: PathAddr,
+    msg: &disco::Message,
+    tx: &mut Transmits,
+) -> bool {
+    let public = peer.public;
+    match peer.opener(private).seal(rand::random(), msg) {
+        Ok(bytes) => {
+            tx.push_copy(to, public, &bytes);
+            peer.stats.tx_datagrams += 1;
+            true
+        }
+        Err(_) => false,
     }
 }
 

@@ -11,6 +11,11 @@ use boringtun::noise::Tunn;
 use boringtun::noise::errors::WireGuardError;
 use std::time::Instant;
 
+/// Discovery messages a peer may send in a burst, and the refill per timer tick
+/// (40 per second at the 250 ms tick).
+pub(crate) const DISCO_BURST: u32 = 40;
+pub(crate) const DISCO_REFILL: u32 = 10;
+
 /// Counters for one peer. Bytes count IP packets (plaintext), not datagrams.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerStats {
@@ -41,6 +46,10 @@ pub(crate) struct Peer {
     pub(crate) stats: PeerStats,
     /// `update_timers` reported the session expired; skip it until new traffic.
     pub(crate) expired: bool,
+    /// The discovery box with this peer, built on first use (it costs a DH).
+    pub(crate) opener: Option<crate::wire::disco::Opener>,
+    /// Discovery messages this peer may still send before the next refill.
+    pub(crate) disco_tokens: u32,
 }
 
 impl std::fmt::Debug for Peer {
@@ -71,7 +80,15 @@ impl Peer {
             config,
             stats: PeerStats::default(),
             expired: false,
+            opener: None,
+            disco_tokens: DISCO_BURST,
         }
+    }
+
+    /// The discovery box with this peer.
+    pub(crate) fn opener(&mut self, private: &NodePrivate) -> &crate::wire::disco::Opener {
+        self.opener
+            .get_or_insert_with(|| crate::wire::disco::Opener::new(private, self.public))
     }
 
     pub(crate) fn count_drop(&mut self, r: DropReason) {

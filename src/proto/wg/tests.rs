@@ -307,11 +307,24 @@ fn derp_path_probes_candidates_and_moves_to_direct() {
     let mut tx = Transmits::new();
     a.encapsulate(now, &ip_packet("10.0.0.1", "10.0.0.2", b"hi"), &mut tx)
         .unwrap();
-    let paths: Vec<_> = tx.items().iter().map(|t| t.path).collect();
+    let paths: Vec<_> = tx
+        .items()
+        .iter()
+        .filter(|t| !crate::wire::disco::is_disco(tx.bytes(t)))
+        .map(|t| t.path)
+        .collect();
     assert_eq!(
         paths,
         vec![PathAddr::Derp(9), PathAddr::Udp(B_ADDR.parse().unwrap())]
     );
+    // Alongside, a ping to the candidate (no call-me-maybe: A has no endpoints yet).
+    let pings: Vec<_> = tx
+        .items()
+        .iter()
+        .filter(|t| crate::wire::disco::is_disco(tx.bytes(t)))
+        .map(|t| t.path)
+        .collect();
+    assert_eq!(pings, vec![PathAddr::Udp(B_ADDR.parse().unwrap())]);
     // The direct copy arrives first; B answers over UDP and A moves to direct.
     let mut plain = vec![0u8; 70_000];
     let mut out_b = Transmits::new();
@@ -356,5 +369,122 @@ fn derp_path_probes_candidates_and_moves_to_direct() {
     assert_eq!(
         a.peer_stats(&kb.public(), now).unwrap().1,
         Some(PathAddr::Udp(B_ADDR.parse().unwrap()))
+    );
+}
+
+/// A NAT with endpoint-dependent filtering (like iptables MASQUERADE): a datagram from
+/// outside gets in only if the host behind it sent to that address first.
+struct Nat {
+    inside: SocketAddr,
+    outside: SocketAddr,
+    sent_to: std::collections::HashSet<SocketAddr>,
+}
+
+/// Two devices behind two NATs, a relay between them, both told the other's mapped
+/// address (as STUN would): only a simultaneous probe gets a direct path.
+#[test]
+fn hole_punching_through_two_nats_moves_both_sides_to_direct() {
+    let ka = NodePrivate::generate();
+    let kb = NodePrivate::generate();
+    let t0 = Instant::now();
+    let mut nats = [
+        Nat {
+            inside: "192.168.1.2:41641".parse().unwrap(),
+            outside: "198.51.100.1:5000".parse().unwrap(),
+            sent_to: Default::default(),
+        },
+        Nat {
+            inside: "192.168.2.2:41641".parse().unwrap(),
+            outside: "198.51.100.2:6000".parse().unwrap(),
+            sent_to: Default::default(),
+        },
+    ];
+    let mut devs = [Device::new(ka.clone()), Device::new(kb.clone())];
+    let keys = [ka.public(), kb.public()];
+    for i in 0..2 {
+        let mut c = PeerConfig::new(keys[1 - i]);
+        c.allowed_ips = vec![format!("10.0.0.{}/32", 2 - i).parse().unwrap()];
+        c.derp_region = Some(1);
+        c.candidates = vec![nats[1 - i].outside];
+        devs[i].upsert_peer(c, t0).unwrap();
+        devs[i].set_endpoints(vec![nats[i].outside, nats[i].inside]);
+    }
+    let mut plain = vec![0u8; 70_000];
+    let mut queues = [Transmits::new(), Transmits::new()];
+    devs[0]
+        .encapsulate(
+            t0,
+            &ip_packet("10.0.0.1", "10.0.0.2", b"hi"),
+            &mut queues[0],
+        )
+        .unwrap();
+    let mut now = t0;
+    let mut direct_udp = 0;
+    // Every step is 10 ms of one-way delay; the relay costs two steps.
+    let mut relayed: Vec<(usize, Vec<u8>, usize)> = Vec::new();
+    for _step in 0..100 {
+        now += Duration::from_millis(10);
+        let mut next = [Transmits::new(), Transmits::new()];
+        let mut arriving: Vec<(usize, PathSrc, Vec<u8>)> = Vec::new();
+        relayed.retain_mut(|(to, bytes, wait)| {
+            if *wait == 0 {
+                let src = PathSrc::Derp {
+                    region: 1,
+                    key: keys[1 - *to],
+                };
+                arriving.push((*to, src, std::mem::take(bytes)));
+                false
+            } else {
+                *wait -= 1;
+                true
+            }
+        });
+        for from in 0..2 {
+            let q = std::mem::take(&mut queues[from]);
+            for t in q.items() {
+                let bytes = q.bytes(t).to_vec();
+                match t.path {
+                    PathAddr::Derp(_) => relayed.push((1 - from, bytes, 1)),
+                    PathAddr::Udp(dst) => {
+                        nats[from].sent_to.insert(dst);
+                        let to = 1 - from;
+                        // Sent to the other side's mapped address and let in by its NAT?
+                        if dst == nats[to].outside && nats[to].sent_to.contains(&nats[from].outside)
+                        {
+                            direct_udp += 1;
+                            arriving.push((to, PathSrc::Udp(nats[from].outside), bytes));
+                        }
+                    }
+                }
+            }
+        }
+        for (to, src, bytes) in arriving {
+            let _ = devs[to].decapsulate(now, src, &bytes, &mut plain, &mut next[to]);
+        }
+        for i in 0..2 {
+            devs[i].handle_timeout(now, &mut next[i]);
+        }
+        queues = next;
+        let direct = (0..2).all(|i| {
+            devs[i].peer_stats(&keys[1 - i], now).unwrap().1
+                == Some(PathAddr::Udp(nats[1 - i].outside))
+        });
+        if direct {
+            assert!(direct_udp > 0);
+            assert!(
+                now - t0 <= Duration::from_millis(500),
+                "direct after {:?}",
+                now - t0
+            );
+            // Each side learned how the other sees it.
+            let info = devs[0].path_info(&keys[1], now).unwrap();
+            assert_eq!(info.seen_as, Some(nats[0].outside));
+            assert!(info.direct_rtt.is_some());
+            return;
+        }
+    }
+    panic!(
+        "no direct path after a second: {:?}",
+        devs[0].path_info(&keys[1], now)
     );
 }
