@@ -208,8 +208,10 @@ async fn failure_timing() {
         took <= Duration::from_secs(6),
         "vanish took {took:?}: {msg}"
     );
+    // The direct path goes quiet with the agent, so by the time the call fails the path
+    // may already have fallen back to the relay: either way the message names it.
     assert!(
-        msg.contains("tunnel path direct"),
+        msg.contains("tunnel path ") && msg.contains("last handshake"),
         "the failure names what is known: {msg}"
     );
     signal(&agent, Signal::SIGCONT);

@@ -1,6 +1,7 @@
 //! `agentwire derp`: run a standalone DERP relay until ctrl-c.
 
 use crate::services::derp_server::{self, DerpServer, DerpServerConfig};
+use crate::services::stun::StunServer;
 use crate::wire::key::NodePrivate;
 use anyhow::Context as _;
 use std::io::Write as _;
@@ -27,6 +28,10 @@ pub struct DerpArgs {
     /// ForwardPacket. Prefer the environment variable over the flag.
     #[arg(long, env = "AGENTWIRE_DERP_MESH_KEY", hide_env_values = true)]
     pub mesh_key: Option<String>,
+    /// UDP address of the STUN server beside the relay, or `off`. Default: the --listen
+    /// address's IP with port 3478; if that is taken, the relay warns and runs without.
+    #[arg(long, value_name = "ADDR|off", value_parser = super::serve::parse_stun_listen)]
+    pub stun_listen: Option<super::serve::StunListen>,
 }
 
 /// Reads the key file, or creates it with a fresh key.
@@ -84,10 +89,35 @@ pub async fn run(args: DerpArgs) -> anyhow::Result<()> {
             "listening on {addr} without TLS: relay logins and tokens cross the network in              clear; use --tls-cert/--tls-key or a TLS proxy"
         );
     }
+    let stun = match super::serve::stun_address(args.stun_listen, args.listen) {
+        (None, _) => None,
+        (Some(at), optional) => match StunServer::bind(at).await {
+            Ok(s) => Some(s),
+            Err(e) if optional => {
+                tracing::warn!(
+                    "no STUN server: UDP {at}: {e}; set --stun-listen, or --stun-listen off"
+                );
+                None
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot bind STUN to UDP {at}")),
+        },
+    };
     let _reload = tls
         .as_ref()
         .map(|t| tokio_util::task::AbortOnDropHandle::new(t.spawn_reload_on_sighup()));
-    derp_server::run_tls(listener, server, tls, super::shutdown_signal()).await?;
+    let served = derp_server::run_tls(listener, server, tls, super::shutdown_signal()).await;
+    if let Some(s) = stun {
+        let st = s.stats();
+        tracing::info!(
+            requests = st.requests,
+            responses = st.responses,
+            malformed = st.malformed,
+            rate_limited = st.rate_limited,
+            "STUN server stopped"
+        );
+        s.shutdown().await;
+    }
+    served?;
     Ok(())
 }
 
@@ -119,6 +149,12 @@ mod tests {
         .unwrap();
         assert_eq!(c.derp.listen.port(), 9);
         assert_eq!(c.derp.mesh_key.as_deref(), Some("m"));
+        assert_eq!(c.derp.stun_listen, None);
+        let c = Cli::try_parse_from(["x", "--stun-listen", "off"]).unwrap();
+        assert_eq!(
+            c.derp.stun_listen,
+            Some(super::super::serve::StunListen::Off)
+        );
     }
 
     #[test]

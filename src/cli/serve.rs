@@ -61,6 +61,52 @@ pub struct ServeArgs {
     /// address. Default: derived from the socket.
     #[arg(long, value_name = "ADDR")]
     pub advertise: Vec<SocketAddr>,
+    /// UDP address of the STUN server nodes ask for their public address, or `off`.
+    /// Default: the --listen address's IP with port 3478 (a free port when --listen's is
+    /// 0); if that is taken, serve warns and runs without STUN.
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_stun_listen)]
+    pub stun_listen: Option<StunListen>,
+}
+
+/// The value of `--stun-listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StunListen {
+    /// No STUN server.
+    Off,
+    /// Listen here.
+    At(SocketAddr),
+}
+
+/// Parses `--stun-listen`: a socket address, or `off`/`none`.
+///
+/// # Errors
+/// Neither.
+pub fn parse_stun_listen(s: &str) -> Result<StunListen, String> {
+    match s.trim() {
+        "off" | "none" => Ok(StunListen::Off),
+        a => a
+            .parse()
+            .map(StunListen::At)
+            .map_err(|_| format!("{a:?} is not an address (IP:PORT, [IPv6]:PORT) or `off`")),
+    }
+}
+
+/// Where to run STUN given `--stun-listen` and `--listen`, and whether failing to bind
+/// there may be ignored (only the default may: another process, another relay, may hold
+/// port 3478, and STUN is an optimisation).
+pub fn stun_address(flag: Option<StunListen>, listen: SocketAddr) -> (Option<SocketAddr>, bool) {
+    match flag {
+        Some(StunListen::Off) => (None, false),
+        Some(StunListen::At(a)) => (Some(a), false),
+        None => {
+            let port = if listen.port() == 0 {
+                0
+            } else {
+                crate::services::stun::DEFAULT_PORT
+            };
+            (Some(SocketAddr::new(listen.ip(), port)), true)
+        }
+    }
 }
 
 /// The default state directory.
@@ -101,6 +147,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let show_token = args.show_token;
     let tls = super::server_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
+    let (stun_listen, stun_optional) = stun_address(args.stun_listen, args.listen);
     let cfg = ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir.unwrap_or_else(default_data_dir),
@@ -114,6 +161,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         advertise: (!args.advertise.is_empty()).then_some(args.advertise),
         metrics_listen: args.metrics_listen,
         metrics_token: args.metrics_token,
+        stun_listen,
+        stun_optional,
     };
     let data_dir = cfg.data_dir.clone();
     let server = Server::start(cfg).await?;
@@ -150,6 +199,10 @@ fn print_banner(server: &Server, data_dir: &std::path::Path, ready: bool, show_t
         "  coordinator:   {}/api/v0/coordinate   DERP relay: {relay}",
         server.public_url,
     );
+    match server.stun_addr() {
+        Some(a) => say!("  STUN:          udp {a}"),
+        None => say!("  STUN:          off"),
+    }
     say!("  data dir:      {}", data_dir.display());
     if let Some(m) = server.metrics_addr() {
         say!("  metrics:       http://{m}/metrics");
@@ -205,4 +258,49 @@ fn print_banner(server: &Server, data_dir: &std::path::Path, ready: bool, show_t
         serde_json::to_string_pretty(&client).unwrap_or_default()
     );
     say!("");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("address")
+    }
+
+    #[test]
+    fn stun_follows_the_listen_address_unless_told() {
+        let c = Cli::try_parse_from(["x"]).expect("defaults");
+        assert_eq!(c.serve.stun_listen, None);
+        assert_eq!(
+            stun_address(c.serve.stun_listen, c.serve.listen),
+            (Some(addr("127.0.0.1:3478")), true)
+        );
+        assert_eq!(
+            stun_address(None, addr("[::]:443")),
+            (Some(addr("[::]:3478")), true)
+        );
+        assert_eq!(
+            stun_address(None, addr("127.0.0.1:0")),
+            (Some(addr("127.0.0.1:0")), true)
+        );
+        let c = Cli::try_parse_from(["x", "--stun-listen", "0.0.0.0:3479"]).expect("addr");
+        assert_eq!(
+            stun_address(c.serve.stun_listen, c.serve.listen),
+            (Some(addr("0.0.0.0:3479")), false)
+        );
+        let c = Cli::try_parse_from(["x", "--stun-listen", "off"]).expect("off");
+        assert_eq!(
+            stun_address(c.serve.stun_listen, c.serve.listen),
+            (None, false)
+        );
+        assert!(Cli::try_parse_from(["x", "--stun-listen", "3478"]).is_err());
+    }
 }

@@ -8,5 +8,6 @@ pub mod coord;
 pub mod derp;
 pub mod mcp;
 pub mod packet;
+pub mod stun;
 pub mod tailnet;
 pub mod text;

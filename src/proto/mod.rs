@@ -41,6 +41,7 @@ pub mod coord_client;
 pub mod coord_server;
 pub mod derp_client;
 pub mod derp_server;
+pub mod discovery;
 pub mod tailnet;
 pub mod wake;
 pub mod wg;

@@ -10,8 +10,10 @@
 use super::clock;
 use super::stack::Shared;
 use super::udp::UdpTransport;
+use crate::proto::discovery::{Discovery, Report, StunServer};
 use crate::proto::wg::{
-    Device, DeviceError, DropReason, PathAddr, PathSrc, PeerConfig, PeerStats, Transmits,
+    Device, DeviceError, DropReason, PathAddr, PathInfo, PathSrc, PeerConfig, PeerStats,
+    PingResult, Transmits,
 };
 use crate::wire::key::NodePublic;
 use std::future::Future;
@@ -47,6 +49,19 @@ pub(crate) enum Command {
     Shutdown,
     /// Forget direct paths and re-handshake every peer (after sleep/wake).
     Rehandshake,
+    /// Discover our endpoints against these STUN servers (home region first).
+    SetStunServers(Vec<StunServer>),
+    /// Rediscover endpoints now (network change, wake).
+    Rediscover,
+    /// Our candidate endpoints, announced to peers in call-me-maybe messages.
+    SetEndpoints(Vec<std::net::SocketAddr>),
+    /// Ping a peer over its current path; the pong, if one comes.
+    Ping(
+        NodePublic,
+        oneshot::Sender<Option<(PathAddr, oneshot::Receiver<PingResult>)>>,
+    ),
+    /// A peer's path, for diagnostics.
+    PathInfo(NodePublic, oneshot::Sender<Option<PathInfo>>),
 }
 
 /// Device-level counters.
@@ -102,6 +117,11 @@ pub(crate) struct Driver {
     gso_max: usize,
     /// Callers waiting for a peer's first session.
     session_waiters: Vec<(NodePublic, oneshot::Sender<()>)>,
+    /// Endpoint discovery over the WireGuard socket, and where its findings go.
+    discovery: Discovery,
+    discovered: tokio::sync::watch::Sender<Report>,
+    /// Callers waiting for a pong.
+    ping_waiters: Vec<(crate::wire::disco::TxId, oneshot::Sender<PingResult>)>,
 }
 
 impl Driver {
@@ -111,6 +131,7 @@ impl Driver {
         udp: UdpTransport,
         cmds: mpsc::Receiver<Command>,
         relay: Option<(Box<dyn Relay>, mpsc::Receiver<RelayInbound>)>,
+        discovered: tokio::sync::watch::Sender<Report>,
     ) -> Self {
         let gso_max = udp.max_gso_segments().clamp(1, 64);
         let (relay, relay_rx) = match relay {
@@ -138,6 +159,9 @@ impl Driver {
             stats: DriverStats::default(),
             gso_max,
             session_waiters: Vec::new(),
+            discovery: Discovery::new(),
+            discovered,
+            ping_waiters: Vec::new(),
         }
     }
 
@@ -168,8 +192,27 @@ impl Driver {
             }
             Command::Shutdown => {}
             Command::Rehandshake => {
+                self.discovery.rediscover(now);
                 let n = self.device.rehandshake_all(now, &mut self.tx);
                 tracing::debug!(peers = n, "re-handshaking after wake");
+            }
+            Command::SetStunServers(servers) => self.discovery.set_servers(servers, now),
+            Command::Rediscover => self.discovery.rediscover(now),
+            Command::SetEndpoints(eps) => self.device.set_endpoints(eps),
+            Command::Ping(key, reply) => {
+                let sent = self
+                    .device
+                    .ping(&key, now, &mut self.tx)
+                    .map(|(txid, path)| {
+                        let (tx, rx) = oneshot::channel();
+                        self.ping_waiters.retain(|(_, w)| !w.is_closed());
+                        self.ping_waiters.push((txid, tx));
+                        (path, rx)
+                    });
+                let _ = reply.send(sent);
+            }
+            Command::PathInfo(key, reply) => {
+                let _ = reply.send(self.device.path_info(&key, now));
             }
             Command::AwaitSession(key, reply) => {
                 if self.device.has_session(&key) {
@@ -212,9 +255,19 @@ impl Driver {
                     pool,
                     rx_batch,
                     big,
+                    discovery,
                     ..
                 } = self;
                 udp.poll_recv(cx, |src, d| {
+                    // STUN answers share the WireGuard socket (that is the point: they
+                    // report its mapping); nothing else starts with the magic cookie.
+                    if crate::wire::stun::is_stun(d) {
+                        match crate::wire::stun::parse(d) {
+                            Ok(m) if discovery.handle_response(src, &m, now) => {}
+                            _ => device.count_drop(DropReason::Malformed),
+                        }
+                        return;
+                    }
                     ingest_into(device, tx, pool, rx_batch, big, now, PathSrc::Udp(src), d);
                 })
             };
@@ -362,8 +415,34 @@ impl Driver {
         taken
     }
 
+    /// Runs endpoint discovery and hands out what pings and discovery produced.
+    fn discover(&mut self, now: Instant) {
+        if self.discovery.poll_timeout().is_some_and(|t| t <= now) {
+            self.discovery.handle_timeout(now);
+        }
+        while let Some((to, bytes)) = self.discovery.poll_transmit() {
+            self.tx
+                .push(PathAddr::Udp(to), NodePublic::from_bytes([0; 32]), &bytes);
+        }
+        if self.discovery.poll_changed()
+            || self.discovered.borrow().rounds != self.discovery.report().rounds
+        {
+            let report = self.discovery.report().clone();
+            self.discovered.send_replace(report);
+        }
+        while let Some(r) = self.device.poll_ping_result() {
+            if let Some(i) = self.ping_waiters.iter().position(|(t, _)| *t == r.txid) {
+                let (_, w) = self.ping_waiters.swap_remove(i);
+                let _ = w.send(r);
+            }
+        }
+    }
+
     fn set_timer(&mut self, stack_at: Option<Instant>) {
-        let wg_at = self.device.poll_timeout();
+        let wg_at = match (self.device.poll_timeout(), self.discovery.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let at = match (stack_at, wg_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -444,6 +523,7 @@ impl Future for Driver {
             if this.device.poll_timeout().is_some_and(|t| t <= now) {
                 this.device.handle_timeout(now, &mut this.tx);
             }
+            this.discover(now);
             let taken = this.stack_round(cx, now);
             this.encrypt(now);
             if received > 0 {

@@ -10,7 +10,10 @@ use super::stack::Shared;
 use super::stream::{TcpListener, TcpStream};
 use super::udp::UdpTransport;
 use crate::netstack::{Netstack, NetstackConfig, NetstackError, NetstackStats};
-use crate::proto::wg::{Device, DeviceError, PathAddr, PeerConfig, PeerStats};
+use crate::proto::discovery::{Report, StunServer};
+use crate::proto::wg::{
+    Device, DeviceError, PathAddr, PathInfo, PeerConfig, PeerStats, PingResult,
+};
 use crate::wire::key::{NodePrivate, NodePublic};
 use std::io;
 use std::net::SocketAddr;
@@ -71,6 +74,7 @@ pub struct Tunnel {
     task: Option<JoinHandle<()>>,
     local_udp: SocketAddr,
     public: NodePublic,
+    discovered: tokio::sync::watch::Receiver<Report>,
 }
 
 impl Tunnel {
@@ -104,7 +108,8 @@ impl Tunnel {
         }
         let shared = Arc::new(Shared::new(stack));
         let (tx, rx) = mpsc::channel(64);
-        let driver = Driver::new(shared.clone(), device, udp, rx, relay);
+        let (disc_tx, discovered) = tokio::sync::watch::channel(Report::default());
+        let driver = Driver::new(shared.clone(), device, udp, rx, relay, disc_tx);
         let task = tokio::spawn(driver);
         Ok(Self {
             shared,
@@ -112,6 +117,7 @@ impl Tunnel {
             task: Some(task),
             local_udp,
             public: cfg.private.public(),
+            discovered,
         })
     }
 
@@ -222,6 +228,69 @@ impl Tunnel {
             .send(Command::Rehandshake)
             .await
             .map_err(|_| TunnelError::Closed)
+    }
+
+    async fn tell(&self, c: Command) -> Result<(), TunnelError> {
+        self.cmds.send(c).await.map_err(|_| TunnelError::Closed)
+    }
+
+    /// Discovers our endpoints against these STUN servers (home region first), from the
+    /// tunnel's own UDP socket.
+    ///
+    /// # Errors
+    /// [`TunnelError::Closed`].
+    pub async fn set_stun_servers(&self, servers: Vec<StunServer>) -> Result<(), TunnelError> {
+        self.tell(Command::SetStunServers(servers)).await
+    }
+
+    /// Rediscovers endpoints now (after a network change).
+    ///
+    /// # Errors
+    /// [`TunnelError::Closed`].
+    pub async fn rediscover(&self) -> Result<(), TunnelError> {
+        self.tell(Command::Rediscover).await
+    }
+
+    /// What endpoint discovery found; changes after every round.
+    pub fn discovery(&self) -> tokio::sync::watch::Receiver<Report> {
+        self.discovered.clone()
+    }
+
+    /// Sets our candidate endpoints, announced to peers when they are probed.
+    ///
+    /// # Errors
+    /// [`TunnelError::Closed`].
+    pub async fn set_endpoints(&self, endpoints: Vec<SocketAddr>) -> Result<(), TunnelError> {
+        self.tell(Command::SetEndpoints(endpoints)).await
+    }
+
+    /// Pings a peer over its current path and waits up to `timeout` for the pong.
+    /// Returns the path the ping took and the answer, `None` for an unknown or
+    /// unreachable peer.
+    ///
+    /// # Errors
+    /// [`TunnelError::Closed`].
+    pub async fn ping(
+        &self,
+        key: NodePublic,
+        timeout: std::time::Duration,
+    ) -> Result<Option<(PathAddr, Option<PingResult>)>, TunnelError> {
+        let Some((path, rx)) = self.ask(|r| Command::Ping(key, r)).await? else {
+            return Ok(None);
+        };
+        let pong = tokio::time::timeout(timeout, rx)
+            .await
+            .ok()
+            .and_then(Result::ok);
+        Ok(Some((path, pong)))
+    }
+
+    /// A peer's path: current choice, candidates and their round trips.
+    ///
+    /// # Errors
+    /// [`TunnelError::Closed`].
+    pub async fn path_info(&self, key: NodePublic) -> Result<Option<PathInfo>, TunnelError> {
+        self.ask(|r| Command::PathInfo(key, r)).await
     }
 
     /// Waits until the peer has a session (a completed handshake).

@@ -39,6 +39,8 @@ pub struct Hub {
     warnings: RwLock<Vec<String>>,
     /// The listener's TLS, for its counters.
     tls: std::sync::OnceLock<crate::runtime::tls::ServerTls>,
+    /// The STUN server's counters, when one runs beside the relay.
+    stun: std::sync::OnceLock<Arc<super::stun::StunCounters>>,
 }
 
 impl Hub {
@@ -72,6 +74,7 @@ impl Hub {
             map_json,
             warnings: RwLock::new(Vec::new()),
             tls: std::sync::OnceLock::new(),
+            stun: std::sync::OnceLock::new(),
         }
     }
 
@@ -83,6 +86,16 @@ impl Hub {
     /// The listener's TLS, if it terminates TLS.
     pub fn tls(&self) -> Option<&crate::runtime::tls::ServerTls> {
         self.tls.get()
+    }
+
+    /// Records the STUN server's counters so `/metrics` shows them.
+    pub fn set_stun(&self, counters: Arc<super::stun::StunCounters>) {
+        let _ = self.stun.set(counters);
+    }
+
+    /// The STUN server's counters, if one runs.
+    pub fn stun_stats(&self) -> Option<super::stun::StunStats> {
+        self.stun.get().map(|c| c.snapshot())
     }
 
     /// Adds a line to what `/healthz` reports (it still answers 200).
@@ -232,6 +245,15 @@ pub fn embedded_map(host: &str, port: u16, tls: bool) -> DerpMap {
         r.region_name = "agentwire embedded relay".into();
     }
     m
+}
+
+/// Sets every node's `STUNPort`: the port a STUN server answers on beside the relay, or
+/// none (-1, which tells clients not to try).
+pub fn set_stun_port(map: &mut DerpMap, port: Option<u16>) {
+    let v = port.map_or(-1, i32::from);
+    for node in map.regions.values_mut().flat_map(|r| r.nodes.iter_mut()) {
+        node.stun_port = v;
+    }
 }
 
 /// What an agent token stands for.

@@ -63,6 +63,36 @@ fn render_tls(out: &mut String, hub: &Hub) {
     }
 }
 
+fn render_stun(out: &mut String, hub: &Hub) {
+    let Some(s) = hub.stun_stats() else {
+        return;
+    };
+    for (name, help, v) in [
+        (
+            "agentwire_stun_requests_total",
+            "STUN binding requests received (answered or rate limited).",
+            s.requests,
+        ),
+        (
+            "agentwire_stun_responses_total",
+            "STUN binding responses sent.",
+            s.responses,
+        ),
+        (
+            "agentwire_stun_malformed_total",
+            "Datagrams on the STUN port that were not a valid binding request.",
+            s.malformed,
+        ),
+        (
+            "agentwire_stun_rate_limited_total",
+            "STUN binding requests dropped by the per-source rate limit.",
+            s.rate_limited,
+        ),
+    ] {
+        line(out, name, help, "counter", &one(v as f64));
+    }
+}
+
 async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
     let mut out = String::new();
     render_tls(&mut out, hub);
@@ -270,6 +300,7 @@ async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
         "counter",
         &drops,
     );
+    render_stun(&mut out, hub);
     let responses: Vec<(String, f64)> = mcp
         .responses()
         .into_iter()

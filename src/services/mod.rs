@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod presence;
 pub mod public_url;
 pub mod serve;
+pub mod stun;

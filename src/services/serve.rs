@@ -11,6 +11,7 @@ use super::control::{
 use super::hub::{self, Hub};
 use super::mcp::{self, McpConfig, McpState};
 pub use super::presence::TailnetAgentProvider;
+use super::stun::StunServer;
 use crate::runtime::tailnet::{Tailnet, TailnetConfig};
 use crate::wire::addr::NodeId;
 use crate::wire::key::NodePrivate;
@@ -52,6 +53,12 @@ pub struct ServeConfig {
     /// `metrics_listen`) the main listener serves metrics only when neither it nor the
     /// public URL is reachable from elsewhere.
     pub metrics_token: Option<String>,
+    /// Where the STUN server listens (UDP); `None` runs none. The DERP map advertises its
+    /// port as `STUNPort`, or -1 without one.
+    pub stun_listen: Option<SocketAddr>,
+    /// When `stun_listen` cannot be bound, warn and run without STUN instead of failing
+    /// to start (the CLI's default address, which another process may hold).
+    pub stun_optional: bool,
 }
 
 impl ServeConfig {
@@ -71,6 +78,10 @@ impl ServeConfig {
             advertise: None,
             metrics_listen: None,
             metrics_token: None,
+            // Off: the tests built on this run their nodes on this host, where STUN
+            // teaches nothing and would only add traffic; a test of STUN sets it.
+            stun_listen: None,
+            stun_optional: false,
         }
     }
 }
@@ -83,6 +94,14 @@ pub enum ServeError {
     DataDir {
         /// The path.
         path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The STUN address could not be bound.
+    #[error("binding the STUN server to {addr} (UDP): {source}")]
+    Stun {
+        /// The address.
+        addr: SocketAddr,
         /// The cause.
         source: std::io::Error,
     },
@@ -137,6 +156,7 @@ pub struct Server {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     metrics: Option<MetricsListener>,
+    stun: Option<StunServer>,
     /// Reloads the certificate on SIGHUP; aborted on shutdown and drop.
     reload: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
@@ -227,6 +247,23 @@ impl Server {
         for w in &advertised.warnings {
             tracing::warn!("{w}");
         }
+        let mut warnings = advertised.warnings.clone();
+        let stun = match cfg.stun_listen {
+            None => None,
+            Some(at) => match StunServer::bind(at).await {
+                Ok(s) => Some(s),
+                Err(e) if cfg.stun_optional => {
+                    let w = format!(
+                        "no STUN server: UDP {at}: {e}; nodes cannot learn their public \
+                         address from this relay (set --stun-listen, or --stun-listen off)"
+                    );
+                    tracing::warn!("{w}");
+                    warnings.push(w);
+                    None
+                }
+                Err(source) => return Err(ServeError::Stun { addr: at, source }),
+            },
+        };
         let public_url = advertised.public.to_url();
         // The process's own nodes talk to the hub over loopback when it listens there or on
         // every interface; otherwise over the listen address.
@@ -250,6 +287,8 @@ impl Server {
             Some(t) => crate::runtime::tls::ClientTls::trusting(t),
             None => crate::runtime::tls::ClientTls::default(),
         };
+        // Without STUN (-1): asked over loopback, it would only tell the process's own
+        // nodes their loopback address.
         let own_map =
             super::hub::embedded_map(&local_ip.to_string(), addr.port(), cfg.tls.is_some());
         let own_node = |t: &mut TailnetConfig| {
@@ -321,13 +360,36 @@ impl Server {
             }
         };
 
-        let hub = Arc::new(Hub::with_map(
-            control.clone(),
-            advertised.relay.derp_map(),
-            derp_key,
-        ));
-        for w in advertised.warnings {
+        // STUN is advertised at the relay's host: the public URL's, or --derp-url's. A
+        // loopback socket is no use to nodes elsewhere (the default behind a reverse
+        // proxy), and advertising it would only have them wait for answers.
+        let stun_port = stun.as_ref().and_then(|s| {
+            let at = s.local_addr();
+            if at.ip().is_loopback()
+                && !crate::runtime::tls::url_is_loopback(&advertised.relay.to_url())
+            {
+                let w = format!(
+                    "the STUN server listens on {at}, which nodes reaching the relay at {} \
+                     cannot use, so the DERP map does not offer it; set --stun-listen \
+                     0.0.0.0:{} (and open the UDP port) or --stun-listen off",
+                    advertised.relay.host,
+                    at.port()
+                );
+                tracing::warn!("{w}");
+                warnings.push(w);
+                None
+            } else {
+                Some(at.port())
+            }
+        });
+        let mut relay_map = advertised.relay.derp_map();
+        super::hub::set_stun_port(&mut relay_map, stun_port);
+        let hub = Arc::new(Hub::with_map(control.clone(), relay_map, derp_key));
+        for w in warnings {
             hub.add_health_warning(w);
+        }
+        if let Some(s) = &stun {
+            hub.set_stun(s.counters().clone());
         }
         if let Some(t) = &cfg.tls {
             hub.set_tls(t.clone());
@@ -420,6 +482,7 @@ impl Server {
             stop: Some(tx),
             task: Some(task),
             metrics,
+            stun,
             reload,
         })
     }
@@ -475,6 +538,14 @@ impl Server {
             let _ = m.stop.send(());
             let _ = tokio::time::timeout(Duration::from_secs(10), m.task).await;
         }
+        if let Some(s) = self.stun.take() {
+            s.shutdown().await;
+        }
+    }
+
+    /// Where the STUN server listens, if one runs.
+    pub fn stun_addr(&self) -> Option<SocketAddr> {
+        self.stun.as_ref().map(StunServer::local_addr)
     }
 
     /// Where the separate metrics listener (`metrics_listen`) is bound.

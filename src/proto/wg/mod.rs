@@ -19,7 +19,7 @@ mod transmit;
 
 pub use config::{DeviceError, PeerConfig};
 pub use drop::DropReason;
-pub use path::{PathAddr, PathInfo, PathSrc};
+pub use path::{Candidate, Origin, PathAddr, PathInfo, PathSrc};
 pub use session::PeerStats;
 pub use transmit::{Transmit, Transmits};
 

@@ -84,6 +84,12 @@ impl Transmits {
         self.used += len;
     }
 
+    /// Queues a copy of `bytes` for `path` (datagrams made outside the device, such as
+    /// STUN requests sharing its socket).
+    pub fn push(&mut self, path: PathAddr, peer: NodePublic, bytes: &[u8]) {
+        self.push_copy(path, peer, bytes);
+    }
+
     pub(super) fn push_copy(&mut self, path: PathAddr, peer: NodePublic, bytes: &[u8]) {
         let len = bytes.len();
         self.space(len).copy_from_slice(bytes);

@@ -1,6 +1,7 @@
 //! The manager task: the thin executor of the destinations machine.
 
 use super::Inner;
+use crate::proto::discovery::StunServer;
 use crate::proto::tailnet::Action;
 use crate::proto::wg::PeerConfig;
 use crate::runtime::clock;
@@ -31,14 +32,78 @@ pub(super) fn default_home(map: &DerpMap) -> Option<u16> {
         .map(|(id, _)| *id)
 }
 
-/// UDP endpoints to advertise for direct paths.
-fn advertise(inner: &Inner) -> Vec<SocketAddr> {
+/// UDP endpoints to advertise for direct paths: the configured ones, or the local
+/// address and what STUN saw.
+pub(super) fn advertise(inner: &Inner) -> Vec<SocketAddr> {
     if inner.cfg.relay_only {
         return Vec::new();
     }
     if let Some(a) = &inner.cfg.advertise {
         return a.clone();
     }
+    let mut eps = local_endpoints(inner);
+    for r in inner.state().reflexive.clone() {
+        if !eps.contains(&r) {
+            eps.push(r);
+        }
+    }
+    eps
+}
+
+/// The STUN servers of a DERP map, home region first. Host names are resolved here
+/// (literal addresses in the map are used as they are).
+pub(super) async fn stun_servers(map: &DerpMap, home: Option<u16>) -> Vec<StunServer> {
+    let mut regions: Vec<u16> = map.regions.keys().copied().collect();
+    regions.sort_by_key(|r| (Some(*r) != home, *r));
+    let mut out = Vec::new();
+    for region in regions {
+        let Some(r) = map.regions.get(&region) else {
+            continue;
+        };
+        let Some(node) = r.nodes.iter().find(|n| n.stun_port >= 0) else {
+            continue;
+        };
+        let port = if node.stun_port == 0 {
+            3478
+        } else {
+            node.stun_port as u16
+        };
+        let literal = [&node.ipv4, &node.ipv6, &node.host_name]
+            .into_iter()
+            .find_map(|h| h.parse::<IpAddr>().ok());
+        let ip = match literal {
+            Some(ip) => Some(ip),
+            None if node.host_name == "localhost" => Some(IpAddr::from([127, 0, 0, 1])),
+            None if node.host_name.is_empty() => None,
+            None => tokio::net::lookup_host((node.host_name.as_str(), port))
+                .await
+                .ok()
+                .and_then(|mut a| a.find(|a| a.is_ipv4()))
+                .map(|a| a.ip()),
+        };
+        if let Some(ip) = ip {
+            out.push(StunServer {
+                region,
+                addr: SocketAddr::new(ip, port),
+            });
+        }
+    }
+    out
+}
+
+/// Points endpoint discovery at the map's STUN servers.
+pub(super) async fn discover_with(inner: &Inner, map: &DerpMap, home: Option<u16>) {
+    if inner.cfg.relay_only {
+        return;
+    }
+    let servers = stun_servers(map, home).await;
+    tracing::debug!(?servers, "endpoint discovery");
+    let _ = inner.tunnel.set_stun_servers(servers).await;
+}
+
+/// The socket's local address, or (bound to every interface) the address of the route
+/// to the coordinator.
+fn local_endpoints(inner: &Inner) -> Vec<SocketAddr> {
     let local = inner.tunnel.local_udp_addr();
     if !local.ip().is_unspecified() {
         return vec![local];
@@ -117,6 +182,12 @@ pub(super) async fn run(inner: Arc<Inner>, mut events: mpsc::Receiver<CoordEvent
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sessions = Sessions::new();
     let mut wake_detector = crate::proto::wake::WakeDetector::new(WAKE_THRESHOLD);
+    let mut discovered = inner.tunnel.discovery();
+    let _ = inner.tunnel.set_endpoints(advertise(&inner)).await;
+    if let Some(map) = inner.cfg.derp_map.clone() {
+        let home = inner.state().home;
+        discover_with(&inner, &map, home).await;
+    }
     loop {
         let due = inner.state().machine.poll_timeout();
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(
@@ -125,9 +196,13 @@ pub(super) async fn run(inner: Arc<Inner>, mut events: mpsc::Receiver<CoordEvent
         tokio::select! {
             _ = inner.cancel.cancelled() => break,
             ev = events.recv() => match ev {
-                Some(ev) => on_event(&inner, ev),
+                Some(ev) => on_event(&inner, ev).await,
                 None => break,
             },
+            Ok(()) = discovered.changed() => {
+                let report = discovered.borrow_and_update().clone();
+                on_discovery(&inner, &report).await;
+            }
             () = inner.kick.notified() => {}
             Some(res) = sessions.join_next(), if !sessions.is_empty() => {
                 if let Ok((id, key, ok)) = res {
@@ -236,7 +311,33 @@ async fn act(inner: &Arc<Inner>, a: Action, sessions: &mut Sessions) {
     }
 }
 
-fn on_event(inner: &Arc<Inner>, ev: CoordEvent) {
+/// A discovery round ended: publish what changed.
+async fn on_discovery(inner: &Arc<Inner>, report: &crate::proto::discovery::Report) {
+    let reflexive = if report.mapping_varies == Some(true) {
+        Vec::new()
+    } else {
+        report.reflexive.clone()
+    };
+    let changed = {
+        let mut st = inner.state();
+        let changed = st.reflexive != reflexive;
+        st.reflexive = reflexive;
+        changed
+    };
+    if changed {
+        tracing::info!(
+            reflexive = ?report.reflexive,
+            udp = report.udp,
+            mapping_varies = ?report.mapping_varies,
+            "endpoints discovered"
+        );
+        let eps = advertise(inner);
+        let _ = inner.tunnel.set_endpoints(eps).await;
+        publish_self(inner);
+    }
+}
+
+async fn on_event(inner: &Arc<Inner>, ev: CoordEvent) {
     match ev {
         CoordEvent::Connected { derp_map } => {
             if inner.cfg.derp_map.is_none()
@@ -245,6 +346,7 @@ fn on_event(inner: &Arc<Inner>, ev: CoordEvent) {
                 match serde_json::from_value::<DerpMap>(v) {
                     Ok(map) => {
                         let home = inner.cfg.home_region.or_else(|| default_home(&map));
+                        discover_with(inner, &map, home).await;
                         inner.relay.set_map(map, home);
                         let changed = {
                             let mut st = inner.state();

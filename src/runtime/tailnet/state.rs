@@ -14,6 +14,9 @@ use tokio::sync::oneshot;
 
 pub(crate) struct State {
     pub(crate) home: Option<u16>,
+    /// Our addresses as the relays' STUN servers see them (none behind a NAT that maps
+    /// per destination: peers could not use them).
+    pub(crate) reflexive: Vec<std::net::SocketAddr>,
     pub(crate) machine: Destinations,
     /// Callers waiting for a destination, by the machine's waiter id.
     pub(crate) waiters: HashMap<WaiterId, oneshot::Sender<Result<(), Failure>>>,
@@ -36,6 +39,7 @@ impl State {
     pub(crate) fn new(home: Option<u16>, machine: Destinations) -> Self {
         Self {
             home,
+            reflexive: Vec::new(),
             machine,
             waiters: HashMap::new(),
             pools: HashMap::new(),
