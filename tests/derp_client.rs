@@ -3,10 +3,10 @@
 
 mod derp_support;
 
-use agentwire::proto::derp_server::DropReason;
+use agentwire::proto::derp::server::DropReason;
 use agentwire::runtime::clock;
 use agentwire::runtime::derp::{DerpClient, DerpClientOptions};
-use agentwire::services::derp_server::{DerpServer, DerpServerConfig};
+use agentwire::services::derp::{DerpServer, DerpServerConfig};
 use agentwire::wire::key::NodePrivate;
 use axum::extract::Request;
 use axum::http::{StatusCode, header};

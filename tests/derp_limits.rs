@@ -4,8 +4,8 @@
 
 mod derp_support;
 
-use agentwire::proto::derp_server::DropReason;
-use agentwire::services::derp_server::{Admission, DerpServerConfig};
+use agentwire::proto::derp::server::DropReason;
+use agentwire::services::derp::{Admission, DerpServerConfig};
 use agentwire::wire::derp::{ClientInfo, ClientInfoFrame, Direction, Frame, SendPacket};
 use agentwire::wire::key::NodePrivate;
 use derp_support::*;

@@ -3,10 +3,10 @@
 
 mod derp_support;
 
-use agentwire::proto::derp_server::DropReason;
+use agentwire::proto::derp::server::DropReason;
 use agentwire::runtime::clock;
 use agentwire::runtime::derp::DerpSendError;
-use agentwire::services::derp_server::DerpServerConfig;
+use agentwire::services::derp::DerpServerConfig;
 use agentwire::wire::derp::{ClosePeer, MAX_PACKET_SIZE};
 use agentwire::wire::derp::{
     Direction, Frame, FrameType, PeerGoneReason, PeerPresentFlags, SendPacket, WatchConns,

@@ -10,7 +10,7 @@ use agentwire::proto::wg::{PathAddr, PeerConfig};
 use agentwire::runtime::derp::DerpClientOptions;
 use agentwire::runtime::relay::{DerpRelay, RelayConfig};
 use agentwire::runtime::{Tunnel, TunnelConfig};
-use agentwire::services::derp_server::DerpServerConfig;
+use agentwire::services::derp::DerpServerConfig;
 use agentwire::wire::derpmap::DerpMap;
 use agentwire::wire::key::NodePrivate;
 use derp_support::TestServer;

@@ -14,7 +14,7 @@ use agentwire::runtime::coord::{CoordClient, CoordClientConfig};
 use agentwire::runtime::derp::DerpClientOptions;
 use agentwire::runtime::tailnet::{Tailnet, TailnetConfig, TailnetError};
 use agentwire::runtime::tls::{ClientTls, DialError, ServerTls, TlsFailure, TlsTarget};
-use agentwire::services::derp_server::DerpServerConfig;
+use agentwire::services::derp::DerpServerConfig;
 use agentwire::services::serve::{ServeConfig, Server};
 use agentwire::wire::addr::NodeId;
 use common::mcp_http::{McpHttp, Outcome};

@@ -1,6 +1,6 @@
 //! `agentwire derp`: run a standalone DERP relay until ctrl-c.
 
-use crate::services::derp_server::{self, DerpServer, DerpServerConfig};
+use crate::services::derp::{self as derp_server, DerpServer, DerpServerConfig};
 use crate::services::stun::StunServer;
 use crate::wire::key::NodePrivate;
 use anyhow::Context as _;

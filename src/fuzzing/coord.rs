@@ -1,6 +1,6 @@
 //! Fuzz entry points for the coordinator: message decoding and the registry.
 
-use crate::proto::coord_server::{ConnId, Output, PeerAuth, Registry};
+use crate::proto::coord::server::{ConnId, Output, PeerAuth, Registry};
 use crate::wire::addr::{IpCidr, NodeId};
 use crate::wire::coord::{
     self, ClientMsg, DecodeError, Hello, MAX_MESSAGE_BYTES, Node, ServerMsg, decode_client,

@@ -1,8 +1,8 @@
 //! DERP fuzz entry points: stream decoding in both directions with re-encode round
 //! trips, the server registry driven by arbitrary client frames, and both logins.
 
-use crate::proto::derp_client::{ClientEvent, ClientSession, ClientSessionConfig};
-use crate::proto::derp_server::{
+use crate::proto::derp::client::{ClientEvent, ClientSession, ClientSessionConfig};
+use crate::proto::derp::server::{
     MeshKey, NewConn, Registry, Route, accept_client_info, server_info_frame, server_key_frame,
 };
 use crate::wire::derp::{

@@ -26,21 +26,19 @@
 //! | machine | inputs | outputs |
 //! |---|---|---|
 //! | [`wg::Device`] | `encapsulate`, `decapsulate`, `handle_timeout` | returned per call, `poll_timeout` |
-//! | [`coord_client::ClientState`] | `handle_message`, `handle_disconnect`, `handle_refused`, `handle_conflict` | `poll_transmit` |
-//! | [`coord_server::Registry`] | `connect`, `handle_message`, `handle_text`, `close` | `poll_action` |
-//! | [`derp_client::ClientSession`] | `handle_frame`, `handle_timeout` | `poll_transmit`, `poll_timeout` |
-//! | [`derp_server::Registry`] | `register`, `route`, `unregister` | returned per call (`Effects`, `Route`) |
+//! | [`coord::client::ClientState`] | `handle_message`, `handle_disconnect`, `handle_refused`, `handle_conflict` | `poll_transmit` |
+//! | [`coord::server::Registry`] | `connect`, `handle_message`, `handle_text`, `close` | `poll_action` |
+//! | [`derp::client::ClientSession`] | `handle_frame`, `handle_timeout` | `poll_transmit`, `poll_timeout` |
+//! | [`derp::server::Registry`] | `register`, `route`, `unregister` | returned per call (`Effects`, `Route`) |
 //! | [`tailnet::Destinations`] | `acquire`, `release`, `handle_peer`, `handle_session`, `handle_timeout`, … | `poll_action`, `poll_timeout` |
 //!
-//! The packet-rate machines (`wg::Device`, `derp_server::Registry`) return their effects
+//! The packet-rate machines (`wg::Device`, `derp::server::Registry`) return their effects
 //! from each call instead of queueing them: one packet in, at most a few out, with no
 //! allocation for a queue on the hot path.
 
 pub mod backoff;
-pub mod coord_client;
-pub mod coord_server;
-pub mod derp_client;
-pub mod derp_server;
+pub mod coord;
+pub mod derp;
 pub mod discovery;
 pub mod tailnet;
 pub mod wake;

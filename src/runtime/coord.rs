@@ -8,7 +8,7 @@
 //! While the coordinator is unreachable, WireGuard sessions keep working: the client only
 //! reports peers `lost` (never removes them) and replays everything once it is back.
 
-use crate::proto::coord_client::{ClientEvent, ClientState, DEFAULT_BACKOFF, coordinate_url};
+use crate::proto::coord::client::{ClientEvent, ClientState, DEFAULT_BACKOFF, coordinate_url};
 use crate::runtime::clock;
 use crate::wire::addr::NodeId;
 use crate::wire::coord::{self, ClientMsg, Node, PeerUpdate};

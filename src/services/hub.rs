@@ -3,8 +3,8 @@
 //! run it alone on loopback.
 
 use super::control::ControlPlane;
-use super::coordinator::{Coordinator, CoordinatorConfig};
-use super::derp_server::{Admission, DerpServer, DerpServerConfig};
+use super::coord::{Coordinator, CoordinatorConfig};
+use super::derp::{Admission, DerpServer, DerpServerConfig};
 use crate::wire::derpmap::DerpMap;
 use crate::wire::key::NodePrivate;
 use axum::Router;
@@ -202,7 +202,7 @@ impl Hub {
             }
         };
         Router::new()
-            .route(super::coordinator::COORDINATE_PATH, any(coord))
+            .route(super::coord::COORDINATE_PATH, any(coord))
             .route("/derp", any(derp.clone()))
             .route("/derp/latency-check", any(derp.clone()))
             .route("/derp/probe", any(derp))

@@ -288,7 +288,7 @@ async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
         "counter",
         &one(d.counters.bytes_relayed as f64),
     );
-    let drops: Vec<(String, f64)> = crate::proto::derp_server::DropReason::ALL
+    let drops: Vec<(String, f64)> = crate::proto::derp::server::DropReason::ALL
         .iter()
         .zip(d.counters.drops.iter())
         .map(|(r, n)| (format!("reason=\"{}\"", r.as_str()), *n as f64))

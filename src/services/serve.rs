@@ -9,8 +9,8 @@ use super::control::{
     hash_token,
 };
 use super::hub::{self, Hub};
+pub use super::mcp::TailnetAgentProvider;
 use super::mcp::{self, McpConfig, McpState};
-pub use super::presence::TailnetAgentProvider;
 use super::stun::StunServer;
 use crate::runtime::tailnet::{Tailnet, TailnetConfig};
 use crate::wire::addr::NodeId;

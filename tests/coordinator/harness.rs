@@ -3,7 +3,7 @@
 
 use agentwire::runtime::coord::{CoordClient, CoordClientConfig, CoordEvent};
 use agentwire::services::control::{ControlPlane, InMemoryControlPlane};
-use agentwire::services::coordinator::{self, Coordinator, CoordinatorConfig};
+use agentwire::services::coord::{self as coordinator, Coordinator, CoordinatorConfig};
 use agentwire::wire::addr::NodeId;
 use agentwire::wire::coord::{Node, PeerKind, PeerUpdate};
 use agentwire::wire::key::NodePrivate;

@@ -6,7 +6,7 @@
 
 use crate::harness::*;
 use agentwire::runtime::coord::CoordEvent;
-use agentwire::services::coordinator::CoordinatorConfig;
+use agentwire::services::coord::CoordinatorConfig;
 use agentwire::wire::coord::PeerKind;
 use serde_json::json;
 use std::time::Duration;

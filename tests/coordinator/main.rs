@@ -5,7 +5,7 @@ mod harness;
 mod identity;
 
 use agentwire::runtime::coord::CoordEvent;
-use agentwire::services::coordinator::{Coordinator, CoordinatorConfig};
+use agentwire::services::coord::{Coordinator, CoordinatorConfig};
 use agentwire::wire::addr::NodeId;
 use agentwire::wire::coord::{PeerKind, PeerUpdate};
 use futures_util::{SinkExt, StreamExt};

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use agentwire::runtime::derp::{DerpClient, DerpClientConfig, DerpClientOptions, DerpInbound};
-use agentwire::services::derp_server::{self, DerpServer, DerpServerConfig, DerpServerStats};
+use agentwire::services::derp::{
+    self as derp_server, DerpServer, DerpServerConfig, DerpServerStats,
+};
 use agentwire::wire::derp::{
     ClientInfo, ClientInfoFrame, Decoded, Direction, Frame, Ping, ServerInfo, decode,
 };

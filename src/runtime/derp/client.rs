@@ -11,7 +11,7 @@ use super::connect::{ConnectError, DerpUrl, check_headers, connect_upgrade, conn
 use super::session::{SessionEnd, SessionError, SessionParams, run_session};
 use super::status::{DerpStatus, Shared};
 use crate::proto::backoff::Backoff;
-use crate::proto::derp_client::ClientSessionConfig;
+use crate::proto::derp::client::ClientSessionConfig;
 use crate::runtime::clock;
 use crate::wire::derp::MAX_PACKET_SIZE;
 use crate::wire::key::{NodePrivate, NodePublic};

@@ -5,7 +5,7 @@ use super::client::DerpInbound;
 use super::connect::ConnectError;
 use super::status::Shared;
 use super::transport::{DerpRead, DerpWrite, TransportError};
-use crate::proto::derp_client::{
+use crate::proto::derp::client::{
     ClientEvent, ClientSession, ClientSessionConfig, ClientSessionError,
 };
 use crate::runtime::clock;

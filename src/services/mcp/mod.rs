@@ -40,6 +40,7 @@ mod tools;
 pub use config::{McpConfig, McpLimits};
 pub use extension::ToolExtension;
 pub use http::{MCP_PATH, MCP_PATH_EXPERIMENTAL, PROTECTED_RESOURCE_PATH, router};
+pub use provider::tailnet::TailnetAgentProvider;
 pub use provider::{AgentProvider, AgentState, AgentStatus, ProviderError, StaticAgentProvider};
 
 use crate::services::control::ControlPlane;

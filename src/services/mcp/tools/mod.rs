@@ -349,7 +349,7 @@ async fn explain(cx: &Cx, cause: crate::services::agent::client::AgentClientErro
             if let Some(t) = s.last_handshake_unix_ms {
                 status.push_str(&format!(
                     ", last handshake {}",
-                    crate::services::presence::fmt_utc_ms(t)
+                    crate::services::mcp::provider::tailnet::fmt_utc_ms(t)
                 ));
             }
             ToolError::AgentDown { cause, status }

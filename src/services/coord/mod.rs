@@ -13,7 +13,7 @@
 
 mod stream;
 
-use crate::proto::coord_server::{ConnId, Output, PeerInfo, Presence, Registry, RegistryStats};
+use crate::proto::coord::server::{ConnId, Output, PeerInfo, Presence, Registry, RegistryStats};
 use crate::runtime::clock;
 use crate::services::control::{ControlPlane, Principal, bearer};
 use crate::wire::coord;
@@ -55,7 +55,7 @@ pub struct CoordinatorConfig {
     /// `max_connections` for the rest.
     pub max_streams_per_principal: usize,
     /// How long a live agent stream must be silent before another process may take its
-    /// id over; see [`crate::proto::coord_server::DEFAULT_TAKEOVER_GRACE`].
+    /// id over; see [`crate::proto::coord::server::DEFAULT_TAKEOVER_GRACE`].
     pub takeover_grace: Duration,
 }
 
@@ -69,7 +69,7 @@ impl Default for CoordinatorConfig {
             idle_timeout: Duration::from_secs(90),
             max_connections: 10_000,
             max_streams_per_principal: 32,
-            takeover_grace: crate::proto::coord_server::DEFAULT_TAKEOVER_GRACE,
+            takeover_grace: crate::proto::coord::server::DEFAULT_TAKEOVER_GRACE,
         }
     }
 }

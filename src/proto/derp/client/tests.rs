@@ -1,5 +1,5 @@
 use super::*;
-use crate::proto::derp_server::{accept_client_info, server_info_frame, server_key_frame};
+use crate::proto::derp::server::{accept_client_info, server_info_frame, server_key_frame};
 use crate::wire::derp::{
     Decoded, Direction, KeepAlive, PeerGoneReason, ServerInfoFrame, ServerKey, decode,
 };

@@ -5,6 +5,8 @@
 //! shared tailnet (each client holds a lease on the agent's tunnel until dropped); tests
 //! and local tools use [`StaticAgentProvider`], which maps agent ids to loopback servers.
 
+pub mod tailnet;
+
 use crate::services::agent::client::{AgentClient, TcpDialer};
 use crate::wire::addr::NodeId;
 use futures_util::future::BoxFuture;

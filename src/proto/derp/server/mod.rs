@@ -2,7 +2,7 @@
 //! with replacement, routing, PeerGone bookkeeping, mesh gating, and the counters.
 //!
 //! Must not import tokio or read the clock: time comes in as `now`. The async shell in
-//! `services::derp_server` owns sockets and queues and calls in here for every decision.
+//! `services::derp` owns sockets and queues and calls in here for every decision.
 //!
 //! The registry is generic over `H`, the shell's cheap handle to one connection (its
 //! send queue); routing hands back a clone of the destination's handle.

@@ -6,13 +6,13 @@
 //! status, and a call to an agent known to be offline fails at once with it instead of
 //! waiting for a connect timeout.
 
-use super::hub::Hub;
-use super::mcp::{AgentProvider, AgentState, AgentStatus, ProviderError};
-use crate::proto::coord_server::Presence;
+use super::{AgentProvider, AgentState, AgentStatus, ProviderError};
+use crate::proto::coord::server::Presence;
 use crate::proto::wg::PathAddr;
 use crate::runtime::agent_client::AgentClient;
 use crate::runtime::clock;
 use crate::runtime::tailnet::{ConnError, Tailnet};
+use crate::services::hub::Hub;
 use crate::wire::addr::NodeId;
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
@@ -203,7 +203,7 @@ pub fn fmt_utc_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::coord_server::Conflict;
+    use crate::proto::coord::server::Conflict;
 
     #[test]
     fn utc_dates() {

@@ -2,7 +2,7 @@
 //! a writer draining the stream's bounded queue, until either side closes.
 
 use super::{ConnTx, Shared};
-use crate::proto::coord_server::{ConnId, PeerAuth, TunnelAuthorizer};
+use crate::proto::coord::server::{ConnId, PeerAuth, TunnelAuthorizer};
 use crate::runtime::clock;
 use crate::services::control::Principal;
 use crate::wire::addr::NodeId;

@@ -3,7 +3,7 @@
 //! descriptors. A slot is taken before the upgrade and held until the connection task
 //! ends, login phase included.
 
-use crate::proto::derp_server::DropReason;
+use crate::proto::derp::server::DropReason;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

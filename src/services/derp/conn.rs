@@ -3,7 +3,7 @@
 
 use super::DerpServer;
 use super::queue::{ConnHandle, Control, Enqueued, Pending};
-use crate::proto::derp_server::{
+use crate::proto::derp::server::{
     DropReason, LoginAccepted, NewConn, Route, ServerCounters, accept_client_info,
     server_info_frame, server_key_frame,
 };

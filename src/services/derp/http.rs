@@ -4,7 +4,7 @@
 use super::DerpServer;
 use super::conn::serve_conn;
 use super::limits::ConnSlot;
-use crate::proto::derp_server::{DropReason, ServerCounters};
+use crate::proto::derp::server::{DropReason, ServerCounters};
 use crate::runtime::derp::transport::{DerpRead, DerpWrite, RawReader, RawWriter, TransportError};
 use crate::wire::derp::PROTOCOL_VERSION;
 use axum::Router;

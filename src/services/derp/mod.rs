@@ -23,7 +23,7 @@ mod http;
 mod limits;
 mod queue;
 
-use crate::proto::derp_server::{Effects, MeshKey, Registry, ServerCounters, ServerStats};
+use crate::proto::derp::server::{Effects, MeshKey, Registry, ServerCounters, ServerStats};
 use crate::wire::derp::PeerGoneReason;
 use crate::wire::key::{NodePrivate, NodePublic};
 use axum::Router;
