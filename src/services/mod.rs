@@ -2,6 +2,7 @@
 //! that `agentwire serve` mounts.
 
 pub mod agent;
+pub mod client;
 pub mod control;
 pub mod coord;
 pub mod derp;
@@ -13,3 +14,4 @@ pub mod metrics;
 pub mod public_url;
 pub mod serve;
 pub mod stun;
+pub mod user_api;
