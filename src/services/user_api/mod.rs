@@ -141,7 +141,16 @@ impl From<ErrorBody> for ResolveError {
                 agents: b.agents,
             },
             "no_agents" => Self::NoAgents { workspace },
-            _ => Self::Unavailable(ControlError(b.message)),
+            _ => {
+                // The message is the error's own sentence; keep only its cause so it is
+                // not prefixed twice.
+                let cause = b
+                    .message
+                    .strip_prefix("control plane unavailable: ")
+                    .unwrap_or(&b.message)
+                    .to_string();
+                Self::Unavailable(ControlError(cause))
+            }
         }
     }
 }
