@@ -158,6 +158,10 @@ const RTTE_MIN_RTO: u32 = 1000;
 // seconds
 const RTTE_MAX_RTO: u32 = 60_000;
 
+// agentwire patch: a tail loss probe is never scheduled sooner than this after a send
+// (RFC 8985 7.2 uses 2*SRTT; this keeps probes sane on near-zero RTTs).
+const TLP_MIN_PTO: u32 = 10;
+
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct RttEstimator {
@@ -173,6 +177,8 @@ struct RttEstimator {
     timestamp: Option<(Instant, TcpSeqNumber)>,
     max_seq_sent: Option<TcpSeqNumber>,
     rto_count: u8,
+    /// agentwire patch: lower bound of the computed RTO, ms (RFC 6298's 1 s by default).
+    min_rto: u32,
 }
 
 impl Default for RttEstimator {
@@ -185,6 +191,7 @@ impl Default for RttEstimator {
             timestamp: None,
             max_seq_sent: None,
             rto_count: 0,
+            min_rto: RTTE_MIN_RTO,
         }
     }
 }
@@ -214,7 +221,7 @@ impl RttEstimator {
 
         // RFC 6298 (2.2), (2.3)
         let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
-        self.rto = (self.srtt + margin).clamp(RTTE_MIN_RTO, RTTE_MAX_RTO);
+        self.rto = (self.srtt + margin).clamp(self.min_rto, RTTE_MAX_RTO);
 
         self.rto_count = 0;
 
@@ -225,6 +232,19 @@ impl RttEstimator {
             self.rttvar,
             self.rto
         );
+    }
+
+    /// agentwire patch: the probe timeout of RFC 8985 7.2 (2*SRTT, at least
+    /// `TLP_MIN_PTO`), or `None` before the first RTT sample or when it would not come
+    /// before the RTO.
+    fn probe_timeout(&self) -> Option<Duration> {
+        let pto = (self.srtt * 2).max(TLP_MIN_PTO);
+        (self.have_measurement && pto < self.rto).then(|| Duration::from_millis(pto as _))
+    }
+
+    /// agentwire patch: when a tail loss probe is due if armed at `now`.
+    fn tail_loss_probe_at(&self, enabled: bool, now: Instant) -> Option<Instant> {
+        self.probe_timeout().filter(|_| enabled).map(|pto| now + pto)
     }
 
     fn on_send(&mut self, timestamp: Instant, seq: TcpSeqNumber) {
@@ -523,6 +543,10 @@ pub struct Socket<'a> {
     local_rx_dup_acks: u8,
     /// If a fast retransmit needs to occur
     pending_fast_retransmit: bool,
+    /// agentwire patch: whether tail loss probes are sent.
+    tlp_enabled: bool,
+    /// agentwire patch: when the tail loss probe is due (while the retransmit timer runs).
+    tlp_at: Option<Instant>,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -614,6 +638,8 @@ impl<'a> Socket<'a> {
             local_rx_last_seq: None,
             local_rx_dup_acks: 0,
             pending_fast_retransmit: false,
+            tlp_enabled: false,
+            tlp_at: None,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -799,6 +825,41 @@ impl<'a> Socket<'a> {
         self.timeout = duration
     }
 
+    /// Set the lower bound of the retransmission timeout computed from RTT samples
+    /// (agentwire patch).
+    ///
+    /// By default it is 1 second, as RFC 6298 (2.4) recommends; Linux uses 200 ms. The
+    /// initial RTO, before any sample, stays 1 second. The bound is kept across resets.
+    pub fn set_min_rto(&mut self, duration: Duration) {
+        self.rtte.min_rto = duration.total_millis().clamp(1, RTTE_MAX_RTO as u64) as u32;
+    }
+
+    /// Return the lower bound of the retransmission timeout (agentwire patch).
+    pub fn min_rto(&self) -> Duration {
+        Duration::from_millis(self.rtte.min_rto as _)
+    }
+
+    /// Enable or disable tail loss probes (agentwire patch, after RFC 8985 section 7).
+    ///
+    /// When enabled, and an RTT sample exists, a segment carrying data that is not
+    /// acknowledged within the probe timeout (2*SRTT, at least 10 ms, and only if that is
+    /// shorter than the RTO) makes the socket send the earliest unacknowledged segment
+    /// again, once per transmission, without reducing the congestion window. A lost tail
+    /// (the last segments of a request or response, after which no duplicate ACKs can come)
+    /// is then repaired after about two round trips instead of a whole RTO. Disabled by
+    /// default.
+    pub fn set_tail_loss_probe(&mut self, enabled: bool) {
+        self.tlp_enabled = enabled;
+        if !enabled {
+            self.tlp_at = None;
+        }
+    }
+
+    /// Return whether tail loss probes are enabled (agentwire patch).
+    pub fn tail_loss_probe(&self) -> bool {
+        self.tlp_enabled
+    }
+
     /// Set the ACK delay duration.
     ///
     /// By default, the ACK delay is set to 10ms.
@@ -907,7 +968,11 @@ impl<'a> Socket<'a> {
 
         self.state = State::Closed;
         self.timer = Timer::new();
-        self.rtte = RttEstimator::default();
+        self.rtte = RttEstimator {
+            min_rto: self.rtte.min_rto,
+            ..RttEstimator::default()
+        };
+        self.tlp_at = None;
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -2176,10 +2241,12 @@ impl<'a> Socket<'a> {
                 if ack_all {
                     // RFC 6298: (5.2) ACK of all outstanding data turn off the retransmit timer.
                     self.timer.set_for_idle(cx.now(), self.keep_alive);
+                    self.tlp_at = None;
                 } else if ack_len > 0 {
                     // (5.3) ACK of new data in ESTABLISHED state restart the retransmit timer.
                     let rto = self.rtte.retransmission_timeout();
                     self.timer.set_for_retransmit(cx.now(), rto);
+                    self.tlp_at = self.rtte.tail_loss_probe_at(self.tlp_enabled, cx.now());
                 }
             }
             Timer::Idle { .. } => {
@@ -2510,6 +2577,16 @@ impl<'a> Socket<'a> {
 
             // Inform RTTE, so that it can avoid bogus measurements.
             self.rtte.on_retransmit();
+            self.tlp_at = None;
+        } else if self.tail_loss_probe_due(cx.now()) {
+            // agentwire patch: nothing was acknowledged for a probe timeout. Send the
+            // earliest unacknowledged segment again (as a fast retransmit does, but without
+            // telling the congestion controller: a probe is not a loss signal). The
+            // retransmit timer keeps running.
+            net_debug!("sending tail loss probe");
+            self.tlp_at = None;
+            self.pending_fast_retransmit = true;
+            self.rtte.on_retransmit();
         }
 
         #[cfg(feature = "socket-tcp-pause-synack")]
@@ -2543,6 +2620,10 @@ impl<'a> Socket<'a> {
         } else {
             return Ok(());
         }
+
+        // agentwire patch: a head retransmission (fast retransmit or tail loss probe) does
+        // not reschedule the probe.
+        let is_probe = self.pending_fast_retransmit;
 
         // Construct the lowered IP representation.
         // We might need this to calculate the MSS, so do it early.
@@ -2828,6 +2909,11 @@ impl<'a> Socket<'a> {
         self.remote_last_win = repr.window_len;
 
         if repr.segment_len() > 0 {
+            // agentwire patch: every transmission carrying data (re)schedules the probe,
+            // except the probe itself, which the RTO then backs up.
+            if !is_probe {
+                self.tlp_at = self.rtte.tail_loss_probe_at(self.tlp_enabled, cx.now());
+            }
             self.rtte
                 .on_send(cx.now(), repr.seq_number + repr.segment_len());
             self.congestion_controller
@@ -2854,6 +2940,13 @@ impl<'a> Socket<'a> {
         }
 
         Ok(())
+    }
+
+    /// agentwire patch: whether the tail loss probe is due at `now`.
+    fn tail_loss_probe_due(&self, now: Instant) -> bool {
+        self.timer.is_retransmit()
+            && !self.tx_buffer.is_empty()
+            && self.tlp_at.is_some_and(|at| now >= at)
     }
 
     #[allow(clippy::if_same_then_else)]
@@ -2892,11 +2985,24 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
+            // agentwire patch: and for the tail loss probe.
+            let tlp_poll_at = match self.tlp_at {
+                Some(at) if self.timer.is_retransmit() && !self.tx_buffer.is_empty() => {
+                    PollAt::Time(at)
+                }
+                _ => PollAt::Ingress,
+            };
+
             // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at]
-                .iter()
-                .min()
-                .unwrap_or(&PollAt::Ingress)
+            *[
+                self.timer.poll_at(),
+                timeout_poll_at,
+                delayed_ack_poll_at,
+                tlp_poll_at,
+            ]
+            .iter()
+            .min()
+            .unwrap_or(&PollAt::Ingress)
         }
     }
 }
@@ -9871,5 +9977,194 @@ mod test {
         s.send_slice(b"def").unwrap();
         recv_nothing!(s);
         assert_eq!(s.state, State::Closed);
+    }
+
+    // =========================================================================================//
+    // agentwire patch: minimum RTO and tail loss probes
+    // =========================================================================================//
+
+    /// An established socket that has sent "abcdef" at 0 and had it acknowledged at
+    /// `rtt` ms: one RTT sample of `rtt`, nothing in flight.
+    fn socket_with_rtt_sample(min_rto: u64, tlp: bool, rtt: i64) -> TestSocket {
+        let mut s = socket_established();
+        s.set_min_rto(Duration::from_millis(min_rto));
+        s.set_tail_loss_probe(tlp);
+        s.send_slice(b"abcdef").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        send!(s, time rtt, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 6),
+            ..SEND_TEMPL
+        });
+        s
+    }
+
+    fn data_012345() -> TcpRepr<'static> {
+        TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"012345"[..],
+            ..RECV_TEMPL
+        }
+    }
+
+    #[test]
+    fn test_min_rto_default_is_one_second() {
+        let s = socket();
+        assert_eq!(s.min_rto(), Duration::from_millis(1000));
+        assert!(!s.tail_loss_probe());
+        let mut s = socket_with_rtt_sample(1000, false, 20);
+        s.send_slice(b"012345").unwrap();
+        recv!(s, time 100, Ok(data_012345()));
+        recv_nothing!(s, time 1099);
+        recv!(s, time 1100, Ok(data_012345()));
+    }
+
+    #[test]
+    fn test_min_rto_lowers_retransmit_timeout() {
+        // srtt 20 ms, rttvar 10 ms: the computed RTO (60 ms) is raised to the 200 ms bound.
+        let mut s = socket_with_rtt_sample(200, false, 20);
+        s.send_slice(b"012345").unwrap();
+        recv!(s, time 100, Ok(data_012345()));
+        recv_nothing!(s, time 299);
+        recv!(s, time 300, Ok(data_012345()));
+        // Backoff doubles from there.
+        recv_nothing!(s, time 699);
+        recv!(s, time 700, Ok(data_012345()));
+    }
+
+    #[test]
+    fn test_min_rto_does_not_lower_initial_rto() {
+        let mut s = socket_established();
+        s.set_min_rto(Duration::from_millis(200));
+        s.send_slice(b"abcdef").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 999);
+        recv!(s, time 1000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+    }
+
+    #[test]
+    fn test_min_rto_survives_reset() {
+        let mut s = socket_with_rtt_sample(200, true, 20);
+        s.reset();
+        assert_eq!(s.min_rto(), Duration::from_millis(200));
+        assert!(s.tail_loss_probe());
+        assert_eq!(s.tlp_at, None);
+    }
+
+    #[test]
+    fn test_tail_loss_probe_resends_head_after_two_srtt() {
+        let mut s = socket_with_rtt_sample(200, true, 20);
+        s.send_slice(b"012345").unwrap();
+        recv!(s, time 100, Ok(data_012345()));
+        // PTO = 2 * srtt = 40 ms after the send.
+        recv_nothing!(s, time 139);
+        recv!(s, time 140, Ok(data_012345()));
+        // One probe per transmission; then the RTO, which was not restarted by the probe.
+        recv_nothing!(s, time 299);
+        recv!(s, time 300, Ok(data_012345()));
+    }
+
+    #[test]
+    fn test_tail_loss_probe_does_not_shrink_cwnd() {
+        let mut s = socket_with_rtt_sample(200, true, 20);
+        s.set_congestion_control(CongestionControl::None);
+        let cwnd = s.congestion_controller.inner().window();
+        s.send_slice(b"012345").unwrap();
+        recv!(s, time 100, Ok(data_012345()));
+        recv!(s, time 140, Ok(data_012345()));
+        assert_eq!(s.congestion_controller.inner().window(), cwnd);
+        // The probe's ACK ends it all: no retransmission after that.
+        send!(s, time 160, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 12),
+            ..SEND_TEMPL
+        });
+        recv_nothing!(s, time 2000);
+    }
+
+    #[test]
+    fn test_tail_loss_probe_rescheduled_by_partial_ack() {
+        let mut s = socket_with_rtt_sample(200, true, 20);
+        s.remote_mss = 6;
+        s.send_slice(b"012345ghijkl").unwrap();
+        recv!(s, time 100, Ok(data_012345()));
+        recv!(s, time 100, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"ghijkl"[..],
+            ..RECV_TEMPL
+        }));
+        // The first segment is acknowledged at 130 (an RTT sample of 30 ms: SRTT 22 ms):
+        // the probe moves from 140 to 130 + 2 * 22.
+        send!(s, time 130, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 12),
+            ..SEND_TEMPL
+        });
+        recv_nothing!(s, time 173);
+        recv!(s, time 174, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"ghijkl"[..],
+            ..RECV_TEMPL
+        }));
+    }
+
+    #[test]
+    fn test_tail_loss_probe_needs_an_rtt_sample() {
+        let mut s = socket_established();
+        s.set_min_rto(Duration::from_millis(200));
+        s.set_tail_loss_probe(true);
+        s.send_slice(b"abcdef").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 999);
+    }
+
+    #[test]
+    fn test_tail_loss_probe_not_after_rto_would_come() {
+        // With a tiny minimum and a steady RTT the RTO falls to srtt + 4*rttvar, below
+        // 2*srtt: the RTO itself then comes first and no probe is armed.
+        let mut s = socket_with_rtt_sample(1, true, 20);
+        // Drive rttvar toward zero with identical samples.
+        for i in 0..40 {
+            let t = 1000 + i * 100;
+            let seq = LOCAL_SEQ + 1 + 6 + 6 * i as usize;
+            s.send_slice(b"012345").unwrap();
+            recv!(s, time t, Ok(TcpRepr {
+                seq_number: seq,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"012345"[..],
+                ..RECV_TEMPL
+            }));
+            send!(s, time t + 20, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(seq + 6),
+                ..SEND_TEMPL
+            });
+        }
+        // srtt 20, rttvar small: RTO = 20 + max(5, 4*rttvar) < 40 = PTO: no probe armed.
+        assert!(s.rtte.retransmission_timeout() <= Duration::from_millis(40));
+        assert_eq!(s.rtte.probe_timeout(), None);
     }
 }
