@@ -22,6 +22,9 @@ struct Path {
     to_a: VecDeque<(Instant, Vec<u8>)>,
     /// Drop the next packet from a that carries TCP payload.
     drop_next_data_from_a: bool,
+    /// Drop every n-th packet from a that carries TCP payload.
+    drop_every: Option<u64>,
+    data_from_a: u64,
 }
 
 fn tcp_payload_len(pkt: &[u8]) -> usize {
@@ -54,6 +57,8 @@ impl Path {
             to_b: VecDeque::new(),
             to_a: VecDeque::new(),
             drop_next_data_from_a: false,
+            drop_every: None,
+            data_from_a: 0,
         }
     }
 
@@ -64,9 +69,16 @@ impl Path {
         self.b.poll(self.now);
         self.a.take_transmits(&mut out);
         for p in out.drain(..) {
-            if self.drop_next_data_from_a && tcp_payload_len(&p) > 0 {
-                self.drop_next_data_from_a = false;
-                continue;
+            if tcp_payload_len(&p) > 0 {
+                self.data_from_a += 1;
+                if self.drop_next_data_from_a
+                    || self
+                        .drop_every
+                        .is_some_and(|n| self.data_from_a.is_multiple_of(n))
+                {
+                    self.drop_next_data_from_a = false;
+                    continue;
+                }
             }
             self.to_b.push_back((self.now + self.one_way, p));
         }
@@ -104,6 +116,24 @@ impl Path {
         }
         self.poll();
         true
+    }
+
+    /// A connection from a to b's port 80: (a's socket, b's accepted socket).
+    fn connect(&mut self) -> (SocketHandle, SocketHandle) {
+        let lid = self.b.tcp_listen(80).unwrap();
+        let c = self
+            .a
+            .tcp_connect("10.0.0.2:80".parse().unwrap(), self.now)
+            .unwrap();
+        let mut accepted = None;
+        self.run_until(Duration::from_secs(5), |p| {
+            if let Poll::Ready(Ok((s, _, _))) = p.b.tcp_poll_accept(lid, &mut cx()) {
+                accepted = Some(s);
+            }
+            accepted.is_some()
+        })
+        .expect("connected");
+        (c, accepted.expect("accepted"))
     }
 
     /// Runs until `done` holds; returns the time it took, or `None` after `limit`.
@@ -144,19 +174,7 @@ fn request(p: &mut Path, c: SocketHandle, s: SocketHandle, n: usize) -> Option<D
 /// measured), then one small request whose only segment is lost: how long until b has it.
 fn lost_request_delay(cfg: impl Fn(&mut NetstackConfig)) -> Duration {
     let mut p = Path::new(Duration::from_millis(10), cfg);
-    let lid = p.b.tcp_listen(80).unwrap();
-    let c =
-        p.a.tcp_connect("10.0.0.2:80".parse().unwrap(), p.now)
-            .unwrap();
-    let mut accepted = None;
-    p.run_until(Duration::from_secs(5), |p| {
-        if let Poll::Ready(Ok((s, _, _))) = p.b.tcp_poll_accept(lid, &mut cx()) {
-            accepted = Some(s);
-        }
-        accepted.is_some()
-    })
-    .expect("connected");
-    let s = accepted.unwrap();
+    let (c, s) = p.connect();
     for _ in 0..5 {
         let t = request(&mut p, c, s, 200).expect("request delivered");
         assert!(t <= Duration::from_millis(11), "a clean request took {t:?}");
@@ -196,5 +214,50 @@ fn smoltcp_defaults_stall_a_lost_request_for_a_second() {
     assert!(
         t >= Duration::from_millis(1000) && t <= Duration::from_millis(1020),
         "repaired after {t:?}"
+    );
+}
+
+/// Reproduces the bulk figure of `cargo bench --bench links` without namespaces: 4 MiB
+/// over a 20 ms round trip losing every 100th data segment. smoltcp's sender gets
+/// ~2.5 Mbit/s here (simulated time; kernel TCP gets 130-220 Mbit/s on the emulated link
+/// at 1 % random loss): it ignores SACK and partial ACKs in recovery, and an RTO resends
+/// the whole flight from a one-segment window. Ignored until recovery is improved; the
+/// bound is the level that work should reach.
+#[test]
+#[ignore = "open: smoltcp loss recovery (docs/performance.md, Links)"]
+fn bulk_under_one_percent_loss() {
+    let mut p = Path::new(Duration::from_millis(10), |_| {});
+    let (c, s) = p.connect();
+    let total = 4usize << 20;
+    let chunk = vec![7u8; 64 << 10];
+    let (mut sent, mut got) = (0usize, 0usize);
+    let mut buf = vec![0u8; 64 << 10];
+    let start = p.now;
+    p.drop_every = Some(100);
+    while got < total && p.now - start < Duration::from_secs(120) {
+        while sent < total {
+            match p
+                .a
+                .tcp_poll_write(c, &mut cx(), &chunk[..chunk.len().min(total - sent)])
+            {
+                Poll::Ready(Ok(k)) if k > 0 => sent += k,
+                _ => break,
+            }
+        }
+        let until = p.now + Duration::from_millis(1);
+        while p.step(until) {}
+        while let Poll::Ready(Ok(k)) = p.b.tcp_poll_read(s, &mut cx(), &mut buf) {
+            if k == 0 {
+                break;
+            }
+            got += k;
+        }
+    }
+    let secs = (p.now - start).as_secs_f64();
+    let mbit = got as f64 * 8.0 / secs / 1e6;
+    assert!(
+        mbit >= 50.0,
+        "{got} bytes in {secs:.1} s simulated: {mbit:.1} Mbit/s, {} data segments sent",
+        p.data_from_a
     );
 }
