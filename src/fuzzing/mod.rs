@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod coord;
 pub mod derp;
+pub mod disco;
 pub mod mcp;
 pub mod packet;
 pub mod stun;

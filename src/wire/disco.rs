@@ -137,7 +137,8 @@ fn get_addr(b: &[u8]) -> Option<SocketAddr> {
 }
 
 impl Message {
-    fn encode(&self) -> Vec<u8> {
+    /// The plaintext body (type, version, fields), before sealing.
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         match self {
             Self::Ping { txid } => {
@@ -159,7 +160,11 @@ impl Message {
         out
     }
 
-    fn decode(pt: &[u8]) -> Result<Self, DiscoError> {
+    /// Parses an opened plaintext body.
+    ///
+    /// # Errors
+    /// [`DiscoError::Malformed`].
+    pub fn decode(pt: &[u8]) -> Result<Self, DiscoError> {
         let (&kind, rest) = pt.split_first().ok_or(DiscoError::Malformed)?;
         let (_version, body) = rest.split_first().ok_or(DiscoError::Malformed)?;
         let txid = |b: &[u8]| -> Result<TxId, DiscoError> {
