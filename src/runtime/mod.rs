@@ -7,6 +7,7 @@ pub mod coord;
 pub mod datagram;
 pub mod derp;
 pub mod driver;
+pub mod netmon;
 pub mod relay;
 pub mod stack;
 pub mod stream;

@@ -82,6 +82,13 @@ pub(super) async fn run(inner: Arc<Inner>, mut events: mpsc::Receiver<CoordEvent
     let mut sessions = Sessions::new();
     let mut wake_detector = crate::proto::wake::WakeDetector::new(WAKE_THRESHOLD);
     let mut discovered = inner.tunnel.discovery();
+    // The network monitor only says "look again"; one pending notice is enough.
+    let (net_tx, mut net_rx) = mpsc::channel::<()>(1);
+    let netmon = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        crate::runtime::netmon::watch(inner.cancel.child_token(), move || {
+            let _ = net_tx.try_send(());
+        }),
+    ));
     let _ = inner.tunnel.set_endpoints(advertise(&inner)).await;
     if let Some(map) = inner.cfg.derp_map.clone() {
         let home = inner.state().home;
@@ -104,6 +111,7 @@ pub(super) async fn run(inner: Arc<Inner>, mut events: mpsc::Receiver<CoordEvent
                 on_discovery(&inner, &report).await;
             }
             () = inner.kick.notified() => {}
+            Some(()) = net_rx.recv() => on_network_change(&inner).await,
             Some(res) = sessions.join_next(), if !sessions.is_empty() => {
                 if let Ok((id, key, ok)) = res {
                     if !ok {
@@ -127,6 +135,7 @@ pub(super) async fn run(inner: Arc<Inner>, mut events: mpsc::Receiver<CoordEvent
         }
         execute(&inner, &mut sessions).await;
     }
+    drop(netmon);
     // Waiters are failed with `Closed`; later callers are refused by the closed machine.
     let dropped = {
         let mut st = inner.state();
@@ -209,6 +218,18 @@ async fn act(inner: &Arc<Inner>, a: Action, sessions: &mut Sessions) {
         // Handled by `State::settle`.
         Action::Resolve { .. } | Action::DropPool(_) => {}
     }
+}
+
+/// Addresses or routes changed: announce the new local endpoints at once, then treat it
+/// as a wake (reconnect relay and coordinator, forget direct paths, rediscover,
+/// re-handshake) so calls move to whatever path works now.
+async fn on_network_change(inner: &Arc<Inner>) {
+    inner
+        .net_changes
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _ = inner.tunnel.set_endpoints(advertise(inner)).await;
+    publish_self(inner);
+    inner.state().machine.handle_wake();
 }
 
 /// A discovery round ended: publish what changed.

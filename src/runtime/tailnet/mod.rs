@@ -201,6 +201,8 @@ pub(crate) struct Inner {
     cancel: CancellationToken,
     /// Sleep/wake events detected.
     wakes: std::sync::atomic::AtomicU64,
+    /// Network changes detected (addresses or routes).
+    net_changes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -349,6 +351,7 @@ impl Tailnet {
             kick: tokio::sync::Notify::new(),
             cancel: CancellationToken::new(),
             wakes: std::sync::atomic::AtomicU64::new(0),
+            net_changes: std::sync::atomic::AtomicU64::new(0),
             cfg,
         });
         manager::publish_self(&inner);
@@ -491,6 +494,13 @@ impl Tailnet {
     pub fn rebind(&self) {
         self.inner.relay.reconnect_all();
         self.inner.coord(CoordClient::reconnect_now);
+    }
+
+    /// How many network changes (interface addresses) were detected and handled.
+    pub fn network_changes(&self) -> u64 {
+        self.inner
+            .net_changes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many times a sleep/wake (a clock gap) was detected and handled.
