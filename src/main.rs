@@ -19,6 +19,21 @@ enum Command {
     Forward(agentwire::cli::forward::ForwardArgs),
     /// Run a DERP relay server (Tailscale DERP protocol version 2).
     Derp(agentwire::cli::derp::DerpArgs),
+    /// Store a server URL and your user token for the client commands.
+    Login(agentwire::cli::login::LoginArgs),
+    /// Forget the stored server URL and token.
+    Logout,
+    /// Show who the stored token belongs to.
+    Whoami(agentwire::cli::login::WhoamiArgs),
+    /// Ping a workspace's agent through the tunnel: each probe's path and round trip.
+    Ping(agentwire::cli::diag::PingArgs),
+    /// Check this network: UDP, public address, NAT behaviour, latency per relay region.
+    Netcheck(agentwire::cli::diag::NetcheckArgs),
+    /// Show the tunnel of the running `agentwire mcp` (or the server's, --server).
+    Status(agentwire::cli::diag::StatusArgs),
+    /// Serve the MCP tools on this machine (stdio or --http), reaching workspaces through
+    /// one long-lived tunnel; `mcp configure CLIENT` sets up an MCP client.
+    Mcp(agentwire::cli::mcp::McpArgs),
 }
 
 /// Removes the token variables from the environment.
@@ -36,7 +51,13 @@ fn main() -> anyhow::Result<()> {
     // Tokens are in hand now: take them out of the environment before any thread, and so
     // any command a workspace runs, could see them.
     scrub_secret_env();
-    agentwire::cli::init_logging();
+    match cli.command {
+        Command::Serve(_) | Command::Agent(_) | Command::Forward(_) | Command::Derp(_) => {
+            agentwire::cli::init_logging();
+        }
+        Command::Mcp(ref a) => agentwire::cli::mcp::init_logging(a)?,
+        _ => agentwire::cli::init_logging_at("warn"),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -46,6 +67,13 @@ fn main() -> anyhow::Result<()> {
             Command::Agent(a) => agentwire::cli::agent::run(a).await,
             Command::Forward(a) => agentwire::cli::forward::run(a).await,
             Command::Derp(a) => agentwire::cli::derp::run(a).await,
+            Command::Login(a) => agentwire::cli::login::login(a).await,
+            Command::Logout => agentwire::cli::login::logout(),
+            Command::Whoami(a) => agentwire::cli::login::whoami(a).await,
+            Command::Ping(a) => agentwire::cli::diag::ping(a).await,
+            Command::Netcheck(a) => agentwire::cli::diag::netcheck(a).await,
+            Command::Status(a) => agentwire::cli::diag::status(a).await,
+            Command::Mcp(a) => agentwire::cli::mcp::run(a).await,
         }
     })
 }

@@ -3,14 +3,23 @@
 
 pub mod agent;
 pub mod derp;
+pub mod diag;
 pub mod forward;
+pub mod login;
+pub mod mcp;
 pub mod serve;
 
 /// Sets up logging from `RUST_LOG` (default: `info`, boringtun's own logs off — it logs
 /// routine handshake retries as warnings and idle expiry as errors).
 pub fn init_logging() {
+    init_logging_at("info");
+}
+
+/// [`init_logging`] with another default level: client commands (`ping`, `mcp`, …)
+/// print their own results and log only what goes wrong unless `RUST_LOG` asks for more.
+pub fn init_logging_at(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,boringtun=off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},boringtun=off")));
     use std::io::IsTerminal as _;
     // Colour codes only for a person at a terminal: in files, journals and CI logs they
     // are noise that breaks grep.

@@ -416,7 +416,8 @@ impl Server {
             .map_err(|e| ServeError::Mcp(e.to_string()))?;
         let agents: Arc<dyn super::mcp::AgentProvider> =
             Arc::new(TailnetAgentProvider::new(tailnet.clone()).with_presence(hub.clone()));
-        let user_api = super::user_api::server::UserApi::new(control.clone(), agents.clone());
+        let user_api = super::user_api::server::UserApi::new(control.clone(), agents.clone())
+            .with_tailnet(tailnet.clone());
         let state = McpState::new(control, agents, mcp_config);
         let local_only =
             addr.ip().is_loopback() && crate::runtime::tls::url_is_loopback(&public_url);

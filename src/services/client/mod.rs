@@ -5,6 +5,10 @@
 //! front end uses.
 
 pub mod config;
+pub mod configure;
+pub mod local;
+pub mod netcheck;
+pub mod status;
 
 use crate::runtime::tailnet::{DialMode, Tailnet, TailnetConfig, TailnetError};
 use crate::runtime::tls::ClientTls;
@@ -26,6 +30,8 @@ pub struct SessionOptions {
     pub dial_mode: DialMode,
     /// A name for logs and the coordinator.
     pub name: String,
+    /// Destinations unused for this long are closed.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Default for SessionOptions {
@@ -35,6 +41,7 @@ impl Default for SessionOptions {
             udp_listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             dial_mode: DialMode::Shared,
             name: "client".into(),
+            idle_timeout: std::time::Duration::from_secs(30 * 60),
         }
     }
 }
@@ -68,7 +75,10 @@ pub struct ClientSession {
 
 impl ClientSession {
     /// Checks the token with the server (one request, which also opens the connection
-    /// later lookups reuse), then starts the tunnel.
+    /// later lookups reuse), then starts the tunnel. When the server cannot be reached
+    /// and `known` names the user (from `login`), the session starts anyway: tunnels come
+    /// up once the server is back, and every call says what is wrong meanwhile. A token
+    /// the server refuses is always an error.
     ///
     /// # Errors
     /// [`SessionError`].
@@ -78,10 +88,18 @@ impl ClientSession {
         tls: ClientTls,
         allow_insecure_http: bool,
         opts: SessionOptions,
+        known: Option<User>,
     ) -> Result<Self, SessionError> {
         let base = BaseUrl::parse("url", url, false)?;
         let server = Arc::new(ServerClient::new(base.clone(), token, tls.clone()));
-        let me = server.me().await?;
+        let me = match (server.me().await, known) {
+            (Ok(me), _) => me,
+            (Err(e @ ApiError::Unreachable { .. }), Some(known)) => {
+                tracing::warn!(error = %e, "starting without the server; retrying in the background");
+                known
+            }
+            (Err(e), _) => return Err(e.into()),
+        };
         let mut cfg = TailnetConfig::client(base.to_url(), token);
         cfg.name = opts.name;
         cfg.tls = tls;
@@ -89,6 +107,7 @@ impl ClientSession {
         cfg.relay_only = opts.relay_only;
         cfg.udp_listen = opts.udp_listen;
         cfg.dial_mode = opts.dial_mode;
+        cfg.idle_timeout = opts.idle_timeout;
         let tailnet = Arc::new(Tailnet::start(cfg)?);
         let control = Arc::new(RemoteControlPlane::new(server.clone(), me.clone()));
         Ok(Self {

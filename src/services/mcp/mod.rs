@@ -35,6 +35,7 @@ pub(crate) mod http;
 pub mod provider;
 mod result;
 mod schema;
+mod stdio;
 mod tools;
 
 pub use config::{McpConfig, McpLimits};
@@ -42,6 +43,7 @@ pub use extension::ToolExtension;
 pub use http::{MCP_PATH, MCP_PATH_EXPERIMENTAL, PROTECTED_RESOURCE_PATH, router};
 pub use provider::tailnet::TailnetAgentProvider;
 pub use provider::{AgentProvider, AgentState, AgentStatus, ProviderError, StaticAgentProvider};
+pub use stdio::{StdioError, serve_stdio};
 
 use crate::services::control::ControlPlane;
 use std::sync::Arc;

@@ -21,6 +21,8 @@ use uuid::Uuid;
 pub struct UserApi {
     control: Arc<dyn ControlPlane>,
     agents: Arc<dyn AgentProvider>,
+    /// The serving process's own tunnel, shown to admins.
+    tailnet: Option<Arc<crate::runtime::tailnet::Tailnet>>,
 }
 
 /// The largest request body the user API reads (a status request for the most agents).
@@ -38,7 +40,19 @@ fn resolve_error(e: &ResolveError) -> Response {
 impl UserApi {
     /// The API over the server's control plane and agent provider.
     pub fn new(control: Arc<dyn ControlPlane>, agents: Arc<dyn AgentProvider>) -> Self {
-        Self { control, agents }
+        Self {
+            control,
+            agents,
+            tailnet: None,
+        }
+    }
+
+    /// Shows admins `tailnet`'s destinations and paths at
+    /// [`DEBUG_TAILNET_PATH`](crate::services::client::status::DEBUG_TAILNET_PATH).
+    #[must_use]
+    pub fn with_tailnet(mut self, tailnet: Arc<crate::runtime::tailnet::Tailnet>) -> Self {
+        self.tailnet = Some(tailnet);
+        self
     }
 
     /// The routes, to merge into the server's router.
@@ -49,6 +63,10 @@ impl UserApi {
             .route(RESOLVE_PATH, get(resolve))
             .route("/api/v0/workspaces/{id}", get(by_id))
             .route(STATUS_PATH, post(status))
+            .route(
+                crate::services::client::status::DEBUG_TAILNET_PATH,
+                get(debug_tailnet),
+            )
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
             .with_state(self)
     }
@@ -204,4 +222,18 @@ async fn status(
         .collect();
     let agents: HashMap<_, _> = api.agents.status(allowed).await;
     Json(StatusResponse { agents }).into_response()
+}
+
+async fn debug_tailnet(State(api): State<UserApi>, headers: http::HeaderMap) -> Response {
+    let user = match api.user(&headers).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    if !user.admin {
+        return error("forbidden", "only admins may see the server's tunnel");
+    }
+    match &api.tailnet {
+        Some(t) => Json(crate::services::client::status::snapshot(t).await).into_response(),
+        None => error("not_found", "this server has no tunnel"),
+    }
 }
