@@ -31,6 +31,42 @@ pub struct TailnetStatus {
     pub wakes: u64,
     /// Every destination.
     pub destinations: Vec<DestinationStatus>,
+    /// The process: what a leak would grow.
+    #[serde(default)]
+    pub process: ProcessStatus,
+}
+
+/// The process serving the status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    /// Its id.
+    pub pid: u32,
+    /// Tokio tasks alive.
+    pub tasks: usize,
+    /// Open file descriptors (sockets among them); Linux only.
+    pub open_fds: Option<usize>,
+}
+
+impl ProcessStatus {
+    fn now() -> Self {
+        Self {
+            pid: std::process::id(),
+            tasks: tokio::runtime::Handle::try_current()
+                .map(|h| h.metrics().num_alive_tasks())
+                .unwrap_or(0),
+            open_fds: open_fds(),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn open_fds() -> Option<usize> {
+    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_fds() -> Option<usize> {
+    None
 }
 
 /// Endpoint discovery's last round.
@@ -145,6 +181,7 @@ pub async fn snapshot(tailnet: &Tailnet) -> TailnetStatus {
         },
         wakes: tailnet.wake_count(),
         destinations,
+        process: ProcessStatus::now(),
     }
 }
 
@@ -152,7 +189,18 @@ pub async fn snapshot(tailnet: &Tailnet) -> TailnetStatus {
 pub fn render(s: &TailnetStatus) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let _ = writeln!(out, "node {} ({})", s.id, s.address);
+    let _ = writeln!(
+        out,
+        "node {} ({})   pid {}, {} tasks{}",
+        s.id,
+        s.address,
+        s.process.pid,
+        s.process.tasks,
+        s.process
+            .open_fds
+            .map(|n| format!(", {n} open files"))
+            .unwrap_or_default()
+    );
     let _ = writeln!(
         out,
         "  coordinator: {}{}",
