@@ -324,10 +324,14 @@ impl Path {
     /// Records a datagram we sent on `path`.
     pub(crate) fn on_send(&mut self, path: PathAddr, now: Instant) {
         self.last_send = Some(now);
-        if let PathAddr::Udp(_) = path
-            && self.derp_region.is_some()
-            && self.udp_unanswered_since.is_none()
-        {
+        if let PathAddr::Udp(_) = path {
+            self.on_send_direct(now);
+        }
+    }
+
+    /// Something that expects an answer went out on the direct path.
+    fn on_send_direct(&mut self, now: Instant) {
+        if self.derp_region.is_some() && self.udp_unanswered_since.is_none() {
             self.udp_unanswered_since = Some(now);
         }
     }
@@ -390,10 +394,16 @@ impl Path {
             to,
             sent: now,
         });
-        if let PathAddr::Udp(a) = to
-            && let Some(c) = self.candidates.iter_mut().find(|c| c.addr == a)
-        {
-            c.last_ping = Some(now);
+        if let PathAddr::Udp(a) = to {
+            if let Some(c) = self.candidates.iter_mut().find(|c| c.addr == a) {
+                c.last_ping = Some(now);
+            }
+            // A ping on the path in use expects an answer like any send: with no data
+            // flowing (a peer only pinged, as `agentwire ping` does), a NAT that dropped
+            // its mapping would otherwise keep the path "direct" until DIRECT_TRUST.
+            if self.udp == Some(a) {
+                self.on_send_direct(now);
+            }
         }
     }
 

@@ -232,3 +232,45 @@ fn forget_direct_and_new_endpoints_start_a_round() {
         vec![addr("192.0.2.5:5")]
     );
 }
+
+#[test]
+fn unanswered_pings_on_the_direct_path_fall_back_without_data() {
+    let t0 = Instant::now();
+    let c = addr("192.0.2.1:1");
+    let mut p = Path::new(&cfg(Some(7), None, &["192.0.2.1:1"]), t0);
+    let probe = p.poll_probe(t0);
+    let mut ids = 0;
+    pong_all(&mut p, &probe, t0, ms(20), &mut ids);
+    let t1 = t0 + ms(20);
+    assert_eq!(p.current(t1), Some(PathAddr::Udp(c)));
+    // Only pings, no data (a NAT mapping vanished): back on DERP DIRECT_UNANSWERED after
+    // the first unanswered one, not DIRECT_TRUST.
+    p.record_ping([90; 12], PathAddr::Udp(c), t1);
+    p.record_ping([91; 12], PathAddr::Udp(c), t1 + ms(550));
+    assert_eq!(
+        p.current(t1 + DIRECT_UNANSWERED - ms(1)),
+        Some(PathAddr::Udp(c))
+    );
+    assert_eq!(p.current(t1 + DIRECT_UNANSWERED), Some(PathAddr::Derp(7)));
+    // An answered ping keeps it.
+    let mut q = Path::new(&cfg(Some(7), None, &["192.0.2.1:1"]), t0);
+    let probe = q.poll_probe(t0);
+    pong_all(&mut q, &probe, t0, ms(20), &mut ids);
+    q.record_ping([92; 12], PathAddr::Udp(c), t1);
+    q.handle_pong(&[92; 12], PathSrc::Udp(c), c, t1 + ms(20));
+    assert_eq!(
+        q.current(t1 + DIRECT_UNANSWERED * 2),
+        Some(PathAddr::Udp(c))
+    );
+    // Pings to other candidates say nothing about the path in use.
+    let mut r = Path::new(&cfg(Some(7), None, &["192.0.2.1:1", "192.0.2.2:2"]), t0);
+    let probe = r.poll_probe(t0);
+    pong_all(&mut r, &probe, t0, ms(20), &mut ids);
+    let other = if r.info(t1).direct == Some(c) {
+        addr("192.0.2.2:2")
+    } else {
+        c
+    };
+    r.record_ping([93; 12], PathAddr::Udp(other), t1);
+    assert!(r.is_direct(t1 + DIRECT_UNANSWERED * 2));
+}
