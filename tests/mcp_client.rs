@@ -355,8 +355,6 @@ fn address_change_in_a_namespace() {
         }
         std::net::IpAddr::V6(_) => panic!("the lab is IPv4"),
     };
-    let gw = laptop.router_ip();
-    let _ = gw;
     let routes = lab.exec(&laptop, &["ip", "-4", "route", "show", "default"]);
     let gateway = routes
         .split_whitespace()
@@ -364,6 +362,16 @@ fn address_change_in_a_namespace() {
         .nth(1)
         .expect("default gateway")
         .to_string();
+    // Without promote_secondaries, deleting the old (primary) address would take the new
+    // one on the same subnet with it.
+    lab.exec(
+        &laptop,
+        &[
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv4/conf/eth0/promote_secondaries",
+        ],
+    );
     lab.exec(
         &laptop,
         &["ip", "addr", "add", &format!("{new}/24"), "dev", "eth0"],
