@@ -3,8 +3,8 @@
 
 use super::{Case, Ctx};
 use agentwire::services::control::{
-    ControlConfig, ControlPlane, Principal, ResolveError, ToolCallRecord, ToolOutcome, User,
-    hash_token,
+    AgentChoice, ControlConfig, ControlPlane, Principal, ResolveError, ToolCallRecord, ToolOutcome,
+    User, hash_token,
 };
 use agentwire::services::store::model::{AuditFilter, TokenStatus};
 use agentwire::services::store::{StoreError, StoreOptions, TokenHolder, migrations};
@@ -166,6 +166,18 @@ async fn workspaces_and_shares(ctx: Ctx) {
         s.workspace_by_id(w.id).await.unwrap().map(|w| w.name),
         Some("dev".into())
     );
+
+    // By id (the chatgpt toolset), with the same authorization.
+    let by_id = s
+        .resolve_workspace_id(&user("bob"), w.id, AgentChoice::Default)
+        .await
+        .unwrap();
+    assert_eq!(by_id.agent.id, id);
+    assert!(matches!(
+        s.resolve_workspace_id(&user("carol"), w.id, AgentChoice::Only)
+            .await,
+        Err(ResolveError::Forbidden { .. })
+    ));
 
     // Shares change at once.
     s.share("alice/dev", "carol").await.unwrap();
@@ -377,6 +389,9 @@ async fn another_process(ctx: Ctx) {
         "b sees a's token"
     );
     let mut changes = b.changes().unwrap();
+    // Let b's poller catch up with a's writes so far: the change awaited below is the
+    // revocation's.
+    tokio::time::sleep(Duration::from_millis(400)).await;
     changes.borrow_and_update();
     let t0 = Instant::now();
     a.revoke_token(t.info.id).await.unwrap();

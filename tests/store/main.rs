@@ -12,10 +12,8 @@
 #![allow(clippy::disallowed_methods)]
 
 mod cases;
-#[allow(dead_code)]
 #[path = "../common/mcp_http.rs"]
 mod mcp_http;
-#[allow(dead_code)]
 #[path = "../mcp_support/mod.rs"]
 mod mcp_support;
 mod pg;

@@ -114,22 +114,7 @@ impl Cluster {
         // A port another process takes between our probe and the start is retried.
         for _ in 0..5 {
             cluster.port = free_port();
-            let opts = format!(
-                "-k {} -h 127.0.0.1 -p {} -c fsync=off -c synchronous_commit=off \
-                 -c full_page_writes=off -c max_connections=200",
-                cluster.dir.display(),
-                cluster.port
-            );
-            let st = cluster
-                .cmd("pg_ctl")
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(cluster.dir.join("log"))
-                .args(["-w", "-t", "30", "-o", &opts, "start"])
-                .output()
-                .map_err(|e| format!("pg_ctl: {e}"))?;
-            if st.status.success() {
+            if cluster.pg_ctl_start().map_err(|e| format!("pg_ctl: {e}"))? {
                 return Ok(cluster);
             }
         }
@@ -169,24 +154,31 @@ impl Cluster {
             .output();
     }
 
-    /// Starts it again on the same port.
-    pub fn restart(&self) {
+    /// Starts the server on `self.port`; whether it started.
+    fn pg_ctl_start(&self) -> std::io::Result<bool> {
         let opts = format!(
             "-k {} -h 127.0.0.1 -p {} -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off -c max_connections=200",
             self.dir.display(),
             self.port
         );
-        let st = self
+        let out = self
             .cmd("pg_ctl")
             .arg("-D")
             .arg(self.dir.join("data"))
             .arg("-l")
             .arg(self.dir.join("log"))
             .args(["-w", "-t", "30", "-o", &opts, "start"])
-            .status()
-            .expect("pg_ctl start");
-        assert!(st.success(), "PostgreSQL restarted");
+            .output()?;
+        Ok(out.status.success())
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&self) {
+        assert!(
+            self.pg_ctl_start().expect("pg_ctl start"),
+            "PostgreSQL restarted"
+        );
     }
 }
 

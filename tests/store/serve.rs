@@ -86,6 +86,30 @@ impl Admin {
         (status.as_u16(), v)
     }
 
+    /// Creates user `name`.
+    async fn user(&self, name: &str) {
+        self.ok("POST", "/users", Some(json!({ "name": name })))
+            .await;
+    }
+
+    /// Issues a token for user `name`; the issued token's JSON.
+    async fn token(&self, name: &str) -> Value {
+        self.ok("POST", "/tokens", Some(json!({ "user": name })))
+            .await
+    }
+
+    /// Creates workspace `owner/name` shared with `shares`.
+    async fn workspace(&self, owner: &str, name: &str, shares: &[&str]) {
+        let body = json!({"owner": owner, "name": name, "shared_with": shares});
+        self.ok("POST", "/workspaces", Some(body)).await;
+    }
+
+    /// Adds an agent to workspace `full`; the created agent's JSON.
+    async fn agent(&self, full: &str) -> Value {
+        self.ok("POST", "/agents", Some(json!({ "workspace": full })))
+            .await
+    }
+
     /// A call that must succeed; its JSON.
     async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let (s, v) = self.call(method, path, body).await;
@@ -159,9 +183,7 @@ async fn admin_api(ctx: Ctx) {
         .call("GET", "/users", None)
         .await;
     assert_eq!(s, 401, "{v}");
-    admin
-        .ok("POST", "/users", Some(json!({"name": "alice"})))
-        .await;
+    admin.user("alice").await;
     let (s, v) = admin
         .call("POST", "/users", Some(json!({"name": "alice"})))
         .await;
@@ -195,16 +217,8 @@ async fn admin_api(ctx: Ctx) {
         )
         .await;
     assert_eq!((s, v["field"].as_str()), (400, Some("expires_in")), "{v}");
-    admin
-        .ok(
-            "POST",
-            "/workspaces",
-            Some(json!({"owner": "alice", "name": "dev"})),
-        )
-        .await;
-    let a = admin
-        .ok("POST", "/agents", Some(json!({"workspace": "alice/dev"})))
-        .await;
+    admin.workspace("alice", "dev", &[]).await;
+    let a = admin.agent("alice/dev").await;
     let join = a["join_command"].as_str().unwrap();
     assert_eq!(
         join,
@@ -266,38 +280,18 @@ async fn revocation(ctx: Ctx) {
     let server = start(Some(&url), &ctx.scratch()).await;
     let admin = Admin::of(&server);
     for u in ["alice", "bob", "carol"] {
-        admin.ok("POST", "/users", Some(json!({"name": u}))).await;
+        admin.user(u).await;
     }
-    let token = |u: &'static str| {
-        let admin = &admin;
-        async move { admin.ok("POST", "/tokens", Some(json!({"user": u}))).await }
-    };
     let (alice, bob, carol) = (
-        token("alice").await,
-        token("bob").await,
-        token("carol").await,
+        admin.token("alice").await,
+        admin.token("bob").await,
+        admin.token("carol").await,
     );
     let secret = |t: &Value| t["token"].as_str().unwrap().to_string();
-    admin
-        .ok(
-            "POST",
-            "/workspaces",
-            Some(json!({"owner": "alice", "name": "dev", "shared_with": ["bob"]})),
-        )
-        .await;
-    admin
-        .ok(
-            "POST",
-            "/workspaces",
-            Some(json!({"owner": "carol", "name": "w"})),
-        )
-        .await;
-    let agent = admin
-        .ok("POST", "/agents", Some(json!({"workspace": "alice/dev"})))
-        .await;
-    let agent2 = admin
-        .ok("POST", "/agents", Some(json!({"workspace": "carol/w"})))
-        .await;
+    admin.workspace("alice", "dev", &["bob"]).await;
+    admin.workspace("carol", "w", &[]).await;
+    let agent = admin.agent("alice/dev").await;
+    let agent2 = admin.agent("carol/w").await;
     let aid: NodeId = agent["agent"]["id"].as_str().unwrap().parse().unwrap();
     let aid2: NodeId = agent2["agent"]["id"].as_str().unwrap().parse().unwrap();
 
@@ -404,20 +398,10 @@ async fn restart(ctx: Ctx) {
             Some(json!({"name": "alice", "password": "correct horse"})),
         )
         .await;
-    let t = admin
-        .ok("POST", "/tokens", Some(json!({"user": "alice"})))
-        .await;
+    let t = admin.token("alice").await;
     let token = t["token"].as_str().unwrap().to_string();
-    admin
-        .ok(
-            "POST",
-            "/workspaces",
-            Some(json!({"owner": "alice", "name": "dev"})),
-        )
-        .await;
-    let a = admin
-        .ok("POST", "/agents", Some(json!({"workspace": "alice/dev"})))
-        .await;
+    admin.workspace("alice", "dev", &[]).await;
+    let a = admin.agent("alice/dev").await;
     let mut mcp = McpHttp::new(server.addr, &token);
     assert!(matches!(
         mcp.call("list_workspaces", json!({}), WAIT).await,
@@ -521,15 +505,9 @@ async fn store_down(ctx: Ctx) {
     let url = ctx.database_url().await;
     let server = start(Some(&url), &ctx.scratch()).await;
     let admin = Admin::of(&server);
-    admin
-        .ok("POST", "/users", Some(json!({"name": "alice"})))
-        .await;
-    let cached = admin
-        .ok("POST", "/tokens", Some(json!({"user": "alice"})))
-        .await;
-    let uncached = admin
-        .ok("POST", "/tokens", Some(json!({"user": "alice"})))
-        .await;
+    admin.user("alice").await;
+    let cached = admin.token("alice").await;
+    let uncached = admin.token("alice").await;
     let mut warm = McpHttp::new(server.addr, cached["token"].as_str().unwrap());
     assert!(matches!(
         warm.call("list_workspaces", json!({}), WAIT).await,
@@ -556,9 +534,7 @@ async fn store_down(ctx: Ctx) {
         assert!(Instant::now() < deadline, "store back ({s})");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    admin
-        .ok("POST", "/users", Some(json!({"name": "bob"})))
-        .await;
+    admin.user("bob").await;
     server.shutdown().await;
 }
 

@@ -442,13 +442,7 @@ impl ControlPlane for InMemoryControlPlane {
         principal: &'a Principal,
         agent_id: NodeId,
     ) -> BoxFuture<'a, bool> {
-        Box::pin(async move {
-            match principal {
-                Principal::User(u) => self.by_agent(agent_id).is_some_and(|w| w.may_use(u)),
-                Principal::Agent { .. } => false,
-                Principal::Service => self.by_agent(agent_id).is_some(),
-            }
-        })
+        Box::pin(async move { principal.may_use_agent_of(self.by_agent(agent_id)) })
     }
 
     fn workspace_by_id<'a>(

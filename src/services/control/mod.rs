@@ -109,6 +109,17 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// Whether this principal may open a tunnel to an agent of `ws` (`None`: the agent
+    /// belongs to no workspace): a user who may use the workspace, or the service for any
+    /// known agent; never an agent.
+    pub fn may_use_agent_of(&self, ws: Option<&Workspace>) -> bool {
+        match self {
+            Self::User(u) => ws.is_some_and(|w| w.may_use(u)),
+            Self::Agent { .. } => false,
+            Self::Service => ws.is_some(),
+        }
+    }
+
     /// A short description for logs (never the token).
     pub fn describe(&self) -> String {
         match self {

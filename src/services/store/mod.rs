@@ -35,7 +35,7 @@ pub mod db;
 pub mod error;
 pub mod migrations;
 pub mod model;
-mod ops;
+pub(crate) mod ops;
 pub mod password;
 mod plane;
 pub mod postgres;

@@ -233,14 +233,10 @@ impl ControlPlane for Store {
         agent_id: NodeId,
     ) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let ws = match self.inner.workspace(WsKey::Agent(agent_id)).await {
-                Ok(ws) => ws,
-                Err(_) => return false,
-            };
-            match principal {
-                Principal::User(u) => ws.is_some_and(|w| w.may_use(u)),
-                Principal::Agent { .. } => false,
-                Principal::Service => ws.is_some(),
+            // Fails closed: a store that cannot answer allows nothing.
+            match self.inner.workspace(WsKey::Agent(agent_id)).await {
+                Ok(ws) => principal.may_use_agent_of(ws.as_ref()),
+                Err(_) => false,
             }
         })
     }

@@ -250,9 +250,19 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<(), DbEr
     Ok(())
 }
 
-fn query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+/// The cached statement for `sql` with `params` bound.
+fn prepared<'c>(
+    conn: &'c Connection,
+    sql: &str,
+    params: &[Value],
+) -> Result<rusqlite::CachedStatement<'c>, DbError> {
     let mut stmt = conn.prepare_cached(sql).map_err(classify)?;
     bind(&mut stmt, params)?;
+    Ok(stmt)
+}
+
+fn query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+    let mut stmt = prepared(conn, sql, params)?;
     let cols = stmt.column_count();
     let mut rows = stmt.raw_query();
     let mut out = Vec::new();
@@ -273,9 +283,10 @@ fn query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbE
 }
 
 fn execute(conn: &Connection, sql: &str, params: &[Value]) -> Result<u64, DbError> {
-    let mut stmt = conn.prepare_cached(sql).map_err(classify)?;
-    bind(&mut stmt, params)?;
-    stmt.raw_execute().map(|n| n as u64).map_err(classify)
+    prepared(conn, sql, params)?
+        .raw_execute()
+        .map(|n| n as u64)
+        .map_err(classify)
 }
 
 fn classify(e: rusqlite::Error) -> DbError {

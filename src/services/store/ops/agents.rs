@@ -137,6 +137,31 @@ pub(crate) async fn create(
         StoreError::NotFound(m) => StoreError::invalid("workspace", m),
         other => other,
     })?;
+    let id = id.unwrap_or_else(NodeId::random);
+    insert(tx, ws_id, &format!("{owner}/{ws}"), name, id, "name", now).await?;
+    let token = tokens::issue(
+        tx,
+        &TokenFor::Agent(AgentSel::Id(id)),
+        "agent",
+        expires_ms,
+        now,
+    )
+    .await?;
+    let info = info(tx, &AgentSel::Id(id), now).await?;
+    Ok((info, token))
+}
+
+/// Adds agent `name` with node id `id` to the workspace `ws_id` (`owner/name` is `full`),
+/// refusing a name or id in use (409 naming `field`, or `id`).
+pub(crate) async fn insert(
+    tx: &mut dyn Tx,
+    ws_id: uuid::Uuid,
+    full: &str,
+    name: &str,
+    id: NodeId,
+    field: &'static str,
+    now: i64,
+) -> Result<(), StoreError> {
     if tx
         .query_opt(
             "SELECT 1 FROM agents WHERE workspace_id = $1 AND name = $2",
@@ -146,11 +171,10 @@ pub(crate) async fn create(
         .is_some()
     {
         return Err(StoreError::conflict(
-            "name",
-            format!("workspace {owner}/{ws} already has an agent {name:?}"),
+            field,
+            format!("workspace {full} already has an agent {name:?}"),
         ));
     }
-    let id = id.unwrap_or_else(NodeId::random);
     if let Some(r) = tx
         .query_opt(
             "SELECT o.name, w.name, a.name FROM agents a JOIN workspaces w \
@@ -160,7 +184,7 @@ pub(crate) async fn create(
         .await?
     {
         return Err(StoreError::conflict(
-            "id",
+            if field == "name" { "id" } else { field },
             format!(
                 "agent id {id} is already {}/{}.{}",
                 r.text(0)?,
@@ -174,16 +198,7 @@ pub(crate) async fn create(
         params![id.0, ws_id, name, now],
     )
     .await?;
-    let token = tokens::issue(
-        tx,
-        &TokenFor::Agent(AgentSel::Id(id)),
-        "agent",
-        expires_ms,
-        now,
-    )
-    .await?;
-    let info = info(tx, &AgentSel::Id(id), now).await?;
-    Ok((info, token))
+    Ok(())
 }
 
 /// Removes an agent and its tokens.

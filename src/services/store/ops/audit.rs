@@ -82,8 +82,10 @@ pub(crate) async fn list(tx: &mut dyn Tx, f: &AuditFilter) -> Result<Vec<AuditEn
         .query(
             "SELECT id, at_ms, user_name, workspace, agent, agent_id, tool, args_bytes, \
              result_bytes, outcome, detail, duration_us FROM audit_log \
-             WHERE ($1 IS NULL OR user_name = $1) AND ($2 IS NULL OR workspace = $2) \
-             AND ($3 IS NULL OR at_ms >= $3) AND ($4 IS NULL OR id < $4) \
+             WHERE (CAST($1 AS TEXT) IS NULL OR user_name = $1) \
+             AND (CAST($2 AS TEXT) IS NULL OR workspace = $2) \
+             AND (CAST($3 AS BIGINT) IS NULL OR at_ms >= $3) \
+             AND (CAST($4 AS BIGINT) IS NULL OR id < $4) \
              ORDER BY id DESC LIMIT $5",
             params![
                 f.user.clone(),

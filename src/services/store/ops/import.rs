@@ -195,24 +195,7 @@ async fn import_agent(
             format!("agent id {id} ({full}.{name} in the file) is already another agent"),
         )),
         None => {
-            if tx
-                .query_opt(
-                    "SELECT 1 FROM agents WHERE workspace_id = $1 AND name = $2",
-                    params![ws_id, name],
-                )
-                .await?
-                .is_some()
-            {
-                return Err(StoreError::conflict(
-                    "config",
-                    format!("{full} already has an agent {name:?} with another id than {id}"),
-                ));
-            }
-            tx.execute(
-                "INSERT INTO agents (id, workspace_id, name, created_ms) VALUES ($1, $2, $3, $4)",
-                params![id.0, ws_id, name, now],
-            )
-            .await?;
+            super::agents::insert(tx, ws_id, full, name, id, "config", now).await?;
             report.agents_created += 1;
             Ok(())
         }

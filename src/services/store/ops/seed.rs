@@ -105,11 +105,8 @@ pub(crate) async fn demo(
             {
                 id = NodeId::random();
             }
-            tx.execute(
-                "INSERT INTO agents (id, workspace_id, name, created_ms) VALUES ($1, $2, $3, $4)",
-                params![id.0, ws_id, DEMO_AGENT, now],
-            )
-            .await?;
+            let full = format!("{}/{DEMO_WORKSPACE}", seed.user);
+            super::agents::insert(tx, ws_id, &full, DEMO_AGENT, id, "name", now).await?;
             id
         }
     };
