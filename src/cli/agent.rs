@@ -36,6 +36,14 @@ pub struct AgentArgs {
     /// UDP address for direct WireGuard paths.
     #[arg(long, default_value = "0.0.0.0:0")]
     pub udp: std::net::SocketAddr,
+    /// A UDP endpoint to advertise for direct paths (repeatable), such as a port forwarded
+    /// on this host's NAT. Replaces what the agent finds by itself (interface addresses
+    /// and what the relay's STUN server sees).
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Vec<std::net::SocketAddr>,
+    /// Never use direct UDP paths: every packet goes through the relay.
+    #[arg(long)]
+    pub relay_only: bool,
     /// Do not forward tailnet connections to ports on this host.
     #[arg(long)]
     pub no_port_forwarding: bool,
@@ -103,6 +111,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut cfg = AgentConfig::new(&url, &token, id.id, dir.clone());
     cfg.api.root = args.root;
     cfg.tailnet.udp_listen = args.udp;
+    cfg.tailnet.advertise = (!args.advertise.is_empty()).then_some(args.advertise);
+    cfg.tailnet.relay_only = args.relay_only;
     cfg.tailnet.tls = client_tls;
     cfg.tailnet.allow_insecure_http = args.tls.allow_insecure_http;
     cfg.forward_ports = !args.no_port_forwarding;

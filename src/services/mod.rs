@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod client;
 pub mod control;
 pub mod coord;
 pub mod derp;
@@ -17,3 +18,4 @@ pub mod serve;
 pub mod store;
 pub mod stun;
 pub mod time;
+pub mod user_api;

@@ -401,11 +401,10 @@ impl Server {
         mcp_config
             .validate()
             .map_err(|e| ServeError::Mcp(e.to_string()))?;
-        let state = McpState::new(
-            control,
-            Arc::new(TailnetAgentProvider::new(tailnet.clone()).with_presence(hub.clone())),
-            mcp_config,
-        );
+        let agents: Arc<dyn super::mcp::AgentProvider> =
+            Arc::new(TailnetAgentProvider::new(tailnet.clone()).with_presence(hub.clone()));
+        let user_api = super::user_api::server::UserApi::new(control.clone(), agents.clone());
+        let state = McpState::new(control, agents, mcp_config);
         let local_only =
             addr.ip().is_loopback() && crate::runtime::tls::url_is_loopback(&public_url);
         let main_gate = super::metrics::MetricsGate::new(
@@ -442,7 +441,8 @@ impl Server {
         let mut app = hub
             .router()
             .merge(metrics_router(main_gate))
-            .merge(mcp::router(state));
+            .merge(mcp::router(state))
+            .merge(user_api.router());
         if let Some(store) = &store {
             app = app.merge(super::admin::router(super::admin::AdminState {
                 store: store.clone(),

@@ -21,7 +21,7 @@ pub use memory::{
 };
 
 use crate::wire::addr::NodeId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -42,7 +42,7 @@ pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A person (or automation) holding a user token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     /// Unique user name; workspaces are addressed as `owner/name`.
     pub name: String,
@@ -51,7 +51,7 @@ pub struct User {
 }
 
 /// A workspace agent: one node on the tailnet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {
     /// The agent's node id; its token binds it to this id.
     pub id: NodeId,
@@ -60,7 +60,7 @@ pub struct Agent {
 }
 
 /// A workspace: an owner, the users it is shared with, and its agents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workspace {
     /// Stable id.
     pub id: Uuid,
@@ -136,7 +136,7 @@ impl Principal {
 }
 
 /// A workspace and the agent a spec selected in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolvedAgent {
     /// The workspace.
     pub workspace: Workspace,
