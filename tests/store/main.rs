@@ -4,14 +4,16 @@
 //!
 //! Each backend is one test that runs every case in turn (each with a fresh database),
 //! printing each case's name and time: the cluster is started once, not per case. Cases
-//! are in `cases.rs` (the store through its API) and `serve.rs` (a whole `agentwire serve`:
-//! revocation timing, restart, two processes migrating one database).
+//! are in `cases.rs` (the store through its API), `serve.rs` (a whole `agentwire serve`:
+//! revocation timing, restart, two processes migrating one database) and `cli.rs`
+//! (`agentwire admin` against it).
 //!
 //! Rerun with output: `cargo nextest run --test store --no-capture`.
 
 #![allow(clippy::disallowed_methods)]
 
 mod cases;
+mod cli;
 #[path = "../common/mcp_http.rs"]
 mod mcp_http;
 #[path = "../mcp_support/mod.rs"]
@@ -99,7 +101,12 @@ fn run(backend: Backend) {
         dir: Arc::new(tempfile::tempdir().expect("tempdir")),
         n: Arc::default(),
     };
-    let all: Vec<(&str, Case)> = cases::ALL.iter().chain(serve::ALL).copied().collect();
+    let all: Vec<(&str, Case)> = cases::ALL
+        .iter()
+        .chain(serve::ALL)
+        .chain(cli::ALL)
+        .copied()
+        .collect();
     let filter = std::env::var("STORE_CASE").ok();
     for (name, case) in all {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {

@@ -66,6 +66,19 @@ impl Out {
         self.json
     }
 
+    /// One object: with `--json` as the server sent it (not a list of one), else a
+    /// one-row table.
+    fn one<T: Serialize + Clone>(
+        &self,
+        v: &T,
+        table: fn(&Self, Vec<T>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        if self.raw(v) {
+            return Ok(());
+        }
+        table(self, vec![v.clone()])
+    }
+
     pub(super) fn done(&self, what: &str) -> anyhow::Result<()> {
         if !self.raw(&serde_json::json!({ "ok": true })) {
             say!("{what}");
@@ -112,7 +125,7 @@ impl Out {
     }
 
     pub(super) fn user(&self, u: &UserInfo) -> anyhow::Result<()> {
-        self.users(vec![u.clone()])
+        self.one(u, Self::users)
     }
 
     pub(super) fn workspaces(&self, v: Vec<WorkspaceInfo>) -> anyhow::Result<()> {
@@ -137,7 +150,7 @@ impl Out {
     }
 
     pub(super) fn workspace(&self, w: &WorkspaceInfo) -> anyhow::Result<()> {
-        self.workspaces(vec![w.clone()])
+        self.one(w, Self::workspaces)
     }
 
     pub(super) fn agents(&self, v: Vec<AgentInfo>) -> anyhow::Result<()> {
@@ -160,7 +173,7 @@ impl Out {
     }
 
     pub(super) fn agent(&self, a: &AgentInfo) -> anyhow::Result<()> {
-        self.agents(vec![a.clone()])
+        self.one(a, Self::agents)
     }
 
     pub(super) fn created_agent(&self, c: &CreatedAgent) -> anyhow::Result<()> {
@@ -226,7 +239,7 @@ impl Out {
     }
 
     pub(super) fn token(&self, t: &TokenInfo) -> anyhow::Result<()> {
-        self.tokens(vec![t.clone()])
+        self.one(t, Self::tokens)
     }
 
     pub(super) fn issued(&self, t: &IssuedToken) -> anyhow::Result<()> {
