@@ -34,6 +34,8 @@ enum Command {
     /// Serve the MCP tools on this machine (stdio or --http), reaching workspaces through
     /// one long-lived tunnel; `mcp configure CLIENT` sets up an MCP client.
     Mcp(agentwire::cli::mcp::McpArgs),
+    /// Administer a running server: users, workspaces, agents, tokens, the audit log.
+    Admin(agentwire::cli::admin::AdminArgs),
 }
 
 /// Removes the token variables from the environment.
@@ -74,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             Command::Netcheck(a) => agentwire::cli::diag::netcheck(a).await,
             Command::Status(a) => agentwire::cli::diag::status(a).await,
             Command::Mcp(a) => agentwire::cli::mcp::run(a).await,
+            Command::Admin(a) => agentwire::cli::admin::run(a).await,
         }
     })
 }

@@ -1,6 +1,7 @@
 //! Servers built on the runtime. Each server is `run(listener, shutdown)` or a router
 //! that `agentwire serve` mounts.
 
+pub mod admin;
 pub mod agent;
 pub mod client;
 pub mod control;
@@ -12,6 +13,9 @@ pub mod hub;
 pub mod mcp;
 pub mod metrics;
 pub mod public_url;
+pub mod secrets;
 pub mod serve;
+pub mod store;
 pub mod stun;
+pub mod time;
 pub mod user_api;

@@ -2,17 +2,22 @@
 //!
 //! Everything that decides *who* a caller is and *what* it may use sits behind the
 //! [`ControlPlane`] trait, so a host service can plug in its own users and authorization.
-//! The coordinator and the MCP front end only ever ask the trait. [`InMemoryControlPlane`]
-//! is the built-in implementation, loaded from TOML (see `docs/config.md`) or built for the
-//! embedded default by [`DemoSetup`].
+//! The coordinator and the MCP front end only ever ask the trait. `agentwire serve` uses
+//! the database-backed store (`services::store`); [`InMemoryControlPlane`] is an immutable
+//! implementation loaded from TOML (today's `control.toml` format, see `docs/config.md`)
+//! or built by [`DemoSetup`], for tests, benchmarks and embedders.
 //!
 //! Methods return boxed futures so the trait stays dyn-compatible (`Arc<dyn ControlPlane>`).
 
+mod audit;
 mod memory;
 
+pub use audit::{MetricFamily, ToolCallRecord, ToolOutcome};
+pub(crate) use memory::config_token_digest;
 pub use memory::{
     AgentConfig, ConfigError, ControlConfig, DemoCredentials, DemoSetup, InMemoryControlPlane,
-    Secret, UserConfig, WorkspaceConfig, generate_token, hash_token,
+    Secret, UserConfig, WorkspaceConfig, ct_eq, derived_workspace_id, generate_token, hash_token,
+    token_digest,
 };
 
 use crate::wire::addr::NodeId;
@@ -104,6 +109,17 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// Whether this principal may open a tunnel to an agent of `ws` (`None`: the agent
+    /// belongs to no workspace): a user who may use the workspace, or the service for any
+    /// known agent; never an agent.
+    pub fn may_use_agent_of(&self, ws: Option<&Workspace>) -> bool {
+        match self {
+            Self::User(u) => ws.is_some_and(|w| w.may_use(u)),
+            Self::Agent { .. } => false,
+            Self::Service => ws.is_some(),
+        }
+    }
+
     /// A short description for logs (never the token).
     pub fn describe(&self) -> String {
         match self {
@@ -407,6 +423,23 @@ pub trait ControlPlane: Send + Sync + fmt::Debug {
         &'a self,
         agent_id: NodeId,
     ) -> BoxFuture<'a, Result<Option<Workspace>, ControlError>>;
+
+    /// Records a finished tool call in the audit log. MUST NOT block or wait: an
+    /// implementation queues the record and writes it elsewhere (dropping, and counting,
+    /// what does not fit). The default keeps no log.
+    fn audit(&self, _record: ToolCallRecord) {}
+
+    /// A receiver that changes whenever users, tokens, workspaces, shares or agents may
+    /// have changed, so holders of long-lived authorizations (coordinator streams) can
+    /// check them again. `None` for a control plane that never changes.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// Counters and gauges for `/metrics` (the default has none).
+    fn metrics(&self) -> Vec<MetricFamily> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

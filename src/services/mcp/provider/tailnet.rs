@@ -294,39 +294,12 @@ impl AgentProvider for TailnetAgentProvider {
     }
 }
 
-/// `2026-12-02T19:00:00Z` for Unix milliseconds `ms` (UTC, second precision).
-pub fn fmt_utc_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub use crate::services::time::fmt_utc_ms;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proto::coord::server::Conflict;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(fmt_utc_ms(0), "1970-01-01T00:00:00Z");
-        assert_eq!(fmt_utc_ms(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(fmt_utc_ms(1_796_238_000_999), "2026-12-02T19:00:00Z");
-    }
 
     #[test]
     #[allow(clippy::disallowed_methods)]
