@@ -7,6 +7,7 @@ pub mod agent;
 pub mod coord;
 pub mod derp;
 pub mod mcp;
+pub mod oauth;
 pub mod packet;
 pub mod stun;
 pub mod tailnet;

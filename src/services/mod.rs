@@ -10,6 +10,7 @@ pub mod http;
 pub mod hub;
 pub mod mcp;
 pub mod metrics;
+pub mod oauth;
 pub mod public_url;
 pub mod serve;
 pub mod stun;

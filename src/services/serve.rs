@@ -59,6 +59,8 @@ pub struct ServeConfig {
     /// When `stun_listen` cannot be bound, warn and run without STUN instead of failing
     /// to start (the CLI's default address, which another process may hold).
     pub stun_optional: bool,
+    /// The OAuth authorization server for hosted MCP clients.
+    pub oauth: super::oauth::OAuthOptions,
 }
 
 impl ServeConfig {
@@ -82,6 +84,7 @@ impl ServeConfig {
             // teaches nothing and would only add traffic; a test of STUN sets it.
             stun_listen: None,
             stun_optional: false,
+            oauth: super::oauth::OAuthOptions::default(),
         }
     }
 }
@@ -159,6 +162,10 @@ pub struct Server {
     stun: Option<StunServer>,
     /// Reloads the certificate on SIGHUP; aborted on shutdown and drop.
     reload: Option<tokio_util::task::AbortOnDropHandle<()>>,
+    /// The OAuth authorization server, when it runs.
+    oauth: Option<Arc<super::oauth::OAuthServer>>,
+    /// Purges its expired records; aborted on shutdown and drop.
+    oauth_maintenance: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ServeError + '_ {
@@ -306,7 +313,7 @@ impl Server {
         let service_token = generate_token();
         let mut embedded = None;
         let mut agent_cfg = None;
-        let control: Arc<dyn ControlPlane> = match &cfg.config_file {
+        let memory: Arc<InMemoryControlPlane> = match &cfg.config_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(io_err(path))?;
                 let mut c: ControlConfig =
@@ -359,6 +366,7 @@ impl Server {
                 Arc::new(InMemoryControlPlane::from_config(c)?)
             }
         };
+        let control: Arc<dyn ControlPlane> = memory.clone();
 
         // STUN is advertised at the relay's host: the public URL's, or --derp-url's. A
         // loopback socket is no use to nodes elsewhere (the default behind a reverse
@@ -414,11 +422,24 @@ impl Server {
         mcp_config
             .validate()
             .map_err(|e| ServeError::Mcp(e.to_string()))?;
-        let state = McpState::new(
+        let oauth = match cfg.oauth.build(
+            &mcp_config.base_url(),
+            &[mcp::MCP_PATH, mcp::MCP_PATH_EXPERIMENTAL],
+            Arc::new(super::oauth::ControlAccounts::new(memory)),
+        ) {
+            Ok(o) => o,
+            Err(w) => {
+                tracing::warn!("{w}");
+                hub.add_health_warning(w);
+                None
+            }
+        };
+        let mut state = McpState::new(
             control,
             Arc::new(TailnetAgentProvider::new(tailnet.clone()).with_presence(hub.clone())),
             mcp_config,
         );
+        state.oauth = oauth.clone();
         let local_only =
             addr.ip().is_loopback() && crate::runtime::tls::url_is_loopback(&public_url);
         let main_gate = super::metrics::MetricsGate::new(
@@ -452,10 +473,16 @@ impl Server {
             None => None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = hub
+        let mut app = hub
             .router()
             .merge(metrics_router(main_gate))
             .merge(mcp::router(state));
+        if let Some(o) = &oauth {
+            app = app.merge(o.router());
+        }
+        let oauth_maintenance = oauth
+            .as_ref()
+            .map(|o| o.spawn_maintenance(Duration::from_secs(60)));
         let reload = cfg
             .tls
             .as_ref()
@@ -484,7 +511,14 @@ impl Server {
             metrics,
             stun,
             reload,
+            oauth,
+            oauth_maintenance,
         })
+    }
+
+    /// The OAuth authorization server, when it runs.
+    pub fn oauth(&self) -> Option<&Arc<super::oauth::OAuthServer>> {
+        self.oauth.as_ref()
     }
 
     /// The MCP endpoint URL.
@@ -521,6 +555,7 @@ impl Server {
     /// connections, then the listener.
     pub async fn shutdown(mut self) {
         drop(self.reload.take());
+        drop(self.oauth_maintenance.take());
         if let Some(a) = self.agent.take() {
             a.shutdown().await;
         }

@@ -225,7 +225,6 @@ pub fn error_redirect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::oauth::records::{AuthMethod, ClientSource};
     use crate::wire::oauth::form::FormLimits;
     use rand::SeedableRng;
 
@@ -242,19 +241,7 @@ mod tests {
     }
 
     fn client(uris: &[&str]) -> ClientRecord {
-        ClientRecord {
-            client_id: "aw-1".into(),
-            source: ClientSource::Registered,
-            auth_method: AuthMethod::None,
-            secret: None,
-            redirect_uris: uris.iter().map(|s| s.to_string()).collect(),
-            refresh_tokens: true,
-            name: None,
-            client_uri: None,
-            metadata: "{}".into(),
-            created_at: UnixTime(0),
-            fetched_until: None,
-        }
+        ClientRecord::fixture("aw-1", uris)
     }
 
     fn query(extra: &[(&str, &str)], skip: &[&str]) -> Form {

@@ -97,6 +97,26 @@ pub struct ClientRecord {
     pub fetched_until: Option<UnixTime>,
 }
 
+#[cfg(any(test, fuzzing))]
+impl ClientRecord {
+    /// A registered public client with these redirect URIs (a test and fuzzing fixture).
+    pub fn fixture(client_id: &str, redirect_uris: &[&str]) -> Self {
+        Self {
+            client_id: client_id.into(),
+            source: ClientSource::Registered,
+            auth_method: AuthMethod::None,
+            secret: None,
+            redirect_uris: redirect_uris.iter().map(|s| s.to_string()).collect(),
+            refresh_tokens: true,
+            name: None,
+            client_uri: None,
+            metadata: "{}".into(),
+            created_at: UnixTime(0),
+            fetched_until: None,
+        }
+    }
+}
+
 /// The parameters of an authorization request, once validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizationRequest {

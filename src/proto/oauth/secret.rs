@@ -120,6 +120,27 @@ pub fn looks_like(token: &str, kind: SecretKind) -> bool {
     })
 }
 
+/// A token derived from `secret` for one `purpose`: the CSRF token of forms whose
+/// session or browser secret lives in an `HttpOnly` cookie, so a page on another site
+/// can neither read the cookie nor compute the token.
+pub fn bound_token(secret: &str, purpose: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"agentwire-csrf\0");
+    h.update(purpose.as_bytes());
+    h.update(b"\0");
+    h.update(secret.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
+}
+
+/// Compares two strings without an early exit on the first difference.
+pub fn ct_str_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +160,10 @@ mod tests {
         assert!(!format!("{d:?}").contains(&d.to_hex()));
         assert!(!looks_like("awat_short", SecretKind::AccessToken));
         assert_eq!(generate_id(&mut rng).len(), 22);
+        let t = bound_token(&s, "grants");
+        assert_eq!(t, bound_token(&s, "grants"));
+        assert_ne!(t, bound_token(&s, "login"));
+        assert_ne!(t, bound_token(&s2, "grants"));
+        assert!(ct_str_eq(&t, &t.clone()) && !ct_str_eq(&t, "x"));
     }
 }

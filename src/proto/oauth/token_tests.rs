@@ -1,5 +1,5 @@
 use super::*;
-use crate::proto::oauth::records::{ClientSource, Revocation};
+use crate::proto::oauth::records::Revocation;
 use crate::wire::oauth::form::FormLimits;
 use rand::SeedableRng;
 
@@ -17,17 +17,9 @@ fn rng() -> rand::rngs::StdRng {
 
 fn client(id: &str, method: AuthMethod, secret: Option<&str>) -> ClientRecord {
     ClientRecord {
-        client_id: id.into(),
-        source: ClientSource::Registered,
         auth_method: method,
         secret: secret.map(Digest::of),
-        redirect_uris: vec!["https://app.example/cb".into()],
-        refresh_tokens: true,
-        name: None,
-        client_uri: None,
-        metadata: "{}".into(),
-        created_at: UnixTime(0),
-        fetched_until: None,
+        ..ClientRecord::fixture(id, &["https://app.example/cb"])
     }
 }
 
