@@ -1,19 +1,36 @@
-//! Tool calls through the MCP endpoint of `agentwire serve` (in-process, embedded default:
-//! the demo agent reached over the real tunnel): `workspace_read_file` of a 4 KiB file with
-//! 1, 16 and 256 concurrent clients, each with its own keep-alive HTTP connection.
-//! Prints calls per second and latency p50/p99 per concurrency level.
+//! Tool calls through the MCP endpoint of `agentwire serve` (in-process; an agent in
+//! process reached over the real tunnel): `workspace_read_file` of a 4 KiB file with 1,
+//! 16 and 256 concurrent clients, each with its own keep-alive HTTP connection, all as
+//! one user. Prints calls per second and latency p50/p99 per concurrency level.
+//!
+//! The same load runs against three control planes in one run: the in-memory one (the
+//! baseline), the SQLite store and PostgreSQL (a throwaway cluster, when the machine can
+//! run one), with the audit log written for every call by the stores; each store level
+//! prints its ratio to the baseline. The 256-client level is one user, so it mostly
+//! measures the per-user cap of 64 calls in flight (the rest are refused at once).
 //!
 //! Run: `cargo bench --bench mcp` (`BENCH_SECS` sets seconds per level).
 
 #![allow(clippy::disallowed_methods)]
 
-use agentwire::services::serve::{ServeConfig, Server};
+#[allow(dead_code)]
+#[path = "../tests/store/pg.rs"]
+mod pg;
+
+use agentwire::services::agent::{Agent, AgentConfig};
+use agentwire::services::control::{InMemoryControlPlane, Secret, generate_token};
+use agentwire::services::serve::{ExternalControl, ServeConfig, Server};
+use agentwire::wire::addr::NodeId;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+const TOKEN: &str = "bench-token-0123456789";
+const AGENT_TOKEN: &str = "bench-agent-token-0123456789";
+const LEVELS: [usize; 3] = [1, 16, 256];
 
 async fn connect(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
     let s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -28,13 +45,12 @@ async fn connect(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Fu
 async fn call(
     send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     addr: SocketAddr,
-    token: &str,
     body: &Bytes,
 ) -> bool {
     send.ready().await.unwrap();
     let req = http::Request::post("/mcp")
         .header(http::header::HOST, addr.to_string())
-        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::ACCEPT, "application/json, text/event-stream")
         .header("mcp-protocol-version", "2025-11-25")
@@ -51,83 +67,187 @@ fn memchr_ok(b: &[u8]) -> bool {
     s.contains("\"isError\":false") && s.contains("xxxx")
 }
 
+/// One server with one agent, under one control plane.
+struct Rig {
+    name: &'static str,
+    server: Server,
+    agent: Agent,
+    body: Bytes,
+    _dir: tempfile::TempDir,
+}
+
+fn control_toml(agent: NodeId) -> String {
+    format!(
+        "[[users]]\nname = \"alice\"\ntoken = \"{TOKEN}\"\n[[workspaces]]\nowner = \"alice\"\n\
+         name = \"dev\"\n[[workspaces.agents]]\nid = \"{agent}\"\ntoken = \"{AGENT_TOKEN}\"\n"
+    )
+}
+
+/// `database_url`: `None` for the in-memory control plane.
+async fn rig(name: &'static str, database_url: Option<String>) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let agent_id = NodeId::random();
+    let toml = control_toml(agent_id);
+    let mut cfg = ServeConfig::loopback(dir.path().join("state"));
+    match database_url {
+        None => {
+            let service = generate_token();
+            let with_service = format!("service_token = \"{service}\"\n{toml}");
+            let plane = InMemoryControlPlane::from_toml(&with_service).unwrap();
+            cfg.control = Some(ExternalControl {
+                plane: Arc::new(plane),
+                service_token: Secret(service),
+            });
+        }
+        Some(url) => {
+            let file = dir.path().join("control.toml");
+            std::fs::write(&file, toml).unwrap();
+            cfg.config_file = Some(file);
+            cfg.database_url = Some(url);
+        }
+    }
+    let server = Server::start(cfg).await.unwrap();
+    let url = format!("http://{}", server.addr);
+    let mut ac = AgentConfig::new(&url, AGENT_TOKEN, agent_id, ws.clone());
+    ac.api.root = Some(ws.clone());
+    ac.tailnet.udp_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let agent = Agent::start(ac).unwrap();
+    assert!(server.wait_ready(Duration::from_secs(15)).await);
+    assert!(agent.wait_ready(Duration::from_secs(15)).await);
+    let file = ws.canonicalize().unwrap().join("bench.txt");
+    std::fs::write(&file, vec![b'x'; 4096]).unwrap();
+    let body = Bytes::from(
+        serde_json::json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "workspace_read_file", "arguments": {"workspace": "dev", "path": file.display().to_string()}}
+        })
+        .to_string(),
+    );
+    // Warm-up: the tunnel to the agent, the keep-alive pool, the store's cache.
+    let mut warm = connect(server.addr).await;
+    for _ in 0..200 {
+        assert!(
+            call(&mut warm, server.addr, &body).await,
+            "{name}: warm-up call failed"
+        );
+    }
+    Rig {
+        name,
+        server,
+        agent,
+        body,
+        _dir: dir,
+    }
+}
+
+/// Calls per second, p50 and p99 (ms) and failures at `clients` for `secs`.
+async fn measure(rig: &Rig, clients: usize, secs: f64) -> (f64, f64, f64, u64) {
+    let addr = rig.server.addr;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let lat = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for _ in 0..clients {
+        let (lat, body) = (lat.clone(), rig.body.clone());
+        tasks.spawn(async move {
+            let mut send = connect(addr).await;
+            let mut mine = Vec::new();
+            let mut failed = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                if call(&mut send, addr, &body).await {
+                    mine.push(t.elapsed());
+                } else {
+                    failed += 1;
+                }
+            }
+            lat.lock().unwrap().extend(mine);
+            failed
+        });
+    }
+    let mut failed = 0;
+    while let Some(r) = tasks.join_next().await {
+        failed += r.unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut lat = std::mem::take(&mut *lat.lock().unwrap());
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3;
+    (lat.len() as f64 / elapsed, p(0.5), p(0.99), failed)
+}
+
 async fn run() {
     let secs: f64 = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
-    let data = tempfile::tempdir().unwrap();
-    let token = "bench-token-0123456789".to_string();
-    let server = Server::start(ServeConfig {
-        token: Some(token.clone()),
-        ..ServeConfig::loopback(data.path())
-    })
-    .await
-    .unwrap();
-    assert!(server.wait_ready(Duration::from_secs(15)).await);
-    let file = server
-        .embedded
-        .as_ref()
-        .unwrap()
-        .workspace_dir
-        .join("bench.txt");
-    std::fs::write(&file, vec![b'x'; 4096]).unwrap();
-    let body = Bytes::from(
-        serde_json::json!({
-            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "workspace_read_file", "arguments": {"workspace": "demo", "path": file.display().to_string()}}
-        })
-        .to_string(),
-    );
-    let addr = server.addr;
-    // Warm-up: the tunnel to the agent and the keep-alive pool.
-    let mut warm = connect(addr).await;
-    for _ in 0..200 {
-        assert!(
-            call(&mut warm, addr, &token, &body).await,
-            "warm-up call failed"
-        );
+    let scratch = tempfile::tempdir().unwrap();
+    let cluster = match pg::Cluster::start() {
+        Ok(c) => Some(c),
+        Err(why) => {
+            println!("# PostgreSQL figures skipped: {why}");
+            None
+        }
+    };
+    let mut rigs = vec![
+        rig("memory", None).await,
+        rig(
+            "sqlite",
+            Some(format!(
+                "sqlite:{}",
+                scratch.path().join("bench.db").display()
+            )),
+        )
+        .await,
+    ];
+    if let Some(c) = &cluster {
+        rigs.push(rig("postgres", Some(c.database().await)).await);
     }
-    for clients in [1usize, 16, 256] {
-        let deadline = Instant::now() + Duration::from_secs_f64(secs);
-        let lat = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut tasks = tokio::task::JoinSet::new();
-        let start = Instant::now();
-        for _ in 0..clients {
-            let (lat, token, body) = (lat.clone(), token.clone(), body.clone());
-            tasks.spawn(async move {
-                let mut send = connect(addr).await;
-                let mut mine = Vec::new();
-                let mut failed = 0u64;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    if call(&mut send, addr, &token, &body).await {
-                        mine.push(t.elapsed());
-                    } else {
-                        failed += 1;
-                    }
+    for clients in LEVELS {
+        let mut base = None;
+        // Back to back per level, so a busy moment on a shared machine hits all alike.
+        for r in &rigs {
+            let (rate, p50, p99, failed) = measure(r, clients, secs).await;
+            // The baseline keeps the names this bench has always printed.
+            let name = match r.name {
+                "memory" => format!("mcp_read_file_c{clients}"),
+                other => format!("mcp_read_file_{other}_c{clients}"),
+            };
+            println!("{name}_calls_per_sec: {rate:.0} calls/s");
+            println!("{name}_p50: {p50:.2} ms");
+            println!("{name}_p99: {p99:.2} ms");
+            println!("{name}_failed: {failed} calls");
+            match base {
+                None => base = Some((rate, p50)),
+                Some((b_rate, b_p50)) => {
+                    println!(
+                        "mcp_read_file_{}_c{clients}_calls_vs_memory: {:.3} x",
+                        r.name,
+                        rate / b_rate
+                    );
+                    println!(
+                        "mcp_read_file_{}_c{clients}_p50_vs_memory: {:.3} x",
+                        r.name,
+                        p50 / b_p50
+                    );
                 }
-                lat.lock().unwrap().extend(mine);
-                failed
-            });
+            }
         }
-        let mut failed = 0;
-        while let Some(r) = tasks.join_next().await {
-            failed += r.unwrap();
-        }
-        let elapsed = start.elapsed().as_secs_f64();
-        let mut lat = std::mem::take(&mut *lat.lock().unwrap());
-        lat.sort();
-        let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3;
-        println!(
-            "mcp_read_file_c{clients}_calls_per_sec: {:.0} calls/s",
-            lat.len() as f64 / elapsed
-        );
-        println!("mcp_read_file_c{clients}_p50: {:.2} ms", p(0.5));
-        println!("mcp_read_file_c{clients}_p99: {:.2} ms", p(0.99));
-        println!("mcp_read_file_c{clients}_failed: {failed} calls");
     }
-    server.shutdown().await;
+    for r in rigs {
+        if let Some(s) = r.server.store() {
+            let a = s.audit_stats();
+            println!(
+                "mcp_audit_{}_written: {} records (dropped {} queue full, {} store errors)",
+                r.name, a.written, a.dropped_queue_full, a.dropped_store_error
+            );
+        }
+        r.agent.shutdown().await;
+        r.server.shutdown().await;
+    }
+    drop(cluster);
 }
 
 fn main() {

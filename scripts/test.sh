@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs agentwire's whole test suite, installing what it needs on a fresh machine:
-# Debian packages for the WireGuard interop tests, the NAT lab (iptables, conntrack) and the reverse-proxy test (caddy), the third-party MCP clients (Python SDK,
+# Debian packages for the WireGuard interop tests, the NAT lab (iptables, conntrack), the reverse-proxy test (caddy) and the store's PostgreSQL runs (postgresql), the third-party MCP clients (Python SDK,
 # conformance suite) for the MCP front-end tests, cargo-fuzz for the fuzz smoke runs.
 #
 #   scripts/test.sh            everything
@@ -22,6 +22,10 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v conntrack >/dev/null || need_apt+=(conntrack)
 command -v caddy >/dev/null || need_apt+=(caddy)
+# The store suite starts its own PostgreSQL cluster (as the postgres user) from these.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+# The OAuth sign-in and consent pages are tested in headless Chromium.
+command -v chromium >/dev/null || need_apt+=(chromium)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -49,6 +53,8 @@ step "clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
 step "tests"
+# In CI the PostgreSQL half of the store suite must run, not skip.
+if [ "${CI:-}" = true ]; then export AGENTWIRE_REQUIRE_PG=1; fi
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast
   cargo test --locked --doc

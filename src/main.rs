@@ -19,6 +19,8 @@ enum Command {
     Forward(agentwire::cli::forward::ForwardArgs),
     /// Run a DERP relay server (Tailscale DERP protocol version 2).
     Derp(agentwire::cli::derp::DerpArgs),
+    /// Administer a running server: users, workspaces, agents, tokens, the audit log.
+    Admin(agentwire::cli::admin::AdminArgs),
 }
 
 /// Removes the token variables from the environment.
@@ -46,6 +48,7 @@ fn main() -> anyhow::Result<()> {
             Command::Agent(a) => agentwire::cli::agent::run(a).await,
             Command::Forward(a) => agentwire::cli::forward::run(a).await,
             Command::Derp(a) => agentwire::cli::derp::run(a).await,
+            Command::Admin(a) => agentwire::cli::admin::run(a).await,
         }
     })
 }

@@ -2,6 +2,11 @@
 
 #![allow(dead_code, clippy::disallowed_methods)]
 
+#[path = "../../tests/common/link.rs"]
+pub mod link;
+#[path = "../../tests/common/netns.rs"]
+pub mod netns;
+
 use agentwire::netstack::NetstackConfig;
 use agentwire::runtime::Tunnel;
 use std::net::SocketAddr;
@@ -98,12 +103,14 @@ pub fn measure(from: &Node, to: &Node, to_addr: SocketAddr, secs: f64) -> f64 {
     bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e6
 }
 
-/// Netstack config with `BENCH_TCP_BUF_KIB` applied.
+/// Netstack config with `BENCH_TCP_BUF_KIB`, `BENCH_MIN_RTO_MS` and `BENCH_TLP` (0 or 1)
+/// applied, for before/after comparisons in one build.
 pub fn netstack(addr: &str) -> NetstackConfig {
     let mut c = NetstackConfig {
         addresses: vec![addr.parse().unwrap()],
         ..Default::default()
     };
+    tune(&mut c);
     if let Some(kib) = std::env::var("BENCH_TCP_BUF_KIB")
         .ok()
         .and_then(|s| s.parse::<usize>().ok())
@@ -112,4 +119,15 @@ pub fn netstack(addr: &str) -> NetstackConfig {
         c.tcp_tx_buffer = kib << 10;
     }
     c
+}
+
+/// Applies `BENCH_MIN_RTO_MS` and `BENCH_TLP` to `c`.
+pub fn tune(c: &mut NetstackConfig) {
+    let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<u64>().ok());
+    if let Some(ms) = env("BENCH_MIN_RTO_MS") {
+        c.tcp_min_rto = Duration::from_millis(ms);
+    }
+    if let Some(on) = env("BENCH_TLP") {
+        c.tcp_tail_loss_probe = on != 0;
+    }
 }

@@ -3,8 +3,6 @@
 use crate::services::agent::{Agent, AgentConfig};
 use crate::services::hub::{AGENT_IDENTITY_PATH, AgentIdentity};
 use crate::services::public_url::BaseUrl;
-use anyhow::Context as _;
-use http_body_util::{BodyExt, Empty};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,6 +36,14 @@ pub struct AgentArgs {
     /// UDP address for direct WireGuard paths.
     #[arg(long, default_value = "0.0.0.0:0")]
     pub udp: std::net::SocketAddr,
+    /// A UDP endpoint to advertise for direct paths (repeatable), such as a port forwarded
+    /// on this host's NAT. Replaces what the agent finds by itself (interface addresses
+    /// and what the relay's STUN server sees).
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Vec<std::net::SocketAddr>,
+    /// Never use direct UDP paths: every packet goes through the relay.
+    #[arg(long)]
+    pub relay_only: bool,
     /// Do not forward tailnet connections to ports on this host.
     #[arg(long)]
     pub no_port_forwarding: bool,
@@ -55,31 +61,15 @@ async fn identity(
     base: &BaseUrl,
     token: &str,
 ) -> anyhow::Result<AgentIdentity> {
-    let url = base.to_url();
-    let target = base
-        .tls
-        .then(|| crate::runtime::tls::TlsTarget::named(base.host.clone()));
-    let stream = tokio::time::timeout(
-        Duration::from_secs(10),
-        tls.dial(&base.host, base.port, target.as_ref()),
+    let (status, body) = super::http::request(
+        tls,
+        base,
+        http::Method::GET,
+        AGENT_IDENTITY_PATH,
+        token,
+        None,
     )
-    .await
-    .with_context(|| format!("connecting to {url} timed out"))??;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let authority = url.split("://").nth(1).unwrap_or_default().to_owned();
-    let req = http::Request::get(AGENT_IDENTITY_PATH)
-        .header(http::header::HOST, authority)
-        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Empty::<bytes::Bytes>::new())?;
-    let resp = send.send_request(req).await?;
-    let status = resp.status();
-    let body = http_body_util::Limited::new(resp.into_body(), 64 << 10)
-        .collect()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
-        .to_bytes();
+    .await?;
     if !status.is_success() {
         anyhow::bail!(
             "the server refused the agent token ({status}): {}",
@@ -121,6 +111,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut cfg = AgentConfig::new(&url, &token, id.id, dir.clone());
     cfg.api.root = args.root;
     cfg.tailnet.udp_listen = args.udp;
+    cfg.tailnet.advertise = (!args.advertise.is_empty()).then_some(args.advertise);
+    cfg.tailnet.relay_only = args.relay_only;
     cfg.tailnet.tls = client_tls;
     cfg.tailnet.allow_insecure_http = args.tls.allow_insecure_http;
     cfg.forward_ports = !args.no_port_forwarding;

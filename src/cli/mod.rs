@@ -1,9 +1,11 @@
 //! Command-line interface of the `agentwire` binary: argument structs and the `run`
 //! function of each subcommand. `anyhow` is used here and in `main.rs` only.
 
+pub mod admin;
 pub mod agent;
 pub mod derp;
 pub mod forward;
+pub mod http;
 pub mod serve;
 
 /// Sets up logging from `RUST_LOG` (default: `info`, boringtun's own logs off — it logs
@@ -39,10 +41,12 @@ pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
 
 /// The environment variables that carry secrets. The binary removes them at
 /// start, so no process the agent or the server starts inherits them.
-pub const SECRET_ENV: [&str; 3] = [
+pub const SECRET_ENV: [&str; 5] = [
     "AGENTWIRE_AGENT_TOKEN",
     "AGENTWIRE_TOKEN",
     "AGENTWIRE_METRICS_TOKEN",
+    "AGENTWIRE_ADMIN_TOKEN",
+    "AGENTWIRE_DATABASE_URL",
 ];
 
 /// Which of [`SECRET_ENV`] were set when the process started, so a value clap read can be

@@ -15,10 +15,27 @@ pub struct ServeArgs {
     /// State directory [default: $XDG_DATA_HOME/agentwire or ~/.local/share/agentwire].
     #[arg(long, env = "AGENTWIRE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Control-plane configuration (TOML: users, workspaces, agents). Without it, an
-    /// embedded default with one user and a demo workspace is created.
+    /// A control.toml (users, workspaces, agents, token digests) imported into the store
+    /// at every start. Without it and without --database-url, the embedded default has a
+    /// demo user and workspace.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The store: postgres://USER:PASSWORD@HOST:PORT/DB, or sqlite:PATH [default: the
+    /// SQLite file agentwire.db in the data directory]. Prefer the environment variable:
+    /// the URL may carry a password.
+    #[arg(
+        long,
+        env = "AGENTWIRE_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database_url: Option<String>,
+    /// No demo user and workspace, even in the embedded default.
+    #[arg(long)]
+    pub no_demo: bool,
+    /// Delete audit log entries older than this (30d, 12h, …), or `forever` to keep them.
+    #[arg(long, value_name = "AGE", default_value = "90d", value_parser = parse_retention)]
+    pub audit_retention: Retention,
     /// The URL clients use to reach this server, http(s)://HOST[:PORT] (default: the
     /// listen address). Every URL handed out uses its scheme, host and port.
     #[arg(long)]
@@ -91,6 +108,27 @@ pub fn on_off(s: &str) -> Result<bool, String> {
     }
 }
 
+/// The value of `--audit-retention`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+/// Parses `--audit-retention`: a duration, or `forever`.
+///
+/// # Errors
+/// Neither.
+pub fn parse_retention(s: &str) -> Result<Retention, String> {
+    match s.trim() {
+        "forever" | "off" | "none" => Ok(Retention(None)),
+        d => crate::services::time::parse_duration(d).and_then(|d| {
+            if d.is_zero() {
+                Err("a retention of 0 would delete every entry; use forever to keep all".into())
+            } else {
+                Ok(Retention(Some(d)))
+            }
+        }),
+    }
+}
+
 /// The value of `--stun-listen`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StunListen {
@@ -159,6 +197,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "--token on the command line is visible to every local user (ps, /proc); use AGENTWIRE_TOKEN or --token-file"
         );
     }
+    if args
+        .database_url
+        .as_deref()
+        .is_some_and(|u| u.contains('@') && u.contains(':'))
+        && !super::token_came_from_env("AGENTWIRE_DATABASE_URL")
+    {
+        tracing::warn!(
+            "--database-url on the command line may show a password to every local user; use AGENTWIRE_DATABASE_URL"
+        );
+    }
     if args.metrics_token.is_some() && !super::token_came_from_env("AGENTWIRE_METRICS_TOKEN") {
         tracing::warn!(
             "--metrics-token on the command line is visible to every local user; use AGENTWIRE_METRICS_TOKEN"
@@ -175,6 +223,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: args.data_dir.unwrap_or_else(default_data_dir),
         config_file: args.config,
+        database_url: args.database_url,
+        no_demo: args.no_demo,
+        store: crate::services::store::StoreOptions {
+            audit_retention: args.audit_retention.0,
+            ..Default::default()
+        },
+        control: None,
         public_url: args.public_url,
         derp_url: args.derp_url,
         tls,
@@ -233,6 +288,18 @@ fn print_banner(server: &Server, data_dir: &std::path::Path, ready: bool, show_t
         None => say!("  STUN:          off"),
     }
     say!("  data dir:      {}", data_dir.display());
+    if let Some(store) = server.store() {
+        say!("  store:         {}", store.describe());
+    }
+    if let Some(a) = &server.admin
+        && let Some(name) = &a.created
+    {
+        say!(
+            "  admin:         user {name} created; its token is in {} (owner-only), which \
+             `agentwire admin` reads",
+            a.token_file.display()
+        );
+    }
     if let Some(m) = server.metrics_addr() {
         say!("  metrics:       http://{m}/metrics");
     }
@@ -241,7 +308,8 @@ fn print_banner(server: &Server, data_dir: &std::path::Path, ready: bool, show_t
     }
     let Some(e) = &server.embedded else {
         say!(
-            "  control plane: from --config; agents join with `agentwire agent --url {} --token-file AGENT_TOKEN_FILE`",
+            "  control plane: in the store; add agents with `agentwire admin agents create OWNER/WORKSPACE`, \
+             which prints the command that joins them to {}",
             server.public_url
         );
         return;

@@ -66,10 +66,59 @@ pub fn urls(data: &[u8]) {
     assert!(check_secret_url(url, true).is_ok());
 }
 
+/// The admin API's text inputs: durations and times, an agent named by id or
+/// `OWNER/WORKSPACE[.AGENT]`, a workspace `OWNER/NAME`. Accepted durations and times print
+/// back to themselves (times to the second); accepted names are all valid names; every
+/// refusal names the field at fault.
+pub fn admin_input(data: &[u8]) {
+    use crate::services::control::valid_name;
+    use crate::services::store::ops::agents::AgentSel;
+    use crate::services::store::ops::split_full;
+    use crate::services::time::{fmt_ms, parse_duration, parse_rfc3339_ms};
+
+    let text = String::from_utf8_lossy(data);
+    let s = text.as_ref();
+    if let Ok(d) = parse_duration(s) {
+        assert_eq!(parse_duration(&format!("{}s", d.as_secs())), Ok(d));
+    }
+    if let Some(ms) = parse_rfc3339_ms(s).filter(|ms| *ms >= 0) {
+        assert_eq!(parse_rfc3339_ms(&fmt_ms(ms)), Some(ms - ms % 1000), "{s:?}");
+    }
+    match AgentSel::parse("agent", s) {
+        Ok(AgentSel::Named {
+            owner,
+            workspace,
+            agent,
+        }) => {
+            assert!(valid_name(&owner) && valid_name(&workspace));
+            assert!(agent.is_none_or(|a| valid_name(&a)));
+        }
+        Ok(AgentSel::Id(_)) => {}
+        Err(e) => assert_eq!(e.field(), Some("agent")),
+    }
+    match split_full("workspace", s) {
+        Ok((o, n)) => assert!(valid_name(&o) && valid_name(&n)),
+        Err(e) => assert_eq!(e.field(), Some("workspace")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn fuzz_entry_points_run() {
+        for a in [
+            "30d",
+            "1d12h",
+            "2026-12-02T21:00:00.5+02:00",
+            "alice/dev.main",
+            "alice/dev",
+            "11111111-1111-4111-8111-111111111111",
+            "a/b/c",
+            "",
+            "\u{0}",
+        ] {
+            super::admin_input(a.as_bytes());
+        }
         super::ip_peek(&[
             0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
         ]);

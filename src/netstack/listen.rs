@@ -255,7 +255,6 @@ impl Netstack {
             return true;
         };
         let backlog = self.config.listen_backlog;
-        let (rx, tx) = (self.config.tcp_rx_buffer, self.config.tcp_tx_buffer);
         let Some(l) = self.listeners.by_id.get_mut(&id) else {
             return true;
         };
@@ -282,7 +281,7 @@ impl Netstack {
         if idle >= *syns {
             return true;
         }
-        let mut s = new_socket(rx, tx);
+        let mut s = new_socket(&self.config);
         let ep = IpListenEndpoint {
             addr: Some(IpAddress::from(ip.dst)),
             port: t.dst_port,

@@ -46,6 +46,12 @@ pub struct NetstackConfig {
     pub tcp_rx_buffer: usize,
     /// TCP send buffer per connection, bytes.
     pub tcp_tx_buffer: usize,
+    /// Lower bound of TCP's retransmission timeout once the round trip is measured
+    /// (Linux: 200 ms; RFC 6298 and unpatched smoltcp: 1 s). The first RTO stays 1 s.
+    pub tcp_min_rto: Duration,
+    /// Tail loss probes: a segment not acknowledged within two smoothed round trips is
+    /// sent again before the RTO (see `third_party/smoltcp/PATCHES.md`).
+    pub tcp_tail_loss_probe: bool,
     /// UDP buffer per socket, bytes (each direction).
     pub udp_buffer: usize,
     /// UDP datagrams queued per socket (each direction).
@@ -70,6 +76,8 @@ impl Default for NetstackConfig {
             addresses: Vec::new(),
             tcp_rx_buffer: 1 << 20,
             tcp_tx_buffer: 1 << 20,
+            tcp_min_rto: Duration::from_millis(200),
+            tcp_tail_loss_probe: true,
             udp_buffer: 256 << 10,
             udp_packets: 256,
             queue_packets: 1024,
@@ -494,5 +502,7 @@ impl Netstack {
     }
 }
 
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 mod tests;

@@ -34,10 +34,10 @@ pub enum TcpError {
     BrokenPipe,
 }
 
-pub(super) fn new_socket(rx: usize, tx: usize) -> tcp::Socket<'static> {
+pub(super) fn new_socket(config: &super::NetstackConfig) -> tcp::Socket<'static> {
     let mut s = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0u8; rx]),
-        tcp::SocketBuffer::new(vec![0u8; tx]),
+        tcp::SocketBuffer::new(vec![0u8; config.tcp_rx_buffer]),
+        tcp::SocketBuffer::new(vec![0u8; config.tcp_tx_buffer]),
     );
     // Interactive request/response traffic dominates; Nagle would add a round trip to
     // every small write. Delayed ACKs are off because the driver already batches: one
@@ -45,6 +45,11 @@ pub(super) fn new_socket(rx: usize, tx: usize) -> tcp::Socket<'static> {
     s.set_nagle_enabled(false);
     s.set_ack_delay(None);
     s.set_congestion_control(tcp::CongestionControl::Cubic);
+    // A lost segment of a small call must not cost a second (smoltcp's default floor):
+    // the patched smoltcp (third_party/smoltcp/PATCHES.md) takes a lower floor and
+    // probes a lost tail after two round trips.
+    s.set_min_rto(config.tcp_min_rto.into());
+    s.set_tail_loss_probe(config.tcp_tail_loss_probe);
     s
 }
 
@@ -75,7 +80,7 @@ impl Netstack {
             .copied()
             .ok_or(TcpError::Unaddressable)?;
         let port = self.alloc_port().ok_or(TcpError::NoPorts)?;
-        let mut s = new_socket(self.config.tcp_rx_buffer, self.config.tcp_tx_buffer);
+        let mut s = new_socket(&self.config);
         s.set_keep_alive(self.config.dial_keepalive.map(Into::into));
         s.set_timeout(self.config.dial_dead_after.map(Into::into));
         if s.connect(

@@ -40,6 +40,7 @@ pub mod backoff;
 pub mod coord;
 pub mod derp;
 pub mod discovery;
+pub mod home;
 pub mod oauth;
 pub mod tailnet;
 pub mod wake;

@@ -249,6 +249,11 @@ async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
             "Agents that registered with a new WireGuard key.",
             c.registry.key_changes,
         ),
+        (
+            "agentwire_coordinator_revoked_total",
+            "Streams closed because their token, agent, workspace or share was taken back.",
+            c.registry.revoked,
+        ),
     ] {
         line(&mut out, name, help, "counter", &one(v as f64));
     }
@@ -342,6 +347,9 @@ async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
         "counter",
         &one(mcp.user_limited() as f64),
     );
+    for m in hub.control.metrics() {
+        line(&mut out, m.name, m.help, m.kind, &m.samples);
+    }
     out
 }
 

@@ -4,16 +4,12 @@
 //! in-process and reached over the real tunnel like any remote agent.
 
 use super::agent::{Agent, AgentConfig};
-use super::control::{
-    ControlConfig, ControlPlane, DemoSetup, InMemoryControlPlane, Secret, generate_token,
-    hash_token,
-};
+use super::control::{ControlPlane, generate_token};
 use super::hub::{self, Hub};
 pub use super::mcp::TailnetAgentProvider;
 use super::mcp::{self, McpConfig, McpState};
 use super::stun::StunServer;
 use crate::runtime::tailnet::{Tailnet, TailnetConfig};
-use crate::wire::addr::NodeId;
 use crate::wire::key::NodePrivate;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,8 +23,19 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// State directory (keys, the generated token, the demo workspace).
     pub data_dir: PathBuf,
-    /// Control-plane TOML; `None` means the embedded default.
+    /// A `control.toml` imported into the store at start (users, workspaces, agents and
+    /// their token digests; see `docs/config.md`). With it there is no demo workspace.
     pub config_file: Option<PathBuf>,
+    /// The store: a PostgreSQL URL (`postgres://…`) or `sqlite:PATH`; `None` is the
+    /// SQLite file `data_dir/agentwire.db`. With PostgreSQL there is no demo workspace.
+    pub database_url: Option<String>,
+    /// No demo user and workspace even in the embedded default.
+    pub no_demo: bool,
+    /// Store tunables (audit retention and queue).
+    pub store: crate::services::store::StoreOptions,
+    /// A control plane of the embedder's own, used instead of the store (no admin API, no
+    /// demo workspace; `config_file` and `database_url` are ignored).
+    pub control: Option<ExternalControl>,
     /// The URL clients use, `http(s)://HOST[:PORT]`; defaults to the listen address.
     /// Every URL handed out (DERP map, coordinator, join command, OAuth metadata) uses its
     /// scheme, host and port.
@@ -71,6 +78,10 @@ impl ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
             config_file: None,
+            database_url: None,
+            no_demo: false,
+            store: crate::services::store::StoreOptions::default(),
+            control: None,
             public_url: None,
             derp_url: None,
             tls: None,
@@ -87,6 +98,16 @@ impl ServeConfig {
             oauth: super::oauth::OAuthOptions::default(),
         }
     }
+}
+
+/// A control plane an embedder brings (see [`ServeConfig::control`]).
+#[derive(Debug, Clone)]
+pub struct ExternalControl {
+    /// Who callers are and what they may use.
+    pub plane: Arc<dyn ControlPlane>,
+    /// The token this process's own tailnet presents; `plane` must authenticate it as
+    /// [`super::control::Principal::Service`].
+    pub service_token: super::control::Secret,
 }
 
 /// Errors starting the server.
@@ -116,9 +137,9 @@ pub enum ServeError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The control-plane configuration is invalid.
+    /// The store could not start (unreachable, corrupt, too new) or `--config` is invalid.
     #[error(transparent)]
-    Config(#[from] super::control::ConfigError),
+    Store(#[from] super::store::boot::BootError),
     /// The MCP configuration is invalid.
     #[error("MCP configuration: {0}")]
     Mcp(String),
@@ -128,6 +149,15 @@ pub enum ServeError {
     /// The shared Tailnet or the embedded agent could not start.
     #[error(transparent)]
     Tailnet(#[from] crate::runtime::tailnet::TailnetError),
+}
+
+impl From<super::secrets::FileError> for ServeError {
+    fn from(e: super::secrets::FileError) -> Self {
+        Self::DataDir {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// What the embedded default created, for the banner.
@@ -153,6 +183,9 @@ pub struct Server {
     pub public_url: String,
     /// Set in the embedded default.
     pub embedded: Option<EmbeddedInfo>,
+    /// Who administers the store (`None` with an external control plane).
+    pub admin: Option<super::store::boot::AdminBooted>,
+    store: Option<Arc<super::store::Store>>,
     hub: Arc<Hub>,
     tailnet: Arc<Tailnet>,
     agent: Option<Agent>,
@@ -168,63 +201,30 @@ pub struct Server {
     oauth_maintenance: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
 
+/// The authorization server over the control-plane store (its users sign in, its
+/// database keeps grants), or over what the options bring.
+fn build_oauth(
+    opts: &super::oauth::OAuthOptions,
+    base: &str,
+    store: Option<&Arc<super::store::Store>>,
+) -> Result<Option<Arc<super::oauth::OAuthServer>>, String> {
+    let accounts = store.map(|s| {
+        Arc::new(super::oauth::StoreAccounts::new(s.clone())) as Arc<dyn super::oauth::Accounts>
+    });
+    let records = store.map(|s| s.clone() as Arc<dyn super::oauth::OAuthStore>);
+    opts.build(
+        base,
+        &[mcp::MCP_PATH, mcp::MCP_PATH_EXPERIMENTAL],
+        accounts,
+        records,
+    )
+}
+
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ServeError + '_ {
     move |source| ServeError::DataDir {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Reads a secret file, or creates it (mode 0600) with `make()`.
-fn secret_file(path: &Path, make: impl FnOnce() -> String) -> Result<(String, bool), ServeError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => {
-            tighten_mode(path)?;
-            Ok((s.trim().to_string(), false))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let v = make();
-            write_secret(path, &v)?;
-            Ok((v, true))
-        }
-        Err(e) => Err(io_err(path)(e)),
-    }
-}
-
-/// A secrets file left readable by others (an older version, a copy, a hand edit) is put
-/// back to owner-only before its content is used.
-#[cfg(unix)]
-fn tighten_mode(path: &Path) -> Result<(), ServeError> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(io_err(path))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!(path = %path.display(), "secrets file was readable by others; mode set to 0600");
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_err(path))?;
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn tighten_mode(_path: &Path) -> Result<(), ServeError> {
-    Ok(())
-}
-
-fn write_secret(path: &Path, value: &str) -> Result<(), ServeError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err(path))?;
-    // `mode` applies only when the file is created; an existing one keeps its own, so it
-    // is tightened before the secret goes in.
-    tighten_mode(path)?;
-    f.write_all(value.as_bytes()).map_err(io_err(path))?;
-    f.write_all(b"\n").map_err(io_err(path))
 }
 
 impl Server {
@@ -306,67 +306,72 @@ impl Server {
         };
 
         let derp_key_file = cfg.data_dir.join("derp.key");
-        let (derp_key, _) = secret_file(&derp_key_file, || NodePrivate::generate().to_base64())?;
+        let (derp_key, _) =
+            super::secrets::read_or_create(&derp_key_file, || NodePrivate::generate().to_base64())?;
         let derp_key: NodePrivate = derp_key.parse().unwrap_or_else(|_| NodePrivate::generate());
 
-        // The serving process's own tailnet authenticates with a fresh service token.
-        let service_token = generate_token();
-        let mut embedded = None;
-        let mut agent_cfg = None;
-        let memory: Arc<InMemoryControlPlane> = match &cfg.config_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-                let mut c: ControlConfig =
-                    toml::from_str(&text).map_err(super::control::ConfigError::from)?;
-                if c.service_token_sha256.is_some() || c.service_token.is_some() {
-                    tracing::info!("the config's service token is replaced by this process's own");
-                }
-                c.service_token = None;
-                c.service_token_sha256 = Some(hash_token(&service_token));
-                Arc::new(InMemoryControlPlane::from_config(c)?)
-            }
+        // The serving process's own tailnet authenticates with a fresh service token,
+        // known to this process only (or the one an external control plane knows).
+        let (control, store, admin, demo, service_token) = match &cfg.control {
+            Some(ext) => (
+                ext.plane.clone(),
+                None,
+                None,
+                None,
+                ext.service_token.0.clone(),
+            ),
             None => {
-                let token_file = cfg.data_dir.join("user-token");
-                let (user_token, new) = match &cfg.token {
-                    Some(t) => {
-                        write_secret(&token_file, t)?;
-                        (t.clone(), true)
-                    }
-                    None => secret_file(&token_file, generate_token)?,
-                };
-                let id_file = cfg.data_dir.join("demo-agent-id");
-                let (agent_id, _) = secret_file(&id_file, || NodeId::random().to_string())?;
-                let agent_id: NodeId = agent_id.parse().unwrap_or_else(|_| NodeId::random());
-                let workspace_dir = cfg.data_dir.join("workspaces").join("demo");
-                std::fs::create_dir_all(&workspace_dir).map_err(io_err(&workspace_dir))?;
-                let agent_token = generate_token();
-                let (c, creds) = DemoSetup {
-                    user: None,
-                    user_token: Some(Secret(user_token.clone())),
-                    agent_id: Some(agent_id),
-                    agent_token: Some(Secret(agent_token.clone())),
-                    service_token: Some(Secret(service_token.clone())),
-                }
-                .config();
-                let workspace_dir = workspace_dir
-                    .canonicalize()
-                    .map_err(io_err(&workspace_dir))?;
-                let mut ac =
-                    AgentConfig::new(&local_url, &agent_token, agent_id, workspace_dir.clone());
-                ac.api.root = Some(workspace_dir.clone());
-                ac.tailnet.udp_listen = SocketAddr::new(local_ip, 0);
-                own_node(&mut ac.tailnet);
-                agent_cfg = Some(ac);
-                embedded = Some(EmbeddedInfo {
-                    user: creds.user,
-                    new_token: new.then_some(user_token),
-                    token_file,
-                    workspace_dir,
-                });
-                Arc::new(InMemoryControlPlane::from_config(c)?)
+                let service_token = generate_token();
+                let embedded_default = cfg.config_file.is_none() && cfg.database_url.is_none();
+                let booted = super::store::boot::start(super::store::boot::Boot {
+                    data_dir: &cfg.data_dir,
+                    database_url: cfg.database_url.as_deref(),
+                    import: cfg.config_file.as_deref(),
+                    demo: (embedded_default && !cfg.no_demo).then(|| {
+                        super::store::boot::DemoBoot {
+                            user: "demo".into(),
+                            chosen_token: cfg.token.clone(),
+                        }
+                    }),
+                    options: cfg.store.clone(),
+                })
+                .await?;
+                booted.store.set_service_token(&service_token);
+                let control: Arc<dyn ControlPlane> = booted.store.clone();
+                (
+                    control,
+                    Some(booted.store),
+                    Some(booted.admin),
+                    booted.demo,
+                    service_token,
+                )
             }
         };
-        let control: Arc<dyn ControlPlane> = memory.clone();
+        let mut embedded = None;
+        let mut agent_cfg = None;
+        if let Some(demo) = demo {
+            let workspace_dir = cfg.data_dir.join("workspaces").join("demo");
+            std::fs::create_dir_all(&workspace_dir).map_err(io_err(&workspace_dir))?;
+            let workspace_dir = workspace_dir
+                .canonicalize()
+                .map_err(io_err(&workspace_dir))?;
+            let mut ac = AgentConfig::new(
+                &local_url,
+                &demo.agent_token,
+                demo.agent_id,
+                workspace_dir.clone(),
+            );
+            ac.api.root = Some(workspace_dir.clone());
+            ac.tailnet.udp_listen = SocketAddr::new(local_ip, 0);
+            own_node(&mut ac.tailnet);
+            agent_cfg = Some(ac);
+            embedded = Some(EmbeddedInfo {
+                user: demo.user,
+                new_token: demo.new_token,
+                token_file: demo.token_file,
+                workspace_dir,
+            });
+        }
 
         // STUN is advertised at the relay's host: the public URL's, or --derp-url's. A
         // loopback socket is no use to nodes elsewhere (the default behind a reverse
@@ -422,11 +427,10 @@ impl Server {
         mcp_config
             .validate()
             .map_err(|e| ServeError::Mcp(e.to_string()))?;
-        let oauth = match cfg.oauth.build(
-            &mcp_config.base_url(),
-            &[mcp::MCP_PATH, mcp::MCP_PATH_EXPERIMENTAL],
-            Arc::new(super::oauth::ControlAccounts::new(memory)),
-        ) {
+        let agents: Arc<dyn super::mcp::AgentProvider> =
+            Arc::new(TailnetAgentProvider::new(tailnet.clone()).with_presence(hub.clone()));
+        let user_api = super::user_api::server::UserApi::new(control.clone(), agents.clone());
+        let oauth = match build_oauth(&cfg.oauth, &mcp_config.base_url(), store.as_ref()) {
             Ok(o) => o,
             Err(w) => {
                 tracing::warn!("{w}");
@@ -434,11 +438,7 @@ impl Server {
                 None
             }
         };
-        let mut state = McpState::new(
-            control,
-            Arc::new(TailnetAgentProvider::new(tailnet.clone()).with_presence(hub.clone())),
-            mcp_config,
-        );
+        let mut state = McpState::new(control, agents, mcp_config);
         state.oauth = oauth.clone();
         let local_only =
             addr.ip().is_loopback() && crate::runtime::tls::url_is_loopback(&public_url);
@@ -476,7 +476,14 @@ impl Server {
         let mut app = hub
             .router()
             .merge(metrics_router(main_gate))
-            .merge(mcp::router(state));
+            .merge(mcp::router(state))
+            .merge(user_api.router());
+        if let Some(store) = &store {
+            app = app.merge(super::admin::router(super::admin::AdminState {
+                store: store.clone(),
+                public_url: public_url.clone(),
+            }));
+        }
         if let Some(o) = &oauth {
             app = app.merge(o.router());
         }
@@ -503,6 +510,8 @@ impl Server {
             addr,
             public_url,
             embedded,
+            admin,
+            store,
             hub,
             tailnet,
             agent,
@@ -576,6 +585,16 @@ impl Server {
         if let Some(s) = self.stun.take() {
             s.shutdown().await;
         }
+        // Last: the calls that finished above are still written to the audit log.
+        if let Some(s) = self.store.take() {
+            s.close().await;
+        }
+    }
+
+    /// The store holding users, tokens, workspaces, agents and the audit log (`None` with
+    /// an external control plane).
+    pub fn store(&self) -> Option<&Arc<super::store::Store>> {
+        self.store.as_ref()
     }
 
     /// Where the STUN server listens, if one runs.

@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-/// The STUN port clients assume when a DERP map says 0.
-pub const DEFAULT_PORT: u16 = 3478;
+pub use crate::wire::stun::DEFAULT_PORT;
 
 /// Rate-limit settings of a [`StunServer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use thiserror::Error;
 
+/// The STUN port (RFC 5389), which clients assume when a DERP map says 0.
+pub const DEFAULT_PORT: u16 = 3478;
 /// The fixed cookie that tells STUN from other traffic on the same socket.
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 /// Bytes before the attributes.

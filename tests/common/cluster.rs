@@ -89,6 +89,15 @@ impl Cluster {
         Self::start_with("127.0.0.1:0".parse().unwrap(), Some((server, trust))).await
     }
 
+    /// A hub on `addr` terminating TLS with `server`; nodes trust it with `trust`.
+    pub async fn start_tls_on(
+        addr: SocketAddr,
+        server: agentwire::runtime::tls::ServerTls,
+        trust: agentwire::runtime::tls::ClientTls,
+    ) -> Self {
+        Self::start_with(addr, Some((server, trust))).await
+    }
+
     async fn start_with(
         addr: SocketAddr,
         tls: Option<(

@@ -1,5 +1,6 @@
 pub mod cluster;
 pub mod faults;
+pub mod link;
 pub mod mcp_http;
 pub mod nat;
 pub mod netns;

@@ -17,6 +17,11 @@
 //! beyond its own veth and the address on it: no forwarding, no iptables there.
 //! Everything it created is removed on drop; if the test is panicking, the processes' logs
 //! and the routers' counters are printed first.
+//!
+//! [`Lab::with_links`] makes every segment (root to public segment, each public host and
+//! router WAN to the bridge, each router to its LAN host) an emulated link (`link.rs`)
+//! instead of a veth pair, with the same behaviour on every segment both ways: e.g. 10 ms
+//! each way per segment gives a NATed host 20 ms one way to a public host.
 
 #![allow(dead_code, clippy::disallowed_methods)]
 
@@ -32,6 +37,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+
+use super::link::{Link, LinkParams};
 
 /// Labs that can exist at once on a machine (bounded by the address plan below).
 const LABS: u32 = 512;
@@ -174,6 +181,10 @@ pub struct Lab {
     /// Every address on the public segment: the root's, public hosts', routers' WANs.
     public: Vec<Ipv4Addr>,
     procs: Vec<Running>,
+    /// Behaviour of every segment when the lab emulates its links.
+    link: Option<LinkParams>,
+    /// The emulators, one per segment (stopped before the namespaces go).
+    links: Vec<Link>,
     dir: tempfile::TempDir,
 }
 
@@ -242,6 +253,15 @@ impl Lab {
     /// namespace to it, so the test process reaches public hosts and routers' WAN
     /// addresses directly at [`Lab::root_ip`].
     pub fn new() -> Lab {
+        Self::build(None)
+    }
+
+    /// A lab whose every segment is an emulated link behaving as `p` both ways.
+    pub fn with_links(p: LinkParams) -> Lab {
+        Self::build(Some(p))
+    }
+
+    fn build(link: Option<LinkParams>) -> Lab {
         let dir = tempfile::Builder::new()
             .prefix("natlab-")
             .tempdir()
@@ -273,6 +293,8 @@ impl Lab {
             routers: Vec::new(),
             public: vec![public_addr(id, 1)],
             procs: Vec::new(),
+            link,
+            links: Vec::new(),
             dir,
         };
         lab.init_ns(&inet);
@@ -282,9 +304,7 @@ impl Lab {
         // interface by that name is a leftover.
         let root_if = lab.root_if.clone();
         quiet(&["ip", "link", "del", &root_if]);
-        run(&[
-            "ip", "link", "add", &root_if, "type", "veth", "peer", "name", "root", "netns", &inet,
-        ]);
+        lab.veth("-", &root_if, &inet, "root");
         lab.bridge_port("root");
         run(&[
             "ip",
@@ -336,7 +356,8 @@ impl Lab {
         let ip = public_addr(self.id, 10 + i as u8);
         self.init_ns(&ns);
         let port = format!("p{i}");
-        self.veth(&ns, "eth0", &self.inet, &port);
+        let inet = self.inet.clone();
+        self.veth(&ns, "eth0", &inet, &port);
         self.bridge_port(&port);
         self.addr_up(&ns, "eth0", ip);
         for r in &self.routers {
@@ -364,7 +385,8 @@ impl Lab {
         self.init_ns(&rns);
         self.init_ns(&hns);
         let port = format!("r{j}");
-        self.veth(&rns, "wan", &self.inet, &port);
+        let inet = self.inet.clone();
+        self.veth(&rns, "wan", &inet, &port);
         self.bridge_port(&port);
         self.addr_up(&rns, "wan", wan);
         self.veth(&hns, "eth0", &rns, "lan");
@@ -706,12 +728,27 @@ impl Lab {
         ]);
     }
 
-    /// A veth pair created directly in its two namespaces (no name in the root namespace).
-    fn veth(&self, ns_a: &str, if_a: &str, ns_b: &str, if_b: &str) {
-        run(&[
-            "ip", "link", "add", "name", if_a, "netns", ns_a, "type", "veth", "peer", "name", if_b,
-            "netns", ns_b,
-        ]);
+    /// A veth pair created directly in its two namespaces (`-`: the root namespace), or
+    /// an emulated link when the lab has one.
+    fn veth(&mut self, ns_a: &str, if_a: &str, ns_b: &str, if_b: &str) {
+        if let Some(p) = &self.link {
+            let seed = u64::from(self.id) * 1000 + self.links.len() as u64;
+            let link = Link::symmetric(
+                (ns_a, if_a),
+                (ns_b, if_b),
+                p,
+                seed,
+                Duration::from_secs(1800),
+            );
+            self.links.push(link);
+            return;
+        }
+        let mut args = vec!["ip", "link", "add", "name", if_a];
+        if ns_a != "-" {
+            args.extend(["netns", ns_a]);
+        }
+        args.extend(["type", "veth", "peer", "name", if_b, "netns", ns_b]);
+        run(&args);
     }
 
     fn bridge_port(&self, port: &str) {
@@ -752,6 +789,7 @@ impl Drop for Lab {
             eprintln!("===== NAT lab {} =====\n{}", self.id, self.dump());
         }
         quiet(&["ip", "link", "del", &self.root_if]);
+        self.links.clear();
         for ns in self.namespaces.iter().rev() {
             quiet(&["ip", "netns", "del", ns]);
         }

@@ -1,10 +1,14 @@
 //! Test hosts in network namespaces this test creates itself, joined to the root
-//! namespace by a veth pair. Everything is torn down on drop.
+//! namespace by a veth pair or an emulated link (`link.rs`). Everything is torn down on
+//! drop.
 
 #![allow(dead_code)]
 
+use super::link::{Link, LinkParams};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -60,7 +64,7 @@ fn run(args: &[&str]) {
     );
 }
 
-/// A namespace with a veth link to the root namespace.
+/// A namespace with a veth pair (or an emulated link) to the root namespace.
 pub struct Netns {
     /// Namespace name.
     pub name: String,
@@ -70,13 +74,27 @@ pub struct Netns {
     pub host_ip: String,
     /// Namespace-side veth address (no prefix).
     pub ns_ip: String,
-    host_if: String,
+    /// The root side's interface name.
+    pub host_if: String,
+    /// The emulator, when the namespace was made with [`Netns::with_link`]: a is the
+    /// root side, b the namespace.
+    pub link: Option<Link>,
     children: Vec<Child>,
 }
 
 impl Netns {
     /// Creates the namespace, the veth pair and their addresses (a /30 per namespace).
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// The same joined by an emulated link: root → namespace behaves as `out`, namespace
+    /// → root as `back`.
+    pub fn with_link(out: &LinkParams, back: &LinkParams, seed: u64) -> Self {
+        Self::build(Some((out, back, seed)))
+    }
+
+    fn build(link: Option<(&LinkParams, &LinkParams, u64)>) -> Self {
         let n = (std::process::id() % 200) * 50 + NEXT.fetch_add(1, Ordering::Relaxed) % 50;
         let name = format!("aw{}", n);
         let host_if = format!("awh{n}");
@@ -87,10 +105,23 @@ impl Netns {
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         let _ = Command::new("ip").args(["link", "del", &host_if]).output();
         run(&["ip", "netns", "add", &name]);
-        run(&[
-            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
-        ]);
-        run(&["ip", "link", "set", &ns_if, "netns", &name]);
+        let link = match link {
+            Some((out, back, seed)) => Some(Link::start(
+                ("-", &host_if),
+                (&name, &ns_if),
+                out,
+                back,
+                seed,
+                Duration::from_secs(1800),
+            )),
+            None => {
+                run(&[
+                    "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+                ]);
+                run(&["ip", "link", "set", &ns_if, "netns", &name]);
+                None
+            }
+        };
         run(&[
             "ip",
             "addr",
@@ -118,8 +149,17 @@ impl Netns {
             host_ip,
             ns_ip,
             host_if,
+            link,
             children: Vec::new(),
         }
+    }
+
+    /// The emulator between the root namespace (a) and this one (b).
+    ///
+    /// # Panics
+    /// If the namespace was made with a veth pair.
+    pub fn link(&mut self) -> &mut Link {
+        self.link.as_mut().expect("made with Netns::with_link")
     }
 
     /// Runs a command inside the namespace to completion; panics on failure.
@@ -164,6 +204,18 @@ impl Netns {
         self.children.push(c.spawn().expect("spawn in namespace"));
         self.children.last_mut().expect("just pushed")
     }
+
+    /// Starts `tests/support/echo.py MODE PORT` (a kernel-TCP peer: `serve`, `sink` or
+    /// `source`) and waits until it listens.
+    pub fn kernel_peer(&mut self, mode: &str, port: u16) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/echo.py");
+        let child = self.spawn(&["python3", script, mode, &port.to_string()], &[]);
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("echo.py output");
+        assert_eq!(line.trim(), "ready", "echo.py {mode} {port}");
+    }
 }
 
 impl Drop for Netns {
@@ -172,6 +224,7 @@ impl Drop for Netns {
             let _ = c.kill();
             let _ = c.wait();
         }
+        drop(self.link.take());
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();

@@ -98,7 +98,8 @@ impl Harness {
             .build(
                 &base,
                 &[MCP_PATH, MCP_PATH_EXPERIMENTAL],
-                Arc::new(ControlAccounts::new(users.control.clone())),
+                Some(Arc::new(ControlAccounts::new(users.control.clone()))),
+                None,
             )
             .expect("OAuth may run on loopback")
             .expect("OAuth on");

@@ -4,6 +4,9 @@
   echo.py serve PORT                  dual-stack echo server (one thread per connection)
   echo.py client HOST PORT NBYTES     send NBYTES of a fixed pattern, read the echo,
                                       exit 0 if every byte came back intact
+  echo.py sink PORT                   per connection: read to the end, answer the count
+  echo.py source PORT                 per connection: read a count line, send that many
+                                      bytes, close
 """
 import hashlib
 import socket
@@ -20,26 +23,53 @@ def pattern(n):
     return bytes(out[:n])
 
 
-def serve(port):
+def echo(c):
+    with c:
+        while True:
+            b = c.recv(1 << 16)
+            if not b:
+                c.shutdown(socket.SHUT_WR)
+                return
+            c.sendall(b)
+
+
+def listen(port, handle):
     s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     s.bind(("::", port))
     s.listen(64)
     print("ready", flush=True)
-
-    def handle(c):
-        with c:
-            while True:
-                b = c.recv(1 << 16)
-                if not b:
-                    c.shutdown(socket.SHUT_WR)
-                    return
-                c.sendall(b)
-
     while True:
         c, _ = s.accept()
         threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+
+def sink(c):
+    with c:
+        n = 0
+        while True:
+            b = c.recv(1 << 18)
+            if not b:
+                break
+            n += len(b)
+        c.sendall(f"{n}\n".encode())
+
+
+def source(c):
+    with c:
+        line = b""
+        while not line.endswith(b"\n"):
+            b = c.recv(64)
+            if not b:
+                return
+            line += b
+        n = int(line)
+        chunk = b"\x5a" * (1 << 18)
+        while n > 0:
+            k = min(n, len(chunk))
+            c.sendall(chunk[:k])
+            n -= k
 
 
 def client(host, port, n):
@@ -66,6 +96,10 @@ def client(host, port, n):
 
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
-        serve(int(sys.argv[2]))
+        listen(int(sys.argv[2]), echo)
+    elif sys.argv[1] == "sink":
+        listen(int(sys.argv[2]), sink)
+    elif sys.argv[1] == "source":
+        listen(int(sys.argv[2]), source)
     else:
         client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

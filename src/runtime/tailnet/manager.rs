@@ -1,7 +1,7 @@
 //! The manager task: the thin executor of the destinations machine.
 
 use super::Inner;
-use crate::proto::discovery::StunServer;
+use super::endpoints::{advertise, discover_with};
 use crate::proto::tailnet::Action;
 use crate::proto::wg::PeerConfig;
 use crate::runtime::clock;
@@ -10,7 +10,7 @@ use crate::wire::addr::{IpCidr, NodeId};
 use crate::wire::coord::Node;
 use crate::wire::derpmap::DerpMap;
 use crate::wire::key::NodePublic;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -30,107 +30,6 @@ pub(super) fn default_home(map: &DerpMap) -> Option<u16> {
         .iter()
         .find(|(_, r)| !r.avoid && !r.nodes.is_empty())
         .map(|(id, _)| *id)
-}
-
-/// UDP endpoints to advertise for direct paths: the configured ones, or the local
-/// address and what STUN saw.
-pub(super) fn advertise(inner: &Inner) -> Vec<SocketAddr> {
-    if inner.cfg.relay_only {
-        return Vec::new();
-    }
-    if let Some(a) = &inner.cfg.advertise {
-        return a.clone();
-    }
-    let mut eps = local_endpoints(inner);
-    for r in inner.state().reflexive.clone() {
-        if !eps.contains(&r) {
-            eps.push(r);
-        }
-    }
-    eps
-}
-
-/// The STUN servers of a DERP map, home region first. Host names are resolved here
-/// (literal addresses in the map are used as they are).
-pub(super) async fn stun_servers(map: &DerpMap, home: Option<u16>) -> Vec<StunServer> {
-    let mut regions: Vec<u16> = map.regions.keys().copied().collect();
-    regions.sort_by_key(|r| (Some(*r) != home, *r));
-    let mut out = Vec::new();
-    for region in regions {
-        let Some(r) = map.regions.get(&region) else {
-            continue;
-        };
-        let Some(node) = r.nodes.iter().find(|n| n.stun_port >= 0) else {
-            continue;
-        };
-        let port = if node.stun_port == 0 {
-            3478
-        } else {
-            node.stun_port as u16
-        };
-        let literal = [&node.ipv4, &node.ipv6, &node.host_name]
-            .into_iter()
-            .find_map(|h| h.parse::<IpAddr>().ok());
-        let ip = match literal {
-            Some(ip) => Some(ip),
-            None if node.host_name == "localhost" => Some(IpAddr::from([127, 0, 0, 1])),
-            None if node.host_name.is_empty() => None,
-            None => tokio::net::lookup_host((node.host_name.as_str(), port))
-                .await
-                .ok()
-                .and_then(|mut a| a.find(|a| a.is_ipv4()))
-                .map(|a| a.ip()),
-        };
-        if let Some(ip) = ip {
-            out.push(StunServer {
-                region,
-                addr: SocketAddr::new(ip, port),
-            });
-        }
-    }
-    out
-}
-
-/// Points endpoint discovery at the map's STUN servers.
-pub(super) async fn discover_with(inner: &Inner, map: &DerpMap, home: Option<u16>) {
-    if inner.cfg.relay_only {
-        return;
-    }
-    let servers = stun_servers(map, home).await;
-    tracing::debug!(?servers, "endpoint discovery");
-    let _ = inner.tunnel.set_stun_servers(servers).await;
-}
-
-/// The socket's local address, or (bound to every interface) the address of the route
-/// to the coordinator.
-fn local_endpoints(inner: &Inner) -> Vec<SocketAddr> {
-    let local = inner.tunnel.local_udp_addr();
-    if !local.ip().is_unspecified() {
-        return vec![local];
-    }
-    // Bound to every interface: advertise the address the route to the coordinator uses
-    // (connecting a UDP socket sends nothing; it only consults the routing table).
-    let host = inner
-        .cfg
-        .coordinator_url
-        .split_once("://")
-        .map(|(_, rest)| rest.split('/').next().unwrap_or(""))
-        .unwrap_or("");
-    let target: Option<SocketAddr> = host.parse::<SocketAddr>().ok().or_else(|| {
-        host.rsplit_once(':').and_then(|(h, p)| {
-            let h = if h == "localhost" { "127.0.0.1" } else { h };
-            format!("{h}:{p}").parse().ok()
-        })
-    });
-    let ip = target.and_then(|t| {
-        let s = std::net::UdpSocket::bind(if t.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok()?;
-        s.connect(t).ok()?;
-        s.local_addr().ok().map(|a| a.ip())
-    });
-    match ip {
-        Some(ip) => vec![SocketAddr::new(ip, local.port())],
-        None => Vec::new(),
-    }
 }
 
 /// Sends our node to the coordinator (it re-sends it after every reconnect).
@@ -186,6 +85,7 @@ pub(super) async fn run(inner: Arc<Inner>, mut events: mpsc::Receiver<CoordEvent
     let _ = inner.tunnel.set_endpoints(advertise(&inner)).await;
     if let Some(map) = inner.cfg.derp_map.clone() {
         let home = inner.state().home;
+        inner.state().chooser = super::home::chooser_for(&map, home);
         discover_with(&inner, &map, home).await;
     }
     loop {
@@ -335,6 +235,7 @@ async fn on_discovery(inner: &Arc<Inner>, report: &crate::proto::discovery::Repo
         let _ = inner.tunnel.set_endpoints(eps).await;
         publish_self(inner);
     }
+    super::home::on_report(inner, report).await;
 }
 
 async fn on_event(inner: &Arc<Inner>, ev: CoordEvent) {
@@ -345,13 +246,21 @@ async fn on_event(inner: &Arc<Inner>, ev: CoordEvent) {
             {
                 match serde_json::from_value::<DerpMap>(v) {
                     Ok(map) => {
-                        let home = inner.cfg.home_region.or_else(|| default_home(&map));
+                        // Keep a home chosen by latency while the map still has it.
+                        let kept = inner.state().home.filter(|h| map.regions.contains_key(h));
+                        let home = inner
+                            .cfg
+                            .home_region
+                            .or(kept)
+                            .or_else(|| default_home(&map));
                         discover_with(inner, &map, home).await;
+                        let chooser = super::home::chooser_for(&map, home);
                         inner.relay.set_map(map, home);
                         let changed = {
                             let mut st = inner.state();
                             let changed = st.home != home;
                             st.home = home;
+                            st.chooser = chooser;
                             changed
                         };
                         if changed {

@@ -12,7 +12,12 @@
 //! [`Tailnet::shutdown`] or when the `Tailnet` is dropped.
 
 pub mod conn;
+mod endpoints;
+mod home;
 mod manager;
+
+pub use endpoints::stun_servers;
+pub use home::tcp_latencies;
 mod state;
 
 pub use crate::proto::tailnet::{Role, Stage};
@@ -423,6 +428,62 @@ impl Tailnet {
     /// Per-destination state: leases, path, last handshake, bytes.
     pub async fn destinations(&self) -> Vec<DestinationInfo> {
         state::destinations(&self.inner).await
+    }
+
+    /// Sends a discovery ping to `agent` over the path its packets take now and waits up
+    /// to `timeout` for the pong. `Ok(None)`: no destination with a known key (take an
+    /// [`AgentConn`] first). Otherwise the path the ping took, and the pong if it came
+    /// (the path it came back on and the round trip).
+    ///
+    /// # Errors
+    /// [`ConnError::Closed`] after shutdown.
+    pub async fn ping(
+        &self,
+        agent: NodeId,
+        timeout: Duration,
+    ) -> Result<
+        Option<(
+            crate::proto::wg::PathAddr,
+            Option<crate::proto::wg::PingResult>,
+        )>,
+        ConnError,
+    > {
+        let key = self
+            .destinations()
+            .await
+            .into_iter()
+            .find(|d| d.agent == agent)
+            .and_then(|d| d.key);
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        self.inner
+            .tunnel
+            .ping(key, timeout)
+            .await
+            .map_err(|_| ConnError::Closed)
+    }
+
+    /// The path state toward `agent`: the path in use, every candidate and its round
+    /// trip. `None` for an agent with no destination or no known key yet.
+    pub async fn path_info(&self, agent: NodeId) -> Option<crate::proto::wg::PathInfo> {
+        let key = self
+            .destinations()
+            .await
+            .into_iter()
+            .find(|d| d.agent == agent)
+            .and_then(|d| d.key)?;
+        self.inner.tunnel.path_info(key).await.ok().flatten()
+    }
+
+    /// This node's advertised endpoints and what endpoint discovery last found.
+    pub fn discovery(&self) -> crate::proto::discovery::Report {
+        self.inner.tunnel.discovery().borrow().clone()
+    }
+
+    /// The home DERP region.
+    pub fn home_region(&self) -> Option<u16> {
+        self.inner.state().home
     }
 
     /// Reconnects DERP and the coordinator at once and re-handshakes every peer: for

@@ -17,6 +17,8 @@ pub(crate) struct State {
     /// Our addresses as the relays' STUN servers see them (none behind a NAT that maps
     /// per destination: peers could not use them).
     pub(crate) reflexive: Vec<std::net::SocketAddr>,
+    /// Picks the home region by latency when the map has several.
+    pub(crate) chooser: crate::proto::home::HomeChooser,
     pub(crate) machine: Destinations,
     /// Callers waiting for a destination, by the machine's waiter id.
     pub(crate) waiters: HashMap<WaiterId, oneshot::Sender<Result<(), Failure>>>,
@@ -40,6 +42,7 @@ impl State {
         Self {
             home,
             reflexive: Vec::new(),
+            chooser: crate::proto::home::HomeChooser::new(home, []),
             machine,
             waiters: HashMap::new(),
             pools: HashMap::new(),

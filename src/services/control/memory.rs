@@ -136,15 +136,18 @@ pub fn generate_token() -> String {
 
 /// The SHA-256 of `token` in lowercase hex, as `token_sha256` stores it.
 pub fn hash_token(token: &str) -> String {
-    hex::encode(digest(token))
+    hex::encode(token_digest(token))
 }
 
-fn digest(token: &str) -> [u8; 32] {
+/// The SHA-256 of `token`: what is stored in place of the token.
+pub fn token_digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+use token_digest as digest;
+
 /// Compares two digests without an early exit, so timing does not reveal a matching prefix.
-fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+pub fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
 }
@@ -215,7 +218,7 @@ impl InMemoryControlPlane {
                 return Err(invalid(format!("user {:?} is listed twice", u.name)));
             }
             let what = format!("user {}", u.name);
-            let d = token_digest(&what, u.token_sha256.as_deref(), u.token.as_ref())?
+            let d = config_token_digest(&what, u.token_sha256.as_deref(), u.token.as_ref())?
                 .ok_or_else(|| invalid(format!("{what} needs token_sha256 (or token)")))?;
             tokens.push((d, Holder::User(users.len())));
             users.push(User {
@@ -223,7 +226,7 @@ impl InMemoryControlPlane {
                 admin: u.admin,
             });
         }
-        if let Some(d) = token_digest(
+        if let Some(d) = config_token_digest(
             "service",
             cfg.service_token_sha256.as_deref(),
             cfg.service_token.as_ref(),
@@ -268,7 +271,7 @@ impl InMemoryControlPlane {
                     return Err(invalid(format!("agent id {} is used twice", a.id)));
                 }
                 let what = format!("agent {full}.{}", a.name);
-                let d = token_digest(&what, a.token_sha256.as_deref(), a.token.as_ref())?
+                let d = config_token_digest(&what, a.token_sha256.as_deref(), a.token.as_ref())?
                     .ok_or_else(|| invalid(format!("{what} needs token_sha256 (or token)")))?;
                 tokens.push((
                     d,
@@ -283,7 +286,7 @@ impl InMemoryControlPlane {
                 });
             }
             workspaces.push(Workspace {
-                id: w.id.unwrap_or_else(|| derived_id(&full)),
+                id: w.id.unwrap_or_else(|| derived_workspace_id(&full)),
                 owner: w.owner.clone(),
                 name: w.name.clone(),
                 shared_with: w.shared_with.clone(),
@@ -363,15 +366,17 @@ impl InMemoryControlPlane {
     }
 }
 
-/// A stable workspace id from its full name, so configs need not spell one out.
-fn derived_id(full_name: &str) -> Uuid {
+/// A stable workspace id from its full name (`owner/name`), so configs need not spell one
+/// out.
+pub fn derived_workspace_id(full_name: &str) -> Uuid {
     let d = digest(&format!("agentwire workspace {full_name}"));
     let mut b = [0u8; 16];
     b.copy_from_slice(&d[..16]);
     uuid::Builder::from_random_bytes(b).into_uuid()
 }
 
-fn token_digest(
+/// The digest a config entry gives, from `token_sha256` or a plaintext `token`.
+pub(crate) fn config_token_digest(
     what: &str,
     hashed: Option<&str>,
     plain: Option<&Secret>,
@@ -437,13 +442,7 @@ impl ControlPlane for InMemoryControlPlane {
         principal: &'a Principal,
         agent_id: NodeId,
     ) -> BoxFuture<'a, bool> {
-        Box::pin(async move {
-            match principal {
-                Principal::User(u) => self.by_agent(agent_id).is_some_and(|w| w.may_use(u)),
-                Principal::Agent { .. } => false,
-                Principal::Service => self.by_agent(agent_id).is_some(),
-            }
-        })
+        Box::pin(async move { principal.may_use_agent_of(self.by_agent(agent_id)) })
     }
 
     fn workspace_by_id<'a>(

@@ -2,21 +2,26 @@
 //!
 //! Everything that decides *who* a caller is and *what* it may use sits behind the
 //! [`ControlPlane`] trait, so a host service can plug in its own users and authorization.
-//! The coordinator and the MCP front end only ever ask the trait. [`InMemoryControlPlane`]
-//! is the built-in implementation, loaded from TOML (see `docs/config.md`) or built for the
-//! embedded default by [`DemoSetup`].
+//! The coordinator and the MCP front end only ever ask the trait. `agentwire serve` uses
+//! the database-backed store (`services::store`); [`InMemoryControlPlane`] is an immutable
+//! implementation loaded from TOML (today's `control.toml` format, see `docs/config.md`)
+//! or built by [`DemoSetup`], for tests, benchmarks and embedders.
 //!
 //! Methods return boxed futures so the trait stays dyn-compatible (`Arc<dyn ControlPlane>`).
 
+mod audit;
 mod memory;
 
+pub use audit::{MetricFamily, ToolCallRecord, ToolOutcome};
+pub(crate) use memory::config_token_digest;
 pub use memory::{
     AgentConfig, ConfigError, ControlConfig, DemoCredentials, DemoSetup, InMemoryControlPlane,
-    Secret, UserConfig, WorkspaceConfig, generate_token, hash_token,
+    Secret, UserConfig, WorkspaceConfig, ct_eq, derived_workspace_id, generate_token, hash_token,
+    token_digest,
 };
 
 use crate::wire::addr::NodeId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -37,7 +42,7 @@ pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A person (or automation) holding a user token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     /// Unique user name; workspaces are addressed as `owner/name`.
     pub name: String,
@@ -46,7 +51,7 @@ pub struct User {
 }
 
 /// A workspace agent: one node on the tailnet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {
     /// The agent's node id; its token binds it to this id.
     pub id: NodeId,
@@ -55,7 +60,7 @@ pub struct Agent {
 }
 
 /// A workspace: an owner, the users it is shared with, and its agents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workspace {
     /// Stable id.
     pub id: Uuid,
@@ -104,6 +109,17 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// Whether this principal may open a tunnel to an agent of `ws` (`None`: the agent
+    /// belongs to no workspace): a user who may use the workspace, or the service for any
+    /// known agent; never an agent.
+    pub fn may_use_agent_of(&self, ws: Option<&Workspace>) -> bool {
+        match self {
+            Self::User(u) => ws.is_some_and(|w| w.may_use(u)),
+            Self::Agent { .. } => false,
+            Self::Service => ws.is_some(),
+        }
+    }
+
     /// A short description for logs (never the token).
     pub fn describe(&self) -> String {
         match self {
@@ -120,7 +136,7 @@ impl Principal {
 }
 
 /// A workspace and the agent a spec selected in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolvedAgent {
     /// The workspace.
     pub workspace: Workspace,
@@ -250,13 +266,50 @@ pub fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Which of a workspace's agents a caller means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentChoice<'a> {
+    /// The agent with this name.
+    Named(&'a str),
+    /// The only agent; a workspace with several is ambiguous (the standard tools: the
+    /// caller can name one, so guessing would be wrong).
+    Only,
+    /// The only agent, else the first in the workspace's order (the chatgpt toolset's
+    /// ids name a workspace, not an agent, and its callers cannot choose).
+    Default,
+}
+
+impl<'a> AgentChoice<'a> {
+    /// The choice a spec's optional `.agent` part makes.
+    pub fn from_spec(agent: Option<&'a str>) -> Self {
+        agent.map_or(Self::Only, Self::Named)
+    }
+}
+
 /// Picks the agent a spec names from `ws`, or the only one.
 ///
 /// # Errors
 /// [`ResolveError::AgentNotFound`], [`ResolveError::AmbiguousAgent`] or
 /// [`ResolveError::NoAgents`].
 pub fn select_agent(ws: &Workspace, agent: Option<&str>) -> Result<Agent, ResolveError> {
+    choose_agent(ws, AgentChoice::from_spec(agent))
+}
+
+/// Picks the agent `choice` means from `ws`: the one rule both toolsets resolve by.
+///
+/// # Errors
+/// [`ResolveError::AgentNotFound`], [`ResolveError::AmbiguousAgent`] (only for
+/// [`AgentChoice::Only`]) or [`ResolveError::NoAgents`].
+pub fn choose_agent(ws: &Workspace, choice: AgentChoice<'_>) -> Result<Agent, ResolveError> {
     let names = || ws.agents.iter().map(|a| a.name.clone()).collect::<Vec<_>>();
+    let agent = match choice {
+        AgentChoice::Named(n) => Some(n),
+        AgentChoice::Only => None,
+        AgentChoice::Default => match ws.agents.first() {
+            Some(first) => return Ok(first.clone()),
+            None => None,
+        },
+    };
     match (agent, ws.agents.as_slice()) {
         (Some(want), agents) => agents
             .iter()
@@ -331,6 +384,36 @@ pub trait ControlPlane: Send + Sync + fmt::Debug {
         id: Uuid,
     ) -> BoxFuture<'a, Result<Option<Workspace>, ControlError>>;
 
+    /// Resolves the workspace with id `id` for `user`, and the agent `choice` means.
+    /// Authorization is the same as [`ControlPlane::resolve_workspace`]'s: a workspace
+    /// the user may not use reads as not found.
+    ///
+    /// # Errors
+    /// See [`ResolveError`].
+    fn resolve_workspace_id<'a>(
+        &'a self,
+        user: &'a User,
+        id: Uuid,
+        choice: AgentChoice<'a>,
+    ) -> BoxFuture<'a, Result<ResolvedAgent, ResolveError>> {
+        Box::pin(async move {
+            let not_found = || ResolveError::NotFound {
+                workspace: id.to_string(),
+            };
+            let ws = self.workspace_by_id(id).await?.ok_or_else(not_found)?;
+            if !ws.may_use(user) {
+                return Err(ResolveError::Forbidden {
+                    workspace: id.to_string(),
+                });
+            }
+            let agent = choose_agent(&ws, choice)?;
+            Ok(ResolvedAgent {
+                workspace: ws,
+                agent,
+            })
+        })
+    }
+
     /// The workspace containing agent `agent_id`, without any authorization check. The
     /// coordinator uses it to keep clients from registering under an agent's id.
     ///
@@ -340,6 +423,23 @@ pub trait ControlPlane: Send + Sync + fmt::Debug {
         &'a self,
         agent_id: NodeId,
     ) -> BoxFuture<'a, Result<Option<Workspace>, ControlError>>;
+
+    /// Records a finished tool call in the audit log. MUST NOT block or wait: an
+    /// implementation queues the record and writes it elsewhere (dropping, and counting,
+    /// what does not fit). The default keeps no log.
+    fn audit(&self, _record: ToolCallRecord) {}
+
+    /// A receiver that changes whenever users, tokens, workspaces, shares or agents may
+    /// have changed, so holders of long-lived authorizations (coordinator streams) can
+    /// check them again. `None` for a control plane that never changes.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// Counters and gauges for `/metrics` (the default has none).
+    fn metrics(&self) -> Vec<MetricFamily> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
@@ -401,12 +501,25 @@ mod tests {
             select_agent(&ws, None),
             Err(ResolveError::NoAgents { .. })
         ));
+        assert!(matches!(
+            choose_agent(&ws, AgentChoice::Default),
+            Err(ResolveError::NoAgents { .. })
+        ));
         ws.agents.push(agent("main"));
         assert_eq!(select_agent(&ws, None).unwrap().name, "main");
         ws.agents.push(agent("gpu"));
         let err = select_agent(&ws, None).unwrap_err();
         assert!(err.to_string().contains("main, gpu"), "{err}");
         assert_eq!(select_agent(&ws, Some("gpu")).unwrap().name, "gpu");
+        // The chatgpt rule: the first agent when none is named, never ambiguous.
+        assert_eq!(
+            choose_agent(&ws, AgentChoice::Default).unwrap().name,
+            "main"
+        );
+        assert_eq!(
+            choose_agent(&ws, AgentChoice::Named("gpu")).unwrap().name,
+            "gpu"
+        );
         let err = select_agent(&ws, Some("tpu")).unwrap_err();
         assert!(matches!(err, ResolveError::AgentNotFound { .. }));
         assert!(err.to_string().contains("main, gpu"), "{err}");

@@ -11,6 +11,7 @@
 //! never held across an `.await`, and control-plane traffic is light, so a task would add a
 //! channel hop and a second queue to bound without buying any concurrency.
 
+mod revalidate;
 mod stream;
 
 use crate::proto::coord::server::{ConnId, Output, PeerInfo, Presence, Registry, RegistryStats};
@@ -93,6 +94,9 @@ pub struct CoordinatorStats {
 #[derive(Debug)]
 pub struct Coordinator {
     shared: Arc<Shared>,
+    /// Re-checks live streams when the control plane changes; aborted with the
+    /// coordinator.
+    _revalidate: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -128,6 +132,8 @@ struct Hub {
 struct ConnTx {
     msgs: mpsc::Sender<String>,
     close: watch::Sender<Option<(u16, String)>>,
+    /// What the stream was admitted with.
+    creds: Arc<stream::Creds>,
 }
 
 impl ConnTx {
@@ -146,25 +152,34 @@ impl Coordinator {
         let mut registry = Registry::new(cfg.derp_map.clone());
         registry.set_takeover_grace(cfg.takeover_grace);
         let limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
-        Self {
-            shared: Arc::new(Shared {
-                control,
-                hub: Mutex::new(Hub {
-                    registry,
-                    conns: HashMap::new(),
-                }),
-                cfg,
-                next_conn: AtomicU64::new(1),
-                cancel: CancellationToken::new(),
-                tracker: TaskTracker::new(),
-                limit,
-                started: clock::now(),
-                per_principal: Mutex::new(HashMap::new()),
-                principal_limited: AtomicU64::new(0),
-                unauthorized: AtomicU64::new(0),
-                slow_closed: AtomicU64::new(0),
-                refused: AtomicU64::new(0),
+        let changes = control.changes();
+        let shared = Arc::new(Shared {
+            control,
+            hub: Mutex::new(Hub {
+                registry,
+                conns: HashMap::new(),
             }),
+            cfg,
+            next_conn: AtomicU64::new(1),
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            limit,
+            started: clock::now(),
+            per_principal: Mutex::new(HashMap::new()),
+            principal_limited: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
+            slow_closed: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        });
+        let revalidate = changes.map(|rx| {
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(revalidate::watch(
+                shared.clone(),
+                rx,
+            )))
+        });
+        Self {
+            shared,
+            _revalidate: revalidate,
         }
     }
 
@@ -369,6 +384,7 @@ async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    let token = bearer(&headers).unwrap_or_default().to_string();
     let principal = match bearer(&headers) {
         None => None,
         Some(token) => match shared.control.authenticate(token).await {
@@ -429,7 +445,7 @@ async fn upgrade(
     ws.on_upgrade(move |socket| {
         tracker.track_future(async move {
             let _permit = (permit, slot);
-            stream::run(shared, socket, principal).await;
+            stream::run(shared, socket, principal, token).await;
         })
     })
 }

@@ -19,10 +19,20 @@ use tokio::sync::{mpsc, watch};
 /// Which agents a user's stream may tunnel to: filled by asynchronous control-plane checks
 /// made just before each `add_tunnel` reaches the registry, which consults it synchronously.
 #[derive(Debug, Default)]
-struct Grants(Mutex<HashSet<NodeId>>);
+pub(super) struct Grants(Mutex<HashSet<NodeId>>);
 
 impl Grants {
-    fn set(&self, agent: NodeId, allowed: bool) {
+    /// The agents currently allowed.
+    pub(super) fn agents(&self) -> Vec<NodeId> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    pub(super) fn set(&self, agent: NodeId, allowed: bool) {
         let mut g = self
             .0
             .lock()
@@ -132,7 +142,31 @@ async fn read_hello(
     }
 }
 
-pub(super) async fn run(shared: Arc<Shared>, socket: WebSocket, principal: Principal) {
+/// What a stream was admitted with, kept so it can be checked again when the control
+/// plane changes.
+pub(super) struct Creds {
+    /// The token of the upgrade request.
+    pub(super) token: String,
+    /// Who it stood for then.
+    pub(super) principal: Principal,
+    /// The agents a user's stream was allowed.
+    pub(super) grants: Arc<Grants>,
+}
+
+impl std::fmt::Debug for Creds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Creds")
+            .field("principal", &self.principal.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    socket: WebSocket,
+    principal: Principal,
+    token: String,
+) {
     let (sink, mut stream) = socket.split();
     let hello = match read_hello(&shared, &mut stream).await {
         Ok(h) => h,
@@ -185,6 +219,11 @@ pub(super) async fn run(shared: Arc<Shared>, socket: WebSocket, principal: Princ
             ConnTx {
                 msgs: msgs.clone(),
                 close,
+                creds: Arc::new(Creds {
+                    token,
+                    principal: principal.clone(),
+                    grants: grants.clone(),
+                }),
             },
         );
         hub.registry.connect(conn, &hello, auth, clock::now());

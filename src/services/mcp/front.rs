@@ -4,7 +4,8 @@ use super::McpState;
 use super::cancel::CancelRegistry;
 use super::chatgpt;
 use super::tools::{self, Cx};
-use crate::services::control::User;
+use crate::runtime::clock;
+use crate::services::control::{ToolCallRecord, ToolOutcome, User};
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -89,6 +90,7 @@ impl Front {
                 state,
                 user: Arc::new(user),
                 used: Arc::default(),
+                target: Arc::default(),
             },
             toolset,
             cancel,
@@ -196,6 +198,8 @@ impl ServerHandler for Front {
         request: CallToolRequestParams,
         mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let cx = self.cx.for_call();
+        let mut audit = Audit::start(&cx, &request);
         // A legacy cancellation fires a child of the request's token, so tools watch one.
         let _registration = self.cancel.as_ref().map(|(registry, id)| {
             let token = context.ct.child_token();
@@ -207,20 +211,20 @@ impl ServerHandler for Front {
         let Some(_slot) = self.cx.state.stats.enter(&self.cx.user.name, max) else {
             tracing::debug!(user = %self.cx.user.name, "tool call refused: per-user limit");
             self.cx.state.stats.tool_call(true);
-            return Ok(
+            let refused =
                 rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(format!(
                     "you have {max} tool calls in flight, the most allowed at once; \
                  wait for some to finish and try again"
-                ))])
-                .into(),
-            );
+                ))]);
+            audit.finish(ToolOutcome::Refused, Some(&refused), None);
+            return Ok(refused.into());
         };
         let args = request.arguments.unwrap_or_default();
         let listed = self.toolset.catalog().iter().any(|t| t.name == name);
         let result = if listed {
             match self.toolset {
-                Toolset::Standard => tools::call(&self.cx.for_call(), name, args, context).await,
-                Toolset::ChatGpt => chatgpt::call(&self.cx.for_call(), name, args).await,
+                Toolset::Standard => tools::call(&cx, name, args, context).await,
+                Toolset::ChatGpt => chatgpt::call(&cx, name, args).await,
             }
         } else if let Some(ext) = self
             .cx
@@ -229,20 +233,133 @@ impl ServerHandler for Front {
             .as_ref()
             .filter(|e| e.tools().iter().any(|t| t.name == name))
         {
-            Some(ext.call(name, args, context).await?)
+            match ext.call(name, args, context).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    audit.finish(ToolOutcome::Invalid, None, Some(e.message.as_ref()));
+                    return Err(e);
+                }
+            }
         } else {
             None
         };
         match result {
             Some(r) => {
-                self.cx.state.stats.tool_call(r.is_error.unwrap_or(false));
+                let is_error = r.is_error.unwrap_or(false);
+                self.cx.state.stats.tool_call(is_error);
+                let outcome = if is_error {
+                    ToolOutcome::Error
+                } else {
+                    ToolOutcome::Ok
+                };
+                audit.finish(outcome, Some(&r), None);
                 Ok(r.into())
             }
-            None => Err(ErrorData::invalid_params(
-                format!("unknown tool: {}", super::args::preview(name)),
-                None,
-            )),
+            None => {
+                let e = ErrorData::invalid_params(
+                    format!("unknown tool: {}", super::args::preview(name)),
+                    None,
+                );
+                audit.finish(ToolOutcome::Invalid, None, Some(e.message.as_ref()));
+                Err(e)
+            }
         }
+    }
+}
+
+/// One tool call's audit record, handed to the control plane when the call ends — or, if
+/// the handler is dropped first (the client went away), as `cancelled` on drop.
+struct Audit {
+    cx: Cx,
+    record: Option<ToolCallRecord>,
+    started: std::time::Instant,
+}
+
+/// Counts the bytes a value serializes to, without keeping them.
+#[derive(Default)]
+struct Count(u64);
+
+impl std::io::Write for Count {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len() as u64;
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn json_size<T: serde::Serialize>(v: &T) -> u64 {
+    let mut c = Count::default();
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
+/// The first text of a failed result, shortened, as the audit log's detail.
+fn detail_of(r: &rmcp::model::CallToolResult) -> Option<String> {
+    if !r.is_error.unwrap_or(false) {
+        return None;
+    }
+    r.content
+        .iter()
+        .find_map(|c| c.as_text().map(|t| t.text.chars().take(200).collect()))
+}
+
+impl Audit {
+    fn start(cx: &Cx, request: &CallToolRequestParams) -> Self {
+        Self {
+            cx: cx.clone(),
+            started: clock::now(),
+            record: Some(ToolCallRecord {
+                at: clock::wall(),
+                user: cx.user.name.clone(),
+                workspace: None,
+                agent: None,
+                agent_id: None,
+                tool: request.name.chars().take(128).collect(),
+                args_bytes: request.arguments.as_ref().map_or(0, json_size),
+                result_bytes: 0,
+                outcome: ToolOutcome::Cancelled,
+                detail: None,
+                duration: std::time::Duration::ZERO,
+            }),
+        }
+    }
+
+    fn finish(
+        &mut self,
+        outcome: ToolOutcome,
+        result: Option<&rmcp::model::CallToolResult>,
+        detail: Option<&str>,
+    ) {
+        if let Some(r) = self.record.as_mut() {
+            r.outcome = outcome;
+            r.result_bytes = result.map_or(0, json_size);
+            r.detail = detail
+                .map(|d| d.chars().take(200).collect())
+                .or_else(|| result.and_then(detail_of));
+        }
+        self.send();
+    }
+
+    fn send(&mut self) {
+        let Some(mut r) = self.record.take() else {
+            return;
+        };
+        r.duration = clock::now().saturating_duration_since(self.started);
+        if let Some((ws, agent)) = self.cx.target.get() {
+            r.workspace = Some(ws.clone());
+            r.agent = Some(agent.clone());
+        }
+        r.agent_id = self.cx.used.get().copied();
+        self.cx.state.control.audit(r);
+    }
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        self.send();
     }
 }
 

@@ -100,3 +100,63 @@ impl Accounts for ControlAccounts {
         Box::pin(token_owner(self.control.as_ref(), token))
     }
 }
+
+/// [`Accounts`] over the control-plane store: users with a password set by
+/// `agentwire admin users set-password` (argon2id) or any user token.
+#[derive(Debug, Clone)]
+pub struct StoreAccounts {
+    store: Arc<crate::services::store::Store>,
+}
+
+impl StoreAccounts {
+    /// Over `store`.
+    pub fn new(store: Arc<crate::services::store::Store>) -> Self {
+        Self { store }
+    }
+}
+
+fn unavailable(e: crate::services::store::StoreError) -> ControlError {
+    ControlError(e.to_string())
+}
+
+impl Accounts for StoreAccounts {
+    fn user<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<User>, ControlError>> {
+        Box::pin(async move {
+            match self.store.user(name).await {
+                Ok(u) => Ok(Some(User {
+                    name: u.name,
+                    admin: u.admin,
+                })),
+                Err(crate::services::store::StoreError::NotFound(_)) => Ok(None),
+                // A name that is not even valid names nobody.
+                Err(crate::services::store::StoreError::Invalid { .. }) => Ok(None),
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+    }
+
+    fn passwords(&self) -> bool {
+        true
+    }
+
+    fn verify_password<'a>(
+        &'a self,
+        name: &'a str,
+        password: &'a str,
+    ) -> BoxFuture<'a, Result<Option<User>, ControlError>> {
+        Box::pin(async move {
+            match self.store.verify_password(name, password).await {
+                Ok(u) => Ok(u),
+                Err(crate::services::store::StoreError::Invalid { .. }) => Ok(None),
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+    }
+
+    fn verify_token<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Option<User>, ControlError>> {
+        Box::pin(token_owner(self.store.as_ref(), token))
+    }
+}

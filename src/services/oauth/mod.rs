@@ -33,10 +33,10 @@ mod grants;
 pub mod memory;
 mod pages;
 pub mod store;
-#[cfg(test)]
-pub(crate) mod store_tests;
+#[doc(hidden)]
+pub mod store_tests;
 
-pub use accounts::{Accounts, ControlAccounts};
+pub use accounts::{Accounts, ControlAccounts, StoreAccounts};
 pub use fetch::FetchConfig;
 pub use memory::MemoryStore;
 pub use store::{GrantFilter, OAuthStore, Retention, StoreError};
@@ -110,7 +110,8 @@ pub struct OAuthOptions {
     pub fetch: Option<FetchConfig>,
     /// The user directory, if not the control plane's users.
     pub accounts: Option<Arc<dyn Accounts>>,
-    /// Where records are kept, if not in memory.
+    /// Where records are kept, if not in the control-plane store (or, without one, in
+    /// memory).
     pub store: Option<Arc<dyn OAuthStore>>,
 }
 
@@ -141,21 +142,31 @@ impl std::fmt::Debug for OAuthOptions {
 
 impl OAuthOptions {
     /// The authorization server for the MCP endpoints at `base` + each of `paths` (the
-    /// issuer is `base`), signing users in through `accounts` unless the options name
-    /// another directory. `Ok(None)` when turned off.
+    /// issuer is `base`), signing users in through `accounts` and keeping its records in
+    /// `store` unless the options name others (records default to memory). `Ok(None)`
+    /// when turned off.
     ///
     /// # Errors
     /// Why it cannot run: the issuer must be `https`, or plain `http` on loopback only
-    /// (OAuth 2.1 §1.5); the caller logs it and serves static tokens only.
+    /// (OAuth 2.1 §1.5), and there must be a user directory; the caller logs it and
+    /// serves static tokens only.
     pub fn build(
         &self,
         base: &str,
         paths: &[&str],
-        accounts: Arc<dyn Accounts>,
+        accounts: Option<Arc<dyn Accounts>>,
+        store: Option<Arc<dyn OAuthStore>>,
     ) -> Result<Option<Arc<OAuthServer>>, String> {
         if !self.enabled {
             return Ok(None);
         }
+        let Some(accounts) = self.accounts.clone().or(accounts) else {
+            return Err(
+                "OAuth for MCP connectors is off: an embedder's control plane brings no \
+                        user directory to sign in against (set OAuthOptions::accounts)"
+                    .into(),
+            );
+        };
         let secure = base.starts_with("https://") || crate::runtime::tls::url_is_loopback(base);
         if !secure {
             return Err(format!(
@@ -180,8 +191,8 @@ impl OAuthOptions {
         let store = self
             .store
             .clone()
+            .or(store)
             .unwrap_or_else(|| Arc::new(MemoryStore::new()));
-        let accounts = self.accounts.clone().unwrap_or(accounts);
         Ok(Some(Arc::new(OAuthServer::new(cfg, store, accounts))))
     }
 }

@@ -1,4 +1,6 @@
-//! The behaviour every [`OAuthStore`] must have, as one test any implementation runs.
+//! The behaviour every [`OAuthStore`] must have, as one check any implementation runs:
+//! the in-memory store's unit test and each database backend's store suite (public so a
+//! store an embedder brings can run it too). It panics on the first difference.
 
 use super::store::{GrantFilter, OAuthStore, Retention};
 use crate::proto::oauth::UnixTime;
@@ -64,7 +66,7 @@ fn access(tag: &str, grant: &str, exp: u64) -> AccessRecord {
 }
 
 /// Runs every operation of `s` (which must start empty) and checks the results.
-pub(crate) async fn contract(s: &dyn OAuthStore) {
+pub async fn contract(s: &dyn OAuthStore) {
     // Clients.
     let c1 = client("aw-1", ClientSource::Registered, 10);
     let c2 = client(

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 mod auth;
 mod identity;
+mod revoke;
 
 pub use auth::{PeerAuth, TunnelAuthorizer};
 pub use identity::{Conflict, MAX_ENDPOINTS, sanitize_endpoints};
@@ -129,6 +130,8 @@ pub struct RegistryStats {
     pub endpoints_dropped: u64,
     /// Tunnels refused for a per-peer or per-principal cap.
     pub tunnel_limit: u64,
+    /// Streams closed because their authorization was taken back.
+    pub revoked: u64,
 }
 
 /// One registered stream.

@@ -820,3 +820,81 @@ fn presence_follows_agent_streams() {
     w.drain();
     assert_eq!(w.reg.presence(id(9)), Presence::Unknown);
 }
+
+#[test]
+fn a_revoked_stream_is_closed_and_its_peers_see_it_lost() {
+    let mut w = World::new();
+    w.connect(1, 1, agent(1));
+    w.send(
+        1,
+        ClientMsg::UpdateSelf {
+            node: node_of(id(1)),
+        },
+    );
+    w.connect(2, 2, client("alice", &[id(1)]));
+    w.send(
+        2,
+        ClientMsg::UpdateSelf {
+            node: node_of(id(2)),
+        },
+    );
+    w.send(2, ClientMsg::AddTunnel { id: id(1) });
+    w.reg.revoke(1, "token revoked", w.now);
+    let out = w.drain();
+    assert!(closed(&out, 1, CLOSE_POLICY), "{out:?}");
+    assert!(out.iter().any(update(2, id(1), PeerKind::Lost)), "{out:?}");
+    assert_eq!(w.reg.stats().revoked, 1);
+    assert!(
+        matches!(
+            w.reg.presence(id(1)),
+            Presence::Offline {
+                graceful: false,
+                ..
+            }
+        ),
+        "the agent is offline"
+    );
+    w.reg.revoke(1, "again", w.now);
+    assert!(w.drain().is_empty(), "a closed stream is not closed twice");
+    assert_eq!(w.reg.stats().revoked, 1);
+}
+
+#[test]
+fn reauthorize_closes_only_streams_holding_a_withdrawn_tunnel() {
+    let mut w = World::new();
+    let allowed = Arc::new(std::sync::Mutex::new(vec![id(1), id(2)]));
+    let auth = |a: &Arc<std::sync::Mutex<Vec<NodeId>>>| {
+        let a = a.clone();
+        PeerAuth::Client {
+            principal: "alice".into(),
+            authorizer: Arc::new(move |n: NodeId| a.lock().unwrap().contains(&n)),
+        }
+    };
+    w.connect(1, 1, agent(1));
+    w.connect(2, 2, agent(2));
+    w.connect(3, 3, auth(&allowed));
+    w.connect(4, 4, client("bob", &[id(2)]));
+    w.send(3, ClientMsg::AddTunnel { id: id(1) });
+    w.send(3, ClientMsg::AddTunnel { id: id(2) });
+    w.send(4, ClientMsg::AddTunnel { id: id(2) });
+    w.reg.reauthorize(w.now);
+    assert!(w.drain().is_empty(), "nothing changed");
+    allowed.lock().unwrap().retain(|n| *n != id(1));
+    w.reg.reauthorize(w.now);
+    let out = w.drain();
+    let reason = out.iter().find_map(|o| match o {
+        Output::Close {
+            conn: 3,
+            code,
+            reason,
+        } if *code == CLOSE_POLICY => Some(reason.clone()),
+        _ => None,
+    });
+    let reason = reason.unwrap_or_else(|| panic!("alice's stream closed: {out:?}"));
+    assert!(
+        reason.contains(&id(1).to_string()),
+        "names the agent: {reason}"
+    );
+    assert!(!closed(&out, 4, CLOSE_POLICY), "bob keeps his stream");
+    assert_eq!(w.reg.stats().tunnels, 1, "only bob's tunnel is left");
+}

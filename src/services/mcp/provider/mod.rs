@@ -46,7 +46,17 @@ pub enum ProviderError {
 }
 
 /// Whether an agent is connected, as far as the serving process knows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentState {
     /// Registered with the coordinator.
@@ -59,7 +69,10 @@ pub enum AgentState {
 }
 
 /// An agent's liveness: the coordinator's view and the tunnel's, joined.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(default)]
 pub struct AgentStatus {
     /// Online, offline or unknown.
     pub state: AgentState,

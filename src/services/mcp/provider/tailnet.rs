@@ -7,12 +7,13 @@
 //! waiting for a connect timeout.
 
 use super::{AgentProvider, AgentState, AgentStatus, ProviderError};
-use crate::proto::coord::server::Presence;
+use crate::proto::coord::server::Presence as CoordPresence;
 use crate::proto::wg::PathAddr;
 use crate::runtime::agent_client::AgentClient;
 use crate::runtime::clock;
 use crate::runtime::tailnet::{ConnError, Tailnet};
 use crate::services::hub::Hub;
+use crate::services::user_api::client::{ServerClient, server_status};
 use crate::wire::addr::NodeId;
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
@@ -23,23 +24,46 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// reconnect before calls to them fail at once.
 pub const RECONNECT_WINDOW: Duration = Duration::from_secs(30);
 
+/// Where a provider learns whether agents are connected.
+#[derive(Debug, Clone)]
+enum Presence {
+    /// Nowhere: statuses say only what the tunnel knows.
+    None,
+    /// The coordinator in this process: asked on every call, so calls to agents known to
+    /// be offline fail before dialing.
+    Hub(Arc<Hub>),
+    /// The server's user API (a client on a person's machine): asked for statuses, and
+    /// when a dial fails, to say why; never before a call, which must not cost a request.
+    Remote(Arc<ServerClient>),
+}
+
 /// Hands MCP tools an agent client over the shared Tailnet; each client holds a lease.
 #[derive(Debug, Clone)]
 pub struct TailnetAgentProvider {
     tailnet: Arc<Tailnet>,
-    hub: Option<Arc<Hub>>,
+    presence: Presence,
 }
 
 impl TailnetAgentProvider {
     /// A provider over `tailnet`, with no view of the coordinator.
     pub fn new(tailnet: Arc<Tailnet>) -> Self {
-        Self { tailnet, hub: None }
+        Self {
+            tailnet,
+            presence: Presence::None,
+        }
     }
 
     /// Consults `hub`'s coordinator for agent status and to fail fast on offline agents.
     #[must_use]
     pub fn with_presence(mut self, hub: Arc<Hub>) -> Self {
-        self.hub = Some(hub);
+        self.presence = Presence::Hub(hub);
+        self
+    }
+
+    /// Asks the server's user API for agent status, and why a dial failed.
+    #[must_use]
+    pub fn with_remote_presence(mut self, server: Arc<ServerClient>) -> Self {
+        self.presence = Presence::Remote(server);
         self
     }
 }
@@ -52,11 +76,16 @@ fn unix_ms(t: Instant, now: Instant, wall: SystemTime) -> Option<u64> {
         .map(|d| d.as_millis() as u64)
 }
 
-fn status_of(presence: &Presence, started: Instant, now: Instant, wall: SystemTime) -> AgentStatus {
+fn status_of(
+    presence: &CoordPresence,
+    started: Instant,
+    now: Instant,
+    wall: SystemTime,
+) -> AgentStatus {
     let ms = |t| unix_ms(t, now, wall);
     let when = |t| ms(t).map_or_else(|| "?".to_string(), fmt_utc_ms);
     match presence {
-        Presence::Online {
+        CoordPresence::Online {
             since,
             last_seen,
             conflict,
@@ -79,7 +108,7 @@ fn status_of(presence: &Presence, started: Instant, now: Instant, wall: SystemTi
                 ..AgentStatus::default()
             }
         }
-        Presence::Offline {
+        CoordPresence::Offline {
             since,
             graceful,
             reason,
@@ -93,7 +122,7 @@ fn status_of(presence: &Presence, started: Instant, now: Instant, wall: SystemTi
             since_unix_ms: ms(*since),
             ..AgentStatus::default()
         },
-        Presence::Unknown => AgentStatus {
+        CoordPresence::Unknown => AgentStatus {
             state: if now.saturating_duration_since(started) < RECONNECT_WINDOW {
                 AgentState::Unknown
             } else {
@@ -113,14 +142,84 @@ fn path_text(p: PathAddr) -> String {
 }
 
 impl TailnetAgentProvider {
-    fn presence(&self, agent: NodeId) -> Option<AgentStatus> {
-        let coord = self.hub.as_ref()?.coordinator();
+    /// What this process's coordinator knows (only with [`Presence::Hub`]).
+    fn local_presence(&self, agent: NodeId) -> Option<AgentStatus> {
+        let Presence::Hub(hub) = &self.presence else {
+            return None;
+        };
+        let coord = hub.coordinator();
         Some(status_of(
             &coord.presence(agent),
             coord.started(),
             clock::now(),
             clock::wall(),
         ))
+    }
+}
+
+/// A dial's failure inside the serving process.
+fn local_error(agent: NodeId, e: ConnError) -> ProviderError {
+    match e {
+        ConnError::Closed => ProviderError::ShutDown,
+        // The node arrived but no session by the deadline: the tunnel's own timeout, not
+        // an answer from the coordinator.
+        ConnError::NoHandshake(_) => ProviderError::TimedOut { agent },
+        other => ProviderError::Unreachable {
+            agent,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Why a dial from a client failed, in the stages a person can act on: the server cannot
+/// be reached, the agent is offline, or the tunnel did not come up.
+async fn explain(
+    server: &ServerClient,
+    tailnet: &Tailnet,
+    agent: NodeId,
+    e: ConnError,
+) -> ProviderError {
+    if matches!(e, ConnError::Closed) {
+        return ProviderError::ShutDown;
+    }
+    if matches!(e, ConnError::NoNode(_)) && !tailnet.coordinator_connected() {
+        let why = tailnet
+            .coordinator_status()
+            .and_then(|s| s.last_error)
+            .unwrap_or_else(|| "not connected".into());
+        return ProviderError::Unreachable {
+            agent,
+            reason: format!(
+                "the server at {} cannot be reached ({why}); agents whose tunnel is up keep working",
+                server.url()
+            ),
+        };
+    }
+    let known = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        server_status(server, vec![agent]),
+    )
+    .await;
+    if let Ok(Ok(mut m)) = known
+        && let Some(s) = m.remove(&agent)
+        && s.state == AgentState::Offline
+    {
+        return ProviderError::Offline {
+            agent,
+            status: s.detail,
+        };
+    }
+    match e {
+        ConnError::NoHandshake(_) => ProviderError::Unreachable {
+            agent,
+            reason: "no WireGuard handshake: the agent is online but neither its relay nor a \
+                     direct path answered"
+                .into(),
+        },
+        other => ProviderError::Unreachable {
+            agent,
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -131,7 +230,11 @@ impl AgentProvider for TailnetAgentProvider {
         deadline: tokio::time::Instant,
     ) -> BoxFuture<'static, Result<AgentClient, ProviderError>> {
         let tailnet = self.tailnet.clone();
-        let known = self.presence(agent);
+        let known = self.local_presence(agent);
+        let remote = match &self.presence {
+            Presence::Remote(s) => Some(s.clone()),
+            _ => None,
+        };
         Box::pin(async move {
             if let Some(s) = known.filter(|s| s.state == AgentState::Offline) {
                 return Err(ProviderError::Offline {
@@ -139,19 +242,15 @@ impl AgentProvider for TailnetAgentProvider {
                     status: s.detail,
                 });
             }
-            let conn = tailnet
-                .agent_conn(agent, deadline)
-                .await
-                .map_err(|e| match e {
-                    ConnError::Closed => ProviderError::ShutDown,
-                    // The node arrived but no session by the deadline: the tunnel's
-                    // own timeout, not an answer from the coordinator.
-                    ConnError::NoHandshake(_) => ProviderError::TimedOut { agent },
-                    other => ProviderError::Unreachable {
-                        agent,
-                        reason: other.to_string(),
-                    },
-                })?;
+            let conn = match tailnet.agent_conn(agent, deadline).await {
+                Ok(c) => c,
+                Err(e) => {
+                    return Err(match remote {
+                        Some(server) => explain(&server, &tailnet, agent, e).await,
+                        None => local_error(agent, e),
+                    });
+                }
+            };
             // The client holds its own lease; this handle's is released here.
             Ok(conn.client())
         })
@@ -160,10 +259,27 @@ impl AgentProvider for TailnetAgentProvider {
     fn status(&self, agents: Vec<NodeId>) -> BoxFuture<'static, HashMap<NodeId, AgentStatus>> {
         let mut out: HashMap<NodeId, AgentStatus> = agents
             .iter()
-            .filter_map(|a| self.presence(*a).map(|s| (*a, s)))
+            .filter_map(|a| self.local_presence(*a).map(|s| (*a, s)))
             .collect();
         let tailnet = self.tailnet.clone();
+        let remote = match &self.presence {
+            Presence::Remote(s) => Some(s.clone()),
+            _ => None,
+        };
         Box::pin(async move {
+            if let Some(server) = remote {
+                match server_status(&server, agents).await {
+                    Ok(m) => {
+                        // The server's path is its own; this machine's is joined below.
+                        out = m;
+                        for s in out.values_mut() {
+                            s.path = None;
+                            s.last_handshake_unix_ms = None;
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "agent status from the server"),
+                }
+            }
             for d in tailnet.destinations().await {
                 if let Some(s) = out.get_mut(&d.agent) {
                     s.path = d.path.map(path_text);
@@ -178,39 +294,12 @@ impl AgentProvider for TailnetAgentProvider {
     }
 }
 
-/// `2026-12-02T19:00:00Z` for Unix milliseconds `ms` (UTC, second precision).
-pub fn fmt_utc_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub use crate::services::time::fmt_utc_ms;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proto::coord::server::Conflict;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(fmt_utc_ms(0), "1970-01-01T00:00:00Z");
-        assert_eq!(fmt_utc_ms(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(fmt_utc_ms(1_796_238_000_999), "2026-12-02T19:00:00Z");
-    }
 
     #[test]
     #[allow(clippy::disallowed_methods)]
@@ -220,7 +309,7 @@ mod tests {
         let started = now - Duration::from_secs(100);
         let ago = |s| now - Duration::from_secs(s);
         let on = status_of(
-            &Presence::Online {
+            &CoordPresence::Online {
                 since: ago(60),
                 last_seen: ago(2),
                 conflict: Some(Conflict {
@@ -244,7 +333,7 @@ mod tests {
         assert_eq!(on.last_seen_unix_ms, Some(1_796_237_998_000));
 
         let off = status_of(
-            &Presence::Offline {
+            &CoordPresence::Offline {
                 since: ago(5),
                 graceful: false,
                 reason: "connection lost".into(),
@@ -260,9 +349,9 @@ mod tests {
         );
 
         // Never seen: unknown while agents may still be reconnecting, offline after.
-        let fresh = status_of(&Presence::Unknown, ago(5), now, wall);
+        let fresh = status_of(&CoordPresence::Unknown, ago(5), now, wall);
         assert_eq!(fresh.state, AgentState::Unknown);
-        let old = status_of(&Presence::Unknown, started, now, wall);
+        let old = status_of(&CoordPresence::Unknown, started, now, wall);
         assert_eq!(old.state, AgentState::Offline);
         assert!(old.detail.contains("has not connected since"));
     }

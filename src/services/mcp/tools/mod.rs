@@ -262,6 +262,9 @@ pub(crate) struct Cx {
     /// The agent this call connected to, so a broken exchange can be explained with what
     /// is known about it. Fresh per call.
     pub used: Arc<std::sync::OnceLock<crate::wire::addr::NodeId>>,
+    /// The workspace (`owner/name`) and agent name the call first resolved, for the audit
+    /// log. Fresh per call.
+    pub target: Arc<std::sync::OnceLock<(String, String)>>,
 }
 
 impl Cx {
@@ -271,6 +274,7 @@ impl Cx {
             state: self.state.clone(),
             user: self.user.clone(),
             used: Arc::default(),
+            target: Arc::default(),
         }
     }
 
@@ -285,10 +289,20 @@ impl Cx {
             self.state.control.resolve_workspace(&self.user, spec),
         )
         .await;
-        if let Err(ToolError::Resolve(e)) = &r {
-            tracing::debug!(user = %self.user.name, error = ?e, "workspace not resolved");
+        match &r {
+            Ok(resolved) => self.note_target(resolved),
+            Err(ToolError::Resolve(e)) => {
+                tracing::debug!(user = %self.user.name, error = ?e, "workspace not resolved");
+            }
+            Err(_) => {}
         }
         r
+    }
+
+    fn note_target(&self, r: &ResolvedAgent) {
+        let _ = self
+            .target
+            .set((r.workspace.full_name(), r.agent.name.clone()));
     }
 
     /// Resolves `spec`, then connects to its agent.
@@ -306,6 +320,7 @@ impl Cx {
     /// naming the stage), so nothing here races it with a second timer.
     pub(crate) async fn connect(&self, resolved: &ResolvedAgent) -> Result<AgentClient, ToolError> {
         let _ = self.used.set(resolved.agent.id);
+        self.note_target(resolved);
         let deadline = tokio::time::Instant::from_std(clock::now()) + self.limits().connect_timeout;
         self.state
             .agents

@@ -1,0 +1,115 @@
+//! The client side: a person's machine reaching workspaces through one long-lived
+//! client-role Tailnet authenticated with their user token (`agentwire ping`, `status`,
+//! `mcp`). [`config`] keeps what `agentwire login` stored; [`ClientSession`] builds the
+//! tunnel, the server's user API client and the control plane and agent provider the MCP
+//! front end uses.
+
+pub mod config;
+
+use crate::runtime::tailnet::{DialMode, Tailnet, TailnetConfig, TailnetError};
+use crate::runtime::tls::ClientTls;
+use crate::services::control::User;
+use crate::services::mcp::TailnetAgentProvider;
+use crate::services::public_url::BaseUrl;
+use crate::services::user_api::client::{ApiError, RemoteControlPlane, ServerClient};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// How a client session's tunnel is set up.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Never use direct UDP paths.
+    pub relay_only: bool,
+    /// Where the UDP socket binds.
+    pub udp_listen: SocketAddr,
+    /// Shared (the default), or a whole stack per call (for the benchmark only).
+    pub dial_mode: DialMode,
+    /// A name for logs and the coordinator.
+    pub name: String,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            relay_only: false,
+            udp_listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            dial_mode: DialMode::Shared,
+            name: "client".into(),
+        }
+    }
+}
+
+/// Errors starting a client session.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The stored URL is not a server base URL.
+    #[error(transparent)]
+    Url(#[from] crate::services::public_url::PublicUrlError),
+    /// The server refused the token or could not be reached.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The tunnel could not start.
+    #[error(transparent)]
+    Tailnet(#[from] TailnetError),
+}
+
+/// One client: the server's API, the user it knows us as, and the shared tunnel.
+#[derive(Debug)]
+pub struct ClientSession {
+    /// The server's user API, on a kept-alive connection.
+    pub server: Arc<ServerClient>,
+    /// Who the token belongs to.
+    pub me: User,
+    /// The shared client-role Tailnet.
+    pub tailnet: Arc<Tailnet>,
+    /// Workspace resolution through the server, cached.
+    pub control: Arc<RemoteControlPlane>,
+}
+
+impl ClientSession {
+    /// Checks the token with the server (one request, which also opens the connection
+    /// later lookups reuse), then starts the tunnel.
+    ///
+    /// # Errors
+    /// [`SessionError`].
+    pub async fn start(
+        url: &str,
+        token: &str,
+        tls: ClientTls,
+        allow_insecure_http: bool,
+        opts: SessionOptions,
+    ) -> Result<Self, SessionError> {
+        let base = BaseUrl::parse("url", url, false)?;
+        let server = Arc::new(ServerClient::new(base.clone(), token, tls.clone()));
+        let me = server.me().await?;
+        let mut cfg = TailnetConfig::client(base.to_url(), token);
+        cfg.name = opts.name;
+        cfg.tls = tls;
+        cfg.allow_insecure_http = allow_insecure_http;
+        cfg.relay_only = opts.relay_only;
+        cfg.udp_listen = opts.udp_listen;
+        cfg.dial_mode = opts.dial_mode;
+        let tailnet = Arc::new(Tailnet::start(cfg)?);
+        let control = Arc::new(RemoteControlPlane::new(server.clone(), me.clone()));
+        Ok(Self {
+            server,
+            me,
+            tailnet,
+            control,
+        })
+    }
+
+    /// The agent provider MCP tools dial through: this session's tunnel, with statuses
+    /// and failure reasons from the server.
+    pub fn provider(&self) -> TailnetAgentProvider {
+        TailnetAgentProvider::new(self.tailnet.clone()).with_remote_presence(self.server.clone())
+    }
+
+    /// Stops the tunnel (a graceful goodbye to the coordinator) and waits for it.
+    pub async fn shutdown(self) {
+        match Arc::try_unwrap(self.tailnet) {
+            Ok(t) => t.shutdown().await,
+            Err(t) => drop(t),
+        }
+    }
+}

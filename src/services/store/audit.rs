@@ -1,0 +1,160 @@
+//! The audit writer: tool calls are queued without waiting (a bounded channel; a full
+//! queue drops the record and counts it) and written in batches by one task, so a call
+//! never waits on the database. A batch that fails is retried a few times (the database
+//! may be restarting), then dropped and counted.
+
+use super::db::{Mode, script};
+use super::error::StoreError;
+use super::ops;
+use crate::services::control::ToolCallRecord;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Records written per transaction at most.
+const BATCH: usize = 512;
+
+/// Attempts per batch before it is dropped.
+const ATTEMPTS: u32 = 3;
+
+/// The queue side, held by the store.
+#[derive(Debug)]
+pub(crate) struct AuditQueue {
+    tx: mpsc::Sender<ToolCallRecord>,
+    /// Queued and not yet written or dropped.
+    pending: AtomicU64,
+    written: AtomicU64,
+    dropped_full: AtomicU64,
+    dropped_error: AtomicU64,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Records in the queue or being written.
+    pub pending: u64,
+    /// Records written.
+    pub written: u64,
+    /// Records dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Records dropped because the database kept failing.
+    pub dropped_store_error: u64,
+}
+
+impl AuditQueue {
+    /// A queue of `capacity` records and its receiving end, for [`run`].
+    pub(crate) fn new(capacity: usize) -> (Self, mpsc::Receiver<ToolCallRecord>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (
+            Self {
+                tx,
+                pending: AtomicU64::new(0),
+                written: AtomicU64::new(0),
+                dropped_full: AtomicU64::new(0),
+                dropped_error: AtomicU64::new(0),
+            },
+            rx,
+        )
+    }
+
+    /// Queues a record, or drops and counts it when the queue is full. Never waits.
+    pub(crate) fn push(&self, record: ToolCallRecord) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if self.tx.try_send(record).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            let n = self.dropped_full.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped = n + 1,
+                    "audit queue full: tool call records dropped (the database is not keeping up)"
+                );
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> AuditStats {
+        AuditStats {
+            pending: self.pending.load(Ordering::Acquire),
+            written: self.written.load(Ordering::Relaxed),
+            dropped_queue_full: self.dropped_full.load(Ordering::Relaxed),
+            dropped_store_error: self.dropped_error.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records queued and not yet written or dropped.
+    pub(crate) fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Acquire)
+    }
+}
+
+/// Writes queued records until `stop`, then writes what is left and returns.
+pub(crate) async fn run(
+    inner: Arc<super::Inner>,
+    mut rx: mpsc::Receiver<ToolCallRecord>,
+    stop: CancellationToken,
+) {
+    let mut buf = Vec::with_capacity(BATCH);
+    loop {
+        let n = tokio::select! {
+            biased;
+            n = rx.recv_many(&mut buf, BATCH) => n,
+            () = stop.cancelled() => {
+                rx.close();
+                while let Ok(r) = rx.try_recv() {
+                    buf.push(r);
+                    if buf.len() >= BATCH {
+                        write(&inner, &mut buf, false).await;
+                    }
+                }
+                write(&inner, &mut buf, false).await;
+                return;
+            }
+        };
+        if n == 0 {
+            return;
+        }
+        write(&inner, &mut buf, true).await;
+    }
+}
+
+/// Writes `buf` (then empties it), retrying when `retry`.
+async fn write(inner: &super::Inner, buf: &mut Vec<ToolCallRecord>, retry: bool) {
+    if buf.is_empty() {
+        return;
+    }
+    let records: Arc<[ToolCallRecord]> = std::mem::take(buf).into();
+    let n = records.len() as u64;
+    let attempts = if retry { ATTEMPTS } else { 1 };
+    let mut last: Option<StoreError> = None;
+    for attempt in 1..=attempts {
+        let batch = records.clone();
+        let r = inner
+            .db
+            .run(
+                Mode::Write,
+                script(move |tx| Box::pin(async move { ops::audit::insert(tx, &batch).await })),
+            )
+            .await;
+        match r {
+            Ok(()) => {
+                inner.audit.written.fetch_add(n, Ordering::Relaxed);
+                inner.audit.pending.fetch_sub(n, Ordering::AcqRel);
+                return;
+            }
+            Err(e) => {
+                inner.count_error();
+                last = Some(e);
+                if attempt < attempts {
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                }
+            }
+        }
+    }
+    inner.audit.dropped_error.fetch_add(n, Ordering::Relaxed);
+    inner.audit.pending.fetch_sub(n, Ordering::AcqRel);
+    if let Some(e) = last {
+        tracing::warn!(records = n, error = %e, "audit records dropped: the store kept failing");
+    }
+}
