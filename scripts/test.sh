@@ -24,6 +24,8 @@ command -v conntrack >/dev/null || need_apt+=(conntrack)
 command -v caddy >/dev/null || need_apt+=(caddy)
 # The store suite starts its own PostgreSQL cluster (as the postgres user) from these.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+# The OAuth sign-in and consent pages are tested in headless Chromium.
+command -v chromium >/dev/null || need_apt+=(chromium)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -83,6 +83,29 @@ pub struct ServeArgs {
     /// 0); if that is taken, serve warns and runs without STUN.
     #[arg(long, value_name = "ADDR|off", value_parser = parse_stun_listen)]
     pub stun_listen: Option<StunListen>,
+    /// The OAuth 2.1 authorization server for hosted MCP clients (Claude.ai, ChatGPT):
+    /// `on` (default) or `off`. It needs an https public URL (or loopback).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off)]
+    pub oauth: bool,
+    /// Whether OAuth clients may register themselves (RFC 7591 dynamic registration).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off)]
+    pub oauth_registration: bool,
+    /// Whether OAuth clients may identify with an https URL to a client ID metadata
+    /// document.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off)]
+    pub oauth_metadata_documents: bool,
+}
+
+/// Parses `on`/`off` (also `true`/`false`, `yes`/`no`).
+///
+/// # Errors
+/// Anything else.
+pub fn on_off(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        other => Err(format!("{other:?}: expected on or off")),
+    }
 }
 
 /// The value of `--audit-retention`.
@@ -218,6 +241,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics_token: args.metrics_token,
         stun_listen,
         stun_optional,
+        oauth: crate::services::oauth::OAuthOptions {
+            enabled: args.oauth,
+            registration: args.oauth_registration,
+            metadata_documents: args.oauth_metadata_documents,
+            ..Default::default()
+        },
     };
     let data_dir = cfg.data_dir.clone();
     let server = Server::start(cfg).await?;

@@ -8,6 +8,7 @@ pub mod coord;
 pub mod derp;
 pub mod disco;
 pub mod mcp;
+pub mod oauth;
 pub mod packet;
 pub mod stun;
 pub mod tailnet;

@@ -41,6 +41,7 @@ pub mod coord;
 pub mod derp;
 pub mod discovery;
 pub mod home;
+pub mod oauth;
 pub mod tailnet;
 pub mod wake;
 pub mod wg;

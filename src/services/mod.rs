@@ -12,6 +12,7 @@ pub mod http;
 pub mod hub;
 pub mod mcp;
 pub mod metrics;
+pub mod oauth;
 pub mod public_url;
 pub mod secrets;
 pub mod serve;

@@ -66,6 +66,8 @@ pub struct ServeConfig {
     /// When `stun_listen` cannot be bound, warn and run without STUN instead of failing
     /// to start (the CLI's default address, which another process may hold).
     pub stun_optional: bool,
+    /// The OAuth authorization server for hosted MCP clients.
+    pub oauth: super::oauth::OAuthOptions,
 }
 
 impl ServeConfig {
@@ -93,6 +95,7 @@ impl ServeConfig {
             // teaches nothing and would only add traffic; a test of STUN sets it.
             stun_listen: None,
             stun_optional: false,
+            oauth: super::oauth::OAuthOptions::default(),
         }
     }
 }
@@ -192,6 +195,29 @@ pub struct Server {
     stun: Option<StunServer>,
     /// Reloads the certificate on SIGHUP; aborted on shutdown and drop.
     reload: Option<tokio_util::task::AbortOnDropHandle<()>>,
+    /// The OAuth authorization server, when it runs.
+    oauth: Option<Arc<super::oauth::OAuthServer>>,
+    /// Purges its expired records; aborted on shutdown and drop.
+    oauth_maintenance: Option<tokio_util::task::AbortOnDropHandle<()>>,
+}
+
+/// The authorization server over the control-plane store (its users sign in, its
+/// database keeps grants), or over what the options bring.
+fn build_oauth(
+    opts: &super::oauth::OAuthOptions,
+    base: &str,
+    store: Option<&Arc<super::store::Store>>,
+) -> Result<Option<Arc<super::oauth::OAuthServer>>, String> {
+    let accounts = store.map(|s| {
+        Arc::new(super::oauth::StoreAccounts::new(s.clone())) as Arc<dyn super::oauth::Accounts>
+    });
+    let records = store.map(|s| s.clone() as Arc<dyn super::oauth::OAuthStore>);
+    opts.build(
+        base,
+        &[mcp::MCP_PATH, mcp::MCP_PATH_EXPERIMENTAL],
+        accounts,
+        records,
+    )
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ServeError + '_ {
@@ -405,7 +431,16 @@ impl Server {
             Arc::new(TailnetAgentProvider::new(tailnet.clone()).with_presence(hub.clone()));
         let user_api = super::user_api::server::UserApi::new(control.clone(), agents.clone())
             .with_tailnet(tailnet.clone());
-        let state = McpState::new(control, agents, mcp_config);
+        let oauth = match build_oauth(&cfg.oauth, &mcp_config.base_url(), store.as_ref()) {
+            Ok(o) => o,
+            Err(w) => {
+                tracing::warn!("{w}");
+                hub.add_health_warning(w);
+                None
+            }
+        };
+        let mut state = McpState::new(control, agents, mcp_config);
+        state.oauth = oauth.clone();
         let local_only =
             addr.ip().is_loopback() && crate::runtime::tls::url_is_loopback(&public_url);
         let main_gate = super::metrics::MetricsGate::new(
@@ -450,6 +485,12 @@ impl Server {
                 public_url: public_url.clone(),
             }));
         }
+        if let Some(o) = &oauth {
+            app = app.merge(o.router());
+        }
+        let oauth_maintenance = oauth
+            .as_ref()
+            .map(|o| o.spawn_maintenance(Duration::from_secs(60)));
         let reload = cfg
             .tls
             .as_ref()
@@ -480,7 +521,14 @@ impl Server {
             metrics,
             stun,
             reload,
+            oauth,
+            oauth_maintenance,
         })
+    }
+
+    /// The OAuth authorization server, when it runs.
+    pub fn oauth(&self) -> Option<&Arc<super::oauth::OAuthServer>> {
+        self.oauth.as_ref()
     }
 
     /// The MCP endpoint URL.
@@ -517,6 +565,7 @@ impl Server {
     /// connections, then the listener.
     pub async fn shutdown(mut self) {
         drop(self.reload.take());
+        drop(self.oauth_maintenance.take());
         if let Some(a) = self.agent.take() {
             a.shutdown().await;
         }

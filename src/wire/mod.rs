@@ -13,6 +13,7 @@ pub mod derpmap;
 pub mod disco;
 pub mod ip;
 pub mod key;
+pub mod oauth;
 pub mod stun;
 pub mod wg;
 pub mod wgconf;

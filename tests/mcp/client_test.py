@@ -8,7 +8,6 @@ final "N passed, M failed"; exits non-zero if anything failed.
 import base64
 import json
 import os
-import sys
 import urllib.error
 import urllib.request
 
@@ -16,6 +15,8 @@ import anyio
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+
+from checks import check, finish
 
 BASE = os.environ["MCP_BASE"]
 ALICE = os.environ["ALICE_TOKEN"]
@@ -31,20 +32,6 @@ STANDARD = [
     "workspace_read_file", "workspace_read_file_lines", "workspace_write_file",
     "workspace_edit_files", "workspace_listening_ports",
 ]
-
-passed = 0
-failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print(f"ok   {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}")
-
 
 class Session:
     """`async with Session(token, mode, toolset) as c:` — a connected SDK client."""
@@ -309,7 +296,7 @@ def http_checks():
     st, h, b = http("POST", "/mcp", body=init)
     wa = h.get("www-authenticate") or h.get("WWW-Authenticate") or ""
     check("401 without a token", st == 401 and 'realm="agentwire"' in wa
-          and f'resource_metadata="{BASE}/.well-known/oauth-protected-resource"' in wa, (st, wa))
+          and f'resource_metadata="{BASE}/.well-known/oauth-protected-resource/mcp"' in wa, (st, wa))
     st, h, b = http("POST", "/mcp", token="wrong", body=init)
     check("401 with a bad token", st == 401 and "invalid_token" in (h.get("www-authenticate") or ""), st)
     st, h, b = http("POST", "/mcp?access_token=" + ALICE, body=init)
@@ -323,7 +310,11 @@ def http_checks():
     st, h, b = http("GET", "/.well-known/oauth-protected-resource")
     doc = json.loads(b) if st == 200 else {}
     check("protected-resource metadata", st == 200 and doc.get("resource") == BASE
-          and "authorization_servers" not in doc and doc.get("bearer_methods_supported") == ["header"], doc)
+          and doc.get("authorization_servers") == [BASE] and doc.get("bearer_methods_supported") == ["header"], doc)
+    st, h, b = http("GET", "/.well-known/oauth-protected-resource/mcp")
+    doc = json.loads(b) if st == 200 else {}
+    check("protected-resource metadata for /mcp", st == 200 and doc.get("resource") == BASE + "/mcp"
+          and doc.get("scopes_supported") == ["mcp"], doc)
     st, h, b = http("POST", "/mcp", token=ALICE, body=init)
     check("initialize with a token", st == 200 and b"2025-11-25" in b, (st, b[:200]))
     st, h, b = http("POST", "/api/experimental/mcp/http", token=ALICE, body=init)
@@ -350,8 +341,7 @@ async def main():
     await standard("2026-07-28", "2026-07-28")
     await chatgpt("legacy")
     await chatgpt("2026-07-28")
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    finish()
 
 
 anyio.run(main)

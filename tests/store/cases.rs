@@ -32,6 +32,7 @@ pub const ALL: &[(&str, Case)] = &[
     ("import", |c| Box::pin(import(c))),
     ("passwords", |c| Box::pin(passwords(c))),
     ("audit_log", |c| Box::pin(audit_log(c))),
+    ("oauth_records", |c| Box::pin(oauth_records(c))),
     ("concurrent_migration", |c| {
         Box::pin(concurrent_migration(c))
     }),
@@ -813,4 +814,11 @@ pub async fn bump_schema(ctx: &Ctx, url: &str) {
         let c = rusqlite::Connection::open(path).unwrap();
         c.execute_batch(&sql).unwrap();
     }
+}
+
+/// The authorization server's records behave on this backend as the in-memory store's
+/// do (the same conformance check, every operation).
+async fn oauth_records(ctx: Ctx) {
+    let (s, _) = ctx.store().await;
+    agentwire::services::oauth::store_tests::contract(&s).await;
 }

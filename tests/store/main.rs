@@ -18,6 +18,8 @@ mod cli;
 mod mcp_http;
 #[path = "../mcp_support/mod.rs"]
 mod mcp_support;
+#[path = "../oauth_support/mod.rs"]
+mod oauth_support;
 mod pg;
 mod serve;
 

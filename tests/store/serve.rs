@@ -24,6 +24,9 @@ pub const ALL: &[(&str, Case)] = &[
         Box::pin(two_processes(c))
     }),
     ("serve_store_down_is_503", |c| Box::pin(store_down(c))),
+    ("serve_oauth_grants_survive_restart", |c| {
+        Box::pin(oauth_restart(c))
+    }),
     ("serve_embedded_default_and_corrupt_file", |c| {
         Box::pin(embedded_default(c))
     }),
@@ -598,4 +601,123 @@ async fn embedded_default(ctx: Ctx) {
         "{err}"
     );
     assert_eq!(std::fs::read(bad.join("agentwire.db")).unwrap(), garbage);
+}
+
+/// An OAuth connector signed in with a password keeps working across a restart: its
+/// access token, its refresh token (which rotates), and a revocation made before the
+/// restart still holds after it. The second server listens on the same port, so the
+/// issuer and the resource the tokens are bound to do not change.
+async fn oauth_restart(ctx: Ctx) {
+    use super::oauth_support::{Browser, pkce_pair, query};
+    let url = ctx.database_url().await;
+    let data = ctx.scratch();
+    let server = start(Some(&url), &data).await;
+    let admin = Admin::of(&server);
+    admin
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": "alice", "password": "correct horse"})),
+        )
+        .await;
+    let mut b = Browser {
+        base: format!("http://{}", server.addr),
+        cookies: Default::default(),
+    };
+    let cb = "http://127.0.0.1/callback";
+    let reg = b
+        .post_json(
+            "/oauth/register",
+            &json!({"client_name": "Restart", "redirect_uris": [cb],
+                    "token_endpoint_auth_method": "none"}),
+            &[],
+        )
+        .await;
+    assert_eq!(reg.status, 201, "{}", reg.body);
+    let client = reg.json()["client_id"].as_str().unwrap().to_string();
+    // Two grants: one kept, one revoked before the restart.
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let (verifier, challenge) = pkce_pair();
+        let page = b.authorize(&client, cb, &challenge, &[]).await;
+        let page = if page.body.contains("name=\"password\"") {
+            let request = page.field("request").unwrap_or_default();
+            let csrf = page.field("csrf").expect("csrf");
+            b.post_form(
+                "/oauth/login",
+                &[
+                    ("request", &request),
+                    ("csrf", &csrf),
+                    ("method", "password"),
+                    ("username", "alice"),
+                    ("password", "correct horse"),
+                ],
+            )
+            .await
+        } else {
+            page
+        };
+        assert_eq!(page.status, 200, "{}", page.body);
+        let r = b.consent(&page, "approve").await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        let q = query(r.location());
+        let t = b.exchange(&client, &q["code"], &verifier, cb).await;
+        assert_eq!(t.status, 200, "{}", t.body);
+        tokens.push(t.json());
+    }
+    let (kept, gone) = (&tokens[0], &tokens[1]);
+    let access = kept["access_token"].as_str().unwrap().to_string();
+    assert_eq!(b.mcp("/mcp", &access).await.status, 200);
+    let r = b
+        .post_form(
+            "/oauth/revoke",
+            &[
+                ("client_id", &client),
+                ("token", gone["refresh_token"].as_str().unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let addr = server.addr;
+    server.shutdown().await;
+
+    let server = Server::start(ServeConfig {
+        listen: addr,
+        ..config(Some(&url), &data)
+    })
+    .await
+    .expect("serve restarts on the same port");
+    assert_eq!(
+        b.mcp("/mcp", &access).await.status,
+        200,
+        "access token kept"
+    );
+    let gone_access = gone["access_token"].as_str().unwrap();
+    assert_eq!(
+        b.mcp("/mcp", gone_access).await.status,
+        401,
+        "revocation kept"
+    );
+    let r = b
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client),
+            ("refresh_token", kept["refresh_token"].as_str().unwrap()),
+        ])
+        .await;
+    assert_eq!(r.status, 200, "refresh after restart: {}", r.body);
+    let fresh = r.json()["access_token"].as_str().unwrap().to_string();
+    assert_eq!(b.mcp("/mcp", &fresh).await.status, 200);
+    // The rotated-away refresh token is reuse, and reuse ends the grant.
+    let r = b
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client),
+            ("refresh_token", kept["refresh_token"].as_str().unwrap()),
+        ])
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"], "invalid_grant");
+    assert_eq!(b.mcp("/mcp", &fresh).await.status, 401);
+    server.shutdown().await;
 }

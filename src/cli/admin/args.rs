@@ -71,6 +71,9 @@ pub enum AdminCommand {
         #[arg(long)]
         before: Option<i64>,
     },
+    /// OAuth grants (connected apps of hosted MCP connectors) and clients.
+    #[command(subcommand)]
+    Oauth(OauthCmd),
     /// Load a control.toml (the --config format) into the store.
     Import {
         /// The file.
@@ -259,6 +262,44 @@ pub enum TokensCmd {
     /// Delete a token for good.
     Delete {
         /// Its id.
+        id: String,
+    },
+}
+
+/// `agentwire admin oauth`.
+#[derive(Debug, clap::Subcommand)]
+pub enum OauthCmd {
+    /// Grants, newest first: live ones, or with --all also revoked and expired ones.
+    Grants {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this client's (its client_id).
+        #[arg(long)]
+        client: Option<String>,
+        /// Include revoked grants.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a grant: its access and refresh tokens stop working at once.
+    Revoke {
+        /// The grant's id (from `grants`).
+        id: String,
+    },
+    /// Revoke every live grant of a user (`--user`) or a client (`--client`).
+    RevokeAll {
+        /// This user's grants.
+        #[arg(long, required_unless_present = "client")]
+        user: Option<String>,
+        /// This client's grants.
+        #[arg(long)]
+        client: Option<String>,
+    },
+    /// Clients: registered ones and cached metadata documents.
+    Clients,
+    /// Delete a client and revoke its grants.
+    DeleteClient {
+        /// Its client_id.
         id: String,
     },
 }

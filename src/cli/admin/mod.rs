@@ -16,7 +16,7 @@ use crate::services::admin::ADMIN_PREFIX;
 use crate::services::public_url::BaseUrl;
 use crate::services::store::boot::ADMIN_TOKEN_FILE;
 use anyhow::Context as _;
-use args::{AgentsCmd, TokensCmd, UsersCmd, WorkspacesCmd};
+use args::{AgentsCmd, OauthCmd, TokensCmd, UsersCmd, WorkspacesCmd};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -63,9 +63,19 @@ impl Api {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> anyhow::Result<bytes::Bytes> {
-        let full = format!("{ADMIN_PREFIX}{path}");
+        self.call_at(method, &format!("{ADMIN_PREFIX}{path}"), body)
+            .await
+    }
+
+    /// `call` on a path outside the admin API (the OAuth grants API).
+    async fn call_at(
+        &self,
+        method: http::Method,
+        full: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> anyhow::Result<bytes::Bytes> {
         let (status, bytes) =
-            super::http::request(&self.tls, &self.base, method, &full, &self.token, body).await?;
+            super::http::request(&self.tls, &self.base, method, full, &self.token, body).await?;
         if status.is_success() {
             return Ok(bytes);
         }
@@ -370,6 +380,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             ]);
             out.audit(api.get(&format!("/audit{q}")).await?)
         }
+        AdminCommand::Oauth(c) => oauth(&api, &out, c).await,
         AdminCommand::Import { file } => {
             let text =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -391,4 +402,51 @@ fn split(workspace: &str) -> anyhow::Result<(&str, &str)> {
 fn ws_path(workspace: &str) -> anyhow::Result<String> {
     let (o, n) = split(workspace)?;
     Ok(format!("/workspaces/{}/{}", seg(o), seg(n)))
+}
+
+/// `agentwire admin oauth`, over the OAuth grants API (`/api/oauth/…`).
+async fn oauth(api: &Api, out: &output::Out, c: OauthCmd) -> anyhow::Result<()> {
+    use http::Method as M;
+    let get = |path: String| async move {
+        let b = api.call_at(M::GET, &path, None).await?;
+        serde_json::from_slice::<serde_json::Value>(&b).context("reading the server's answer")
+    };
+    let list = |user: Option<String>, client: Option<String>, all: bool| {
+        let q = query(&[
+            ("user", user),
+            ("client", client),
+            ("all", all.then(|| "1".into())),
+        ]);
+        get(format!("/api/oauth/grants{q}"))
+    };
+    match c {
+        OauthCmd::Grants { user, client, all } => out.oauth_grants(list(user, client, all).await?),
+        OauthCmd::Revoke { id } => {
+            api.call_at(M::DELETE, &format!("/api/oauth/grants/{}", seg(&id)), None)
+                .await?;
+            out.done(&format!("grant {id} revoked"))
+        }
+        OauthCmd::RevokeAll { user, client } => {
+            let v = list(user, client, false).await?;
+            let mut n = 0;
+            for g in v["grants"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                if let Some(id) = g["id"].as_str() {
+                    api.call_at(M::DELETE, &format!("/api/oauth/grants/{}", seg(id)), None)
+                        .await?;
+                    n += 1;
+                }
+            }
+            out.done(&format!("{n} grants revoked"))
+        }
+        OauthCmd::Clients => out.oauth_clients(get("/api/oauth/clients".into()).await?),
+        OauthCmd::DeleteClient { id } => {
+            api.call_at(M::DELETE, &format!("/api/oauth/clients/{}", seg(&id)), None)
+                .await?;
+            out.done(&format!("client {id} deleted and its grants revoked"))
+        }
+    }
 }

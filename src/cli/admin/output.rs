@@ -59,6 +59,78 @@ pub(super) struct Out {
 }
 
 impl Out {
+    /// `admin oauth grants`: the API's `{"grants": [...]}`.
+    pub(super) fn oauth_grants(&self, v: serde_json::Value) -> anyhow::Result<()> {
+        if self.raw(&v) {
+            return Ok(());
+        }
+        let s = |g: &serde_json::Value, k: &str| match &g[k] {
+            serde_json::Value::String(x) => x.clone(),
+            serde_json::Value::Null => "-".into(),
+            x => x.to_string(),
+        };
+        let rows = v["grants"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|g| {
+                let client = match g["client_name"].as_str() {
+                    Some(n) => format!("{n} ({})", s(g, "client_id")),
+                    None => s(g, "client_id"),
+                };
+                vec![
+                    s(g, "id"),
+                    s(g, "user"),
+                    client,
+                    s(g, "status"),
+                    crate::services::time::fmt_ms(g["created_at"].as_i64().unwrap_or(0) * 1000),
+                    s(g, "revoked_reason"),
+                ]
+            })
+            .collect();
+        table(
+            &["ID", "USER", "CLIENT", "STATUS", "CREATED", "REVOKED"],
+            rows,
+        );
+        Ok(())
+    }
+
+    /// `admin oauth clients`: the API's `{"clients": [...]}`.
+    pub(super) fn oauth_clients(&self, v: serde_json::Value) -> anyhow::Result<()> {
+        if self.raw(&v) {
+            return Ok(());
+        }
+        let rows = v["clients"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|c| {
+                vec![
+                    c["client_id"].as_str().unwrap_or("-").to_string(),
+                    c["name"].as_str().unwrap_or("-").to_string(),
+                    c["source"].as_str().unwrap_or("-").to_string(),
+                    c["live_grants"].to_string(),
+                    c["redirect_uris"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|u| u.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        table(
+            &["CLIENT_ID", "NAME", "SOURCE", "GRANTS", "REDIRECT_URIS"],
+            rows,
+        );
+        Ok(())
+    }
+
     fn raw<T: Serialize>(&self, v: &T) -> bool {
         if self.json {
             say!("{}", serde_json::to_string_pretty(v).unwrap_or_default());

@@ -38,8 +38,8 @@ struct Shared {
     state: McpState,
     /// rmcp's transport settings, built once (hosts, origins, limits).
     http: StreamableHttpServerConfig,
-    /// `WWW-Authenticate` for 401s.
-    challenge: HeaderValue,
+    /// `WWW-Authenticate` for 401s, per endpoint path (each names its own metadata).
+    challenges: Vec<(&'static str, HeaderValue)>,
     /// In-flight tool calls a legacy `notifications/cancelled` can reach.
     cancels: Arc<CancelRegistry>,
 }
@@ -71,15 +71,29 @@ pub fn router(state: McpState) -> Router {
         .with_allowed_origins(cfg.effective_origins())
         .enforce_origin_validation()
         .with_max_request_body_bytes(cfg.limits.max_body_bytes);
-    let metadata_url = format!("{}{PROTECTED_RESOURCE_PATH}", cfg.base_url());
-    let challenge = HeaderValue::from_str(&format!(
-        "Bearer realm=\"agentwire\", resource_metadata=\"{metadata_url}\""
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"agentwire\""));
+    // Each endpoint's challenge names the metadata document for that endpoint
+    // (RFC 9728 §3.1: the well-known path with the resource's path appended), so a client
+    // asks for a token for exactly the endpoint it called.
+    let scope = if state.oauth.is_some() {
+        format!(", scope=\"{}\"", crate::proto::oauth::SCOPE_MCP)
+    } else {
+        String::new()
+    };
+    let challenges = [MCP_PATH, MCP_PATH_EXPERIMENTAL]
+        .into_iter()
+        .map(|path| {
+            let metadata_url = format!("{}{PROTECTED_RESOURCE_PATH}{path}", cfg.base_url());
+            let v = HeaderValue::from_str(&format!(
+                "Bearer realm=\"agentwire\", resource_metadata=\"{metadata_url}\"{scope}"
+            ))
+            .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"agentwire\""));
+            (path, v)
+        })
+        .collect();
     let shared = Arc::new(Shared {
         state,
         http,
-        challenge,
+        challenges,
         cancels: Arc::default(),
     });
     Router::new()
@@ -122,7 +136,7 @@ async fn answer(s: &Shared, req: Request) -> Response {
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
-    let user = match authenticate(s, req.headers()).await {
+    let user = match authenticate(s, req.uri().path(), req.headers()).await {
         Ok(u) => u,
         Err(r) => return r,
     };
@@ -298,7 +312,8 @@ fn toolset_param(uri: &axum::http::Uri) -> Option<String> {
 
 pub(crate) use crate::services::control::bearer;
 
-async fn authenticate(s: &Shared, headers: &HeaderMap) -> Result<User, Response> {
+async fn authenticate(s: &Shared, path: &str, headers: &HeaderMap) -> Result<User, Response> {
+    let unauthorized = |error, message: &str| unauthorized(s, path, error, message);
     let Some(token) = bearer(headers) else {
         if let Some(name) = s.state.config.dev_user() {
             tracing::warn!(
@@ -310,19 +325,36 @@ async fn authenticate(s: &Shared, headers: &HeaderMap) -> Result<User, Response>
                 admin: false,
             });
         }
-        return Err(unauthorized(s, None, "missing bearer token"));
+        return Err(unauthorized(None, "missing bearer token"));
     };
+    if let Some(oauth) = &s.state.oauth {
+        use crate::services::oauth::AccessCheck;
+        match oauth.verify_access(token).await {
+            Ok(AccessCheck::NotOurs) => {}
+            Ok(AccessCheck::User(u)) => return Ok(u),
+            Ok(AccessCheck::Refused(why)) => {
+                tracing::debug!(why, "OAuth access token refused on the MCP endpoint");
+                return Err(unauthorized(Some("invalid_token"), why));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "OAuth store unavailable for MCP authentication");
+                return Err(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "authentication is unavailable; try again later",
+                ));
+            }
+        }
+    }
     match s.state.control.authenticate(token).await {
         Ok(Some(Principal::User(u))) => Ok(u),
         Ok(Some(p)) => {
             tracing::debug!(principal = %p.describe(), "non-user token on the MCP endpoint");
             Err(unauthorized(
-                s,
                 Some("invalid_token"),
                 "this endpoint takes a user token",
             ))
         }
-        Ok(None) => Err(unauthorized(s, Some("invalid_token"), "unknown token")),
+        Ok(None) => Err(unauthorized(Some("invalid_token"), "unknown token")),
         Err(e) => {
             tracing::warn!(error = %e, "control plane unavailable for MCP authentication");
             Err(json_error(
@@ -333,29 +365,41 @@ async fn authenticate(s: &Shared, headers: &HeaderMap) -> Result<User, Response>
     }
 }
 
-fn unauthorized(s: &Shared, error: Option<&str>, message: &str) -> Response {
+fn unauthorized(s: &Shared, path: &str, error: Option<&str>, message: &str) -> Response {
     let mut r = json_error(StatusCode::UNAUTHORIZED, message);
+    let challenge = s
+        .challenges
+        .iter()
+        .find(|(p, _)| *p == path)
+        .or(s.challenges.first())
+        .map_or_else(|| HeaderValue::from_static("Bearer"), |(_, v)| v.clone());
     let value = match error {
-        None => s.challenge.clone(),
+        None => challenge,
         Some(code) => {
-            let base = s.challenge.to_str().unwrap_or("Bearer realm=\"agentwire\"");
+            let base = challenge.to_str().unwrap_or("Bearer realm=\"agentwire\"");
             let with = format!("{base}, error=\"{code}\", error_description=\"{message}\"");
-            HeaderValue::from_str(&with).unwrap_or_else(|_| s.challenge.clone())
+            HeaderValue::from_str(&with).unwrap_or(challenge)
         }
     };
     r.headers_mut().insert(header::WWW_AUTHENTICATE, value);
     r
 }
 
-/// The metadata document for `resource`. There is no authorization server: callers present
-/// static bearer tokens issued by the operator, so `authorization_servers` is absent.
+/// The metadata document for `resource`. With the OAuth authorization server on, it is
+/// listed (with its scope); without it, callers present static bearer tokens issued by the
+/// operator and `authorization_servers` is absent.
 fn metadata(s: &Shared, path: &str) -> Response {
     let base = s.state.config.base_url();
-    let doc = serde_json::json!({
+    let mut doc = serde_json::json!({
         "resource": format!("{base}{path}"),
         "bearer_methods_supported": ["header"],
         "resource_name": "agentwire MCP",
     });
+    if let Some(oauth) = &s.state.oauth {
+        for (k, v) in crate::proto::oauth::discovery::resource_fields(oauth.settings()) {
+            doc[k] = v;
+        }
+    }
     let mut r = axum::Json(doc).into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,

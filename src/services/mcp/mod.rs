@@ -62,6 +62,9 @@ pub struct McpState {
     pub extension: Option<Arc<dyn ToolExtension>>,
     /// Counters for `/metrics`.
     pub stats: Arc<McpStats>,
+    /// The OAuth authorization server, when this endpoint accepts its access tokens
+    /// (beside static user tokens) and names it in its protected-resource metadata.
+    pub oauth: Option<Arc<crate::services::oauth::OAuthServer>>,
 }
 
 /// What the endpoint has answered, for `/metrics`. Rejected requests (bad JSON, bad
@@ -172,6 +175,7 @@ impl McpState {
             config,
             extension: None,
             stats: Arc::default(),
+            oauth: None,
         }
     }
 }

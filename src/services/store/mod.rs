@@ -20,6 +20,8 @@
 //!   changes the database (the `control_version` row), within [`StoreOptions::poll`].
 //!   Each clear is announced on [`ControlPlane::changes`], which the coordinator uses to
 //!   re-check its live streams.
+//! - **OAuth records** (`oauth`): the authorization server's clients, codes, grants
+//!   and tokens ([`crate::services::oauth::OAuthStore`]), outside the cache.
 //! - **The audit log** (`audit`) is written by its own task from a bounded queue.
 //! - **Last-used times** of tokens are kept in memory and written every
 //!   [`LAST_USED_FLUSH`], not on every request.
@@ -35,6 +37,7 @@ pub mod db;
 pub mod error;
 pub mod migrations;
 pub mod model;
+mod oauth;
 pub(crate) mod ops;
 pub mod password;
 mod plane;

@@ -54,6 +54,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("sqlite/0002_audit_log.sql"),
         postgres: include_str!("postgres/0002_audit_log.sql"),
     },
+    Migration {
+        version: 3,
+        name: "oauth",
+        sqlite: include_str!("sqlite/0003_oauth.sql"),
+        postgres: include_str!("postgres/0003_oauth.sql"),
+    },
 ];
 
 /// The schema version this binary brings a database to.
