@@ -15,6 +15,15 @@ pub struct ServeArgs {
     /// State directory [default: $XDG_DATA_HOME/agentwire or ~/.local/share/agentwire].
     #[arg(long, env = "AGENTWIRE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The demo workspace's directory (embedded default) [default: beside the data
+    /// directory, DATA_DIR-demo]. It may not contain or sit inside the data directory.
+    #[arg(long, value_name = "DIR", env = "AGENTWIRE_DEMO_DIR")]
+    pub demo_dir: Option<PathBuf>,
+    /// Run the demo workspace's commands without the Landlock sandbox, with this
+    /// process's own access (they could read the server's secrets). Without it, on a
+    /// system lacking Landlock, the demo workspace refuses to run commands.
+    #[arg(long)]
+    pub unconfined_commands: bool,
     /// Control-plane configuration (TOML: users, workspaces, agents). Without it, an
     /// embedded default with one user and a demo workspace is created.
     #[arg(long)]
@@ -151,6 +160,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir.unwrap_or_else(default_data_dir),
+        demo_dir: args.demo_dir,
+        unconfined_commands: args.unconfined_commands,
         config_file: args.config,
         public_url: args.public_url,
         derp_url: args.derp_url,
@@ -222,6 +233,7 @@ fn print_banner(server: &Server, data_dir: &std::path::Path, ready: bool, show_t
         e.user,
         e.workspace_dir.display()
     );
+    say!("  commands:      {}", e.commands);
     let token = match (&e.new_token, show_token) {
         (Some(t), true) => {
             say!("  token:         {t}");

@@ -25,8 +25,14 @@ use std::time::Duration;
 pub struct ServeConfig {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// State directory (keys, the generated token, the demo workspace).
+    /// State directory (keys, the generated token, the demo agent's id).
     pub data_dir: PathBuf,
+    /// The demo workspace (embedded default); `None` puts it beside the data directory
+    /// (`<data_dir>-demo`), never inside it.
+    pub demo_dir: Option<PathBuf>,
+    /// Run the demo workspace's commands without the Landlock sandbox (for systems that
+    /// lack it; otherwise they are refused there).
+    pub unconfined_commands: bool,
     /// Control-plane TOML; `None` means the embedded default.
     pub config_file: Option<PathBuf>,
     /// The URL clients use, `http(s)://HOST[:PORT]`; defaults to the listen address.
@@ -68,6 +74,8 @@ impl ServeConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
+            demo_dir: None,
+            unconfined_commands: false,
             config_file: None,
             public_url: None,
             derp_url: None,
@@ -122,6 +130,9 @@ pub enum ServeError {
     /// A URL to hand out cannot work.
     #[error(transparent)]
     PublicUrl(#[from] super::public_url::PublicUrlError),
+    /// The demo workspace cannot be placed.
+    #[error(transparent)]
+    DemoDir(#[from] super::demo::DemoDirError),
     /// The shared Tailnet or the embedded agent could not start.
     #[error(transparent)]
     Tailnet(#[from] crate::runtime::tailnet::TailnetError),
@@ -139,6 +150,8 @@ pub struct EmbeddedInfo {
     pub token_file: PathBuf,
     /// The demo workspace's directory.
     pub workspace_dir: PathBuf,
+    /// How the demo workspace's commands are confined.
+    pub commands: super::agent::api::CommandSandbox,
 }
 
 /// A running server.
@@ -330,8 +343,7 @@ impl Server {
                 let id_file = cfg.data_dir.join("demo-agent-id");
                 let (agent_id, _) = secret_file(&id_file, || NodeId::random().to_string())?;
                 let agent_id: NodeId = agent_id.parse().unwrap_or_else(|_| NodeId::random());
-                let workspace_dir = cfg.data_dir.join("workspaces").join("demo");
-                std::fs::create_dir_all(&workspace_dir).map_err(io_err(&workspace_dir))?;
+                let workspace_dir = super::demo::prepare(&cfg.data_dir, cfg.demo_dir.as_deref())?;
                 let agent_token = generate_token();
                 let (c, creds) = DemoSetup {
                     user: None,
@@ -341,12 +353,10 @@ impl Server {
                     service_token: Some(Secret(service_token.clone())),
                 }
                 .config();
-                let workspace_dir = workspace_dir
-                    .canonicalize()
-                    .map_err(io_err(&workspace_dir))?;
                 let mut ac =
                     AgentConfig::new(&local_url, &agent_token, agent_id, workspace_dir.clone());
                 ac.api.root = Some(workspace_dir.clone());
+                ac.api.commands.unconfined = cfg.unconfined_commands;
                 ac.tailnet.udp_listen = SocketAddr::new(local_ip, 0);
                 own_node(&mut ac.tailnet);
                 agent_cfg = Some(ac);
@@ -355,6 +365,7 @@ impl Server {
                     new_token: new.then_some(user_token),
                     token_file,
                     workspace_dir,
+                    commands: super::agent::api::CommandSandbox::NoRoot,
                 });
                 Arc::new(InMemoryControlPlane::from_config(c)?)
             }
@@ -472,6 +483,9 @@ impl Server {
             Some(ac) => Some(Agent::start(ac)?),
             None => None,
         };
+        if let (Some(a), Some(e)) = (&agent, &mut embedded) {
+            e.commands = super::demo::report(a.api().processes(), &cfg.data_dir);
+        }
         Ok(Self {
             addr,
             public_url,
