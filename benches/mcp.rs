@@ -60,7 +60,7 @@ async fn run() {
     let token = "bench-token-0123456789".to_string();
     let server = Server::start(ServeConfig {
         token: Some(token.clone()),
-        ..ServeConfig::loopback(data.path())
+        ..ServeConfig::loopback(data.path().join("state"))
     })
     .await
     .unwrap();
