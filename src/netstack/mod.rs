@@ -474,7 +474,8 @@ impl Netstack {
         let mut i = 0;
         while i < self.lingering.len() {
             let (h, deadline) = self.lingering[i];
-            let state = self.sockets.get::<smoltcp::socket::tcp::Socket>(h).state();
+            let sock = self.sockets.get::<smoltcp::socket::tcp::Socket>(h);
+            let state = sock.state();
             use smoltcp::socket::tcp::State;
             let done = matches!(state, State::Closed | State::TimeWait);
             if done {
@@ -482,7 +483,11 @@ impl Netstack {
                 self.free_socket(h);
                 continue;
             }
-            if now >= deadline {
+            // Data arriving after the application let go will never be read: reset, as a
+            // kernel does. Otherwise a peer that keeps sending (an endless reply the
+            // client stopped reading) fills the receive buffer of every connection it was
+            // cut from, and holds it for the whole linger time.
+            if now >= deadline || sock.recv_queue() > 0 {
                 self.sockets
                     .get_mut::<smoltcp::socket::tcp::Socket>(h)
                     .abort();

@@ -290,6 +290,27 @@ fn lingering_close_is_bounded() {
 }
 
 #[test]
+fn data_after_release_resets_the_lingering_socket() {
+    let mut w = Wire::new();
+    let (c, s) = w.established();
+    // b lets go with nothing unread: a graceful close that would linger.
+    w.b.tcp_release(s, w.now);
+    w.run();
+    assert_eq!(w.b.stats().lingering, 1);
+    // a keeps sending (its read side may not have noticed the FIN): nobody will read it.
+    let _ = w.a.tcp_poll_write(c, &mut cx(), &[7u8; 4096]);
+    w.run();
+    w.run();
+    assert_eq!(w.b.stats().lingering, 0);
+    assert_eq!(w.b.stats().tcp_sockets, 0);
+    // a was reset: it cannot send more.
+    assert!(matches!(
+        w.a.tcp_poll_write(c, &mut cx(), b"more"),
+        Poll::Ready(Err(_))
+    ));
+}
+
+#[test]
 fn udp_round_trip() {
     let mut w = Wire::new();
     let (ha, pa) = w.a.udp_bind(0).unwrap();
