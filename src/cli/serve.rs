@@ -177,6 +177,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let data_dir = cfg.data_dir.clone();
     let server = Server::start(cfg).await?;
+    for secret in [&args.tls_key, &args.token_file].into_iter().flatten() {
+        if let Some(via) = server.demo_commands_reach(secret) {
+            tracing::warn!(
+                "{} is beneath {}, which the demo workspace's commands may read; keep secrets elsewhere or run with --config",
+                secret.display(),
+                via.display()
+            );
+        }
+    }
     let ready = server.wait_ready(Duration::from_secs(10)).await;
     print_banner(&server, &data_dir, ready, show_token);
     super::shutdown_signal().await;

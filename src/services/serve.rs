@@ -501,6 +501,16 @@ impl Server {
         })
     }
 
+    /// The allowlisted path through which the demo workspace's commands could read
+    /// `path` (a secret such as the TLS key), if any.
+    pub fn demo_commands_reach(&self, path: &Path) -> Option<PathBuf> {
+        self.agent
+            .as_ref()?
+            .api()
+            .processes()
+            .reachable_by_commands(path)
+    }
+
     /// The MCP endpoint URL.
     pub fn mcp_url(&self) -> String {
         format!("{}/mcp", self.public_url.trim_end_matches('/'))
