@@ -131,6 +131,36 @@ async fn commands_read_and_write_only_beneath_the_root() {
     for name in ["leaked", "stolen", "copied"] {
         assert!(!w.root.join(name).exists(), "{name}");
     }
+
+    // Nor can they signal the agent (Landlock scoping, Linux 6.12+).
+    if !health.detail.contains("signal") {
+        // Signal 0 goes through the same permission check without stopping anything.
+        let r = w.run("kill -0 $PPID").await;
+        assert_ne!(
+            r.exit_code,
+            Some(0),
+            "a command may signal the agent: {r:?}"
+        );
+        assert!(
+            w.run("kill -0 $$").await.exit_code == Some(0),
+            "kill works inside"
+        );
+    }
+
+    // The agent still signals its sandboxed process groups (a timeout kills them).
+    let r = w
+        .client
+        .start_process(&StartProcessRequest {
+            command: "echo started; sleep 30".into(),
+            workdir: None,
+            env: Default::default(),
+            background: false,
+            timeout_ms: Some(300),
+        })
+        .await
+        .unwrap();
+    assert!(r.timed_out && r.signal == Some(9), "{r:?}");
+    assert_eq!(r.output, "started\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
