@@ -250,13 +250,50 @@ pub fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Which of a workspace's agents a caller means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentChoice<'a> {
+    /// The agent with this name.
+    Named(&'a str),
+    /// The only agent; a workspace with several is ambiguous (the standard tools: the
+    /// caller can name one, so guessing would be wrong).
+    Only,
+    /// The only agent, else the first in the workspace's order (the chatgpt toolset's
+    /// ids name a workspace, not an agent, and its callers cannot choose).
+    Default,
+}
+
+impl<'a> AgentChoice<'a> {
+    /// The choice a spec's optional `.agent` part makes.
+    pub fn from_spec(agent: Option<&'a str>) -> Self {
+        agent.map_or(Self::Only, Self::Named)
+    }
+}
+
 /// Picks the agent a spec names from `ws`, or the only one.
 ///
 /// # Errors
 /// [`ResolveError::AgentNotFound`], [`ResolveError::AmbiguousAgent`] or
 /// [`ResolveError::NoAgents`].
 pub fn select_agent(ws: &Workspace, agent: Option<&str>) -> Result<Agent, ResolveError> {
+    choose_agent(ws, AgentChoice::from_spec(agent))
+}
+
+/// Picks the agent `choice` means from `ws`: the one rule both toolsets resolve by.
+///
+/// # Errors
+/// [`ResolveError::AgentNotFound`], [`ResolveError::AmbiguousAgent`] (only for
+/// [`AgentChoice::Only`]) or [`ResolveError::NoAgents`].
+pub fn choose_agent(ws: &Workspace, choice: AgentChoice<'_>) -> Result<Agent, ResolveError> {
     let names = || ws.agents.iter().map(|a| a.name.clone()).collect::<Vec<_>>();
+    let agent = match choice {
+        AgentChoice::Named(n) => Some(n),
+        AgentChoice::Only => None,
+        AgentChoice::Default => match ws.agents.first() {
+            Some(first) => return Ok(first.clone()),
+            None => None,
+        },
+    };
     match (agent, ws.agents.as_slice()) {
         (Some(want), agents) => agents
             .iter()
@@ -331,6 +368,36 @@ pub trait ControlPlane: Send + Sync + fmt::Debug {
         id: Uuid,
     ) -> BoxFuture<'a, Result<Option<Workspace>, ControlError>>;
 
+    /// Resolves the workspace with id `id` for `user`, and the agent `choice` means.
+    /// Authorization is the same as [`ControlPlane::resolve_workspace`]'s: a workspace
+    /// the user may not use reads as not found.
+    ///
+    /// # Errors
+    /// See [`ResolveError`].
+    fn resolve_workspace_id<'a>(
+        &'a self,
+        user: &'a User,
+        id: Uuid,
+        choice: AgentChoice<'a>,
+    ) -> BoxFuture<'a, Result<ResolvedAgent, ResolveError>> {
+        Box::pin(async move {
+            let not_found = || ResolveError::NotFound {
+                workspace: id.to_string(),
+            };
+            let ws = self.workspace_by_id(id).await?.ok_or_else(not_found)?;
+            if !ws.may_use(user) {
+                return Err(ResolveError::Forbidden {
+                    workspace: id.to_string(),
+                });
+            }
+            let agent = choose_agent(&ws, choice)?;
+            Ok(ResolvedAgent {
+                workspace: ws,
+                agent,
+            })
+        })
+    }
+
     /// The workspace containing agent `agent_id`, without any authorization check. The
     /// coordinator uses it to keep clients from registering under an agent's id.
     ///
@@ -401,12 +468,25 @@ mod tests {
             select_agent(&ws, None),
             Err(ResolveError::NoAgents { .. })
         ));
+        assert!(matches!(
+            choose_agent(&ws, AgentChoice::Default),
+            Err(ResolveError::NoAgents { .. })
+        ));
         ws.agents.push(agent("main"));
         assert_eq!(select_agent(&ws, None).unwrap().name, "main");
         ws.agents.push(agent("gpu"));
         let err = select_agent(&ws, None).unwrap_err();
         assert!(err.to_string().contains("main, gpu"), "{err}");
         assert_eq!(select_agent(&ws, Some("gpu")).unwrap().name, "gpu");
+        // The chatgpt rule: the first agent when none is named, never ambiguous.
+        assert_eq!(
+            choose_agent(&ws, AgentChoice::Default).unwrap().name,
+            "main"
+        );
+        assert_eq!(
+            choose_agent(&ws, AgentChoice::Named("gpu")).unwrap().name,
+            "gpu"
+        );
         let err = select_agent(&ws, Some("tpu")).unwrap_err();
         assert!(matches!(err, ResolveError::AgentNotFound { .. }));
         assert!(err.to_string().contains("main, gpu"), "{err}");

@@ -15,7 +15,7 @@ use super::tools::out::WorkspaceOut;
 use crate::runtime::clock;
 use crate::services::agent::client::AgentClient;
 use crate::services::agent::types::{DirEntry, EntryKind, StartProcessRequest};
-use crate::services::control::{ResolvedAgent, Workspace, select_agent};
+use crate::services::control::{AgentChoice, ResolveError, ResolvedAgent, Workspace, choose_agent};
 use futures_util::future::BoxFuture;
 use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
 use serde::Serialize;
@@ -154,7 +154,7 @@ async fn search(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolEr
         if hits.len() >= limits.max_results || clock::now() >= deadline {
             break;
         }
-        let Some(agent) = default_agent(w) else {
+        let Ok(agent) = choose_agent(w, AgentChoice::Default) else {
             continue;
         };
         let resolved = ResolvedAgent {
@@ -175,13 +175,6 @@ async fn search(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolEr
     }
     hits.truncate(limits.max_results);
     Ok(json_text(&SearchResults { results: hits }))
-}
-
-/// The agent `search` and `fetch` use for a workspace: its only one, else its first.
-fn default_agent(w: &Workspace) -> Option<crate::services::control::Agent> {
-    select_agent(w, None)
-        .ok()
-        .or_else(|| w.agents.first().cloned())
 }
 
 /// What the walk needs from an agent (a trait so the bounds can be tested without one).
@@ -362,15 +355,34 @@ async fn fetch(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolErr
         FetchId::Workspace(w) | FetchId::File(w, _) => *w,
     };
     let not_found = || ToolError::NotFound(format!("{} not found", args::preview(&a.id)));
-    let ws = within(
-        cx.limits().request_timeout,
-        cx.state.control.workspace_by_id(ws_id),
-    )
-    .await?
-    .filter(|w| w.may_use(&cx.user))
-    .ok_or_else(not_found)?;
+    // A workspace without agents can still be fetched as a record; reading a file needs
+    // the agent.
+    let resolving = cx
+        .state
+        .control
+        .resolve_workspace_id(&cx.user, ws_id, AgentChoice::Default);
+    let resolved = match tokio::time::timeout(cx.limits().request_timeout, resolving)
+        .await
+        .map_err(|_| ToolError::Timeout(cx.limits().request_timeout))?
+    {
+        Ok(r) => Ok(r),
+        Err(ResolveError::NotFound { .. } | ResolveError::Forbidden { .. }) => {
+            return Err(not_found());
+        }
+        Err(e) => Err(e),
+    };
     match id {
         FetchId::Workspace(_) => {
+            let ws = match resolved {
+                Ok(r) => r.workspace,
+                Err(_) => within(
+                    cx.limits().request_timeout,
+                    cx.state.control.workspace_by_id(ws_id),
+                )
+                .await?
+                .filter(|w| w.may_use(&cx.user))
+                .ok_or_else(not_found)?,
+            };
             let out = WorkspaceOut::from(&ws);
             let text = serde_json::to_string_pretty(&out).unwrap_or_default();
             let mut metadata = BTreeMap::new();
@@ -388,11 +400,8 @@ async fn fetch(cx: &Cx, arguments: JsonObject) -> Result<CallToolResult, ToolErr
         }
         FetchId::File(_, path) => {
             args::check_path(&path, cx.limits())?;
-            let agent = default_agent(&ws).ok_or_else(not_found)?;
-            let resolved = ResolvedAgent {
-                workspace: ws.clone(),
-                agent,
-            };
+            let resolved = resolved.map_err(ToolError::from)?;
+            let ws = resolved.workspace.clone();
             let client = cx.connect(&resolved).await?;
             let max = cx.limits().read_max_bytes;
             let (meta, data) = within(
