@@ -463,6 +463,12 @@ async fn a_hostile_workspace_leaves_other_tenants_alone() {
             .any(|l| l.starts_with("agentwire_mcp_user_limited_total") && !l.ends_with(" 0")),
         "bob's calls beyond the per-user limit were counted"
     );
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("agentwire_mcp_agent_replies_limited_total{limit=\"size\"}")
+            && !l.ends_with(" 0")),
+        "bob's agent's endless and gigantic replies were cut and counted"
+    );
     r.good.shutdown().await;
     r.server.shutdown().await;
 }
