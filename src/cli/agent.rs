@@ -172,6 +172,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             anyhow::bail!("give the agent token with --token-file or AGENTWIRE_AGENT_TOKEN")
         }
     };
+    if args.dir.is_some() && args.root.is_none() {
+        // --dir reads like a confinement flag; say plainly that it is not one.
+        tracing::warn!(
+            "--dir only sets where commands start: without --root the workspace's files and commands reach everything this user can; add --root DIR to confine them"
+        );
+    }
     let root = match &args.root {
         Some(r) => Some(
             r.canonicalize()

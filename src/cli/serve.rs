@@ -57,8 +57,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
     /// A token that opens /metrics on the main listener (`Authorization: Bearer ...`).
+    /// Prefer the environment variable or --metrics-token-file.
     #[arg(long, env = "AGENTWIRE_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// Read the metrics token from this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "metrics_token")]
+    pub metrics_token_file: Option<PathBuf>,
     /// DEVELOPMENT ONLY: accept MCP requests without a token, acting as this user.
     /// Refused unless listening on loopback.
     #[arg(long, value_name = "USER")]
@@ -147,12 +151,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if args.metrics_token.is_some() && !super::token_came_from_env("AGENTWIRE_METRICS_TOKEN") {
         tracing::warn!(
-            "--metrics-token on the command line is visible to every local user; use AGENTWIRE_METRICS_TOKEN"
+            "--metrics-token on the command line is visible to every local user (ps, /proc); use AGENTWIRE_METRICS_TOKEN or --metrics-token-file"
         );
     }
     let token = match &args.token_file {
         Some(f) => Some(super::read_token_file(f)?),
         None => args.token,
+    };
+    let metrics_token = match &args.metrics_token_file {
+        Some(f) => Some(super::read_token_file(f)?),
+        None => args.metrics_token,
     };
     let show_token = args.show_token;
     let tls = super::server_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
@@ -171,13 +179,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         relay_only: args.relay_only,
         advertise: (!args.advertise.is_empty()).then_some(args.advertise),
         metrics_listen: args.metrics_listen,
-        metrics_token: args.metrics_token,
+        metrics_token,
         stun_listen,
         stun_optional,
     };
     let data_dir = cfg.data_dir.clone();
     let server = Server::start(cfg).await?;
-    for secret in [&args.tls_key, &args.token_file].into_iter().flatten() {
+    let secrets = [&args.tls_key, &args.token_file, &args.metrics_token_file];
+    for secret in secrets.into_iter().flatten() {
         if let Some(via) = server.demo_commands_reach(secret) {
             tracing::warn!(
                 "{} is beneath {}, which the demo workspace's commands may read; keep secrets elsewhere or run with --config",
@@ -323,5 +332,19 @@ mod tests {
             (None, false)
         );
         assert!(Cli::try_parse_from(["x", "--stun-listen", "3478"]).is_err());
+    }
+
+    #[test]
+    fn tokens_come_from_a_flag_or_a_file_not_both() {
+        let c = Cli::try_parse_from(["x", "--metrics-token-file", "m", "--token-file", "t"])
+            .expect("files");
+        assert_eq!(c.serve.metrics_token_file, Some(PathBuf::from("m")));
+        assert_eq!(c.serve.token_file, Some(PathBuf::from("t")));
+        for (flag, file) in [
+            ("--metrics-token", "--metrics-token-file"),
+            ("--token", "--token-file"),
+        ] {
+            assert!(Cli::try_parse_from(["x", flag, "v", file, "f"]).is_err());
+        }
     }
 }
