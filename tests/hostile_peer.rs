@@ -5,6 +5,13 @@
 //! (real) workspace. Printed per phase: alice's call p50/p99 and failures, bob's outcomes,
 //! the server process's peak RSS and tasks, and the limit counters.
 //!
+//! The attacker (bob's agent, its flood and connections, and bob's own MCP client) runs on
+//! a runtime of its own whose threads have the lowest CPU priority: deployed, the attacker
+//! pays for its traffic on its own machine, and what should show in alice's latency is what
+//! the *server* spends on it, not the two sharing this machine's two cores. Each phase
+//! ends by closing bob's calls and waiting until the server has none in flight, so one
+//! phase's leftovers do not take the next one's slots.
+//!
 //! Rerun with output: `cargo test --release --test hostile_peer -- --nocapture`.
 
 #![allow(clippy::disallowed_methods)]
@@ -89,11 +96,60 @@ async fn evil_agent(url: &str, id: NodeId) -> Evil {
     Evil { tailnet, mode }
 }
 
+/// A runtime on its own threads at nice 19, for the attacker's tasks; dropping it stops
+/// them.
+struct Attacker {
+    handle: tokio::runtime::Handle,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Attacker {
+    fn start() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .on_thread_start(|| {
+                    // HOSTILE_NICE=0 lets the attacker compete for the CPU as an equal.
+                    let nice: i32 = std::env::var("HOSTILE_NICE")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(19);
+                    let _ =
+                        rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice);
+                })
+                .build()
+                .unwrap();
+            tx.send(rt.handle().clone()).unwrap();
+            let _ = stopped.recv();
+            rt.shutdown_timeout(Duration::from_secs(2));
+        });
+        Self {
+            handle: rx.recv().unwrap(),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Attacker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 struct Rig {
     server: Server,
     file: String,
     good: Agent,
     evil: Evil,
+    attacker: Attacker,
     _tmp: tempfile::TempDir,
 }
 
@@ -127,12 +183,18 @@ async fn rig() -> Rig {
     cfg.tailnet.udp_listen = "127.0.0.1:0".parse().unwrap();
     let good = Agent::start(cfg).unwrap();
     assert!(good.wait_ready(Duration::from_secs(10)).await);
-    let evil = evil_agent(&url, evil_id).await;
+    let attacker = Attacker::start();
+    let evil = attacker
+        .handle
+        .spawn(async move { evil_agent(&url, evil_id).await })
+        .await
+        .unwrap();
     Rig {
         server,
         file,
         good,
         evil,
+        attacker,
         _tmp: tmp,
     }
 }
@@ -185,28 +247,32 @@ async fn alice_calls(addr: SocketAddr, file: &str) -> Figures {
     f
 }
 
-/// Bob keeps `n` calls to his evil workspace going until `stop`; returns (ok, failed, refused
-/// for the per-user limit) counts.
+/// Bob keeps `n` calls to his evil workspace going until `stop`, then closes them; returns
+/// (ok, failed, refused for the per-user limit) counts.
 fn bob_calls(
+    rt: &tokio::runtime::Handle,
     addr: SocketAddr,
     n: usize,
-    stop: Arc<AtomicBool>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<(u64, u64, u64)> {
-    tokio::spawn(async move {
+    rt.spawn(async move {
         let tally = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
         let mut tasks = Vec::new();
         for _ in 0..n {
             let (stop, tally) = (stop.clone(), tally.clone());
             tasks.push(tokio::spawn(async move {
                 let mut mcp = McpHttp::new(addr, BOB);
-                while !stop.load(Ordering::Relaxed) {
-                    let out = mcp
-                        .call(
-                            "workspace_read_file",
-                            json!({"workspace": "bob/evil", "path": "/x"}),
-                            PHASE + Duration::from_secs(2),
-                        )
-                        .await;
+                while !stop.is_cancelled() {
+                    let call = mcp.call(
+                        "workspace_read_file",
+                        json!({"workspace": "bob/evil", "path": "/x"}),
+                        PHASE + Duration::from_secs(2),
+                    );
+                    // Stopping drops the call and its connection: the server cancels it.
+                    let out = tokio::select! {
+                        out = call => out,
+                        _ = stop.cancelled() => break,
+                    };
                     let slot = match out {
                         Outcome::Ok(_) => 0,
                         Outcome::Failed(m) if m.contains("tool calls in flight") => 2,
@@ -292,15 +358,26 @@ async fn a_hostile_workspace_leaves_other_tenants_alone() {
         ("gigantic", Mode::Gigantic),
     ] {
         r.evil.mode.store(mode as u8, Ordering::Relaxed);
-        let stop = Arc::new(AtomicBool::new(false));
-        let bob = bob_calls(addr, 100, stop.clone());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let bob = bob_calls(&r.attacker.handle, addr, 100, stop.clone());
         tokio::time::sleep(Duration::from_millis(300)).await;
         let f = alice_calls(addr, &r.file).await;
-        stop.store(true, Ordering::Relaxed);
+        stop.cancel();
         check(name, &f);
         let (ok, failed, limited) = bob.await.unwrap();
         println!(
             "hostile_{name}_bob_calls: {ok} ok, {failed} failed, {limited} refused by the per-user limit"
+        );
+        // Bob's client closed its calls: the server drops them (whatever the tool) instead
+        // of holding his slots and the agent connections until the request timeout.
+        let drained = drain(addr).await;
+        println!(
+            "hostile_{name}_drained_in: {:.0} ms",
+            drained.as_secs_f64() * 1e3
+        );
+        assert!(
+            drained < Duration::from_secs(3),
+            "{name}: bob's closed calls stayed in flight"
         );
     }
 
@@ -310,7 +387,7 @@ async fn a_hostile_workspace_leaves_other_tenants_alone() {
     let flood = {
         let (stop, sent, tn) = (stop.clone(), sent.clone(), r.evil.tailnet.clone());
         let target = SocketAddr::new(r.server_tailnet_addr().into(), 9);
-        tokio::spawn(async move {
+        r.attacker.handle.spawn(async move {
             let sock = tn.tunnel().bind_udp(0).unwrap();
             let payload = vec![0u8; 1200];
             while !stop.load(Ordering::Relaxed) {
@@ -342,7 +419,7 @@ async fn a_hostile_workspace_leaves_other_tenants_alone() {
     let conns = {
         let (stop, opened, tn) = (stop.clone(), opened.clone(), r.evil.tailnet.clone());
         let target = SocketAddr::new(r.server_tailnet_addr().into(), 4);
-        tokio::spawn(async move {
+        r.attacker.handle.spawn(async move {
             let mut held = Vec::new();
             for _ in 0..10_000 {
                 if stop.load(Ordering::Relaxed) {
@@ -386,8 +463,32 @@ async fn a_hostile_workspace_leaves_other_tenants_alone() {
             .any(|l| l.starts_with("agentwire_mcp_user_limited_total") && !l.ends_with(" 0")),
         "bob's calls beyond the per-user limit were counted"
     );
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("agentwire_mcp_agent_replies_limited_total{limit=\"size\"}")
+            && !l.ends_with(" 0")),
+        "bob's agent's endless and gigantic replies were cut and counted"
+    );
     r.good.shutdown().await;
     r.server.shutdown().await;
+}
+
+/// Waits (at most 5 s) until the server has no tool call in flight; returns how long.
+async fn drain(addr: SocketAddr) -> Duration {
+    let start = Instant::now();
+    loop {
+        let m = metrics(addr).await;
+        let line = m
+            .lines()
+            .find(|l| l.starts_with("agentwire_mcp_tool_calls_in_flight "))
+            .unwrap_or_default()
+            .to_string();
+        if line.ends_with(" 0") || start.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
 }
 
 async fn metrics(addr: SocketAddr) -> String {

@@ -1,7 +1,8 @@
 //! Limits and secrets on `serve`'s listeners: oversized request heads are refused with 431
 //! and the server keeps serving; `/metrics` is open only where nobody else can reach it, or
 //! with its token, or on its own listener; a secrets file left readable by others is put
-//! back to owner-only.
+//! back to owner-only; the demo workspace lives beside the data directory and its commands
+//! cannot read the secrets in it.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -56,7 +57,9 @@ async fn tool_works(addr: SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_head_is_refused_with_431() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(config(tmp.path())).await.expect("serve");
+    let server = Server::start(config(&tmp.path().join("state")))
+        .await
+        .expect("serve");
     assert!(server.wait_ready(Duration::from_secs(10)).await);
     let addr = server.addr;
 
@@ -163,6 +166,37 @@ async fn secrets_files_readable_by_others_are_made_owner_only() {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_workspace_cannot_read_the_servers_secrets() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("state");
+    let server = Server::start(config(&data)).await.expect("serve");
+    assert!(server.wait_ready(Duration::from_secs(10)).await);
+    let data = data.canonicalize().expect("data dir");
+    let embedded = server.embedded.as_ref().expect("embedded default");
+    assert_eq!(embedded.workspace_dir, data.with_file_name("state-demo"));
+    let key = std::fs::read_to_string(data.join("derp.key")).expect("derp.key");
+    let d = data.display();
+    let out = McpHttp::new(server.addr, TOKEN)
+        .call(
+            "workspace_bash",
+            json!({"workspace": "demo",
+                   "command": format!("cat {d}/user-token {d}/derp.key; ls {d}; env")}),
+            Duration::from_secs(20),
+        )
+        .await;
+    let text = match (&out, embedded.commands.mode()) {
+        (Outcome::Ok(v), _) => v.to_string(),
+        // Without Landlock the demo's commands are refused rather than run unconfined.
+        (Outcome::Failed(m), "refused") => m.clone(),
+        (other, mode) => panic!("{mode}: {other:?}"),
+    };
+    for secret in [TOKEN, key.trim(), "demo-agent-id"] {
+        assert!(!text.contains(secret), "a command read {secret:?}: {text}");
     }
     server.shutdown().await;
 }

@@ -59,6 +59,11 @@ enum TokenVia<'a> {
 }
 
 fn spawn_agent(r: &Rig, via: TokenVia<'_>) -> Child {
+    spawn_agent_in(r, via, "--dir")
+}
+
+/// `place` is `--dir` or `--root` (the workspace directory either way).
+fn spawn_agent_in(r: &Rig, via: TokenVia<'_>, place: &str) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentwire"));
     cmd.args([
         "agent",
@@ -66,7 +71,7 @@ fn spawn_agent(r: &Rig, via: TokenVia<'_>) -> Child {
         &r.server.public_url,
         "--udp",
         "127.0.0.1:0",
-        "--dir",
+        place,
     ])
     .arg(&r.dir)
     .env_remove("AGENTWIRE_AGENT_TOKEN")
@@ -228,18 +233,25 @@ async fn failure_timing() {
 async fn agent_token_stays_out_of_the_workspace() {
     let r = rig().await;
     let mut mcp = McpHttp::new(r.server.addr, USER_TOKEN);
-    for via in ["env", "file"] {
+    // With --root the workspace's commands also cannot read the token file (outside the
+    // root) nor the agent's start-up environment, even as root.
+    for (via, place) in [("env", "--dir"), ("file", "--dir"), ("env", "--root")] {
         let file = r.tmp.path().join("agent-token");
         std::fs::write(&file, format!("{AGENT_TOKEN}\n")).unwrap();
         let mut agent = match via {
-            "env" => spawn_agent(&r, TokenVia::Env),
-            _ => spawn_agent(&r, TokenVia::File(&file)),
+            "env" => spawn_agent_in(&r, TokenVia::Env, place),
+            _ => spawn_agent_in(&r, TokenVia::File(&file), place),
         };
         until_served(&mut mcp).await;
         let pid = agent.id();
+        let rooted = if place == "--root" {
+            format!("; echo; cat /proc/{pid}/environ {}", file.display())
+        } else {
+            String::new()
+        };
         let out = match bash(
             &mut mcp,
-            &format!("env; echo; tr '\\0' ' ' < /proc/{pid}/cmdline"),
+            &format!("env; echo; tr '\\0' ' ' < /proc/{pid}/cmdline{rooted}"),
         )
         .await
         {
@@ -258,6 +270,13 @@ async fn agent_token_stays_out_of_the_workspace() {
             "{via}: token visible to the workspace: {out}"
         );
         assert!(!out.contains("AGENTWIRE_"), "{via}: {out}");
+        if place == "--root" {
+            assert_eq!(
+                out.matches("Permission denied").count(),
+                2,
+                "environ and the token file: {out}"
+            );
+        }
         signal(&agent, Signal::SIGTERM);
         let _ = agent.wait();
         // Let the coordinator see the goodbye before the next copy registers.

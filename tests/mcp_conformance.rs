@@ -292,7 +292,7 @@ async fn tools_server_scenarios_against_agentwire_serve() {
             "demo",
         ])
         .arg("--data-dir")
-        .arg(data.path())
+        .arg(data.path().join("state"))
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .kill_on_drop(true)

@@ -144,10 +144,11 @@ fn python_sdk_against_the_embedded_default() {
         );
         return;
     }
-    let data = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("state");
     let token = generate_token();
     let (_server, url) = serve(
-        &["--data-dir", data.path().to_str().unwrap()],
+        &["--data-dir", data.to_str().unwrap()],
         &[("AGENTWIRE_TOKEN", &token)],
     );
     let script = r#"
@@ -187,6 +188,6 @@ anyio.run(main)
     );
     // The token was written for the next start, readable only by its owner.
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(data.path().join("user-token")).unwrap();
+    let meta = std::fs::metadata(data.join("user-token")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 }

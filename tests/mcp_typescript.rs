@@ -33,13 +33,14 @@ fn typescript_sdk_lists_and_calls_tools_without_warnings() {
     )
     .unwrap();
 
-    let data = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("state");
     let (_server, addr) = serve_binary(
         env!("CARGO_BIN_EXE_agentwire"),
-        &["--data-dir", data.path().to_str().unwrap()],
+        &["--data-dir", data.to_str().unwrap()],
         &[],
     );
-    let token = std::fs::read_to_string(data.path().join("user-token")).unwrap();
+    let token = std::fs::read_to_string(data.join("user-token")).unwrap();
 
     let out = Command::new(&node)
         .arg(&script)

@@ -3,6 +3,7 @@
 use crate::services::agent::{Agent, AgentConfig};
 use crate::services::hub::{AGENT_IDENTITY_PATH, AgentIdentity};
 use crate::services::public_url::BaseUrl;
+use anyhow::Context as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,12 +28,27 @@ pub struct AgentArgs {
     /// Read the agent's token from this file.
     #[arg(long, value_name = "FILE", conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
-    /// Working directory for commands [default: the current directory].
+    /// Working directory for commands [default: the current directory, or the root when
+    /// the current directory is outside it].
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Confine file operations to this directory.
+    /// Confine the workspace to this directory: file operations resolve beneath it, and
+    /// commands run in a Landlock sandbox that can read and write only beneath it (plus
+    /// the system's programs and configuration). Without Landlock the agent refuses to
+    /// start unless --unconfined-commands is given.
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// With --root: run commands with the agent's own access (they can read and write
+    /// outside the root); file operations stay confined. For systems without Landlock.
+    #[arg(long, requires = "root")]
+    pub unconfined_commands: bool,
+    /// With --root: also let commands read and execute beneath this path (repeatable),
+    /// such as a toolchain in a home directory.
+    #[arg(long, value_name = "PATH", requires = "root")]
+    pub allow_read: Vec<PathBuf>,
+    /// With --root: also let commands read and write beneath this path (repeatable).
+    #[arg(long, value_name = "PATH", requires = "root")]
+    pub allow_write: Vec<PathBuf>,
     /// UDP address for direct WireGuard paths.
     #[arg(long, default_value = "0.0.0.0:0")]
     pub udp: std::net::SocketAddr,
@@ -79,6 +95,50 @@ async fn identity(
     Ok(serde_json::from_slice(&body)?)
 }
 
+/// The commands' default working directory: `--dir`, else the current directory; under a
+/// root it must lie beneath it (the current directory falls back to the root).
+fn workdir(dir: Option<PathBuf>, root: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+    let (dir, given) = match dir {
+        Some(d) => (d, true),
+        None => (std::env::current_dir()?, false),
+    };
+    let Some(root) = root else { return Ok(dir) };
+    let canonical = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+    match (canonical.starts_with(root), given) {
+        (true, _) => Ok(canonical),
+        (false, false) => Ok(root.to_path_buf()),
+        (false, true) => anyhow::bail!(
+            "--dir {} is outside --root {}",
+            dir.display(),
+            root.display()
+        ),
+    }
+}
+
+/// Refuses to run a root whose commands cannot be confined, and says how they are.
+fn check_sandbox(agent: &Agent, token_file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use crate::services::agent::api::CommandSandbox;
+    let procs = agent.api().processes();
+    let sandbox = procs.sandbox();
+    match sandbox {
+        CommandSandbox::Unavailable(_) => anyhow::bail!("--root: {sandbox}"),
+        CommandSandbox::Unconfined => tracing::warn!("{sandbox}"),
+        CommandSandbox::Landlock { partial: true, .. } => tracing::warn!("{sandbox}"),
+        CommandSandbox::Landlock { .. } => tracing::info!("{sandbox}"),
+        CommandSandbox::NoRoot => {}
+    }
+    if let Some(f) = token_file
+        && let Some(via) = procs.reachable_by_commands(f)
+    {
+        tracing::warn!(
+            "the token file {} is beneath {}, which the workspace's commands may read; keep it elsewhere",
+            f.display(),
+            via.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs the agent until ctrl-c or SIGTERM.
 ///
 /// # Errors
@@ -103,13 +163,28 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             anyhow::bail!("give the agent token with --token-file or AGENTWIRE_AGENT_TOKEN")
         }
     };
-    let id = identity(&client_tls, &base, &token).await?;
-    let dir = match args.dir {
-        Some(d) => d,
-        None => std::env::current_dir()?,
+    if args.dir.is_some() && args.root.is_none() {
+        // --dir reads like a confinement flag; say plainly that it is not one.
+        tracing::warn!(
+            "--dir only sets where commands start: without --root the workspace's files and commands reach everything this user can; add --root DIR to confine them"
+        );
+    }
+    let root = match &args.root {
+        Some(r) => Some(
+            r.canonicalize()
+                .with_context(|| format!("--root {}", r.display()))?,
+        ),
+        None => None,
     };
+    let dir = workdir(args.dir, root.as_deref())?;
+    let id = identity(&client_tls, &base, &token).await?;
     let mut cfg = AgentConfig::new(&url, &token, id.id, dir.clone());
-    cfg.api.root = args.root;
+    cfg.api.root = root;
+    cfg.api.commands = crate::services::agent::api::CommandPolicy {
+        unconfined: args.unconfined_commands,
+        read: args.allow_read,
+        write: args.allow_write,
+    };
     cfg.tailnet.udp_listen = args.udp;
     cfg.tailnet.advertise = (!args.advertise.is_empty()).then_some(args.advertise);
     cfg.tailnet.relay_only = args.relay_only;
@@ -117,6 +192,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     cfg.tailnet.allow_insecure_http = args.tls.allow_insecure_http;
     cfg.forward_ports = !args.no_port_forwarding;
     let agent = Agent::start(cfg)?;
+    if let Err(e) = check_sandbox(&agent, args.token_file.as_deref()) {
+        agent.shutdown().await;
+        return Err(e);
+    }
     let ready = agent.wait_ready(Duration::from_secs(15)).await;
     println!(
         "agentwire agent {} for {} ({}) in {}{}",

@@ -25,9 +25,13 @@ pub struct DerpArgs {
     #[arg(long)]
     pub key_file: Option<PathBuf>,
     /// Mesh key: clients that present it may use WatchConns, ClosePeer and
-    /// ForwardPacket. Prefer the environment variable over the flag.
+    /// ForwardPacket. Prefer the environment variable or --mesh-key-file: a command line
+    /// is visible to every local user.
     #[arg(long, env = "AGENTWIRE_DERP_MESH_KEY", hide_env_values = true)]
     pub mesh_key: Option<String>,
+    /// Read the mesh key from this file (its first line).
+    #[arg(long, value_name = "FILE", conflicts_with = "mesh_key")]
+    pub mesh_key_file: Option<PathBuf>,
     /// UDP address of the STUN server beside the relay, or `off`. Default: the --listen
     /// address's IP with port 3478; if that is taken, the relay warns and runs without.
     #[arg(long, value_name = "ADDR|off", value_parser = super::serve::parse_stun_listen)]
@@ -72,8 +76,17 @@ pub async fn run(args: DerpArgs) -> anyhow::Result<()> {
         Some(path) => load_or_create_key(path)?,
         None => NodePrivate::generate(),
     };
+    if args.mesh_key.is_some() && !super::token_came_from_env("AGENTWIRE_DERP_MESH_KEY") {
+        tracing::warn!(
+            "--mesh-key on the command line is visible to every local user (ps, /proc); use AGENTWIRE_DERP_MESH_KEY or --mesh-key-file"
+        );
+    }
+    let mesh_key = match &args.mesh_key_file {
+        Some(f) => Some(super::read_token_file(f)?),
+        None => args.mesh_key.clone(),
+    };
     let config = DerpServerConfig {
-        mesh_key: args.mesh_key.clone(),
+        mesh_key,
         ..Default::default()
     };
     let tls = super::server_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
@@ -86,7 +99,7 @@ pub async fn run(args: DerpArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, key = %server.public_key().to_hex(), "DERP relay listening on {scheme}://{addr}/derp");
     if tls.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(
-            "listening on {addr} without TLS: relay logins and tokens cross the network in              clear; use --tls-cert/--tls-key or a TLS proxy"
+            "listening on {addr} without TLS: relay logins and tokens cross the network in clear; use --tls-cert/--tls-key or a TLS proxy"
         );
     }
     let stun = match super::serve::stun_address(args.stun_listen, args.listen) {
@@ -149,6 +162,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.derp.listen.port(), 9);
         assert_eq!(c.derp.mesh_key.as_deref(), Some("m"));
+        let c = Cli::try_parse_from(["x", "--mesh-key-file", "f"]).unwrap();
+        assert_eq!(c.derp.mesh_key_file, Some(PathBuf::from("f")));
+        assert!(Cli::try_parse_from(["x", "--mesh-key", "m", "--mesh-key-file", "f"]).is_err());
         assert_eq!(c.derp.stun_listen, None);
         let c = Cli::try_parse_from(["x", "--stun-listen", "off"]).unwrap();
         assert_eq!(

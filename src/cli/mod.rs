@@ -50,12 +50,13 @@ pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
 
 /// The environment variables that carry secrets. The binary removes them at
 /// start, so no process the agent or the server starts inherits them.
-pub const SECRET_ENV: [&str; 5] = [
+pub const SECRET_ENV: [&str; 6] = [
     "AGENTWIRE_AGENT_TOKEN",
     "AGENTWIRE_TOKEN",
     "AGENTWIRE_METRICS_TOKEN",
     "AGENTWIRE_ADMIN_TOKEN",
     "AGENTWIRE_DATABASE_URL",
+    "AGENTWIRE_DERP_MESH_KEY",
 ];
 
 /// Which of [`SECRET_ENV`] were set when the process started, so a value clap read can be

@@ -15,6 +15,15 @@ pub struct ServeArgs {
     /// State directory [default: $XDG_DATA_HOME/agentwire or ~/.local/share/agentwire].
     #[arg(long, env = "AGENTWIRE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The demo workspace's directory (embedded default) [default: beside the data
+    /// directory, DATA_DIR-demo]. It may not contain or sit inside the data directory.
+    #[arg(long, value_name = "DIR", env = "AGENTWIRE_DEMO_DIR")]
+    pub demo_dir: Option<PathBuf>,
+    /// Run the demo workspace's commands without the Landlock sandbox, with this
+    /// process's own access (they could read the server's secrets). Without it, on a
+    /// system lacking Landlock, the demo workspace refuses to run commands.
+    #[arg(long)]
+    pub unconfined_commands: bool,
     /// A control.toml (users, workspaces, agents, token digests) imported into the store
     /// at every start. Without it and without --database-url, the embedded default has a
     /// demo user and workspace.
@@ -65,8 +74,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
     /// A token that opens /metrics on the main listener (`Authorization: Bearer ...`).
+    /// Prefer the environment variable or --metrics-token-file.
     #[arg(long, env = "AGENTWIRE_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// Read the metrics token from this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "metrics_token")]
+    pub metrics_token_file: Option<PathBuf>,
     /// DEVELOPMENT ONLY: accept MCP requests without a token, acting as this user.
     /// Refused unless listening on loopback.
     #[arg(long, value_name = "USER")]
@@ -209,12 +222,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if args.metrics_token.is_some() && !super::token_came_from_env("AGENTWIRE_METRICS_TOKEN") {
         tracing::warn!(
-            "--metrics-token on the command line is visible to every local user; use AGENTWIRE_METRICS_TOKEN"
+            "--metrics-token on the command line is visible to every local user (ps, /proc); use AGENTWIRE_METRICS_TOKEN or --metrics-token-file"
         );
     }
     let token = match &args.token_file {
         Some(f) => Some(super::read_token_file(f)?),
         None => args.token,
+    };
+    let metrics_token = match &args.metrics_token_file {
+        Some(f) => Some(super::read_token_file(f)?),
+        None => args.metrics_token,
     };
     let show_token = args.show_token;
     let tls = super::server_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
@@ -222,6 +239,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir.unwrap_or_else(default_data_dir),
+        demo_dir: args.demo_dir,
+        unconfined_commands: args.unconfined_commands,
         config_file: args.config,
         database_url: args.database_url,
         no_demo: args.no_demo,
@@ -238,7 +257,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         relay_only: args.relay_only,
         advertise: (!args.advertise.is_empty()).then_some(args.advertise),
         metrics_listen: args.metrics_listen,
-        metrics_token: args.metrics_token,
+        metrics_token,
         stun_listen,
         stun_optional,
         oauth: crate::services::oauth::OAuthOptions {
@@ -250,6 +269,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let data_dir = cfg.data_dir.clone();
     let server = Server::start(cfg).await?;
+    let secrets = [&args.tls_key, &args.token_file, &args.metrics_token_file];
+    for secret in secrets.into_iter().flatten() {
+        if let Some(via) = server.demo_commands_reach(secret) {
+            tracing::warn!(
+                "{} is beneath {}, which the demo workspace's commands may read; keep secrets elsewhere or run with --config",
+                secret.display(),
+                via.display()
+            );
+        }
+    }
     let ready = server.wait_ready(Duration::from_secs(10)).await;
     print_banner(&server, &data_dir, ready, show_token);
     super::shutdown_signal().await;
@@ -319,6 +348,7 @@ fn print_banner(server: &Server, data_dir: &std::path::Path, ready: bool, show_t
         e.user,
         e.workspace_dir.display()
     );
+    say!("  commands:      {}", e.commands);
     let token = match (&e.new_token, show_token) {
         (Some(t), true) => {
             say!("  token:         {t}");
@@ -399,5 +429,19 @@ mod tests {
             (None, false)
         );
         assert!(Cli::try_parse_from(["x", "--stun-listen", "3478"]).is_err());
+    }
+
+    #[test]
+    fn tokens_come_from_a_flag_or_a_file_not_both() {
+        let c = Cli::try_parse_from(["x", "--metrics-token-file", "m", "--token-file", "t"])
+            .expect("files");
+        assert_eq!(c.serve.metrics_token_file, Some(PathBuf::from("m")));
+        assert_eq!(c.serve.token_file, Some(PathBuf::from("t")));
+        for (flag, file) in [
+            ("--metrics-token", "--metrics-token-file"),
+            ("--token", "--token-file"),
+        ] {
+            assert!(Cli::try_parse_from(["x", flag, "v", file, "f"]).is_err());
+        }
     }
 }

@@ -230,7 +230,7 @@ impl Netstack {
         }
         for h in l.pending.iter().chain(l.ready.iter()) {
             self.sockets.get_mut::<tcp::Socket>(*h).abort();
-            self.lingering.push((*h, now));
+            self.lingering.push((*h, now + super::RESET_SEND_LIMIT));
         }
         self.wake_driver();
     }

@@ -167,6 +167,8 @@ impl std::fmt::Debug for Netstack {
 }
 
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
+/// How long an aborted socket may wait for room to send its RST before it is freed anyway.
+pub(crate) const RESET_SEND_LIMIT: Duration = Duration::from_secs(5);
 
 impl Netstack {
     /// A netstack with the given addresses. `seed` randomises TCP sequence numbers and
@@ -482,19 +484,32 @@ impl Netstack {
         let mut i = 0;
         while i < self.lingering.len() {
             let (h, deadline) = self.lingering[i];
-            let state = self.sockets.get::<smoltcp::socket::tcp::Socket>(h).state();
+            let sock = self.sockets.get::<smoltcp::socket::tcp::Socket>(h);
+            let state = sock.state();
             use smoltcp::socket::tcp::State;
-            let done = matches!(state, State::Closed | State::TimeWait);
+            // An aborted socket keeps its peer until its RST leaves; freed before that (the
+            // transmit queue was full), the peer would never hear of it and an idle peer
+            // would wait on the connection until its own timeouts.
+            let reset_pending = state == State::Closed && sock.remote_endpoint().is_some();
+            let done = match state {
+                State::TimeWait => true,
+                State::Closed => !reset_pending || now >= deadline,
+                _ => false,
+            };
             if done {
                 self.lingering.swap_remove(i);
                 self.free_socket(h);
                 continue;
             }
-            if now >= deadline {
+            // Data arriving after the application let go will never be read: reset, as a
+            // kernel does. Otherwise a peer that keeps sending (an endless reply the
+            // client stopped reading) fills the receive buffer of every connection it was
+            // cut from, and holds it for the whole linger time.
+            if !reset_pending && (now >= deadline || sock.recv_queue() > 0) {
                 self.sockets
                     .get_mut::<smoltcp::socket::tcp::Socket>(h)
                     .abort();
-                self.lingering[i].1 = now + Duration::from_secs(3600);
+                self.lingering[i].1 = now + RESET_SEND_LIMIT;
                 self.needs_poll = true;
             }
             i += 1;

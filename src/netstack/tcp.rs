@@ -217,16 +217,22 @@ impl Netstack {
     pub fn tcp_release(&mut self, h: SocketHandle, now: Instant) {
         let linger = self.config.linger;
         let s = self.tcp(h);
-        match s.state() {
+        let wait = match s.state() {
             // Nothing to tell the peer: a SYN-SENT socket has no connection yet.
             State::Closed | State::TimeWait | State::Listen | State::SynSent => {
                 self.free_socket(h);
                 return;
             }
-            _ if s.recv_queue() > 0 => s.abort(),
-            _ => s.close(),
-        }
-        self.lingering.push((h, now + linger));
+            _ if s.recv_queue() > 0 => {
+                s.abort();
+                super::RESET_SEND_LIMIT
+            }
+            _ => {
+                s.close();
+                linger
+            }
+        };
+        self.lingering.push((h, now + wait));
         self.wake_driver();
     }
 

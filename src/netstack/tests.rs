@@ -40,11 +40,13 @@ impl Wire {
     }
     /// A connection from a to b's port 80: (a's socket, b's accepted socket).
     fn established(&mut self) -> (SocketHandle, SocketHandle) {
-        let lid = self.b.tcp_listen(80).unwrap();
-        let c = self
-            .a
-            .tcp_connect("10.0.0.2:80".parse().unwrap(), self.now)
-            .unwrap();
+        self.established_on(80)
+    }
+    /// A connection from a to b's `port`.
+    fn established_on(&mut self, port: u16) -> (SocketHandle, SocketHandle) {
+        let lid = self.b.tcp_listen(port).unwrap();
+        let to = SocketAddr::from(([10, 0, 0, 2], port));
+        let c = self.a.tcp_connect(to, self.now).unwrap();
         self.run();
         let Poll::Ready(Ok((s, _, _))) = self.b.tcp_poll_accept(lid, &mut cx()) else {
             panic!("not accepted")
@@ -287,6 +289,83 @@ fn lingering_close_is_bounded() {
     w.run();
     assert_eq!(w.a.stats().lingering, 0);
     assert_eq!(w.a.stats().tcp_sockets, 0);
+}
+
+#[test]
+fn data_after_release_resets_the_lingering_socket() {
+    let mut w = Wire::new();
+    let (c, s) = w.established();
+    // b lets go with nothing unread: a graceful close that would linger.
+    w.b.tcp_release(s, w.now);
+    w.run();
+    assert_eq!(w.b.stats().lingering, 1);
+    // a keeps sending (its read side may not have noticed the FIN): nobody will read it.
+    let _ = w.a.tcp_poll_write(c, &mut cx(), &[7u8; 4096]);
+    w.run();
+    w.run();
+    assert_eq!(w.b.stats().lingering, 0);
+    assert_eq!(w.b.stats().tcp_sockets, 0);
+    // a was reset: it cannot send more.
+    assert!(matches!(
+        w.a.tcp_poll_write(c, &mut cx(), b"more"),
+        Poll::Ready(Err(_))
+    ));
+}
+
+#[test]
+fn an_aborted_socket_waits_for_room_to_send_its_reset() {
+    let mut w = Wire::new();
+    let (c, s) = w.established();
+    let (_c2, s2) = w.established_on(81);
+    // Room for two packets only (the configured queue has a floor of 16).
+    w.b.dev.tx_limit = 2;
+    // b gets data it will never read, so letting go of s aborts it.
+    assert!(matches!(
+        w.a.tcp_poll_write(c, &mut cx(), b"unread"),
+        Poll::Ready(Ok(6))
+    ));
+    w.run();
+    // Another connection fills b's transmit queue.
+    let _ = w.b.tcp_poll_write(s2, &mut cx(), &[1u8; 16 << 10]);
+    w.b.poll(w.now);
+    assert_eq!(w.b.dev.tx.len(), 2, "b's transmit queue is full");
+    w.b.tcp_release(s, w.now);
+    w.b.poll(w.now);
+    // The RST could not be queued: the socket stays until it can.
+    assert_eq!(w.b.stats().lingering, 1);
+    w.run();
+    // a is idle: only the RST tells it the connection is gone.
+    assert_eq!(w.a.tcp_state(c), smoltcp::socket::tcp::State::Closed);
+    w.run();
+    assert_eq!(w.b.stats().lingering, 0);
+}
+
+#[test]
+fn an_aborted_socket_is_freed_when_its_reset_cannot_leave() {
+    let mut w = Wire::new();
+    let (c, s) = w.established();
+    let (_c2, s2) = w.established_on(81);
+    // Room for two packets only (the configured queue has a floor of 16).
+    w.b.dev.tx_limit = 2;
+    assert!(matches!(
+        w.a.tcp_poll_write(c, &mut cx(), b"unread"),
+        Poll::Ready(Ok(6))
+    ));
+    w.run();
+    let _ = w.b.tcp_poll_write(s2, &mut cx(), &[1u8; 16 << 10]);
+    w.b.poll(w.now);
+    w.b.tcp_release(s, w.now);
+    // Nobody takes b's packets: the queue stays full. Polls keep coming, yet the wait
+    // is bounded.
+    let until = w.now + RESET_SEND_LIMIT;
+    while w.now < until {
+        w.b.poll(w.now);
+        assert_eq!(w.b.stats().lingering, 1);
+        w.now += Duration::from_secs(1);
+    }
+    w.b.poll(w.now);
+    assert_eq!(w.b.stats().lingering, 0);
+    assert_eq!(w.b.stats().tcp_sockets, 1);
 }
 
 #[test]

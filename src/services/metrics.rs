@@ -350,6 +350,17 @@ async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
     for m in hub.control.metrics() {
         line(&mut out, m.name, m.help, m.kind, &m.samples);
     }
+    let (too_large, timed_out) = mcp.agent_replies_limited();
+    line(
+        &mut out,
+        "agentwire_mcp_agent_replies_limited_total",
+        "Tool calls failed at a limit on the agent's reply: longer than the call allows (size) or not in time (time).",
+        "counter",
+        &[
+            ("limit=\"size\"".to_string(), too_large as f64),
+            ("limit=\"time\"".to_string(), timed_out as f64),
+        ],
+    );
     out
 }
 

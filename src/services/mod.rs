@@ -6,6 +6,7 @@ pub mod agent;
 pub mod client;
 pub mod control;
 pub mod coord;
+pub mod demo;
 pub mod derp;
 pub mod forward;
 pub mod http;

@@ -21,8 +21,14 @@ use std::time::Duration;
 pub struct ServeConfig {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// State directory (keys, the generated token, the demo workspace).
+    /// State directory (keys, the generated token, the demo agent's id).
     pub data_dir: PathBuf,
+    /// The demo workspace (embedded default); `None` puts it beside the data directory
+    /// (`<data_dir>-demo`), never inside it.
+    pub demo_dir: Option<PathBuf>,
+    /// Run the demo workspace's commands without the Landlock sandbox (for systems that
+    /// lack it; otherwise they are refused there).
+    pub unconfined_commands: bool,
     /// A `control.toml` imported into the store at start (users, workspaces, agents and
     /// their token digests; see `docs/config.md`). With it there is no demo workspace.
     pub config_file: Option<PathBuf>,
@@ -77,6 +83,8 @@ impl ServeConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
+            demo_dir: None,
+            unconfined_commands: false,
             config_file: None,
             database_url: None,
             no_demo: false,
@@ -146,6 +154,9 @@ pub enum ServeError {
     /// A URL to hand out cannot work.
     #[error(transparent)]
     PublicUrl(#[from] super::public_url::PublicUrlError),
+    /// The demo workspace cannot be placed.
+    #[error(transparent)]
+    DemoDir(#[from] super::demo::DemoDirError),
     /// The shared Tailnet or the embedded agent could not start.
     #[error(transparent)]
     Tailnet(#[from] crate::runtime::tailnet::TailnetError),
@@ -172,6 +183,8 @@ pub struct EmbeddedInfo {
     pub token_file: PathBuf,
     /// The demo workspace's directory.
     pub workspace_dir: PathBuf,
+    /// How the demo workspace's commands are confined.
+    pub commands: super::agent::api::CommandSandbox,
 }
 
 /// A running server.
@@ -350,11 +363,7 @@ impl Server {
         let mut embedded = None;
         let mut agent_cfg = None;
         if let Some(demo) = demo {
-            let workspace_dir = cfg.data_dir.join("workspaces").join("demo");
-            std::fs::create_dir_all(&workspace_dir).map_err(io_err(&workspace_dir))?;
-            let workspace_dir = workspace_dir
-                .canonicalize()
-                .map_err(io_err(&workspace_dir))?;
+            let workspace_dir = super::demo::prepare(&cfg.data_dir, cfg.demo_dir.as_deref())?;
             let mut ac = AgentConfig::new(
                 &local_url,
                 &demo.agent_token,
@@ -362,6 +371,7 @@ impl Server {
                 workspace_dir.clone(),
             );
             ac.api.root = Some(workspace_dir.clone());
+            ac.api.commands.unconfined = cfg.unconfined_commands;
             ac.tailnet.udp_listen = SocketAddr::new(local_ip, 0);
             own_node(&mut ac.tailnet);
             agent_cfg = Some(ac);
@@ -370,6 +380,7 @@ impl Server {
                 new_token: demo.new_token,
                 token_file: demo.token_file,
                 workspace_dir,
+                commands: super::agent::api::CommandSandbox::NoRoot,
             });
         }
 
@@ -507,6 +518,9 @@ impl Server {
             Some(ac) => Some(Agent::start(ac)?),
             None => None,
         };
+        if let (Some(a), Some(e)) = (&agent, &mut embedded) {
+            e.commands = super::demo::report(a.api().processes(), &cfg.data_dir);
+        }
         Ok(Self {
             addr,
             public_url,
@@ -529,6 +543,16 @@ impl Server {
     /// The OAuth authorization server, when it runs.
     pub fn oauth(&self) -> Option<&Arc<super::oauth::OAuthServer>> {
         self.oauth.as_ref()
+    }
+
+    /// The allowlisted path through which the demo workspace's commands could read
+    /// `path` (a secret such as the TLS key), if any.
+    pub fn demo_commands_reach(&self, path: &Path) -> Option<PathBuf> {
+        self.agent
+            .as_ref()?
+            .api()
+            .processes()
+            .reachable_by_commands(path)
     }
 
     /// The MCP endpoint URL.

@@ -38,6 +38,20 @@ pub struct Health {
     /// paths, unknown endpoints).
     #[serde(default)]
     pub rejected_requests: u64,
+    /// How the agent confines the commands it runs (absent from older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<CommandConfinement>,
+}
+
+/// How an agent confines its commands, in `health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandConfinement {
+    /// `off` (no root), `landlock`, `landlock-partial` (a kernel that cannot refuse every
+    /// write outside the root), `unconfined` (the operator opted out) or `refused` (a root
+    /// without a sandbox: commands are not run).
+    pub mode: String,
+    /// The same for a person, with what this kernel does not cover.
+    pub detail: String,
 }
 
 /// What a directory entry is.

@@ -25,6 +25,9 @@ pub struct McpHttp {
     /// TLS trust and the name to verify, for an https endpoint.
     tls: Option<(agentwire::runtime::tls::ClientTls, String)>,
     send: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+    /// The connection's task: dropped (closing the connection) with a call that is given
+    /// up, so the server cancels it rather than keeping it in flight.
+    conn: Option<tokio_util::task::AbortOnDropHandle<Result<(), hyper::Error>>>,
     next_id: u64,
 }
 
@@ -35,6 +38,7 @@ impl McpHttp {
             token: token.to_string(),
             tls: None,
             send: None,
+            conn: None,
             next_id: 1,
         }
     }
@@ -72,7 +76,7 @@ impl McpHttp {
             let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
                 .await
                 .map_err(std::io::Error::other)?;
-            tokio::spawn(conn);
+            self.conn = Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn)));
             self.send = Some(send);
         }
         Ok(self.send.as_mut().expect("just set"))
@@ -142,6 +146,7 @@ impl McpHttp {
             Ok(o) => o,
             Err(_) => {
                 self.send = None;
+                self.conn = None;
                 Outcome::Hung
             }
         }

@@ -149,6 +149,7 @@ async fn health() -> impl IntoResponse {
         uptime_secs: 0,
         hostname: "test".into(),
         rejected_requests: 0,
+        commands: None,
     })
 }
 

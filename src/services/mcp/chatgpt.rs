@@ -104,7 +104,10 @@ pub(crate) async fn call(cx: &Cx, name: &str, arguments: JsonObject) -> Option<C
         "fetch" => fetch(cx, arguments).await,
         _ => return None,
     };
-    Some(r.unwrap_or_else(ToolError::into_result))
+    Some(r.unwrap_or_else(|e| {
+        cx.state.stats.tool_failed(&e);
+        e.into_result()
+    }))
 }
 
 /// Lower-cased query terms; all must match.

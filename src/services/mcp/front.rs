@@ -16,6 +16,9 @@ use std::sync::{Arc, LazyLock};
 
 /// MCP request methods whose params rmcp types; a request for one of these that reaches
 /// `on_custom_request` had params of the wrong shape.
+/// How long a cancelled tool call may take to wind down on its own before it is dropped.
+const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 const KNOWN_METHODS: &[&str] = &[
     "initialize",
     "tools/call",
@@ -221,27 +224,53 @@ impl ServerHandler for Front {
         };
         let args = request.arguments.unwrap_or_default();
         let listed = self.toolset.catalog().iter().any(|t| t.name == name);
-        let result = if listed {
-            match self.toolset {
-                Toolset::Standard => tools::call(&cx, name, args, context).await,
-                Toolset::ChatGpt => chatgpt::call(&cx, name, args).await,
-            }
-        } else if let Some(ext) = self
-            .cx
-            .state
-            .extension
-            .as_ref()
-            .filter(|e| e.tools().iter().any(|t| t.name == name))
-        {
-            match ext.call(name, args, context).await {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    audit.finish(ToolOutcome::Invalid, None, Some(e.message.as_ref()));
-                    return Err(e);
+        let cancelled = context.ct.clone();
+        let call = async {
+            Ok::<_, ErrorData>(if listed {
+                match self.toolset {
+                    Toolset::Standard => tools::call(&cx, name, args, context).await,
+                    Toolset::ChatGpt => chatgpt::call(&cx, name, args).await,
+                }
+            } else if let Some(ext) = self
+                .cx
+                .state
+                .extension
+                .as_ref()
+                .filter(|e| e.tools().iter().any(|t| t.name == name))
+            {
+                Some(ext.call(name, args, context).await?)
+            } else {
+                None
+            })
+        };
+        tokio::pin!(call);
+        // A call whose client went away or cancelled it stops now, whatever the tool: it
+        // would otherwise hold one of the user's in-flight slots and its agent connection
+        // until the agent answered or the request timed out. Tools that watch the token
+        // themselves (bash kills its command) get a moment to finish that. (The audit
+        // record, dropped unfinished, says `cancelled`.)
+        let outcome = tokio::select! {
+            r = &mut call => r,
+            () = cancelled.cancelled() => {
+                match tokio::time::timeout(CANCEL_GRACE, &mut call).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::debug!(user = %self.cx.user.name, tool = name, "tool call cancelled");
+                        self.cx.state.stats.tool_call(true);
+                        return Ok(rmcp::model::CallToolResult::error(vec![
+                            rmcp::model::ContentBlock::text("cancelled"),
+                        ])
+                        .into());
+                    }
                 }
             }
-        } else {
-            None
+        };
+        let result = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                audit.finish(ToolOutcome::Invalid, None, Some(e.message.as_ref()));
+                return Err(e);
+            }
         };
         match result {
             Some(r) => {

@@ -77,6 +77,9 @@ pub struct McpStats {
     /// Tool calls in flight per user.
     in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     user_limited: std::sync::atomic::AtomicU64,
+    /// Agent replies cut at the call's size limit, and calls that hit the time limit.
+    agent_too_large: std::sync::atomic::AtomicU64,
+    agent_timed_out: std::sync::atomic::AtomicU64,
 }
 
 /// One call's place in its user's in-flight count; given back on drop.
@@ -133,6 +136,26 @@ impl McpStats {
             stats: self,
             user: user.to_string(),
         })
+    }
+
+    /// Counts a tool call that failed at a limit on the agent's reply (size or time).
+    pub(crate) fn tool_failed(&self, e: &result::ToolError) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match e.agent_limit() {
+            Some(result::AgentLimit::Size) => self.agent_too_large.fetch_add(1, Relaxed),
+            Some(result::AgentLimit::Time) => self.agent_timed_out.fetch_add(1, Relaxed),
+            None => 0,
+        };
+    }
+
+    /// Tool calls that failed because the agent's reply exceeded the call's size limit,
+    /// and because it did not come within the time limit.
+    pub fn agent_replies_limited(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.agent_too_large.load(Relaxed),
+            self.agent_timed_out.load(Relaxed),
+        )
     }
 
     /// Tool calls refused because their user had the maximum in flight.
@@ -203,5 +226,22 @@ mod tests {
         );
         drop(a2);
         assert_eq!(stats.in_flight(), 0, "slots are given back");
+    }
+
+    #[test]
+    fn limits_on_agent_replies_are_counted() {
+        use super::result::ToolError;
+        use crate::services::agent::client::AgentClientError;
+        use std::time::Duration;
+        let stats = McpStats::default();
+        stats.tool_failed(&ToolError::Agent(AgentClientError::TooLarge));
+        stats.tool_failed(&ToolError::AgentDown {
+            cause: AgentClientError::Timeout,
+            status: "online".into(),
+        });
+        stats.tool_failed(&ToolError::Timeout(Duration::from_secs(1)));
+        stats.tool_failed(&ToolError::Invalid("no".into()));
+        stats.tool_failed(&ToolError::Agent(AgentClientError::Decode("x".into())));
+        assert_eq!(stats.agent_replies_limited(), (1, 2));
     }
 }

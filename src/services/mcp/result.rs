@@ -52,7 +52,29 @@ pub(crate) enum ToolError {
     NotFound(String),
 }
 
+/// A limit the server puts on an agent's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AgentLimit {
+    /// The reply was longer than the call allows.
+    Size,
+    /// The reply did not come in time.
+    Time,
+}
+
 impl ToolError {
+    /// Which limit on the agent's reply this failure is, if any.
+    pub(crate) fn agent_limit(&self) -> Option<AgentLimit> {
+        match self {
+            Self::Agent(c) | Self::AgentDown { cause: c, .. } => match c {
+                AgentClientError::TooLarge => Some(AgentLimit::Size),
+                AgentClientError::Timeout => Some(AgentLimit::Time),
+                _ => None,
+            },
+            Self::Timeout(_) => Some(AgentLimit::Time),
+            _ => None,
+        }
+    }
+
     /// The `isError` result for this failure.
     pub(crate) fn into_result(self) -> CallToolResult {
         CallToolResult::error(vec![ContentBlock::text(self.to_string())])

@@ -5,8 +5,10 @@
 //! Linux every operation under a root therefore opens the root as a directory fd and
 //! resolves the rest with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`, so the kernel
 //! refuses any step outside at the moment of use; creation and rename then go through the
-//! parent directory's fd. Elsewhere, and on kernels without `openat2`, the earlier check is
-//! all there is.
+//! parent directory's fd. Directories are handled the same way: `ls` lists an fd opened
+//! beneath the root and stats each entry by name relative to it, and a command starts in
+//! its working directory through an fd opened beneath the root (`process`). Elsewhere, and
+//! on kernels without `openat2`, the earlier check is all there is.
 //!
 //! Independent of the root, reads open with `O_NONBLOCK` and refuse anything that is not a
 //! regular file: opening a fifo would otherwise block a worker thread until a writer came.
@@ -186,6 +188,32 @@ fn open_read_fd(root: Option<&Path>, path: &Path) -> Result<std::fs::File, Error
             Some(libc::ENXIO) => ConfineError::NotRegular(shown(path)).into(),
             _ => Error::io(path, e),
         })
+}
+
+/// Opens the directory `path` (already checked by `paths::resolve`), beneath `root` when
+/// one is set: the handle `ls` lists relative to and commands start in, so a directory
+/// swapped for a symlink after the check takes neither outside.
+pub(crate) fn open_dir(root: Option<&Path>, path: &Path) -> Result<std::os::fd::OwnedFd, Error> {
+    use rustix::fs::{Mode, OFlags};
+    #[cfg(target_os = "linux")]
+    if let Some(root) = root
+        && let Some(b) = linux::beneath(root, path)?
+    {
+        return linux::open(
+            &b.root,
+            &b.rel,
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+            path,
+        );
+    }
+    let _ = root;
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(path, e.into()))
 }
 
 /// Where a write lands: the target's parent directory (held open beneath the root on
@@ -420,8 +448,8 @@ mod tests {
     }
 
     /// A thread swaps `root/d` between a real directory and a symlink to a directory
-    /// outside while reads and writes go through `d`; nothing outside is ever read or
-    /// written.
+    /// outside while reads, writes and listings (`ls`, and the directory commands start
+    /// in) go through `d`; nothing outside is ever read, written or listed.
     #[test]
     fn racing_symlink_swaps_never_escape() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -429,6 +457,7 @@ mod tests {
         std::fs::create_dir_all(&root).expect("mkdir");
         std::fs::create_dir_all(&outside).expect("mkdir");
         std::fs::write(outside.join("f"), "outside").expect("write");
+        std::fs::write(outside.join("only-outside"), "").expect("write");
         let stop = Arc::new(AtomicBool::new(false));
         let swapper = {
             let (root, outside, stop) = (root.clone(), outside.clone(), stop.clone());
@@ -454,13 +483,22 @@ mod tests {
         };
         #[allow(clippy::disallowed_methods)] // a test bounding its own run time
         let started = std::time::Instant::now();
-        let (mut reads, mut writes, mut escaped) = (0u64, 0u64, 0u64);
+        let (mut reads, mut writes, mut lists, mut escaped) = (0u64, 0u64, 0u64, 0u64);
         while started.elapsed() < std::time::Duration::from_secs(3) {
             if let Ok((mut f, _)) = open_read(Some(&root), &root.join("d/f")) {
                 let mut s = String::new();
                 let _ = std::io::Read::read_to_string(&mut f, &mut s);
                 reads += 1;
                 if s == "outside" {
+                    escaped += 1;
+                }
+            }
+            let d = root.join("d");
+            if let Ok(dir) = open_dir(Some(&root), &d)
+                && let Ok(entries) = crate::services::agent::api::files::list_dir(&dir, &d)
+            {
+                lists += 1;
+                if entries.iter().any(|e| e.name == "only-outside") {
                     escaped += 1;
                 }
             }
@@ -477,13 +515,16 @@ mod tests {
         let written_outside = std::fs::read_dir(&outside)
             .expect("read outside")
             .filter_map(Result::ok)
-            .filter(|e| e.file_name() != "f")
+            .filter(|e| e.file_name() != "f" && e.file_name() != "only-outside")
             .count();
         println!(
-            "swaps {swaps}, reads {reads}, writes {writes}, escaped reads {escaped}, files written outside {written_outside}"
+            "swaps {swaps}, reads {reads}, writes {writes}, listings {lists}, escaped reads or listings {escaped}, files written outside {written_outside}"
         );
-        assert!(swaps > 100 && reads + writes > 100, "the race ran");
-        assert_eq!(escaped, 0, "a read escaped the root");
+        assert!(
+            swaps > 100 && reads + writes > 100 && lists > 100,
+            "the race ran"
+        );
+        assert_eq!(escaped, 0, "a read or listing escaped the root");
         assert_eq!(written_outside, 0, "a write escaped the root");
     }
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use std::ffi::OsString;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -23,15 +23,13 @@ pub(super) struct PathQuery {
     path: String,
 }
 
-fn kind(ft: std::fs::FileType) -> EntryKind {
-    if ft.is_symlink() {
-        EntryKind::Symlink
-    } else if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_file() {
-        EntryKind::File
-    } else {
-        EntryKind::Other
+fn kind(ft: rustix::fs::FileType) -> EntryKind {
+    use rustix::fs::FileType;
+    match ft {
+        FileType::Symlink => EntryKind::Symlink,
+        FileType::Directory => EntryKind::Dir,
+        FileType::RegularFile => EntryKind::File,
+        _ => EntryKind::Other,
     }
 }
 
@@ -41,49 +39,59 @@ pub(super) async fn ls(
 ) -> Result<Json<LsResponse>, Error> {
     let Query(q) = q.map_err(rejection)?;
     let path = api.path(&q.path)?;
-    let meta = tokio::fs::metadata(&path)
-        .await
-        .map_err(|e| Error::io(&path, e))?;
-    if !meta.is_dir() {
-        return Err(Error::bad_request(format!(
-            "{}: not a directory",
-            path.display()
-        )));
-    }
-    let mut rd = tokio::fs::read_dir(&path)
-        .await
-        .map_err(|e| Error::io(&path, e))?;
-    let mut entries = Vec::new();
-    while let Some(e) = rd.next_entry().await.map_err(|e| Error::io(&path, e))? {
-        let p = e.path();
-        // An entry can vanish between listing and stat; skip it rather than fail.
-        let Ok(m) = tokio::fs::symlink_metadata(&p).await else {
-            continue;
-        };
-        let k = kind(m.file_type());
-        let symlink_target = if k == EntryKind::Symlink {
-            tokio::fs::read_link(&p)
-                .await
-                .ok()
-                .map(|t| t.display().to_string())
-        } else {
-            None
-        };
-        entries.push(DirEntry {
-            name: e.file_name().to_string_lossy().into_owned(),
-            path: p.display().to_string(),
-            kind: k,
-            size: m.len(),
-            mode: m.mode() & 0o7777,
-            mtime: m.mtime(),
-            symlink_target,
-        });
-    }
+    let root = api.root().map(Path::to_path_buf);
+    let p = path.clone();
+    let mut entries = tokio::task::spawn_blocking(move || {
+        let dir = confine::open_dir(root.as_deref(), &p)?;
+        list_dir(&dir, &p)
+    })
+    .await
+    .map_err(|e| Error::new(StatusCode::INTERNAL_SERVER_ERROR, "ls task failed").detail(e))??;
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(LsResponse {
         path: path.display().to_string(),
         entries,
     }))
+}
+
+/// Lists the open directory `dir` (shown as `path`). Every entry is looked at by its
+/// name relative to `dir`, never by a path from the top, so nothing here resolves outside
+/// the directory that was opened.
+pub(super) fn list_dir(dir: &std::os::fd::OwnedFd, path: &Path) -> Result<Vec<DirEntry>, Error> {
+    use rustix::fs::{AtFlags, FileType};
+    use std::os::unix::ffi::OsStrExt;
+    let mut rd = rustix::fs::Dir::read_from(dir).map_err(|e| Error::io(path, e.into()))?;
+    let mut entries = Vec::new();
+    while let Some(e) = rd.read() {
+        let e = e.map_err(|e| Error::io(path, e.into()))?;
+        let name = e.file_name();
+        if matches!(name.to_bytes(), b"." | b"..") {
+            continue;
+        }
+        // An entry can vanish between listing and stat; skip it rather than fail.
+        let Ok(st) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let k = kind(FileType::from_raw_mode(st.st_mode));
+        let symlink_target = (k == EntryKind::Symlink)
+            .then(|| rustix::fs::readlinkat(dir, name, Vec::new()).ok())
+            .flatten()
+            .map(|t| String::from_utf8_lossy(t.as_bytes()).into_owned());
+        let name = std::ffi::OsStr::from_bytes(name.to_bytes());
+        // mode_t is 16 bits on some systems (macOS).
+        #[allow(clippy::useless_conversion)]
+        let mode = u32::from(st.st_mode) & 0o7777;
+        entries.push(DirEntry {
+            name: name.to_string_lossy().into_owned(),
+            path: path.join(name).display().to_string(),
+            kind: k,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            mode,
+            mtime: st.st_mtime,
+            symlink_target,
+        });
+    }
+    Ok(entries)
 }
 
 /// Reads up to this size are served from one buffer; larger ones stream.

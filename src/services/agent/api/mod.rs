@@ -9,11 +9,13 @@ mod files;
 pub mod paths;
 mod ports;
 mod process;
+mod sandbox;
 
 pub use edit::{EditError, apply_edits};
 pub use process::ProcessManager;
+pub use sandbox::{CommandPolicy, CommandSandbox};
 
-use super::types::{API_PREFIX, ApiError, Health};
+use super::types::{API_PREFIX, ApiError, CommandConfinement, Health};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -50,6 +52,9 @@ pub struct AgentApiConfig {
     pub process_output_cap: usize,
     /// Processes tracked at once (finished ones are pruned first).
     pub max_processes: usize,
+    /// How commands are confined under `root` (Landlock unless opted out) and what else
+    /// they may reach.
+    pub commands: CommandPolicy,
     /// Foreground timeout when the request gives none.
     pub default_timeout: Duration,
     /// Largest foreground timeout and output long-poll accepted.
@@ -70,6 +75,7 @@ impl Default for AgentApiConfig {
             edit_max_bytes: 64 << 20,
             process_output_cap: 1 << 20,
             max_processes: 256,
+            commands: CommandPolicy::default(),
             default_timeout: Duration::from_secs(60),
             max_wait: Duration::from_secs(600),
         }
@@ -96,7 +102,8 @@ struct Inner {
 impl AgentApi {
     /// An API with the given configuration.
     pub fn new(cfg: AgentApiConfig) -> Self {
-        let procs = ProcessManager::new(cfg.process_output_cap, cfg.max_processes);
+        let spawner = sandbox::Spawner::new(cfg.root.as_deref(), &cfg.commands);
+        let procs = ProcessManager::new(cfg.process_output_cap, cfg.max_processes, spawner);
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
@@ -206,6 +213,10 @@ async fn health(axum::extract::State(api): axum::extract::State<AgentApi>) -> ax
             .inner
             .rejected
             .load(std::sync::atomic::Ordering::Relaxed),
+        commands: Some(CommandConfinement {
+            mode: api.processes().sandbox().mode().into(),
+            detail: api.processes().sandbox().to_string(),
+        }),
     })
 }
 

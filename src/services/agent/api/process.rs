@@ -1,7 +1,10 @@
 //! Processes: `sh -c` in its own process group, output captured into a bounded buffer,
-//! foreground (wait with a timeout) or background (poll the output by offset).
+//! foreground (wait with a timeout) or background (poll the output by offset). Under a
+//! root, commands start in a directory opened beneath it and inside the sandbox
+//! (`sandbox`).
 
-use super::{AgentApi, Error, rejection};
+use super::sandbox::{CommandSandbox, SpawnError, Spawner};
+use super::{AgentApi, Error, confine, rejection};
 use crate::services::agent::types::{
     ProcessInfo, ProcessList, ProcessOutput, SignalName, SignalRequest, SignalResponse,
     StartProcessRequest,
@@ -163,17 +166,29 @@ pub struct ProcessManager {
     max: usize,
     next: std::sync::atomic::AtomicU64,
     tasks: TaskTracker,
+    spawner: Spawner,
 }
 
 impl ProcessManager {
-    pub(super) fn new(cap: usize, max: usize) -> Self {
+    pub(super) fn new(cap: usize, max: usize, spawner: Spawner) -> Self {
         Self {
             procs: Mutex::new(HashMap::new()),
             cap: cap.max(1),
             max: max.max(1),
             next: std::sync::atomic::AtomicU64::new(1),
             tasks: TaskTracker::new(),
+            spawner,
         }
+    }
+
+    /// How commands are confined.
+    pub fn sandbox(&self) -> &CommandSandbox {
+        self.spawner.status()
+    }
+
+    /// The allowlisted path through which confined commands could read `path`, if any.
+    pub fn reachable_by_commands(&self, path: &std::path::Path) -> Option<std::path::PathBuf> {
+        self.spawner.reachable(path)
     }
 
     fn table(&self) -> MutexGuard<'_, HashMap<String, Arc<Proc>>> {
@@ -202,10 +217,11 @@ impl ProcessManager {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
     }
 
-    fn spawn(
+    async fn spawn(
         &self,
         req: &StartProcessRequest,
         workdir: &std::path::Path,
+        root: Option<&std::path::Path>,
     ) -> Result<Arc<Proc>, Error> {
         {
             let mut t = self.table();
@@ -241,22 +257,36 @@ impl ProcessManager {
                 cmd.env_remove(&name);
             }
         }
+        if let Some(t) = self.spawner.tmp() {
+            cmd.env("TMPDIR", t);
+        }
+        // Under a root the working directory is held open beneath it and entered through
+        // the descriptor, so a swap after the check cannot start the command elsewhere.
+        let dir = match root {
+            Some(_) => Some(confine::open_dir(root, workdir)?),
+            None => None,
+        };
+        match dir.as_ref().and_then(through_fd) {
+            Some(p) => cmd.current_dir(p),
+            None => cmd.current_dir(workdir),
+        };
         cmd.arg("-c")
             .arg(&req.command)
-            .current_dir(workdir)
             .envs(&req.env)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
-        let mut child = cmd.spawn().map_err(|e| {
-            Error::new(
+        let mut child = self.spawner.spawn(cmd).await.map_err(|e| match e {
+            SpawnError::Refused(why) => Error::new(StatusCode::SERVICE_UNAVAILABLE, why),
+            e => Error::new(
                 StatusCode::BAD_REQUEST,
                 format!("cannot start process in {}", workdir.display()),
             )
-            .detail(e)
+            .detail(e),
         })?;
+        drop(dir);
         let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("p{seq}");
         let started_at_ms = crate::runtime::clock::wall()
@@ -344,6 +374,16 @@ impl Drop for ProcessManager {
     }
 }
 
+/// The path that names an open directory for a child about to start, where the system
+/// has one (`/proc/self/fd/N`: the child's copy of the descriptor, until its exec).
+fn through_fd(dir: &std::os::fd::OwnedFd) -> Option<std::path::PathBuf> {
+    use std::os::fd::AsRawFd;
+    let via = std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    cfg!(target_os = "linux")
+        .then_some(via)
+        .filter(|p| p.exists())
+}
+
 /// Kills a foreground process group if the request is dropped before it finishes (the
 /// client went away).
 struct KillOnDrop(Option<Arc<Proc>>);
@@ -384,7 +424,7 @@ pub(super) async fn start(
         None => api.config().workdir.clone(),
     };
     let cfg = api.config().clone();
-    let proc = api.processes().spawn(&req, &workdir)?;
+    let proc = api.processes().spawn(&req, &workdir, api.root()).await?;
     if req.background {
         return Ok(Json(proc.output(0)));
     }

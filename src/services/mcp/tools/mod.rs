@@ -344,6 +344,7 @@ pub(crate) async fn call(
     };
     Some(r.unwrap_or_else(|e| {
         tracing::debug!(tool = name, user = %cx.user.name, error = %e, "tool call failed");
+        cx.state.stats.tool_failed(&e);
         e.into_result()
     }))
 }
