@@ -334,7 +334,7 @@ async fn background_output_and_signal() {
             workdir: Some(s.p("")),
             env,
             background: true,
-            timeout_ms: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -397,10 +397,8 @@ async fn foreground_timeout_keeps_output_and_reports_it() {
         .client
         .start_process(&StartProcessRequest {
             command: "echo started; sleep 30; echo never".into(),
-            workdir: None,
-            env: Default::default(),
-            background: false,
             timeout_ms: Some(300),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -411,21 +409,18 @@ async fn foreground_timeout_keeps_output_and_reports_it() {
     assert!(!out.running);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropped_foreground_request_kills_the_process() {
+/// Starts `sleep 2; touch MARKER` with `mode` applied, drops the request after 300 ms and
+/// checks that the process group was killed rather than left to finish.
+async fn dropped_request_kills(mode: impl FnOnce(&mut StartProcessRequest)) {
     let s = start(|_, _| {}).await;
     let marker = s.p("marker");
     let impatient = s.client.clone().with_timeout(Duration::from_millis(300));
-    let e = impatient
-        .start_process(&StartProcessRequest {
-            command: format!("sleep 2; touch {marker}"),
-            workdir: None,
-            env: Default::default(),
-            background: false,
-            timeout_ms: Some(60_000),
-        })
-        .await
-        .unwrap_err();
+    let mut req = StartProcessRequest {
+        command: format!("sleep 2; touch {marker}"),
+        ..Default::default()
+    };
+    mode(&mut req);
+    let e = impatient.start_process(&req).await.unwrap_err();
     assert!(matches!(e, AgentClientError::Timeout));
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -445,6 +440,85 @@ async fn dropped_foreground_request_kills_the_process() {
         !PathBuf::from(&marker).exists(),
         "the command ran to completion"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_foreground_request_kills_the_process() {
+    dropped_request_kills(|r| r.timeout_ms = Some(60_000)).await;
+}
+
+/// `wait_ms` on a background start: the answer comes when the process exits (with all its
+/// output) or when the wait ends, the process then still running and pollable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_start_waits_for_the_exit() {
+    let s = start(|_, _| {}).await;
+    let start_waiting = |command: &str, wait_ms: u64| {
+        let req = StartProcessRequest {
+            command: command.into(),
+            background: true,
+            wait_ms: Some(wait_ms),
+            ..Default::default()
+        };
+        let client = &s.client;
+        async move { client.start_process(&req).await }
+    };
+    let t = Instant::now();
+    let out = start_waiting("echo hi; echo err >&2; exit 3", 10_000)
+        .await
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "waited past the exit");
+    assert!(!out.running);
+    assert_eq!((out.output.as_str(), out.exit_code), ("hi\nerr\n", Some(3)));
+    assert_eq!(out.next_offset, 7);
+
+    let t = Instant::now();
+    let out = start_waiting("echo started; sleep 0.6; echo finished", 150)
+        .await
+        .unwrap();
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    assert!(
+        out.running && !out.timed_out,
+        "the wait ending kills nothing"
+    );
+    assert_eq!(out.output, "started\n");
+    let rest = s
+        .client
+        .process_output(&out.id, out.next_offset, 5000)
+        .await
+        .unwrap();
+    let rest = if rest.running {
+        s.client
+            .process_output(&out.id, rest.next_offset, 5000)
+            .await
+            .unwrap()
+    } else {
+        rest
+    };
+    assert!(!rest.running);
+    assert_eq!(rest.exit_code, Some(0));
+    assert!(
+        s.client
+            .process_output(&out.id, 0, 0)
+            .await
+            .unwrap()
+            .output
+            .ends_with("finished\n")
+    );
+}
+
+/// Until a background start with `wait_ms` answers, its caller cannot name the process, so
+/// dropping the request kills it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_background_wait_kills_the_process() {
+    dropped_request_kills(|r| {
+        r.background = true;
+        r.wait_ms = Some(60_000);
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -536,10 +610,8 @@ async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
         .client
         .start_process(&StartProcessRequest {
             command: "  ".into(),
-            workdir: None,
-            env: Default::default(),
             background: true,
-            timeout_ms: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -73,6 +73,7 @@ impl Workspace {
                 env: Default::default(),
                 background: false,
                 timeout_ms: Some(20_000),
+                wait_ms: None,
             })
             .await
             .unwrap()
@@ -156,6 +157,7 @@ async fn commands_read_and_write_only_beneath_the_root() {
             env: Default::default(),
             background: false,
             timeout_ms: Some(300),
+            wait_ms: None,
         })
         .await
         .unwrap();
@@ -248,6 +250,7 @@ async fn symlink_swaps_never_let_a_command_out() {
                 env: Default::default(),
                 background: false,
                 timeout_ms: Some(5_000),
+                wait_ms: None,
             })
             .await;
         match r {

@@ -41,10 +41,8 @@ async fn a_hundred_megabytes_of_output_is_capped() {
     let out = client
         .start_process(&StartProcessRequest {
             command: "head -c 100000000 /dev/zero | tr '\\0' a; echo; echo tail-marker".into(),
-            workdir: None,
-            env: Default::default(),
-            background: false,
             timeout_ms: Some(60_000),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -119,10 +119,8 @@ async fn every_endpoint_through_the_tunnel() {
     let out = api
         .start_process(&StartProcessRequest {
             command: "head -c 100000000 /dev/zero | tr '\\0' z; echo; echo done".into(),
-            workdir: None,
-            env: Default::default(),
-            background: false,
             timeout_ms: Some(60_000),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -133,9 +131,8 @@ async fn every_endpoint_through_the_tunnel() {
         .start_process(&StartProcessRequest {
             command: "echo ready; sleep 60".into(),
             workdir: Some(p("")),
-            env: Default::default(),
             background: true,
-            timeout_ms: None,
+            ..Default::default()
         })
         .await
         .unwrap();

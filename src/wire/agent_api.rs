@@ -194,7 +194,7 @@ pub struct EditFilesResponse {
 }
 
 /// `POST /api/v0/processes/start`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartProcessRequest {
     /// Run with `sh -c`.
     pub command: String,
@@ -210,6 +210,14 @@ pub struct StartProcessRequest {
     /// Foreground only: kill the process group after this long (default 60 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Background only: answer when the process exits or after this long, whichever comes
+    /// first; a process still running then stays running. While the request waits, the
+    /// process group is killed if the request is dropped (the caller does not know its id
+    /// yet). This makes starting a short command and collecting its result one request.
+    /// Agents that predate the field ignore it and answer at once, which a caller that
+    /// polls `output` while `running` handles the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
 }
 
 /// A process's state and (for foreground starts and `output`) its output.

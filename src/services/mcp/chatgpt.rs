@@ -197,10 +197,8 @@ impl Tree for AgentClient {
             let out = self
                 .start_process(&StartProcessRequest {
                     command: "pwd".into(),
-                    workdir: None,
-                    env: BTreeMap::new(),
-                    background: false,
                     timeout_ms: Some(5000),
+                    ..Default::default()
                 })
                 .await?;
             let dir = out.output.trim().to_string();

@@ -1,7 +1,7 @@
 //! Processes: `sh -c` in its own process group, output captured into a bounded buffer,
-//! foreground (wait with a timeout) or background (poll the output by offset). Under a
-//! root, commands start in a directory opened beneath it and inside the sandbox
-//! (`sandbox`).
+//! foreground (wait with a timeout) or background (optionally wait a while for the exit,
+//! then poll the output by offset). Under a root, commands start in a directory opened
+//! beneath it and inside the sandbox (`sandbox`).
 
 use super::sandbox::{CommandSandbox, SpawnError, Spawner};
 use super::{AgentApi, Error, confine, rejection};
@@ -384,8 +384,8 @@ fn through_fd(dir: &std::os::fd::OwnedFd) -> Option<std::path::PathBuf> {
         .filter(|p| p.exists())
 }
 
-/// Kills a foreground process group if the request is dropped before it finishes (the
-/// client went away).
+/// Kills a process group if the request waiting on it (foreground, or a background start's
+/// `wait_ms`) is dropped before it answers: the client went away.
 struct KillOnDrop(Option<Arc<Proc>>);
 
 impl Drop for KillOnDrop {
@@ -426,6 +426,14 @@ pub(super) async fn start(
     let cfg = api.config().clone();
     let proc = api.processes().spawn(&req, &workdir, api.root()).await?;
     if req.background {
+        let wait = Duration::from_millis(req.wait_ms.unwrap_or(0)).min(cfg.max_wait);
+        if !wait.is_zero() {
+            // Until this answer arrives the caller cannot name the process to kill it,
+            // so a dropped request kills it here.
+            let mut guard = KillOnDrop(Some(proc.clone()));
+            wait_exit(&proc, wait).await;
+            guard.0 = None;
+        }
         return Ok(Json(proc.output(0)));
     }
     let timeout = req

@@ -1,9 +1,12 @@
 //! Process tools: `workspace_bash` and `workspace_process_{list,output,signal}`.
 //!
-//! `workspace_bash` always starts the command in the background on the agent and then
-//! long-polls its output, so it can report progress while the command runs, enforce the
-//! timeout itself, and kill the command when the request is cancelled or the client goes
-//! away (a drop guard covers the case where the handler future is dropped outright).
+//! `workspace_bash` starts the command in the background on the agent and waits up to
+//! [`FIRST_WAIT`] for it to exit in the same request, so a short command costs one round
+//! trip. A command still running then is long-polled, so the tool can report progress,
+//! enforce the timeout itself, and kill the command when the request is cancelled or the
+//! client goes away (a drop guard covers the case where the handler future is dropped
+//! outright; during the first request the agent itself kills a command whose request is
+//! dropped).
 
 use super::out::{BashOut, ProcessListOut, ProcessOutputOut, SignalOut};
 use super::{Ctx, Cx};
@@ -14,7 +17,6 @@ use crate::services::mcp::args::{self, BashArgs, ProcessArgs, SignalArgs, Worksp
 use crate::services::mcp::result::{ToolError, within};
 use rmcp::RoleServer;
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// How long the kill sent on timeout or cancellation may take.
@@ -23,24 +25,41 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 const PROGRESS_TAIL_BYTES: usize = 4096;
 /// Fewest milliseconds between progress notifications while output streams in.
 const PROGRESS_MIN_GAP: Duration = Duration::from_millis(200);
+/// How long the start request waits for the command to exit. A command done by then costs
+/// one round trip to the agent; a longer one gets its first progress notification when
+/// the wait ends (no later than the rate limit would allow one anyway) and is polled from
+/// then on. A cancellation that arrives meanwhile takes effect when the wait ends: only
+/// the answer names the process to kill (and an agent that predates the wait answers at
+/// once).
+const FIRST_WAIT: Duration = PROGRESS_MIN_GAP;
 
 pub(super) async fn bash(cx: Cx, a: BashArgs, ctx: Ctx) -> Result<BashOut, ToolError> {
-    let limits = cx.limits().clone();
-    args::check_command(&a.command, &limits)?;
-    let timeout_ms = args::bash_timeout_ms(a.timeout_ms, &limits)?;
+    let limits = cx.limits();
+    args::check_command(&a.command, limits)?;
+    let timeout_ms = args::bash_timeout_ms(a.timeout_ms, limits)?;
     let (_, client) = cx.agent(&a.workspace).await?;
     let started_at = clock::now();
+    let background = a.background.unwrap_or(false);
+    let total = Duration::from_millis(timeout_ms);
+    let first_wait = if background {
+        Duration::ZERO
+    } else {
+        FIRST_WAIT.min(limits.poll_interval).min(total)
+    };
     let req = StartProcessRequest {
         command: a.command,
-        workdir: None,
-        env: BTreeMap::new(),
         background: true,
-        timeout_ms: None,
+        wait_ms: (!first_wait.is_zero()).then(|| millis(first_wait)),
+        ..Default::default()
     };
-    let first = within(limits.request_timeout, client.start_process(&req)).await?;
+    let first = within(
+        limits.request_timeout + first_wait,
+        client.start_process(&req),
+    )
+    .await?;
     let mut buf = OutputTail::new(limits.max_output_bytes);
-    buf.push(&first.output, first.dropped_bytes);
-    if a.background.unwrap_or(false) {
+    if background {
+        buf.push(&first.output, first.dropped_bytes);
         return Ok(BashOut {
             output: buf.text(),
             exit_code: first.exit_code,
@@ -54,14 +73,14 @@ pub(super) async fn bash(cx: Cx, a: BashArgs, ctx: Ctx) -> Result<BashOut, ToolE
     }
     let id = first.id.clone();
     let mut guard = KillGuard {
-        client: Some(client.clone()),
+        client: first.running.then(|| client.clone()),
         id: id.clone(),
     };
     let run = Run {
         client: &client,
         id: &id,
-        limits: &limits,
-        deadline: started_at + Duration::from_millis(timeout_ms),
+        limits,
+        deadline: started_at + total,
         total_ms: timeout_ms,
         started_at,
         progress: ctx
@@ -122,6 +141,10 @@ pub(super) async fn bash(cx: Cx, a: BashArgs, ctx: Ctx) -> Result<BashOut, ToolE
     })
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 enum Outcome {
     Exited(ProcessOutput),
     TimedOut,
@@ -139,39 +162,36 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Polls until the process exits or the deadline passes.
+    /// Takes in the start's answer, then polls until the process exits or the deadline
+    /// passes.
     async fn drive(
         mut self,
         first: ProcessOutput,
         buf: &mut OutputTail,
     ) -> Result<Outcome, ToolError> {
-        buf.next_offset = first.next_offset;
-        if !first.running {
-            return Ok(Outcome::Exited(first));
-        }
-        self.report(buf).await;
+        let mut out = first;
         loop {
-            let now = clock::now();
-            if now >= self.deadline {
-                return Ok(Outcome::TimedOut);
-            }
-            let wait = self
-                .limits
-                .poll_interval
-                .min(self.deadline.saturating_duration_since(now));
-            let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-            let out = within(
-                self.limits.request_timeout + wait,
-                self.client
-                    .process_output(self.id, buf.next_offset, wait_ms),
-            )
-            .await?;
             buf.push(&out.output, out.dropped_bytes);
             buf.next_offset = out.next_offset;
             if !out.running {
                 return Ok(Outcome::Exited(out));
             }
+            let now = clock::now();
+            if now >= self.deadline {
+                return Ok(Outcome::TimedOut);
+            }
             self.report(buf).await;
+            let wait = self
+                .limits
+                .poll_interval
+                .min(self.deadline.saturating_duration_since(now));
+            let wait_ms = millis(wait).max(1);
+            out = within(
+                self.limits.request_timeout + wait,
+                self.client
+                    .process_output(self.id, buf.next_offset, wait_ms),
+            )
+            .await?;
         }
     }
 
