@@ -54,11 +54,20 @@ impl SqliteDb {
             }),
         };
         let inner = db.inner.clone();
-        let conn = tokio::task::spawn_blocking(move || open_conn(&inner.path))
-            .await
-            .map_err(|e| StoreError::Internal(format!("opening the database: {e}")))?
-            .map_err(|e| db.open_error(e))?;
-        db.put_back(conn);
+        // Every connection is opened now, not on demand: the process's descriptors (three
+        // per connection: the file, its WAL and shared memory) stay constant under load,
+        // so a leak anywhere else is not hidden by, nor mistaken for, the pool growing.
+        let conns = tokio::task::spawn_blocking(move || {
+            (0..MAX_CONNECTIONS)
+                .map(|_| open_conn(&inner.path))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("opening the database: {e}")))?
+        .map_err(|e| db.open_error(e))?;
+        for conn in conns {
+            db.put_back(conn);
+        }
         Ok(db)
     }
 

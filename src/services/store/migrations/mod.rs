@@ -227,26 +227,29 @@ mod tests {
 
     #[tokio::test]
     async fn a_newer_schema_refuses_to_start() {
-        const FUTURE: &[Migration] = &[
-            MIGRATIONS[0],
-            MIGRATIONS[1],
-            Migration {
-                version: 3,
-                name: "from the future",
-                sqlite: "CREATE TABLE future (x INTEGER)",
-                postgres: "CREATE TABLE future (x BIGINT)",
-            },
-        ];
+        let next = MIGRATIONS.len() as i64 + 1;
+        let mut future = MIGRATIONS.to_vec();
+        future.push(Migration {
+            version: next,
+            name: "from the future",
+            sqlite: "CREATE TABLE future (x INTEGER)",
+            postgres: "CREATE TABLE future (x BIGINT)",
+        });
         let dir = tempfile::tempdir().unwrap();
         let db = sqlite(dir.path()).await;
-        apply_list(&db, FUTURE).await.unwrap();
+        // apply_list takes the 'static list a binary carries.
+        let future: &'static [Migration] = Box::leak(future.into_boxed_slice());
+        apply_list(&db, future).await.unwrap();
         let err = apply(&db).await.unwrap_err();
         assert!(
-            matches!(err, StoreError::SchemaTooNew { found: 3, .. }),
+            matches!(err, StoreError::SchemaTooNew { found, .. } if found == next),
             "{err:?}"
         );
         let msg = err.to_string();
-        assert!(msg.contains("version 3") && msg.contains("newer"), "{msg}");
+        assert!(
+            msg.contains(&format!("version {next}")) && msg.contains("newer"),
+            "{msg}"
+        );
     }
 
     #[tokio::test]
