@@ -27,6 +27,7 @@ mod pki;
 
 use common::link::{self, LinkParams};
 use common::netns::require;
+use common::{figure, ms, pct};
 use mcp_http::{McpHttp, Outcome};
 use nat::Lab;
 use std::io::Read as _;
@@ -48,19 +49,6 @@ fn bin() -> &'static str {
 
 fn agent_token(i: usize) -> String {
     format!("client-bench-agent-{i}-abcdefghijkl")
-}
-
-fn figure(name: &str, value: f64, unit: &str) {
-    println!("{name}: {value:.2} {unit}");
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn env_usize(name: &str, default: usize) -> usize {

@@ -28,6 +28,7 @@ use agentwire::runtime::tailnet::{Tailnet, TailnetConfig};
 use agentwire::wire::addr::NodeId;
 use common::link::{self, LinkParams};
 use common::netns::require;
+use common::{figure, ms, pct};
 use nat::{Host, Lab, NatKind};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -42,19 +43,6 @@ const ONE_WAY_MS: f64 = 10.0;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_agentwire")
-}
-
-fn figure(name: &str, value: f64, unit: &str) {
-    println!("{name}: {value:.2} {unit}");
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 /// The relay's forwarded bytes, from serve's metrics listener.

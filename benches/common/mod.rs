@@ -131,3 +131,19 @@ pub fn tune(c: &mut NetstackConfig) {
         c.tcp_tail_loss_probe = on != 0;
     }
 }
+
+/// Prints one figure as `name: value unit`.
+pub fn figure(name: &str, value: f64, unit: &str) {
+    println!("{name}: {value:.2} {unit}");
+}
+
+/// The `p` quantile (0 to 1) of sorted durations.
+pub fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Milliseconds, for printing.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
