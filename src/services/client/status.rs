@@ -111,14 +111,6 @@ pub struct DestinationStatus {
     pub rx_bytes: u64,
 }
 
-/// `direct ADDR` or `relay (DERP region N)`.
-pub fn path_text(p: PathAddr) -> String {
-    match p {
-        PathAddr::Udp(a) => format!("direct {a}"),
-        PathAddr::Derp(r) => format!("relay (DERP region {r})"),
-    }
-}
-
 fn ms(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
@@ -146,7 +138,7 @@ pub async fn snapshot(tailnet: &Tailnet) -> TailnetStatus {
             stage: d.stage.to_string(),
             leases: d.leases,
             leases_total: d.leases_total,
-            path: d.path.map(path_text),
+            path: d.path.map(PathAddr::describe),
             direct_rtt_ms: info.as_ref().and_then(|i| i.direct_rtt).map(ms),
             derp_rtt_ms: info.as_ref().and_then(|i| i.derp_rtt).map(ms),
             candidates: info

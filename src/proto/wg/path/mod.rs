@@ -57,6 +57,16 @@ pub enum PathAddr {
     Derp(u16),
 }
 
+impl PathAddr {
+    /// For people: `direct ADDR` or `relay (DERP region N)`.
+    pub fn describe(self) -> String {
+        match self {
+            Self::Udp(a) => format!("direct {a}"),
+            Self::Derp(r) => format!("relay (DERP region {r})"),
+        }
+    }
+}
+
 impl std::fmt::Display for PathAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -134,13 +134,6 @@ fn status_of(
     }
 }
 
-fn path_text(p: PathAddr) -> String {
-    match p {
-        PathAddr::Udp(a) => format!("direct {a}"),
-        PathAddr::Derp(r) => format!("relay (DERP region {r})"),
-    }
-}
-
 impl TailnetAgentProvider {
     /// What this process's coordinator knows (only with [`Presence::Hub`]).
     fn local_presence(&self, agent: NodeId) -> Option<AgentStatus> {
@@ -282,7 +275,7 @@ impl AgentProvider for TailnetAgentProvider {
             }
             for d in tailnet.destinations().await {
                 if let Some(s) = out.get_mut(&d.agent) {
-                    s.path = d.path.map(path_text);
+                    s.path = d.path.map(PathAddr::describe);
                     s.last_handshake_unix_ms = d
                         .last_handshake
                         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
