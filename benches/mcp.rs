@@ -13,8 +13,7 @@
 
 #![allow(clippy::disallowed_methods)]
 
-#[allow(dead_code)]
-#[path = "../tests/store/pg.rs"]
+#[path = "../tests/common/pg.rs"]
 mod pg;
 
 use agentwire::services::agent::{Agent, AgentConfig};

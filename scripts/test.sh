@@ -9,6 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECS="${FUZZ_SECS:-5}"
+# A CI checkout is built once from scratch: incremental caches only cost disk (they doubled
+# the target directory), and full debug info is not needed for test backtraces.
+if [ "${CI:-}" = true ]; then
+  export CARGO_INCREMENTAL=0
+  export CARGO_PROFILE_DEV_DEBUG=line-tables-only
+fi
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 

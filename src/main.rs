@@ -9,6 +9,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process and matched straight away: its size is of no consequence.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the MCP endpoint, coordinator and DERP relay (with a demo workspace by default).

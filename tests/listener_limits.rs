@@ -89,6 +89,11 @@ async fn metrics_need_a_token_unless_only_this_host_can_reach_them() {
     let (status, body) = get(server.addr, "/metrics", &[]).await;
     assert_eq!(status, 200);
     assert!(body.contains("agentwire_tailnet_destinations"), "{body}");
+    // Connection attempts the shared tunnel's listeners turned away are counted.
+    assert!(
+        body.contains("agentwire_netstack_syn_backlog_full_total"),
+        "{body}"
+    );
     server.shutdown().await;
 
     // A public URL that names another host: whoever it was handed to could read them.

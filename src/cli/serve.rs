@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// Where nodes reach the relay, when not at the public URL (https://HOST[:PORT]).
     #[arg(long, value_name = "URL")]
     pub derp_url: Option<String>,
+    /// With a PostgreSQL --database-url, this process is one of several replicas: where
+    /// the other replicas reach this one directly, http(s)://HOST:PORT (default: the
+    /// listen address; required for several replicas listening on every interface).
+    #[arg(long, value_name = "URL")]
+    pub replica_url: Option<String>,
     /// Terminate TLS: the certificate chain (PEM, leaf first). Reloaded on SIGHUP.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -251,6 +256,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         control: None,
         public_url: args.public_url,
         derp_url: args.derp_url,
+        replica_url: args.replica_url,
         tls,
         token,
         dev_no_auth_user: args.dev_no_auth,

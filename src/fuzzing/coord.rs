@@ -1,13 +1,15 @@
 //! Fuzz entry points for the coordinator: message decoding and the registry.
 
-use crate::proto::coord::server::{ConnId, Output, PeerAuth, Registry};
+use crate::proto::coord::server::{
+    ConnId, Output, PeerAuth, PeerRecord, PeerRow, Registry, RemoteRole, TunnelRow,
+};
 use crate::wire::addr::{IpCidr, NodeId};
 use crate::wire::coord::{
     self, ClientMsg, DecodeError, Hello, MAX_MESSAGE_BYTES, Node, ServerMsg, decode_client,
     decode_server,
 };
 use crate::wire::key::NodePublic;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -150,6 +152,100 @@ fn node(b: &mut Bytes<'_>, id: NodeId) -> Node {
     n
 }
 
+const REPLICAS: [&str; 3] = ["own", "r1", "r2"];
+
+fn replica(b: &mut Bytes<'_>) -> String {
+    REPLICAS[b.next() % REPLICAS.len()].to_string()
+}
+
+fn live_set(b: &mut Bytes<'_>) -> BTreeSet<String> {
+    let mask = b.next();
+    REPLICAS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1 << i) != 0)
+        .map(|(_, r)| r.to_string())
+        .collect()
+}
+
+fn peer_row(b: &mut Bytes<'_>, id: NodeId) -> PeerRow {
+    let role = match b.next() % 4 {
+        0 => RemoteRole::Agent,
+        1 => RemoteRole::Client("p0".into()),
+        2 => RemoteRole::Client("p1".into()),
+        _ => RemoteRole::Service,
+    };
+    let with_node = !b.next().is_multiple_of(3);
+    PeerRow {
+        record: PeerRecord {
+            id,
+            name: "n".into(),
+            role,
+            instance: if b.next().is_multiple_of(2) {
+                String::new()
+            } else {
+                "i".into()
+            },
+            node: with_node.then(|| node(b, id)),
+        },
+        replica: replica(b),
+        bound_at: (b.next() % 8) as i64,
+        silent: std::time::Duration::from_secs((b.next() % 64) as u64),
+        lost: b.next().is_multiple_of(4),
+    }
+}
+
+/// One input from "the database": another replica's rows, a resync, or a handshake hint.
+fn remote_input(reg: &mut Registry, b: &mut Bytes<'_>, now: Instant) {
+    let live = live_set(b);
+    match b.next() % 4 {
+        0 | 1 => {
+            let id = b.id();
+            let rows: Vec<PeerRow> = (0..b.next() % 3).map(|_| peer_row(b, id)).collect();
+            reg.remote_peer_rows(id, &rows, &live, b.next().is_multiple_of(2), now);
+        }
+        2 => {
+            let src = b.id();
+            let rows: Vec<TunnelRow> = (0..b.next() % 4)
+                .map(|_| TunnelRow {
+                    src,
+                    dst: b.id(),
+                    replica: replica(b),
+                })
+                .collect();
+            reg.remote_tunnel_rows(src, &rows, now);
+        }
+        _ => {
+            if b.next().is_multiple_of(2) {
+                let peers: Vec<PeerRow> = (0..b.next() % 4)
+                    .map(|_| {
+                        let id = b.id();
+                        peer_row(b, id)
+                    })
+                    .collect();
+                let tunnels: Vec<TunnelRow> = (0..b.next() % 4)
+                    .map(|_| TunnelRow {
+                        src: b.id(),
+                        dst: b.id(),
+                        replica: replica(b),
+                    })
+                    .collect();
+                reg.remote_resync(&peers, &tunnels, &live, now);
+            } else {
+                let (src, dst) = (b.id(), b.id());
+                reg.remote_ready_for_handshake(src, dst, now);
+            }
+        }
+    }
+}
+
+/// A replica notification payload: parsing never panics.
+pub fn replica_note(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::services::replica::parse_note(text);
+    }
+}
+
 /// Drives a registry with connects, requests, raw text, bad messages and closes chosen by
 /// `data`, checking after every step that no tunnel starts at an agent or leads somewhere
 /// its source may not go, that nothing is sent to a closed stream, and that the registry's
@@ -163,8 +259,17 @@ pub fn coord_registry(data: &[u8]) {
     let mut conns: Vec<(ConnId, NodeId)> = Vec::new();
     let mut closed: HashSet<ConnId> = HashSet::new();
     let mut next_conn: ConnId = 1;
+    // Half the inputs run as one replica of three, fed other replicas' rows.
+    let replicated = b.next().is_multiple_of(2);
+    if replicated {
+        reg.enable_replication("own".into());
+    }
     while b.0.len() > 0 {
         let op = b.next();
+        if replicated && op % 4 == 3 {
+            remote_input(&mut reg, &mut b, now);
+            continue;
+        }
         let pick = |b: &mut Bytes<'_>, conns: &[(ConnId, NodeId)]| {
             (!conns.is_empty()).then(|| conns[b.next() % conns.len()])
         };
@@ -175,7 +280,11 @@ pub fn coord_registry(data: &[u8]) {
                 let id = b.id();
                 let auth = match b.next() % 4 {
                     0 => PeerAuth::Agent {
-                        id: if b.next() % 4 == 0 { b.id() } else { id },
+                        id: if b.next().is_multiple_of(4) {
+                            b.id()
+                        } else {
+                            id
+                        },
                     },
                     1 => client(0),
                     2 => client(1),
@@ -190,7 +299,7 @@ pub fn coord_registry(data: &[u8]) {
                     version,
                     id,
                     name: "n".repeat(b.next()),
-                    instance: if b.next() % 2 == 0 {
+                    instance: if b.next().is_multiple_of(2) {
                         String::new()
                     } else {
                         "i".into()
@@ -244,7 +353,7 @@ pub fn coord_registry(data: &[u8]) {
                 let Some((conn, _)) = pick(&mut b, &conns) else {
                     continue;
                 };
-                reg.close(conn, b.next() % 2 == 0, now);
+                reg.close(conn, b.next().is_multiple_of(2), now);
                 closed.insert(conn);
             }
         }
@@ -257,6 +366,7 @@ pub fn coord_registry(data: &[u8]) {
                 Output::Close { conn, .. } => {
                     assert!(closed.insert(conn), "stream {conn} closed twice");
                 }
+                Output::Replicate(_) => assert!(replicated, "replicated without replication"),
             }
         }
         reg.check_invariants();
@@ -276,6 +386,41 @@ pub fn coord_registry(data: &[u8]) {
                 !(reg.is_live(*conn) && closed.contains(conn)),
                 "closed stream {conn} is live"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The registry target on a few thousand pseudo-random inputs (half of them as a
+    /// replica fed other replicas' rows), so its invariants are checked on every test run.
+    #[test]
+    fn registry_survives_random_inputs() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..3000 {
+            let len = (next() % 600) as usize;
+            let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            super::coord_registry(&data);
+        }
+    }
+
+    #[test]
+    fn replica_notes_never_panic() {
+        for payload in [
+            "",
+            "p",
+            "h  ",
+            "r \u{0}",
+            "t 1 2 3",
+            "p 01010101-0101-0101-0101-010101010101",
+        ] {
+            super::replica_note(payload.as_bytes());
         }
     }
 }

@@ -78,7 +78,7 @@ pub fn frame_server(data: &[u8]) {
         )
     });
     let t0 = origin();
-    let mut reg: Registry<u8> = Registry::new(*server_key);
+    let mut reg: Registry<u8, u8> = Registry::new(*server_key);
     // Connection 0 is the fuzzed one, without the mesh key; 1 and 2 are bystanders.
     let ids: Vec<u64> = keys
         .iter()
@@ -95,6 +95,11 @@ pub fn frame_server(data: &[u8]) {
         })
         .collect();
     let me = ids[0];
+    // One outbound mesh link; the fuzzed ClosePeer frames double as its watch stream
+    // (toggling a forwarder for that key), NotePreferred(false) as a reconnect.
+    let mut link_no = 0u8;
+    let mut link = reg.add_link(link_no);
+    let mut forwarded = std::collections::HashSet::new();
     let mut step = 0u64;
     decode_stream(data, Direction::ClientToServer, |frame| {
         step += 1;
@@ -104,18 +109,42 @@ pub fn frame_server(data: &[u8]) {
                 assert!(p.packet.len() <= crate::wire::derp::MAX_PACKET_SIZE);
                 match reg.route(now, me, &p.dst) {
                     Route::Deliver(h) => assert!(keys.get(usize::from(h)) == Some(&p.dst)),
-                    Route::NotHere { .. } => assert!(!keys.contains(&p.dst)),
+                    Route::Forward(l) => {
+                        assert_eq!(l, link_no);
+                        assert!(!keys.contains(&p.dst) && forwarded.contains(&p.dst));
+                    }
+                    Route::NotHere { .. } => {
+                        assert!(!keys.contains(&p.dst) && !forwarded.contains(&p.dst))
+                    }
                     Route::SenderGone => panic!("the sender is registered"),
                 }
             }
             Frame::ForwardPacket(p) => assert!(reg.forward(me, &p.dst).is_err()),
             Frame::WatchConns(_) => assert!(reg.watch_conns(me).is_err()),
-            Frame::ClosePeer(c) => assert!(reg.close_peer(me, &c.peer).is_err()),
-            Frame::NotePreferred(n) => reg.note_preferred(me, n.preferred),
+            Frame::ClosePeer(c) => {
+                assert!(reg.close_peer(me, &c.peer).is_err());
+                if forwarded.remove(&c.peer) {
+                    let fx = reg.remove_forwarder(link, &c.peer);
+                    assert!(fx.peer_gone.len() <= 1);
+                } else {
+                    assert!(reg.add_forwarder(link, &c.peer));
+                    forwarded.insert(c.peer);
+                }
+            }
+            Frame::NotePreferred(n) => {
+                reg.note_preferred(me, n.preferred);
+                if !n.preferred {
+                    reg.remove_link(link);
+                    forwarded.clear();
+                    link_no = link_no.wrapping_add(1);
+                    link = reg.add_link(link_no);
+                }
+            }
             _ => {}
         }
         assert!(reg.check_invariants());
     });
+    assert_eq!(reg.forwarded_keys(), forwarded.len());
     assert_eq!(reg.watchers(), 0);
     assert_eq!(reg.len(), 3);
     assert!(reg.unregister(me).peer_gone.len() <= 2);

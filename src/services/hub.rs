@@ -4,13 +4,13 @@
 
 use super::control::ControlPlane;
 use super::coord::{Coordinator, CoordinatorConfig};
-use super::derp::{Admission, DerpServer, DerpServerConfig};
+use super::derp::{Admission, DerpServer, DerpServerConfig, Mesh, MeshConfig, MeshPeer, MeshStats};
 use crate::wire::derpmap::DerpMap;
 use crate::wire::key::NodePrivate;
 use axum::Router;
 use axum::routing::{any, get};
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 /// Path where an agent learns its identity from its token.
 pub const AGENT_IDENTITY_PATH: &str = "/api/v0/agent/identity";
@@ -34,6 +34,9 @@ pub struct Hub {
     coordinator: Arc<RwLock<Arc<Coordinator>>>,
     derp: RwLock<Arc<DerpServer>>,
     derp_key: NodePrivate,
+    /// The relay's mesh with its peer relays, once started; a restarted relay gets a
+    /// fresh mesh with the same settings and peers.
+    mesh: Mutex<Option<Mesh>>,
     map_json: Option<serde_json::Value>,
     /// Lines `/healthz` adds after `ok` (configuration an operator should fix).
     warnings: RwLock<Vec<String>>,
@@ -41,6 +44,8 @@ pub struct Hub {
     tls: std::sync::OnceLock<crate::runtime::tls::ServerTls>,
     /// The STUN server's counters, when one runs beside the relay.
     stun: std::sync::OnceLock<Arc<super::stun::StunCounters>>,
+    /// This process as a replica (weak: the replica holds the hub).
+    replica: std::sync::OnceLock<std::sync::Weak<super::replica::Replica>>,
 }
 
 impl Hub {
@@ -71,10 +76,12 @@ impl Hub {
             coordinator,
             derp: RwLock::new(derp),
             derp_key,
+            mesh: Mutex::new(None),
             map_json,
             warnings: RwLock::new(Vec::new()),
             tls: std::sync::OnceLock::new(),
             stun: std::sync::OnceLock::new(),
+            replica: std::sync::OnceLock::new(),
         }
     }
 
@@ -93,6 +100,16 @@ impl Hub {
         let _ = self.stun.set(counters);
     }
 
+    /// Records this process's replica so `/healthz` and `/metrics` report it.
+    pub fn set_replica(&self, replica: &Arc<super::replica::Replica>) {
+        let _ = self.replica.set(Arc::downgrade(replica));
+    }
+
+    /// This process as a replica, while it runs.
+    pub fn replica(&self) -> Option<Arc<super::replica::Replica>> {
+        self.replica.get().and_then(std::sync::Weak::upgrade)
+    }
+
     /// The STUN server's counters, if one runs.
     pub fn stun_stats(&self) -> Option<super::stun::StunStats> {
         self.stun.get().map(|c| c.snapshot())
@@ -106,7 +123,12 @@ impl Hub {
             .push(line.into());
     }
 
-    fn health(&self) -> String {
+    /// `/healthz`: 503 while a replica starts (load balancers wait for it), else 200
+    /// with a warning line per known trouble.
+    fn health(&self) -> (http::StatusCode, String) {
+        if let Some(why) = self.replica().and_then(|r| r.starting()) {
+            return (http::StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+        }
         let mut out = String::from("ok\n");
         for w in self
             .warnings
@@ -118,7 +140,12 @@ impl Hub {
             out.push_str(w);
             out.push('\n');
         }
-        out
+        if let Some(line) = self.replica().and_then(|r| r.health()) {
+            out.push_str("warning: ");
+            out.push_str(&line);
+            out.push('\n');
+        }
+        (http::StatusCode::OK, out)
     }
 
     fn new_coordinator(
@@ -172,14 +199,66 @@ impl Hub {
     }
 
     /// Replaces the relay with a fresh one (same key, no clients) and closes every
-    /// connection of the old one; clients reconnect.
+    /// connection of the old one; clients reconnect. A running mesh moves to the fresh
+    /// relay (same settings and peers; its links log in again and re-watch).
     pub async fn restart_derp(&self) {
         let fresh = DerpServer::new(self.derp_key.clone(), Self::derp_config(&self.coordinator));
+        let old_mesh = {
+            let mut slot = self.mesh_slot();
+            let old_mesh = slot.take();
+            if let Some(m) = &old_mesh {
+                let mesh = fresh.start_mesh(m.config().clone());
+                mesh.set_peers(m.peers());
+                *slot = Some(mesh);
+            }
+            old_mesh
+        };
         let old = std::mem::replace(
             &mut *self.derp.write().unwrap_or_else(|e| e.into_inner()),
             fresh,
         );
+        if let Some(m) = old_mesh {
+            m.shutdown().await;
+        }
         old.shutdown().await;
+    }
+
+    fn mesh_slot(&self) -> MutexGuard<'_, Option<Mesh>> {
+        self.mesh.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Meshes the relay with its peer relays (replicas of this server): sets the
+    /// relay's mesh key to `cfg.mesh_key` and starts a mesh with no peers yet (see
+    /// [`Self::set_mesh_peers`]). A mesh already running is replaced. Must be called
+    /// within a tokio runtime.
+    pub fn start_mesh(&self, cfg: MeshConfig) {
+        let mesh = self.derp().start_mesh(cfg);
+        let old = self.mesh_slot().replace(mesh);
+        // Dropping stops the old links and removes their forwarders.
+        drop(old);
+    }
+
+    /// Sets the peer relays of the running mesh (the desired set; this relay's own URL
+    /// is skipped). Does nothing when no mesh runs. Must be called within a tokio
+    /// runtime.
+    pub fn set_mesh_peers(&self, peers: Vec<MeshPeer>) {
+        if let Some(m) = self.mesh_slot().as_ref() {
+            m.set_peers(peers);
+        }
+    }
+
+    /// The running mesh's links, if a mesh runs.
+    pub fn mesh_stats(&self) -> Option<MeshStats> {
+        self.mesh_slot().as_ref().map(Mesh::stats)
+    }
+
+    /// Stops the mesh, if one runs, and waits for its links to end. The relay keeps
+    /// its mesh key.
+    pub async fn stop_mesh(&self) {
+        let mesh = self.mesh_slot().take();
+        if let Some(m) = mesh {
+            m.shutdown().await;
+        }
     }
 
     /// Every route: coordinator, DERP (`/derp`, `/derp/latency-check`, `/derp/probe`),
@@ -226,8 +305,9 @@ impl Hub {
             )
     }
 
-    /// Closes coordinator streams and relay connections.
+    /// Stops the mesh and closes coordinator streams and relay connections.
     pub async fn shutdown(&self) {
+        self.stop_mesh().await;
         self.coordinator().shutdown().await;
         self.derp().shutdown().await;
     }

@@ -96,6 +96,9 @@ fn render_stun(out: &mut String, hub: &Hub) {
 async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
     let mut out = String::new();
     render_tls(&mut out, hub);
+    if let Some(r) = hub.replica() {
+        r.render_metrics(&mut out);
+    }
     let dests = tailnet.destinations().await;
     line(
         &mut out,
@@ -122,6 +125,29 @@ async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
         "Destinations on a direct UDP path.",
         "gauge",
         &one(direct as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_runtime_tasks",
+        "Tasks alive on the server's runtime (steady under steady load; growth is a leak).",
+        "gauge",
+        &one(tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks() as f64),
+    );
+    let updates = tailnet.peer_update_counts();
+    line(
+        &mut out,
+        "agentwire_tailnet_peer_updates_total",
+        "Peer updates of the kinds that end a peer, as the shared Tailnet received them.",
+        "counter",
+        &[
+            (
+                "kind=\"disconnected\"".to_string(),
+                updates.disconnected as f64,
+            ),
+            ("kind=\"lost\"".to_string(), updates.lost as f64),
+        ],
     );
     line(
         &mut out,
@@ -192,6 +218,13 @@ async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
             "UDP packets dropped because no socket is bound to their port.",
             "counter",
             &one(s.netstack.rx_no_socket as f64),
+        );
+        line(
+            &mut out,
+            "agentwire_netstack_syn_backlog_full_total",
+            "Connection attempts dropped because a listener's backlog was full.",
+            "counter",
+            &one(s.netstack.syn_backlog_full as f64),
         );
     }
     let c = hub.coordinator().stats();
@@ -305,6 +338,45 @@ async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
         "counter",
         &drops,
     );
+    line(
+        &mut out,
+        "agentwire_derp_mesh_links",
+        "Mesh links logged in to peer relays.",
+        "gauge",
+        &one(d.mesh_links as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_derp_mesh_forwarded_keys",
+        "Keys connected to peer relays, reachable through a mesh link.",
+        "gauge",
+        &one(d.forwarded_keys as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_derp_mesh_forwarded_packets_total",
+        "Packets forwarded to peer relays (out) and accepted from them (in).",
+        "counter",
+        &[
+            (
+                "direction=\"out\"".to_owned(),
+                d.counters.forwarded_out as f64,
+            ),
+            (
+                "direction=\"in\"".to_owned(),
+                d.counters.forwarded_in as f64,
+            ),
+        ],
+    );
+    if let Some(m) = hub.mesh_stats() {
+        line(
+            &mut out,
+            "agentwire_derp_mesh_peers",
+            "Peer relays the mesh keeps a link to (up or retrying).",
+            "gauge",
+            &one(m.peers as f64),
+        );
+    }
     render_stun(&mut out, hub);
     let responses: Vec<(String, f64)> = mcp
         .responses()

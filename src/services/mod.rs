@@ -15,6 +15,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod oauth;
 pub mod public_url;
+pub mod replica;
 pub mod secrets;
 pub mod serve;
 pub mod store;

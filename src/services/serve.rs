@@ -48,6 +48,10 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     /// Where nodes reach the relay when not at the public URL (`--derp-url`).
     pub derp_url: Option<String>,
+    /// With a PostgreSQL store this process is one of several replicas: where the others
+    /// reach this one's relay directly (not through the load balancer). `None` is the
+    /// listen address (reachable by the others only when it is a specific one).
+    pub replica_url: Option<String>,
     /// Terminate TLS on the listener with this certificate (reloaded on SIGHUP).
     pub tls: Option<crate::runtime::tls::ServerTls>,
     /// The user's token for the embedded default (else read from the data dir or generated).
@@ -92,6 +96,7 @@ impl ServeConfig {
             control: None,
             public_url: None,
             derp_url: None,
+            replica_url: None,
             tls: None,
             token: None,
             dev_no_auth_user: None,
@@ -160,6 +165,9 @@ pub enum ServeError {
     /// The shared Tailnet or the embedded agent could not start.
     #[error(transparent)]
     Tailnet(#[from] crate::runtime::tailnet::TailnetError),
+    /// Joining the other replicas in the database failed.
+    #[error("replica: {0}")]
+    Replica(#[from] super::replica::ReplicaError),
 }
 
 impl From<super::secrets::FileError> for ServeError {
@@ -212,6 +220,8 @@ pub struct Server {
     oauth: Option<Arc<super::oauth::OAuthServer>>,
     /// Purges its expired records; aborted on shutdown and drop.
     oauth_maintenance: Option<tokio_util::task::AbortOnDropHandle<()>>,
+    /// This process as one of several replicas (a PostgreSQL store).
+    replica: Option<Arc<super::replica::Replica>>,
 }
 
 /// The authorization server over the control-plane store (its users sign in, its
@@ -418,6 +428,32 @@ impl Server {
         if let Some(t) = &cfg.tls {
             hub.set_tls(t.clone());
         }
+        let replica = match (&store, &cfg.database_url) {
+            (Some(s), Some(url)) if s.backend() == super::store::db::Backend::Postgres => {
+                let relay_url = match &cfg.replica_url {
+                    Some(u) => u.clone(),
+                    None => {
+                        if addr.ip().is_unspecified() {
+                            // One server on PostgreSQL needs no mesh; several do.
+                            tracing::warn!(
+                                "listening on every interface without --replica-url: \
+                                 other replicas cannot reach this one's relay; set \
+                                 --replica-url when running several"
+                            );
+                        }
+                        local_url.clone()
+                    }
+                };
+                let mut cfg = super::replica::ReplicaConfig::new(url.clone(), relay_url);
+                // Replicas share one certificate (one public name): the mesh trusts exactly
+                // it, whatever names it carries, so --replica-url may be an address.
+                cfg.tls = own_tls.clone();
+                let r = Arc::new(super::replica::Replica::start(cfg, hub.clone()).await?);
+                hub.set_replica(&r);
+                Some(r)
+            }
+            _ => None,
+        };
         let mut tcfg = TailnetConfig::client(&local_url, &service_token);
         tcfg.name = "serve".into();
         tcfg.relay_only = cfg.relay_only;
@@ -537,6 +573,7 @@ impl Server {
             reload,
             oauth,
             oauth_maintenance,
+            replica,
         })
     }
 
@@ -596,6 +633,9 @@ impl Server {
         if let Ok(t) = Arc::try_unwrap(self.tailnet) {
             t.shutdown().await;
         }
+        if let Some(r) = self.replica.take() {
+            r.shutdown().await;
+        }
         self.hub.shutdown().await;
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -620,6 +660,11 @@ impl Server {
     /// an external control plane).
     pub fn store(&self) -> Option<&Arc<super::store::Store>> {
         self.store.as_ref()
+    }
+
+    /// This process as a replica, with a PostgreSQL store.
+    pub fn replica(&self) -> Option<&Arc<super::replica::Replica>> {
+        self.replica.as_ref()
     }
 
     /// Where the STUN server listens, if one runs.

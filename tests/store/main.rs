@@ -1,6 +1,6 @@
 //! The store's suite, run unchanged against both backends: SQLite (a file in a temporary
 //! directory) and a real PostgreSQL (a cluster of its own, started once for this binary
-//! in a temporary directory on loopback and removed after; see `pg.rs`).
+//! in a temporary directory on loopback and removed after; see `../common/pg.rs`).
 //!
 //! Each backend is one test that runs every case in turn (each with a fresh database),
 //! printing each case's name and time: the cluster is started once, not per case. Cases
@@ -20,7 +20,9 @@ mod mcp_http;
 mod mcp_support;
 #[path = "../oauth_support/mod.rs"]
 mod oauth_support;
+#[path = "../common/pg.rs"]
 mod pg;
+mod replica;
 mod serve;
 
 use agentwire::services::store::{Location, Store, StoreOptions};
@@ -107,6 +109,7 @@ fn run(backend: Backend) {
         .iter()
         .chain(serve::ALL)
         .chain(cli::ALL)
+        .chain(replica::ALL)
         .copied()
         .collect();
     let filter = std::env::var("STORE_CASE").ok();

@@ -462,9 +462,21 @@ async fn two_processes(ctx: Ctx) {
     let (a, b) = (spawn(&d1), spawn(&d2));
     let (pa, addr_a) = a.join().expect("first serve");
     let (pb, addr_b) = b.join().expect("second serve");
+    // Each is a replica of the other: ready once they have meshed (503 "starting" until
+    // then, at most the startup grace).
     for addr in [&addr_a, &addr_b] {
-        let body = reqwest_healthz(addr).await;
-        assert!(body.starts_with("ok"), "{addr}: {body}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let body = reqwest_healthz(addr).await;
+            if body.starts_with("ok") {
+                break;
+            }
+            assert!(
+                body.starts_with("starting") && std::time::Instant::now() < deadline,
+                "{addr}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     let store = ctx.open(&url, StoreOptions::default()).await;
     assert_eq!(store.schema_version().await.unwrap(), migrations::latest());
@@ -526,7 +538,7 @@ async fn store_down(ctx: Ctx) {
         Outcome::Failed(m) => assert!(m.contains("503"), "{m}"),
         other => panic!("{other:?}"),
     }
-    cluster.restart();
+    cluster.start_again();
     // Back: the refused write left nothing behind, and writes work again.
     let deadline = Instant::now() + WAIT;
     loop {

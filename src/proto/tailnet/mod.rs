@@ -224,6 +224,19 @@ pub struct Destinations {
     next_waiter: u64,
     actions: VecDeque<Action>,
     closed: bool,
+    /// `disconnected` and `lost` updates received, for destinations and clients alike:
+    /// a coordinator that loses one of its own peers must say `lost`, and a count of
+    /// `disconnected` lets operators and tests see a coordinator that said otherwise.
+    updates: PeerUpdateCounts,
+}
+
+/// Peer updates of the kinds that end or suspend a peer, as received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerUpdateCounts {
+    /// `disconnected`: the peer left (gracefully, or its stream was replaced).
+    pub disconnected: u64,
+    /// `lost`: the coordinator stopped hearing from the peer.
+    pub lost: u64,
 }
 
 impl Destinations {
@@ -236,6 +249,7 @@ impl Destinations {
             next_waiter: 0,
             actions: VecDeque::new(),
             closed: false,
+            updates: PeerUpdateCounts::default(),
         }
     }
 
@@ -365,6 +379,11 @@ impl Destinations {
 
     /// A peer update from the coordinator.
     pub fn handle_peer(&mut self, u: PeerUpdate, now: Instant) {
+        match u.kind {
+            PeerKind::Disconnected => self.updates.disconnected += 1,
+            PeerKind::Lost => self.updates.lost += 1,
+            PeerKind::Node | PeerKind::ReadyForHandshake => {}
+        }
         if self.cfg.role == Role::Agent {
             return self.handle_client_peer(u);
         }
@@ -606,6 +625,11 @@ impl Destinations {
     /// Agent role: the clients programmed as peers.
     pub fn client_count(&self) -> usize {
         self.clients.len()
+    }
+
+    /// `disconnected` and `lost` updates received so far.
+    pub fn peer_update_counts(&self) -> PeerUpdateCounts {
+        self.updates
     }
 
     /// Checks the machine's invariants; tests and the fuzz target call it after every

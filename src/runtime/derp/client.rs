@@ -344,6 +344,7 @@ async fn connect_and_serve(
         login_timeout: opts.connect_timeout,
         preferred: cfg.preferred,
         mesh_key: opts.mesh_key.clone(),
+        ..ClientSessionConfig::default()
     };
     let params = SessionParams {
         shared,

@@ -266,7 +266,13 @@ async fn write_loop<W: DerpWrite>(
                 None => return Stop::Cancelled,
             },
         };
-        lock(session).poll_transmit(&mut batch);
+        {
+            let mut s = lock(session);
+            s.poll_transmit(&mut batch);
+            if first.is_some() {
+                s.note_sent(clock::now());
+            }
+        }
         if let Some((dst, pkt)) = first {
             push_packet(p, &mut batch, dst, &pkt);
             while batch.len() < MAX_BATCH {

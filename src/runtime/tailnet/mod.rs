@@ -503,6 +503,11 @@ impl Tailnet {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// `disconnected` and `lost` peer updates the coordinator sent so far.
+    pub fn peer_update_counts(&self) -> crate::proto::tailnet::PeerUpdateCounts {
+        self.inner.state().machine.peer_update_counts()
+    }
+
     /// How many times a sleep/wake (a clock gap) was detected and handled.
     pub fn wake_count(&self) -> u64 {
         self.inner.wakes.load(std::sync::atomic::Ordering::Relaxed)

@@ -14,7 +14,9 @@
 mod revalidate;
 mod stream;
 
-use crate::proto::coord::server::{ConnId, Output, PeerInfo, Presence, Registry, RegistryStats};
+use crate::proto::coord::server::{
+    Change, ConnId, Output, PeerInfo, Presence, Registry, RegistryStats, RemoteStats, ReplicaId,
+};
 use crate::runtime::clock;
 use crate::services::control::{ControlPlane, Principal, bearer};
 use crate::wire::coord;
@@ -26,8 +28,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -90,6 +93,13 @@ pub struct CoordinatorStats {
     pub principal_limited: u64,
 }
 
+/// Where a replicated coordinator hands the changes to its own streams, for the other
+/// replicas. Called with the registry locked: it must only record the change and return.
+pub trait ReplicaSink: Send + Sync + std::fmt::Debug {
+    /// Records `change` for publishing.
+    fn publish(&self, change: Change);
+}
+
 /// The coordinator. Dropping it closes every stream (code 1001) and refuses new ones.
 #[derive(Debug)]
 pub struct Coordinator {
@@ -118,6 +128,11 @@ struct Shared {
     unauthorized: AtomicU64,
     slow_closed: AtomicU64,
     refused: AtomicU64,
+    /// With replication on, where local changes go.
+    replica: OnceLock<Arc<dyn ReplicaSink>>,
+    /// Refusing new streams: this replica's own database heartbeat failed while the
+    /// others' succeeded.
+    fenced: AtomicBool,
 }
 
 /// The registry and the outbound side of every registered stream, under one lock so an
@@ -170,6 +185,8 @@ impl Coordinator {
             unauthorized: AtomicU64::new(0),
             slow_closed: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            replica: OnceLock::new(),
+            fenced: AtomicBool::new(false),
         });
         let revalidate = changes.map(|rx| {
             tokio_util::task::AbortOnDropHandle::new(tokio::spawn(revalidate::watch(
@@ -210,6 +227,40 @@ impl Coordinator {
     /// Whether a registered node advertises `key`.
     pub fn knows_key(&self, key: &crate::wire::key::NodePublic) -> bool {
         self.shared.hub().registry.knows_key(key)
+    }
+
+    /// Turns replication on: this coordinator is replica `own`, and the changes to its
+    /// streams go to `sink` (starting with every stream it already holds). Once only; a
+    /// second call is ignored.
+    pub fn enable_replication(&self, own: ReplicaId, sink: Arc<dyn ReplicaSink>) {
+        if self.shared.replica.set(sink).is_err() {
+            return;
+        }
+        self.shared.with_registry(|r| {
+            r.enable_replication(own);
+            r.replay_local();
+        });
+    }
+
+    /// Runs `f` on the registry (to apply what other replicas hold), then delivers its
+    /// outputs.
+    pub fn with_registry(&self, f: impl FnOnce(&mut Registry)) {
+        self.shared.with_registry(f);
+    }
+
+    /// Replication counters.
+    pub fn remote_stats(&self) -> RemoteStats {
+        self.shared.hub().registry.remote_stats()
+    }
+
+    /// Refuse (`true`) or accept again new streams. Live streams are not touched.
+    pub fn set_fenced(&self, fenced: bool) {
+        self.shared.fenced.store(fenced, Ordering::Relaxed);
+    }
+
+    /// Whether new streams are refused.
+    pub fn is_fenced(&self) -> bool {
+        self.shared.fenced.load(Ordering::Relaxed)
     }
 
     /// When this coordinator started.
@@ -332,6 +383,11 @@ impl Shared {
                             c.close(code, &reason);
                         }
                     }
+                    Output::Replicate(change) => {
+                        if let Some(sink) = self.replica.get() {
+                            sink.publish(change);
+                        }
+                    }
                 }
             }
             if slow.is_empty() {
@@ -414,6 +470,13 @@ async fn upgrade(
     if shared.cancel.is_cancelled() {
         shared.refused.fetch_add(1, Ordering::Relaxed);
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "coordinator shutting down");
+    }
+    if shared.fenced.load(Ordering::Relaxed) {
+        shared.refused.fetch_add(1, Ordering::Relaxed);
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this replica lost its place in the database; try another replica",
+        );
     }
     let Some(slot) = shared.principal_slot(&principal) else {
         shared.principal_limited.fetch_add(1, Ordering::Relaxed);

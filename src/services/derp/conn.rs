@@ -2,6 +2,7 @@
 //! side until either ends, then unregister.
 
 use super::DerpServer;
+use super::mesh::queue::LinkHandle;
 use super::queue::{ConnHandle, Control, Enqueued, Pending};
 use crate::proto::derp::server::{
     DropReason, LoginAccepted, NewConn, Route, ServerCounters, accept_client_info,
@@ -45,7 +46,8 @@ pub(super) async fn serve_conn<R: DerpRead, W: DerpWrite>(
         let login = read_login(&server, &mut reader, &mut buf)
             .await
             .ok_or(DropReason::BadLogin)?;
-        if admitted(&server, &login.key).await {
+        // A peer relay's mesh link is trusted by its key, not by the admission check.
+        if login.can_mesh || admitted(&server, &login.key).await {
             Ok(login)
         } else {
             Err(DropReason::NotAdmitted)
@@ -155,8 +157,8 @@ async fn read_login<R: DerpRead>(
     loop {
         match decode(buf, C2S) {
             Ok(Decoded::Frame { frame, len }) => {
-                let accepted =
-                    accept_client_info(&server.private, server.mesh_key.as_ref(), &frame);
+                let mesh_key = server.mesh_key();
+                let accepted = accept_client_info(&server.private, mesh_key.as_ref(), &frame);
                 let _ = buf.split_to(len);
                 return accepted.ok();
             }
@@ -232,6 +234,7 @@ fn handle_frame(
             let route = server.registry().route(clock::now(), id, &p.dst);
             match route {
                 Route::Deliver(dst) => deliver(counters, &dst, handle.key, p.packet),
+                Route::Forward(link) => forward_out(counters, &link, handle.key, p.dst, p.packet),
                 Route::NotHere { peer_gone } => {
                     counters.drop(DropReason::NoSuchPeer);
                     if peer_gone {
@@ -247,6 +250,7 @@ fn handle_frame(
                 .forward(id, &p.dst)
                 .map_err(|_| mesh_denied(server))?;
             count_in(counters, p.packet.len());
+            ServerCounters::inc(&counters.forwarded_in);
             match route {
                 Route::Deliver(dst) => deliver(counters, &dst, p.src, p.packet),
                 _ => counters.drop(DropReason::NoSuchPeer),
@@ -292,6 +296,24 @@ fn deliver(counters: &ServerCounters, dst: &ConnHandle, src: NodePublic, packet:
     match dst.enqueue_packet(src, packet) {
         Enqueued::Queued => {}
         Enqueued::DroppedOldest => counters.drop(DropReason::QueueFull),
+        Enqueued::Closed => counters.drop(DropReason::Gone),
+        Enqueued::OverBudget => counters.drop(DropReason::BudgetFull),
+    }
+}
+
+fn forward_out(
+    counters: &ServerCounters,
+    link: &LinkHandle,
+    src: NodePublic,
+    dst: NodePublic,
+    packet: &[u8],
+) {
+    match link.enqueue(src, dst, packet) {
+        Enqueued::Queued => ServerCounters::inc(&counters.forwarded_out),
+        Enqueued::DroppedOldest => {
+            ServerCounters::inc(&counters.forwarded_out);
+            counters.drop(DropReason::MeshQueueFull);
+        }
         Enqueued::Closed => counters.drop(DropReason::Gone),
         Enqueued::OverBudget => counters.drop(DropReason::BudgetFull),
     }

@@ -21,7 +21,10 @@
 mod conn;
 mod http;
 mod limits;
+mod mesh;
 mod queue;
+
+pub use mesh::{Mesh, MeshConfig, MeshLinkStats, MeshPeer, MeshStats};
 
 use crate::proto::derp::server::{Effects, MeshKey, Registry, ServerCounters, ServerStats};
 use crate::wire::derp::PeerGoneReason;
@@ -31,7 +34,7 @@ use limits::ConnSlots;
 use queue::{Budget, ConnHandle};
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -65,6 +68,8 @@ impl fmt::Debug for Admission {
 #[derive(Debug, Clone)]
 pub struct DerpServerConfig {
     /// Pre-shared key that lets a client use WatchConns, ClosePeer and ForwardPacket.
+    /// A client presenting it skips [`Self::admission`]. Can be changed later with
+    /// [`DerpServer::set_mesh_key`].
     pub mesh_key: Option<String>,
     /// Packets queued per client before the oldest is dropped.
     pub queue_depth: usize,
@@ -137,6 +142,10 @@ pub struct DerpServerStats {
     pub conns: usize,
     /// Bytes of packets queued for clients, charged to the queue budget.
     pub queued_bytes: usize,
+    /// Outbound mesh links watching peer relays.
+    pub mesh_links: usize,
+    /// Keys connected to peer relays, reachable through a mesh link.
+    pub forwarded_keys: usize,
 }
 
 /// A DERP relay.
@@ -145,9 +154,10 @@ pub struct DerpServer {
     private: NodePrivate,
     public: NodePublic,
     config: DerpServerConfig,
-    mesh_key: Option<MeshKey>,
+    /// Read at each login; a meshed relay sets it when its mesh starts.
+    mesh_key: RwLock<Option<MeshKey>>,
     /// Short critical sections only; never held across an await.
-    registry: Mutex<Registry<Arc<ConnHandle>>>,
+    registry: Mutex<Registry<Arc<ConnHandle>, Arc<mesh::queue::LinkHandle>>>,
     counters: ServerCounters,
     /// Queued packet bytes, shared by every connection's queue.
     budget: Arc<Budget>,
@@ -167,7 +177,7 @@ impl DerpServer {
         Arc::new(Self {
             private,
             public,
-            mesh_key,
+            mesh_key: RwLock::new(mesh_key),
             registry: Mutex::new(Registry::new(public)),
             counters: ServerCounters::default(),
             budget: Arc::new(Budget::new(config.queue_budget)),
@@ -202,12 +212,37 @@ impl DerpServer {
             watchers: r.watchers(),
             conns: self.slots.open(),
             queued_bytes: self.budget.used(),
+            mesh_links: r.links(),
+            forwarded_keys: r.forwarded_keys(),
         }
+    }
+
+    /// Sets the mesh key later logins are checked against; `None` (or blank) turns
+    /// meshing off for new logins. Connections already logged in keep what they had.
+    pub fn set_mesh_key(&self, key: Option<&str>) {
+        *self
+            .mesh_key
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = key.and_then(MeshKey::new);
+    }
+
+    fn mesh_key(&self) -> Option<MeshKey> {
+        self.mesh_key
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether a client with this key is connected.
     pub fn is_connected(&self, key: &NodePublic) -> bool {
         self.registry().is_connected(key)
+    }
+
+    /// Whether packets for `key` would go to a peer relay: it is connected there and
+    /// not here.
+    pub fn forwards(&self, key: &NodePublic) -> bool {
+        let r = self.registry();
+        !r.is_connected(key) && r.forwarder_link(key).is_some()
     }
 
     /// Connection tasks still running (for leak checks).
@@ -233,7 +268,7 @@ impl DerpServer {
         self.tasks.wait().await;
     }
 
-    fn registry(&self) -> MutexGuard<'_, Registry<Arc<ConnHandle>>> {
+    fn registry(&self) -> MutexGuard<'_, Registry<Arc<ConnHandle>, Arc<mesh::queue::LinkHandle>>> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

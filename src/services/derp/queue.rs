@@ -52,7 +52,7 @@ impl Budget {
     }
 
     /// Charges `n` bytes; `false` (nothing charged) when they do not fit.
-    fn try_charge(&self, n: usize) -> bool {
+    pub(super) fn try_charge(&self, n: usize) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
                 u.checked_add(n).filter(|t| *t <= self.limit)

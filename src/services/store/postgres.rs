@@ -53,6 +53,31 @@ fn describe(cfg: &tokio_postgres::Config) -> String {
     )
 }
 
+/// The connection settings in `url`, with agentwire's defaults (application name, a
+/// 5 s connect timeout).
+///
+/// # Errors
+/// [`StoreError::Config`] for a URL that cannot be used.
+pub fn config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    let mut cfg: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Config(format!("--database-url: {e}")))?;
+    if cfg.get_ssl_mode() == SslMode::Require {
+        return Err(StoreError::Config(
+            "sslmode=require: TLS to PostgreSQL is not supported yet; connect over a Unix \
+             socket, loopback or a private network"
+                .into(),
+        ));
+    }
+    if cfg.get_application_name().is_none() {
+        cfg.application_name("agentwire");
+    }
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(5));
+    }
+    Ok(cfg)
+}
+
 impl PgDb {
     /// Connects to `url` (`postgres://user:password@host:port/db`) and checks that the
     /// database answers.
@@ -61,22 +86,7 @@ impl PgDb {
     /// [`StoreError::Config`] for a URL that cannot be used, [`StoreError::Unavailable`]
     /// when the database does not answer.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut cfg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Config(format!("--database-url: {e}")))?;
-        if cfg.get_ssl_mode() == SslMode::Require {
-            return Err(StoreError::Config(
-                "sslmode=require: TLS to PostgreSQL is not supported yet; connect over a Unix \
-                 socket, loopback or a private network"
-                    .into(),
-            ));
-        }
-        if cfg.get_application_name().is_none() {
-            cfg.application_name("agentwire");
-        }
-        if cfg.get_connect_timeout().is_none() {
-            cfg.connect_timeout(Duration::from_secs(5));
-        }
+        let cfg = config(url)?;
         let describe = describe(&cfg);
         let mgr = Manager::from_config(
             cfg,

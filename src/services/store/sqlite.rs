@@ -133,6 +133,25 @@ impl SqliteDb {
     }
 }
 
+/// Runs `f` again while SQLite answers busy, for up to [`BUSY_TIMEOUT`]. Switching a new
+/// file to WAL takes an exclusive lock, and SQLite reports that busy at once rather than
+/// through the busy timeout (waiting there could deadlock): two processes opening one new
+/// database together meet here, and the loser must wait, not fail to start.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = crate::runtime::clock::now() + BUSY_TIMEOUT;
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                    && crate::runtime::clock::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
+
 fn open_conn(path: &Path) -> Result<Connection, DbError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -141,8 +160,7 @@ fn open_conn(path: &Path) -> Result<Connection, DbError> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
     conn.set_prepared_statement_cache_capacity(128);
     // The first statement reads the header: a file that is not a database fails here.
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+    let mode: String = retry_busy(|| conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)))
         .map_err(classify)?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(

@@ -26,35 +26,17 @@ use std::time::{Duration, Instant};
 
 mod auth;
 mod identity;
+mod presence;
+mod remote;
 mod revoke;
+mod tunnels;
 
 pub use auth::{PeerAuth, TunnelAuthorizer};
 pub use identity::{Conflict, MAX_ENDPOINTS, sanitize_endpoints};
+use presence::Departure;
+pub use presence::Presence;
+pub use remote::{Change, PeerRecord, PeerRow, RemoteRole, RemoteStats, ReplicaId, TunnelRow};
 
-/// What the registry knows about an agent id being connected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Presence {
-    /// Registered now.
-    Online {
-        /// When its stream registered.
-        since: Instant,
-        /// When anything last arrived on its stream.
-        last_seen: Instant,
-        /// Other processes refused the id meanwhile.
-        conflict: Option<Conflict>,
-    },
-    /// Was registered, and its stream is gone.
-    Offline {
-        /// When the stream went away.
-        since: Instant,
-        /// It said goodbye (stopped cleanly) rather than vanishing.
-        graceful: bool,
-        /// Why the stream ended, for the operator.
-        reason: String,
-    },
-    /// Not seen since this registry started.
-    Unknown,
-}
 use identity::{Keys, Takeover};
 
 /// Identifies one stream. Assigned by the server, never reused.
@@ -98,6 +80,8 @@ pub enum Output {
         /// Why, for the peer's logs.
         reason: String,
     },
+    /// Tell the other replicas (replication only; see [`Registry::enable_replication`]).
+    Replicate(Change),
 }
 
 /// Counters since the registry was created.
@@ -194,11 +178,14 @@ pub struct Registry {
     takeover_grace: Option<Duration>,
     /// Agents whose streams ended: when and how. Bounded by the agent ids the control
     /// plane issues; an entry goes when its agent registers again.
-    departed: BTreeMap<NodeId, (Instant, bool, String)>,
+    departed: BTreeMap<NodeId, Departure>,
     /// The latest instant any input carried; stamps events that have no `now` of their own.
     latest: Option<Instant>,
     outputs: VecDeque<Output>,
     stats: RegistryStats,
+    /// Other replicas' peers and tunnels; empty unless replication is on.
+    remote: remote::RemoteView,
+    remote_counters: RemoteStats,
 }
 
 impl Registry {
@@ -236,29 +223,10 @@ impl Registry {
         self.conns.contains_key(&conn)
     }
 
-    /// Whether agent `id` is connected, and since when.
-    pub fn presence(&self, id: NodeId) -> Presence {
-        if let Some(p) = self.peers.get(&id) {
-            return Presence::Online {
-                since: p.since,
-                last_seen: p.last_seen,
-                conflict: p.conflict,
-            };
-        }
-        match self.departed.get(&id) {
-            Some((since, graceful, reason)) => Presence::Offline {
-                since: *since,
-                graceful: *graceful,
-                reason: reason.clone(),
-            },
-            None => Presence::Unknown,
-        }
-    }
-
     /// Whether a registered node advertises `key`: what a relay that serves only known
     /// nodes asks.
     pub fn knows_key(&self, key: &crate::wire::key::NodePublic) -> bool {
-        self.keys.is_live(key)
+        self.keys.is_live(key) || self.remote.knows_key(key)
     }
 
     fn stamp(&mut self, now: Instant) {
@@ -351,6 +319,18 @@ impl Registry {
             self.stats.replacements += 1;
             self.push_close(old_conn, coord::CLOSE_REPLACED, takeover.reason());
             self.remove(old_conn, PeerKind::Lost, "replaced");
+        } else if self.remote.on {
+            let grace = self.takeover_grace.unwrap_or(DEFAULT_TAKEOVER_GRACE);
+            let instance = truncate(&hello.instance, MAX_INSTANCE_LEN);
+            if let Err((code, reason)) = self.judge_remote(hello.id, &auth, &instance, grace, now) {
+                if code == coord::CLOSE_POLICY {
+                    self.stats.violations += 1;
+                } else {
+                    self.send(conn, ServerMsg::error(reason.clone()));
+                }
+                self.push_close(conn, code, &reason);
+                return;
+            }
         }
         let id = hello.id;
         let name = truncate(&hello.name, MAX_NAME_LEN);
@@ -380,9 +360,14 @@ impl Registry {
                 derp_map: self.derp_map.clone(),
             },
         );
+        // Bound here now: the other replica's binding gives way once it reads ours.
+        self.remote.forget_binding(id);
+        if let Some(record) = self.record(id) {
+            self.replicate(Change::Peer(record));
+        }
         // Sources whose tunnels outlived this peer's previous stream: tell it who they are.
-        for other in self.tunnel_peers(id) {
-            if let Some(node) = self.peers.get(&other).and_then(|p| p.node.clone()) {
+        for other in self.linked_any(id) {
+            if let Some(node) = self.node_of(other) {
                 self.send(conn, node_update(node));
             }
         }
@@ -544,85 +529,12 @@ impl Registry {
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.node = Some(node.clone());
         }
+        if let Some(record) = self.record(id) {
+            self.replicate(Change::Peer(record));
+        }
         for other in self.tunnel_peers(id) {
             self.send_to_peer(other, node_update(node.clone()));
         }
-    }
-
-    fn add_tunnel(&mut self, conn: ConnId, src: NodeId, dst: NodeId) {
-        let Some(peer) = self.peers.get(&src) else {
-            return;
-        };
-        if let PeerAuth::Agent { .. } = peer.auth {
-            return self.violation(conn, "agents may not open tunnels".into());
-        }
-        if !peer.auth.may_tunnel_to(dst) {
-            return self.violation(conn, format!("not authorized to open a tunnel to {dst}"));
-        }
-        if dst == src {
-            return self.refuse(conn, "cannot open a tunnel to yourself".into());
-        }
-        let principal = peer.auth.principal().map(str::to_string);
-        let outs = self.tunnels_out.get(&src);
-        if !outs.is_some_and(|o| o.contains(&dst)) {
-            if outs.map_or(0, BTreeSet::len) >= MAX_TUNNELS_PER_PEER {
-                self.stats.tunnel_limit += 1;
-                return self.refuse(
-                    conn,
-                    format!("tunnel limit of {MAX_TUNNELS_PER_PEER} per stream reached"),
-                );
-            }
-            if let Some(p) = &principal {
-                let n = self.principal_tunnels.entry(p.clone()).or_default();
-                if *n >= MAX_TUNNELS_PER_PRINCIPAL {
-                    self.stats.tunnel_limit += 1;
-                    return self.refuse(
-                        conn,
-                        format!("tunnel limit of {MAX_TUNNELS_PER_PRINCIPAL} per user reached"),
-                    );
-                }
-                *n += 1;
-            }
-            self.tunnels_out.entry(src).or_default().insert(dst);
-        }
-        self.tunnels_in.entry(dst).or_default().insert(src);
-        if let Some(node) = self.peers.get(&dst).and_then(|p| p.node.clone()) {
-            self.send(conn, node_update(node));
-        }
-        if let Some(node) = self.peers.get(&src).and_then(|p| p.node.clone()) {
-            self.send_to_peer(dst, node_update(node));
-        }
-    }
-
-    fn remove_tunnel(&mut self, src: NodeId, dst: NodeId) {
-        if !self.unlink(src, dst) || self.linked(src, dst) {
-            return;
-        }
-        let reason = "tunnel removed";
-        self.send_to_peer(src, gone(dst, PeerKind::Disconnected, reason));
-        self.send_to_peer(dst, gone(src, PeerKind::Disconnected, reason));
-    }
-
-    fn ready_for_handshake(&mut self, conn: ConnId, src: NodeId, dst: NodeId) {
-        if !self.linked(src, dst) {
-            return self.refuse(
-                conn,
-                format!("ready for handshake error: no tunnel with peer {dst}"),
-            );
-        }
-        if !self.peers.contains_key(&dst) {
-            return self.refuse(
-                conn,
-                format!("ready for handshake error: peer {dst} is not connected"),
-            );
-        }
-        let update = PeerUpdate {
-            id: src,
-            kind: PeerKind::ReadyForHandshake,
-            node: None,
-            reason: None,
-        };
-        self.send_to_peer(dst, ServerMsg::PeerUpdate(update));
     }
 
     /// Forgets stream `conn` and its peer; tunnel peers get `kind`. Tunnels the peer opened
@@ -632,11 +544,24 @@ impl Registry {
             return;
         };
         let notify = self.tunnel_peers(id);
+        self.replicate(Change::PeerGone {
+            id,
+            graceful: kind == PeerKind::Disconnected,
+        });
+        self.remote.forget_own(id);
         let principal = self.peers.remove(&id).and_then(|p| {
             self.keys.release(id, p.node.map(|n| n.key));
             if let (PeerAuth::Agent { .. }, Some(at)) = (&p.auth, self.latest) {
                 let graceful = kind == PeerKind::Disconnected;
-                self.departed.insert(id, (at, graceful, reason.to_string()));
+                self.departed.insert(
+                    id,
+                    Departure {
+                        since: at,
+                        graceful,
+                        reason: reason.to_string(),
+                        replica_lost: false,
+                    },
+                );
             }
             p.auth.principal().map(str::to_string)
         });
@@ -658,55 +583,6 @@ impl Registry {
         }
     }
 
-    /// Removes the tunnel `src → dst`; whether it existed.
-    fn unlink(&mut self, src: NodeId, dst: NodeId) -> bool {
-        let Some(outs) = self.tunnels_out.get_mut(&src) else {
-            return false;
-        };
-        if !outs.remove(&dst) {
-            return false;
-        }
-        if outs.is_empty() {
-            self.tunnels_out.remove(&src);
-        }
-        if let Some(p) = self.peers.get(&src).and_then(|p| p.auth.principal()) {
-            let p = p.to_string();
-            self.uncount_tunnels(&p, 1);
-        }
-        if let Some(srcs) = self.tunnels_in.get_mut(&dst) {
-            srcs.remove(&src);
-            if srcs.is_empty() {
-                self.tunnels_in.remove(&dst);
-            }
-        }
-        true
-    }
-
-    fn uncount_tunnels(&mut self, principal: &str, n: usize) {
-        if let Some(c) = self.principal_tunnels.get_mut(principal) {
-            *c = c.saturating_sub(n);
-            if *c == 0 {
-                self.principal_tunnels.remove(principal);
-            }
-        }
-    }
-
-    /// Whether a tunnel joins `a` and `b` in either direction.
-    fn linked(&self, a: NodeId, b: NodeId) -> bool {
-        let has = |s: &NodeId, d: &NodeId| self.tunnels_out.get(s).is_some_and(|o| o.contains(d));
-        has(&a, &b) || has(&b, &a)
-    }
-
-    /// Every live peer sharing a tunnel with `id`, in either direction.
-    fn tunnel_peers(&self, id: NodeId) -> BTreeSet<NodeId> {
-        let outs = self.tunnels_out.get(&id).into_iter().flatten();
-        let ins = self.tunnels_in.get(&id).into_iter().flatten();
-        outs.chain(ins)
-            .filter(|p| self.peers.contains_key(p))
-            .copied()
-            .collect()
-    }
-
     fn send_to_peer(&mut self, id: NodeId, msg: ServerMsg) {
         if let Some(conn) = self.peers.get(&id).map(|p| p.conn) {
             self.send(conn, msg);
@@ -724,58 +600,6 @@ impl Registry {
             code,
             reason: reason.to_string(),
         });
-    }
-
-    /// Asserts the registry's internal invariants: the tunnel indexes mirror each other,
-    /// every source is live and authorized for its destinations, streams and peers agree.
-    ///
-    /// # Panics
-    /// On any violated invariant; for tests and fuzzing.
-    #[cfg(any(test, fuzzing))]
-    pub fn check_invariants(&self) {
-        for (src, dsts) in &self.tunnels_out {
-            let peer = self.peers.get(src).expect("tunnel source is live");
-            assert!(!dsts.is_empty(), "empty tunnel set kept");
-            for dst in dsts {
-                assert!(
-                    peer.auth.may_tunnel_to(*dst),
-                    "unauthorized tunnel {src} -> {dst}"
-                );
-                assert!(self.tunnels_in.get(dst).is_some_and(|s| s.contains(src)));
-            }
-        }
-        for (dst, srcs) in &self.tunnels_in {
-            assert!(!srcs.is_empty(), "empty reverse tunnel set kept");
-            for src in srcs {
-                assert!(self.tunnels_out.get(src).is_some_and(|d| d.contains(dst)));
-            }
-        }
-        let mut per_principal: BTreeMap<String, usize> = BTreeMap::new();
-        for (src, dsts) in &self.tunnels_out {
-            if let Some(p) = self.peers.get(src).and_then(|p| p.auth.principal()) {
-                *per_principal.entry(p.to_string()).or_default() += dsts.len();
-            }
-        }
-        assert_eq!(
-            per_principal, self.principal_tunnels,
-            "per-principal tunnel counts"
-        );
-        for (id, p) in &self.peers {
-            if let Some(n) = &p.node {
-                self.keys.check_live(*id, n.key);
-            }
-        }
-        assert_eq!(self.conns.len(), self.peers.len());
-        for (conn, id) in &self.conns {
-            assert_eq!(self.peers.get(id).map(|p| p.conn), Some(*conn));
-        }
-    }
-
-    /// Every tunnel as `(source, destination)`.
-    pub fn tunnels(&self) -> impl Iterator<Item = (NodeId, NodeId)> + '_ {
-        self.tunnels_out
-            .iter()
-            .flat_map(|(s, ds)| ds.iter().map(move |d| (*s, *d)))
     }
 
     /// The authorization of the live peer `id`.
@@ -797,6 +621,15 @@ fn node_update(node: Node) -> ServerMsg {
     })
 }
 
+fn ready_update(id: NodeId) -> ServerMsg {
+    ServerMsg::PeerUpdate(PeerUpdate {
+        id,
+        kind: PeerKind::ReadyForHandshake,
+        node: None,
+        reason: None,
+    })
+}
+
 fn gone(id: NodeId, kind: PeerKind, reason: &str) -> ServerMsg {
     ServerMsg::PeerUpdate(PeerUpdate {
         id,
@@ -810,5 +643,7 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
+#[cfg(test)]
+mod remote_tests;
 #[cfg(test)]
 mod tests;

@@ -37,6 +37,37 @@ pub struct ClientSessionConfig {
     pub preferred: bool,
     /// Mesh key to present, for privileged clients.
     pub mesh_key: Option<String>,
+    /// Watching a connection in use, so that a relay that stopped (a replica frozen
+    /// behind a load balancer) is left within about 750 ms, in time for the tunnel's TCP
+    /// streams' second or third retransmission, instead of the idle ping's tens of
+    /// seconds. `None`: only the idle ping.
+    pub stall_probe: Option<StallProbe>,
+}
+
+/// When silence on a connection in use is suspicious enough to ping.
+///
+/// A node that only receives (an agent answering nothing because nothing reaches it)
+/// would never notice a stopped relay from its own sends, so silence counts as soon as
+/// data crossed the connection in either direction within `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StallProbe {
+    /// Nothing received this long, while the connection is in use, starts a probe.
+    pub after: Duration,
+    /// How long the probe may go unanswered: this, or three measured round trips when
+    /// that is longer, so a slow path is not mistaken for a dead relay.
+    pub timeout: Duration,
+    /// How recently data must have crossed the connection for silence to count.
+    pub window: Duration,
+}
+
+impl Default for StallProbe {
+    fn default() -> Self {
+        Self {
+            after: Duration::from_millis(250),
+            timeout: Duration::from_millis(500),
+            window: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for ClientSessionConfig {
@@ -48,6 +79,7 @@ impl Default for ClientSessionConfig {
             login_timeout: Duration::from_secs(10),
             preferred: false,
             mesh_key: None,
+            stall_probe: Some(StallProbe::default()),
         }
     }
 }
@@ -136,8 +168,10 @@ pub struct ClientSession {
     login_deadline: Instant,
     last_rx: Instant,
     next_ping: Instant,
-    /// Our unanswered Ping: payload and send time.
-    ping_out: Option<([u8; 8], Instant)>,
+    /// Our unanswered Ping: payload, send time and how long it may take.
+    ping_out: Option<([u8; 8], Instant, Duration)>,
+    /// When a data packet last crossed the connection, either way.
+    last_data: Option<Instant>,
     ping_seq: u64,
     rtt: Option<Duration>,
     pending: VecDeque<Pending>,
@@ -162,6 +196,7 @@ impl ClientSession {
             state: ClientState::AwaitServerKey,
             server_key: None,
             ping_out: None,
+            last_data: None,
             ping_seq: 0,
             rtt: None,
             pending: VecDeque::new(),
@@ -246,7 +281,10 @@ impl ClientSession {
         frame: Frame<'a>,
     ) -> Option<ClientEvent<'a>> {
         match frame {
-            Frame::RecvPacket(p) => Some(ClientEvent::Packet(p)),
+            Frame::RecvPacket(p) => {
+                self.last_data = Some(now);
+                Some(ClientEvent::Packet(p))
+            }
             Frame::KeepAlive(_) => Some(ClientEvent::KeepAlive),
             Frame::PeerGone(g) => Some(ClientEvent::PeerGone(g)),
             Frame::PeerPresent(p) => Some(ClientEvent::PeerPresent(p)),
@@ -260,7 +298,7 @@ impl ClientSession {
                 None
             }
             Frame::Pong(p) => match self.ping_out {
-                Some((data, sent)) if data == p.data => {
+                Some((data, sent, _)) if data == p.data => {
                     let rtt = now.saturating_duration_since(sent);
                     self.ping_out = None;
                     self.rtt = Some(rtt);
@@ -280,8 +318,11 @@ impl ClientSession {
             return self.login_deadline;
         }
         let ping = match self.ping_out {
-            Some((_, sent)) => sent + self.cfg.ping_timeout,
-            None => self.next_ping,
+            Some((_, sent, timeout)) => sent + timeout,
+            None => match self.stall_due() {
+                Some(due) => self.next_ping.min(due),
+                None => self.next_ping,
+            },
         };
         ping.min(self.last_rx + self.cfg.idle_timeout)
     }
@@ -298,22 +339,47 @@ impl ClientSession {
             }
             return Ok(());
         }
-        if let Some((_, sent)) = self.ping_out
-            && now >= sent + self.cfg.ping_timeout
+        if let Some((_, sent, timeout)) = self.ping_out
+            && now >= sent + timeout
         {
-            return Err(ClientSessionError::PingTimeout(self.cfg.ping_timeout));
+            return Err(ClientSessionError::PingTimeout(timeout));
         }
         if now >= self.last_rx + self.cfg.idle_timeout {
             return Err(ClientSessionError::IdleTimeout(self.cfg.idle_timeout));
         }
-        if self.ping_out.is_none() && now >= self.next_ping {
+        let stalled = match (self.stall_due(), self.cfg.stall_probe) {
+            (Some(due), Some(probe)) if now >= due => {
+                Some(probe.timeout.max(self.rtt.unwrap_or_default() * 3))
+            }
+            _ => None,
+        };
+        if self.ping_out.is_none() && (now >= self.next_ping || stalled.is_some()) {
             self.ping_seq += 1;
             let data = self.ping_seq.to_be_bytes();
-            self.ping_out = Some((data, now));
+            let timeout = stalled.unwrap_or(self.cfg.ping_timeout);
+            self.ping_out = Some((data, now, timeout));
             self.next_ping = now + self.cfg.ping_interval;
             self.pending.push_back(Pending::Ping(data));
         }
         Ok(())
+    }
+
+    /// Packets went out at `now`: the connection is in use, so silence from here on
+    /// starts the stall probe.
+    pub fn note_sent(&mut self, now: Instant) {
+        if self.is_established() {
+            self.last_data = Some(now);
+        }
+    }
+
+    /// When the stall probe is due: `after` past the last frame received, while data
+    /// crossed the connection within `window` of that moment.
+    fn stall_due(&self) -> Option<Instant> {
+        let probe = self.cfg.stall_probe?;
+        let silent = self.last_rx + probe.after;
+        self.last_data
+            .is_some_and(|d| d + probe.window >= silent)
+            .then_some(silent)
     }
 
     /// Whether control frames are waiting for [`ClientSession::poll_transmit`].

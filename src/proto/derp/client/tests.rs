@@ -289,3 +289,142 @@ fn transmit_into_a_small_buffer_keeps_the_rest() {
     let rest = p.transmit();
     assert_eq!(frames_c2s(&rest), vec![Frame::Pong(Pong { data: [2; 8] })]);
 }
+
+/// The stall probe with round figures: 400 ms of silence, 1 s to answer, 10 s in use.
+fn probing() -> ClientSessionConfig {
+    ClientSessionConfig {
+        stall_probe: Some(StallProbe {
+            after: Duration::from_millis(400),
+            timeout: Duration::from_secs(1),
+            window: Duration::from_secs(10),
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn silence_on_a_connection_in_use_probes_the_relay_soon() {
+    let mut p = Pair::new(probing());
+    p.login();
+    let ms = Duration::from_millis;
+    // Never used for data: only the idle ping.
+    assert_eq!(p.session.poll_timeout(), p.t + Duration::from_secs(20));
+    // Sent, and something came back: the probe waits for 400 ms of silence after it.
+    p.session.note_sent(p.t + ms(10));
+    p.session
+        .handle_frame(p.t + ms(20), Frame::KeepAlive(KeepAlive))
+        .unwrap();
+    assert_eq!(p.session.poll_timeout(), p.t + ms(420));
+    // Sent, then silence: a probe 400 ms after the last frame received.
+    let t1 = p.t + ms(100);
+    p.session
+        .handle_frame(t1, Frame::KeepAlive(KeepAlive))
+        .unwrap();
+    p.session.note_sent(t1 + ms(300));
+    assert_eq!(p.session.poll_timeout(), t1 + ms(400));
+    p.session.handle_timeout(t1 + ms(399)).unwrap();
+    assert!(!p.session.wants_transmit());
+    p.session.handle_timeout(t1 + ms(400)).unwrap();
+    let out = p.transmit();
+    let Frame::Ping(ping) = frames_c2s(&out)[0] else {
+        panic!("no probe: {out:?}")
+    };
+    assert_eq!(p.session.poll_timeout(), t1 + ms(1400));
+    // A live relay answers: the connection stays, watched again from the answer.
+    p.session
+        .handle_frame(t1 + ms(450), Frame::Pong(Pong { data: ping.data }))
+        .unwrap();
+    assert_eq!(p.session.poll_timeout(), t1 + ms(850));
+    // A stopped one does not: gone 1 s after the probe.
+    let t2 = t1 + ms(850);
+    p.session.handle_timeout(t2).unwrap();
+    p.transmit();
+    assert_eq!(
+        p.session.handle_timeout(t2 + ms(1000)),
+        Err(ClientSessionError::PingTimeout(ms(1000)))
+    );
+}
+
+#[test]
+fn a_node_that_only_receives_still_notices_a_stopped_relay() {
+    // An agent answers nothing while nothing reaches it: its own sends cannot tell it
+    // that its relay stopped, the silence after data it received must.
+    let mut p = Pair::new(probing());
+    p.login();
+    let ms = Duration::from_millis;
+    let t1 = p.t + ms(50);
+    let pkt = Frame::RecvPacket(RecvPacket {
+        src: NodePrivate::generate().public(),
+        packet: b"data",
+    });
+    p.session.handle_frame(t1, pkt).unwrap();
+    assert_eq!(p.session.poll_timeout(), t1 + ms(400));
+    p.session.handle_timeout(t1 + ms(400)).unwrap();
+    assert!(matches!(frames_c2s(&p.transmit())[0], Frame::Ping(_)));
+    assert_eq!(
+        p.session.handle_timeout(t1 + ms(1400)),
+        Err(ClientSessionError::PingTimeout(ms(1000)))
+    );
+}
+
+#[test]
+fn the_probe_stops_when_the_connection_goes_idle_and_waits_for_slow_paths() {
+    let mut p = Pair::new(probing());
+    p.login();
+    let ms = Duration::from_millis;
+    // A measured round trip of 500 ms: a probe may take three of them.
+    p.session
+        .handle_timeout(p.t + Duration::from_secs(20))
+        .unwrap();
+    let Frame::Ping(ping) = frames_c2s(&p.transmit())[0] else {
+        panic!("no idle ping")
+    };
+    let t1 = p.t + Duration::from_secs(20) + ms(500);
+    p.session
+        .handle_frame(t1, Frame::Pong(Pong { data: ping.data }))
+        .unwrap();
+    p.session.note_sent(t1);
+    p.session.handle_timeout(t1 + ms(400)).unwrap();
+    let Frame::Ping(ping) = frames_c2s(&p.transmit())[0] else {
+        panic!("no probe")
+    };
+    assert_eq!(p.session.poll_timeout(), t1 + ms(1900));
+    // Answered; then probes keep coming while the last data is within 10 s, and stop.
+    let mut t = t1 + ms(900);
+    p.session
+        .handle_frame(t, Frame::Pong(Pong { data: ping.data }))
+        .unwrap();
+    let mut probes = 0;
+    let mut probed = t;
+    while p.session.poll_timeout() < t1 + Duration::from_secs(15) {
+        t = p.session.poll_timeout();
+        probed = t;
+        p.session.handle_timeout(t).unwrap();
+        let Frame::Ping(ping) = frames_c2s(&p.transmit())[0] else {
+            panic!("no probe at {t:?}")
+        };
+        t += ms(5);
+        p.session
+            .handle_frame(t, Frame::Pong(Pong { data: ping.data }))
+            .unwrap();
+        probes += 1;
+    }
+    assert!((20..=25).contains(&probes), "{probes} probes");
+    assert!(
+        probed <= t1 + Duration::from_secs(10),
+        "probed at {probed:?}"
+    );
+    assert_eq!(p.session.poll_timeout(), probed + Duration::from_secs(20));
+}
+
+#[test]
+fn the_stall_probe_can_be_turned_off() {
+    let cfg = ClientSessionConfig {
+        stall_probe: None,
+        ..Default::default()
+    };
+    let mut p = Pair::new(cfg);
+    p.login();
+    p.session.note_sent(p.t);
+    assert_eq!(p.session.poll_timeout(), p.t + Duration::from_secs(20));
+}

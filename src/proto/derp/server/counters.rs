@@ -36,11 +36,13 @@ pub enum DropReason {
     NotAdmitted,
     /// A packet for a slow receiver dropped because the global queue budget was spent.
     BudgetFull,
+    /// A mesh link's queue was full; its oldest packet was dropped.
+    MeshQueueFull,
 }
 
 impl DropReason {
     /// Every reason, for iterating counters.
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         Self::NoSuchPeer,
         Self::QueueFull,
         Self::Gone,
@@ -56,6 +58,7 @@ impl DropReason {
         Self::IdleTimeout,
         Self::NotAdmitted,
         Self::BudgetFull,
+        Self::MeshQueueFull,
     ];
 
     /// A stable snake_case name for logs and metrics.
@@ -76,6 +79,7 @@ impl DropReason {
             Self::IdleTimeout => "idle_timeout",
             Self::NotAdmitted => "not_admitted",
             Self::BudgetFull => "budget_full",
+            Self::MeshQueueFull => "mesh_queue_full",
         }
     }
 
@@ -142,6 +146,10 @@ counters! {
     keepalives,
     /// Restarting frames written at shutdown.
     restarting,
+    /// Packets queued on a mesh link for a key connected to a peer relay.
+    forwarded_out,
+    /// ForwardPacket frames accepted from peer relays.
+    forwarded_in,
 }
 
 impl ServerCounters {

@@ -16,5 +16,5 @@ pub use counters::{DropReason, ServerCounters, ServerStats};
 pub use login::{
     LoginAccepted, LoginRejected, MeshKey, accept_client_info, server_info_frame, server_key_frame,
 };
-pub use registry::{ConnId, Effects, NewConn, NotPermitted, PeerChange, Registry, Route};
+pub use registry::{ConnId, Effects, LinkId, NewConn, NotPermitted, PeerChange, Registry, Route};
 pub use token_bucket::TokenBucket;

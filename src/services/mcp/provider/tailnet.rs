@@ -108,10 +108,26 @@ fn status_of(
                 ..AgentStatus::default()
             }
         }
+        // Its stream was on a replica that stopped answering: nothing is known about the
+        // agent itself, whose relay and tunnels may well be fine, so calls still try it.
+        CoordPresence::Offline {
+            since,
+            replica_lost: true,
+            ..
+        } => AgentStatus {
+            state: AgentState::Unknown,
+            detail: format!(
+                "unknown since {}: the replica holding its stream stopped answering",
+                when(*since)
+            ),
+            since_unix_ms: ms(*since),
+            ..AgentStatus::default()
+        },
         CoordPresence::Offline {
             since,
             graceful,
             reason,
+            ..
         } => AgentStatus {
             state: AgentState::Offline,
             detail: if *graceful {
@@ -330,6 +346,7 @@ mod tests {
                 since: ago(5),
                 graceful: false,
                 reason: "connection lost".into(),
+                replica_lost: false,
             },
             started,
             now,
@@ -339,6 +356,25 @@ mod tests {
         assert_eq!(
             off.detail,
             "offline since 2026-12-02T18:59:55Z (connection lost)"
+        );
+
+        // Lost with another replica: not known to be offline, so calls still try it.
+        let unsure = status_of(
+            &CoordPresence::Offline {
+                since: ago(5),
+                graceful: false,
+                reason: "the replica holding its stream stopped answering".into(),
+                replica_lost: true,
+            },
+            started,
+            now,
+            wall,
+        );
+        assert_eq!(unsure.state, AgentState::Unknown);
+        assert!(
+            unsure.detail.contains("stopped answering"),
+            "{}",
+            unsure.detail
         );
 
         // Never seen: unknown while agents may still be reconnecting, offline after.

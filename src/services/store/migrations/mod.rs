@@ -60,6 +60,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("sqlite/0003_oauth.sql"),
         postgres: include_str!("postgres/0003_oauth.sql"),
     },
+    Migration {
+        version: 4,
+        name: "replicas",
+        sqlite: include_str!("sqlite/0004_replicas.sql"),
+        postgres: include_str!("postgres/0004_replicas.sql"),
+    },
 ];
 
 /// The schema version this binary brings a database to.

@@ -11,6 +11,10 @@
 //! - Mesh: WatchConns, ClosePeer and ForwardPacket need the mesh key. Watchers get a
 //!   PeerPresent for every connected key, then a stream of present/gone changes, queued
 //!   here (bounded) until the shell drains them.
+//! - Forwarders: keys connected to other relays of the mesh,
+//!   each reachable through an outbound mesh link `F`. A local key always wins; among
+//!   forwarders the newest wins, and the previous one takes over when it goes.
+//!   PeerGone(Disconnected) goes out when a key is neither local nor forwarded any more.
 
 use super::token_bucket::TokenBucket;
 use crate::wire::derp::{PeerGoneReason, PeerPresentFlags};
@@ -87,9 +91,12 @@ impl<H> Default for Effects<H> {
 
 /// Where a packet goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route<H> {
+pub enum Route<H, F = ()> {
     /// Queue it on this connection.
     Deliver(H),
+    /// The key is connected to another relay of the mesh: send a ForwardPacket on this
+    /// mesh link.
+    Forward(F),
     /// Nobody has that key; drop it. When `peer_gone` is set, tell the sender with
     /// PeerGone(NotHere) (the rate limit allowed it).
     NotHere {
@@ -117,10 +124,11 @@ struct Conn<H> {
     mesh_stuck: bool,
 }
 
-/// Every logged-in connection, by id and by key. The shell keeps it behind a mutex
-/// and never awaits while holding it.
+/// Every logged-in connection, by id and by key, and the keys forwarded to other
+/// relays. `H` is the shell's handle to a connection, `F` its handle to an outbound mesh
+/// link. The shell keeps it behind a mutex and never awaits while holding it.
 #[derive(Debug)]
-pub struct Registry<H> {
+pub struct Registry<H, F = ()> {
     /// The server's own key: a mesh watcher with this key is ourselves and gets nothing.
     server_key: NodePublic,
     conns: HashMap<ConnId, Conn<H>>,
@@ -130,9 +138,14 @@ pub struct Registry<H> {
     watchers: HashSet<ConnId>,
     next_id: ConnId,
     home: usize,
+    /// Outbound mesh links, by id.
+    links: HashMap<LinkId, mesh::Link<F>>,
+    /// Key → links that reach it, oldest first; the last one is used.
+    forwarders: HashMap<NodePublic, Vec<LinkId>>,
+    next_link: LinkId,
 }
 
-impl<H: Clone> Registry<H> {
+impl<H: Clone, F: Clone> Registry<H, F> {
     /// An empty registry for the server with key `server_key`.
     pub fn new(server_key: NodePublic) -> Self {
         Self {
@@ -143,6 +156,9 @@ impl<H: Clone> Registry<H> {
             watchers: HashSet::new(),
             next_id: 1,
             home: 0,
+            links: HashMap::new(),
+            forwarders: HashMap::new(),
+            next_link: 1,
         }
     }
 
@@ -236,14 +252,9 @@ impl<H: Clone> Registry<H> {
             return fx;
         }
         self.by_key.remove(&conn.key);
-        if let Some(ws) = self.gone_watchers.remove(&conn.key) {
-            for w in ws {
-                if let Some(c) = self.conns.get_mut(&w) {
-                    c.watching.remove(&conn.key);
-                    fx.peer_gone
-                        .push((c.handle.clone(), conn.key, PeerGoneReason::Disconnected));
-                }
-            }
+        // Still reachable through the mesh: the packets follow it, nobody is told.
+        if !self.forwarders.contains_key(&conn.key) {
+            self.notify_gone(&conn.key, &mut fx);
         }
         let change = PeerChange {
             key: conn.key,
@@ -253,6 +264,19 @@ impl<H: Clone> Registry<H> {
         };
         self.broadcast(change, &mut fx);
         fx
+    }
+
+    /// Tells everyone who exchanged packets with `key` that it left, once.
+    fn notify_gone(&mut self, key: &NodePublic, fx: &mut Effects<H>) {
+        if let Some(ws) = self.gone_watchers.remove(key) {
+            for w in ws {
+                if let Some(c) = self.conns.get_mut(&w) {
+                    c.watching.remove(key);
+                    fx.peer_gone
+                        .push((c.handle.clone(), *key, PeerGoneReason::Disconnected));
+                }
+            }
+        }
     }
 
     /// Drops a connection's entry and everything that points at it, except `by_key`.
@@ -293,12 +317,16 @@ impl<H: Clone> Registry<H> {
     }
 
     /// Routes a SendPacket from connection `from` to key `dst`, recording that the two
-    /// exchanged packets (for PeerGone later).
-    pub fn route(&mut self, now: Instant, from: ConnId, dst: &NodePublic) -> Route<H> {
+    /// exchanged packets (for PeerGone later). A local key wins over a forwarder.
+    pub fn route(&mut self, now: Instant, from: ConnId, dst: &NodePublic) -> Route<H, F> {
         let Some(src_key) = self.conns.get(&from).map(|c| c.key) else {
             return Route::SenderGone;
         };
         let Some(&dst_id) = self.by_key.get(dst) else {
+            if let Some(link) = self.forwarder_of(dst) {
+                self.note_exchange(from, *dst);
+                return Route::Forward(link);
+            }
             let allowed = self
                 .conns
                 .get_mut(&from)
@@ -329,7 +357,7 @@ impl<H: Clone> Registry<H> {
     ///
     /// # Errors
     /// [`NotPermitted`] unless `from` holds the mesh key.
-    pub fn forward(&mut self, from: ConnId, dst: &NodePublic) -> Result<Route<H>, NotPermitted> {
+    pub fn forward(&mut self, from: ConnId, dst: &NodePublic) -> Result<Route<H, F>, NotPermitted> {
         self.require_mesh(from)?;
         Ok(
             match self.by_key.get(dst).and_then(|id| self.conns.get(id)) {
@@ -439,13 +467,26 @@ impl<H: Clone> Registry<H> {
                     .all(|id| self.conns.get(id).is_some_and(|c| c.watching.contains(k)))
         });
         let home_ok = self.home == self.conns.values().filter(|c| c.preferred).count();
+        // Someone waits to hear a key left only while it is here or forwarded.
+        let gone_ok = self
+            .gone_watchers
+            .keys()
+            .all(|k| self.by_key.contains_key(k) || self.forwarders.contains_key(k));
         keys_ok
             && conns_ok
             && watch_ok
             && home_ok
+            && gone_ok
+            && self.forwarders_consistent()
             && self.watchers.iter().all(|w| self.conns.contains_key(w))
     }
 }
 
+mod mesh;
+pub use mesh::LinkId;
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod mesh_tests;

@@ -5,6 +5,12 @@
 //! Not possible here (no PostgreSQL binaries, no `postgres` user, not root and not
 //! `postgres`)? [`Cluster::start`] says why, and the caller skips — unless
 //! `AGENTWIRE_REQUIRE_PG=1` (CI), which turns that into a failure.
+//!
+//! Shared by the store's suite, the replica test and the benchmarks: besides databases it
+//! stops and restarts the server in place (an outage) and reads a database's transaction
+//! counter (its load).
+
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -173,12 +179,56 @@ impl Cluster {
         Ok(out.status.success())
     }
 
-    /// Starts it again on the same port.
-    pub fn restart(&self) {
+    /// Starts it again on the same port, after [`Cluster::stop`].
+    pub fn start_again(&self) {
         assert!(
             self.pg_ctl_start().expect("pg_ctl start"),
             "PostgreSQL restarted"
         );
+    }
+
+    /// Stops the server (fast: open sessions are ended) and starts it again on the same
+    /// port and data directory, as an operator's restart does.
+    pub fn restart(&self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// The database name in a URL [`Cluster::database`] returned.
+    pub fn name_of(url: &str) -> &str {
+        url.rsplit('/').next().unwrap_or(url)
+    }
+
+    /// Transactions committed and rolled back in database `db` so far, as the statistics
+    /// system reports them (it publishes each backend's counts within about a second, so
+    /// compare readings taken seconds apart). Reading it is one transaction too, in the
+    /// maintenance database, so it does not count itself.
+    pub async fn transactions(&self, db: &str) -> Result<u64, tokio_postgres::Error> {
+        let v = self
+            .query_i64(
+                "postgres",
+                "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database \
+                 WHERE datname = $1",
+                &[&db],
+            )
+            .await?;
+        Ok(u64::try_from(v.unwrap_or(0)).unwrap_or(0))
+    }
+
+    /// One number from a query in database `db`: the first column of the first row, or
+    /// `None` without rows.
+    pub async fn query_i64(
+        &self,
+        db: &str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<i64>, tokio_postgres::Error> {
+        let (client, conn) = tokio_postgres::connect(&self.url(db), tokio_postgres::NoTls).await?;
+        let task = tokio::spawn(conn);
+        let row = client.query_opt(sql, params).await;
+        drop(client);
+        let _ = task.await;
+        Ok(row?.map(|r| r.get::<_, i64>(0)))
     }
 }
 
