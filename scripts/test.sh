@@ -32,6 +32,8 @@ command -v caddy >/dev/null || need_apt+=(caddy)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 # The OAuth sign-in and consent pages are tested in headless Chromium.
 command -v chromium >/dev/null || need_apt+=(chromium)
+# `agentwire mcp`'s wall clock is turned back while it is stopped (tests/mcp_client.rs).
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need_apt+=(libfaketime)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then

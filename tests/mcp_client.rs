@@ -183,10 +183,15 @@ impl Drop for Rig {
 }
 
 fn run_phase(r: &Rig, phase: &str) -> String {
+    run_phase_with(r, phase, &[])
+}
+
+fn run_phase_with(r: &Rig, phase: &str, env: &[(&str, &std::ffi::OsStr)]) -> String {
     let Some(py) = python() else {
         return String::new();
     };
     let out = Command::new(py)
+        .envs(env.iter().copied())
         .arg(script())
         .arg(phase)
         .env("AGENTWIRE_BIN", bin())
@@ -224,6 +229,30 @@ fn server_outage_keeps_live_tunnels_and_recovers() {
 fn ten_seconds_stopped_then_working_within_two() {
     let r = rig();
     run_phase(&r, "freeze");
+}
+
+/// libfaketime's preload library, which turns the wall clock of the process it is loaded
+/// into (installed by scripts/test.sh).
+fn faketime_lib() -> Option<PathBuf> {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists());
+    if found.is_none() {
+        let msg = "libfaketime not installed: run scripts/test.sh";
+        assert!(std::env::var_os("CI").is_none(), "{msg}");
+        eprintln!("\n!!! SKIPPED: {msg} !!!\n");
+    }
+    found
+}
+
+#[test]
+fn ten_seconds_stopped_and_the_wall_clock_turned_back_then_working_within_two() {
+    let Some(lib) = faketime_lib() else { return };
+    let r = rig();
+    run_phase_with(&r, "skew", &[("FAKETIME_LIB", lib.as_os_str())]);
 }
 
 #[test]

@@ -11,6 +11,9 @@ person's machine does. Phases (argv[1]):
              and calls to the new workspace work again within 2 s
   freeze     the `agentwire mcp` process is stopped for 10 s: calls work within 2 s of
              SIGCONT
+  skew       as freeze, and while it is stopped its wall clock is turned back an hour
+             (libfaketime, FAKETIME_LIB; monotonic time untouched): calls work within 2 s,
+             and a destination that idled out is set up again on the skewed clock
   idle       with a 2 s idle timeout the destination is closed, then comes back
   netchange  (inside a network namespace) waits while the test changes this host's
              address, then measures how long until calls work again
@@ -66,8 +69,9 @@ def text_of(r):
     return "".join(getattr(c, "text", "") for c in r.content)
 
 
-def params(*extra):
-    env = {"AGENTWIRE_CONFIG_DIR": CFG, "RUST_LOG": os.environ.get("MCP_RUST_LOG", "warn")}
+def params(*extra, env=None):
+    env = {"AGENTWIRE_CONFIG_DIR": CFG, "RUST_LOG": os.environ.get("MCP_RUST_LOG", "warn"),
+           **(env or {})}
     return StdioServerParameters(command=BIN, args=["mcp", *extra], env=env)
 
 
@@ -215,20 +219,88 @@ async def freeze():
         check("calls work within 2 s after 10 s stopped", took is not None and took <= 2, took)
 
 
+def destinations():
+    """The running `agentwire mcp`'s destinations (its status socket), or None, and the
+    raw output."""
+    out = subprocess.run([BIN, "status", "--json"], env={**os.environ}, capture_output=True, text=True)
+    try:
+        st = json.loads(out.stdout)
+        return (st[0]["destinations"] if len(st) == 1 else None), out.stdout + out.stderr
+    except (ValueError, LookupError, TypeError):
+        return None, out.stdout + out.stderr
+
+
+async def idle_then_again(c, closed):
+    """Waits for the idle destination to close, then calls again."""
+    await anyio.sleep(4.5)
+    dests, raw = destinations()
+    check(closed, dests == [], raw)
+    t0 = time.monotonic()
+    r = await c.call_tool("workspace_bash", {"workspace": "dev", "command": "echo again"})
+    return round((time.monotonic() - t0) * 1000, 1), r
+
+
+def handshake_age_s():
+    """Seconds between now and the last handshake `agentwire mcp` reports, by its wall
+    clock, for the one destination."""
+    dests, _ = destinations()
+    try:
+        return time.time() - dests[0]["last_handshake_unix_ms"] / 1000
+    except (LookupError, TypeError):
+        return None
+
+
+async def skew():
+    clock = os.path.join(CFG, "faketime-offset")
+    with open(clock, "w") as fh:
+        fh.write("+0\n")
+    fake = {
+        "LD_PRELOAD": os.environ["FAKETIME_LIB"],
+        "FAKETIME_TIMESTAMP_FILE": clock,
+        # Re-read the offset every second; only the wall clock moves.
+        "FAKETIME_CACHE_DURATION": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    # Destinations idle out after 3 s, so the ones used after the freeze are set up anew
+    # (fresh WireGuard handshake state) on the turned-back clock.
+    async with Client(params("--idle-timeout", "3", env=fake)) as c:
+        r = await c.call_tool("workspace_bash", {"workspace": "dev", "command": "echo up"})
+        check("reachable before the freeze", not r.is_error, text_of(r))
+        age = handshake_age_s()
+        check("its wall clock is right before", age is not None and -60 < age < 600, age)
+        pid = mcp_pid()
+        check("found agentwire mcp's pid", pid is not None)
+        os.kill(pid, signal.SIGSTOP)
+        with open(clock, "w") as fh:
+            fh.write("-1h\n")
+        await anyio.sleep(10)
+        os.kill(pid, signal.SIGCONT)
+        took = await until_ok(c, "workspace_bash", {"workspace": "dev", "command": "echo thawed"}, 20)
+        figure("skew_recovery_s", None if took is None else round(took, 2))
+        check("calls work within 2 s after 10 s stopped and the clock turned back an hour",
+              took is not None and took <= 2, took)
+        # The process's own clock says its handshake is an hour older than it is.
+        await anyio.sleep(1.5)
+        age = handshake_age_s()
+        check("its wall clock was turned back", age is not None and age > 3000, age)
+        ok = 0
+        for _ in range(10):
+            r = await c.call_tool("workspace_bash", {"workspace": "dev", "command": "echo still"})
+            ok += (not r.is_error and r.structured_content["output"] == "still\n")
+        check("calls keep working on the skewed clock", ok == 10, f"{ok}/10")
+        ms, r = await idle_then_again(c, "the idle destination closed")
+        figure("skew_reestablish_ms", ms)
+        check("set up again on the skewed clock", not r.is_error, text_of(r))
+
+
 async def idle():
     async with Client(params("--idle-timeout", "2")) as c:
         r = await c.call_tool("workspace_bash", {"workspace": "dev", "command": "echo one"})
         check("first call", not r.is_error, text_of(r))
-        out = subprocess.run([BIN, "status", "--json"], env={**os.environ}, capture_output=True, text=True)
-        st = json.loads(out.stdout or "[]")
-        check("status shows the destination", len(st) == 1 and len(st[0]["destinations"]) == 1, out.stdout + out.stderr)
-        await anyio.sleep(4)
-        out = subprocess.run([BIN, "status", "--json"], env={**os.environ}, capture_output=True, text=True)
-        st = json.loads(out.stdout or "[]")
-        check("idle destination closed", len(st) == 1 and st[0]["destinations"] == [], out.stdout)
-        t0 = time.monotonic()
-        r = await c.call_tool("workspace_bash", {"workspace": "dev", "command": "echo two"})
-        figure("idle_reestablish_ms", round((time.monotonic() - t0) * 1000, 1))
+        dests, raw = destinations()
+        check("status shows the destination", dests is not None and len(dests) == 1, raw)
+        ms, r = await idle_then_again(c, "idle destination closed")
+        figure("idle_reestablish_ms", ms)
         check("re-established after idle expiry", not r.is_error, text_of(r))
 
 
@@ -247,7 +319,7 @@ async def netchange():
 
 async def main():
     phase = sys.argv[1]
-    await {"tools": tools, "outage": outage, "freeze": freeze, "idle": idle, "netchange": netchange}[phase]()
+    await {"tools": tools, "outage": outage, "freeze": freeze, "skew": skew, "idle": idle, "netchange": netchange}[phase]()
     print(f"{passed} passed, {failed} failed", flush=True)
     sys.exit(1 if failed else 0)
 
