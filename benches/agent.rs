@@ -10,8 +10,8 @@
 #[path = "../tests/common/cluster.rs"]
 mod cluster;
 
-use agentwire::runtime::agent_client::{AgentClient, TcpDialer};
 use agentwire::services::agent::api::{self, AgentApi, AgentApiConfig};
+use agentwire::services::agent::client::{AgentClient, TcpDialer};
 use agentwire::services::agent::{Agent, AgentConfig};
 use bytes::Bytes;
 use cluster::{AGENT_A, Cluster};
@@ -94,7 +94,7 @@ async fn run() {
         .agent_conn(id, tokio::time::Instant::now() + Duration::from_secs(10))
         .await
         .unwrap();
-    let tunnel = measure(&conn.client(), dir.path()).await;
+    let tunnel = measure(&AgentClient::over(&conn), dir.path()).await;
 
     // The same API over kernel loopback TCP.
     let api = AgentApi::new(api_config(dir.path()));

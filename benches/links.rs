@@ -27,6 +27,7 @@ mod pki;
 
 use agentwire::runtime::tailnet::{AgentConn, DialMode, Tailnet, TailnetConfig};
 use agentwire::runtime::tls::{ClientTls, ServerTls};
+use agentwire::services::agent::client::AgentClient;
 use agentwire::services::agent::{Agent, AgentConfig};
 use agentwire::wire::addr::NodeId;
 use bytes::Bytes;
@@ -184,7 +185,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 /// `n` small calls (read a 100-byte file) over one warm handle, sorted.
 async fn read_small(env: &Env, n: usize) -> Vec<Duration> {
     let conn = env.conn().await;
-    let api = conn.client();
+    let api = AgentClient::over(&conn);
     let path = env.path("small.txt");
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
@@ -234,7 +235,7 @@ async fn bulk(env: &mut Env) -> Vec<Figure> {
     let bytes = env_usize("LINKS_BULK_MIB", 64) << 20;
     env.set_link(&LinkParams::delay_ms(ONE_WAY_MS).loss(0.01));
     let conn = env.conn().await;
-    let api = conn.client().with_timeout(Duration::from_secs(600));
+    let api = AgentClient::over(&conn).with_timeout(Duration::from_secs(600));
     let data = Bytes::from(vec![0x5au8; bytes]);
     let t = Instant::now();
     let path = env.path("bulk.bin");
@@ -286,7 +287,10 @@ async fn per_call_vs_shared(env: &mut Env) -> Vec<Figure> {
             )
             .await
             .expect("per-call agent_conn");
-        let (_, body) = h.client().read_file(&small, 0, None).await.expect("read");
+        let (_, body) = AgentClient::over(&h)
+            .read_file(&small, 0, None)
+            .await
+            .expect("read");
         h.close().await;
         pc.push(t.elapsed());
         assert_eq!(body.len(), 100);

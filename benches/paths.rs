@@ -25,6 +25,7 @@ mod nat;
 
 use agentwire::proto::wg::PathAddr;
 use agentwire::runtime::tailnet::{Tailnet, TailnetConfig};
+use agentwire::services::agent::client::AgentClient;
 use agentwire::wire::addr::NodeId;
 use common::link::{self, LinkParams};
 use common::netns::require;
@@ -228,7 +229,7 @@ fn run_client(
                 .agent_conn(agent, deadline())
                 .await
                 .expect("agent_conn");
-            let api = conn.client();
+            let api = AgentClient::over(&conn);
             api.read_file(&path, 0, None).await.expect("first read");
             let first_call = t0.elapsed();
             let mut to_direct = None;
@@ -261,7 +262,7 @@ fn run_client(
                 .agent_conn(agent, deadline())
                 .await
                 .expect("agent_conn");
-            let api = conn.client();
+            let api = AgentClient::over(&conn);
             for _ in 0..5 {
                 api.read_file(&path, 0, None).await.expect("read");
             }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use agentwire::runtime::agent_client::AgentClientError;
+use agentwire::services::agent::client::{AgentClient, AgentClientError};
 use agentwire::services::agent::types::*;
 use bytes::Bytes;
 use common::cluster::{self, AGENT_A, Cluster};
@@ -27,7 +27,7 @@ async fn every_endpoint_through_the_tunnel() {
         .agent_conn(AGENT_A.parse().unwrap(), soon())
         .await
         .unwrap();
-    let api = conn.client();
+    let api = AgentClient::over(&conn);
     let p = |rel: &str| root.join(rel).display().to_string();
 
     assert_eq!(api.health().await.unwrap().status, "ok");
@@ -102,7 +102,7 @@ async fn every_endpoint_through_the_tunnel() {
     let versions: Vec<Vec<u8>> = (0..6u8).map(|i| vec![b'a' + i; 200_000]).collect();
     let mut tasks = tokio::task::JoinSet::new();
     for v in versions.clone() {
-        let (api, path) = (conn.client(), p("shared"));
+        let (api, path) = (AgentClient::over(&conn), p("shared"));
         tasks.spawn(async move {
             for _ in 0..3 {
                 api.write_file(&path, Bytes::from(v.clone())).await.unwrap();

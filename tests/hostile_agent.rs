@@ -8,6 +8,7 @@
 mod common;
 
 use agentwire::runtime::tailnet::AgentConn;
+use agentwire::services::agent::client::AgentClient;
 use agentwire::services::agent::{Agent, AgentConfig};
 use common::cluster::{self, AGENT_A, Cluster};
 use common::raw_http::{Exchange, RawResponse, TLS_HELLO, exchange, head, refused};
@@ -56,7 +57,7 @@ impl Target {
 
     /// The agent still answers, and the root holds exactly the files the test put there.
     async fn still_serves(&self, after: &str) {
-        let h = self.conn.client().health().await;
+        let h = AgentClient::over(&self.conn).health().await;
         assert!(h.is_ok_and(|h| h.status == "ok"), "health after {after}");
         let mut names: Vec<String> = std::fs::read_dir(&self.root)
             .unwrap()
@@ -145,7 +146,11 @@ async fn hostile_requests_to_the_agent_api() {
         root: root.clone(),
     };
     t.still_serves("start").await;
-    let before = t.conn.client().health().await.unwrap().rejected_requests;
+    let before = AgentClient::over(&t.conn)
+        .health()
+        .await
+        .unwrap()
+        .rejected_requests;
     let mut expected_rejections = 0u64;
     macro_rules! reject {
         ($r:expr, $status:expr, $what:expr) => {{
@@ -494,7 +499,11 @@ async fn hostile_requests_to_the_agent_api() {
     t.still_serves("header abuse").await;
 
     // Every rejection that reached the API was counted.
-    let after = t.conn.client().health().await.unwrap().rejected_requests;
+    let after = AgentClient::over(&t.conn)
+        .health()
+        .await
+        .unwrap()
+        .rejected_requests;
     assert_eq!(after - before, expected_rejections, "rejections counted");
 
     drop(t);
@@ -553,7 +562,7 @@ async fn half_open_requests_are_cut_by_the_header_timeout() {
         Exchange::Closed(_) => {}
         Exchange::Stalled => panic!("an oversized head was neither refused nor closed"),
     }
-    assert!(t.conn.client().health().await.is_ok());
+    assert!(AgentClient::over(&t.conn).health().await.is_ok());
     drop(t);
     drop(agent);
     drop(client);

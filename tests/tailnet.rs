@@ -7,6 +7,7 @@ mod common;
 
 use agentwire::proto::wg::PathAddr;
 use agentwire::runtime::tailnet::{ConnError, Tailnet, TailnetConfig};
+use agentwire::services::agent::client::AgentClient;
 use common::cluster::{self, AGENT_A, AGENT_B, AGENT_C, Cluster, echo, fd_count, task_count};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -263,14 +264,13 @@ async fn a_vanished_agent_fails_within_the_callers_deadline() {
     let client = c.client(cluster::ALICE_TOKEN);
     let id = AGENT_A.parse().unwrap();
     let conn = client.agent_conn(id, soon()).await.unwrap();
-    assert!(conn.client().health().await.is_ok());
+    assert!(AgentClient::over(&conn).health().await.is_ok());
     let tasks = task_count();
 
     // Gone without a word: its tunnel stops, its coordinator stream says nothing yet.
     a.tailnet().tunnel().close_now();
     let t = Instant::now();
-    let err = conn
-        .client()
+    let err = AgentClient::over(&conn)
         .with_timeout(Duration::from_secs(1))
         .health()
         .await
@@ -300,4 +300,56 @@ async fn a_vanished_agent_fails_within_the_callers_deadline() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(task_count() <= tasks, "tasks {} → {}", tasks, task_count());
     a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_api_connections_are_shared_and_let_go_when_the_destination_goes() {
+    use agentwire::services::agent::pool::AgentPools;
+    let c = Cluster::start().await;
+    let _a = cluster::api_agent(&c.url(), AGENT_A, &std::env::temp_dir()).await;
+    let mut cfg = TailnetConfig::client(c.url(), cluster::ALICE_TOKEN);
+    cfg.udp_listen = "127.0.0.1:0".parse().unwrap();
+    cfg.idle_timeout = Duration::from_millis(500);
+    let client = Tailnet::start(cfg).unwrap();
+    let pools = AgentPools::new(&client);
+    let id = AGENT_A.parse().unwrap();
+    let conn = client.agent_conn(id, soon()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let tasks = task_count();
+
+    let first = pools.client(&conn);
+    assert!(first.health().await.is_ok());
+    drop(first);
+    assert_eq!(pools.idle(), vec![(id, 1)], "the call left its connection");
+    // A later call, through another handle, takes that connection instead of dialling:
+    // had it dialled, both would be idle now.
+    let again = conn.clone();
+    drop(conn);
+    let second = pools.client(&again);
+    assert!(second.health().await.is_ok());
+    drop(second);
+    assert_eq!(pools.idle(), vec![(id, 1)], "the connection was reused");
+
+    // The pool holds no lease: with the last handle gone the destination idles out, and
+    // the Tailnet's departure empties and forgets its pool.
+    drop(again);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !pools.idle().is_empty() || !client.destinations().await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pool kept after the destination went: {:?}",
+            pools.idle()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        task_count() <= tasks,
+        "the pooled connection's task outlived its destination"
+    );
+
+    // And it comes back on next use.
+    let conn = client.agent_conn(id, soon()).await.unwrap();
+    assert!(pools.client(&conn).health().await.is_ok());
+    assert_eq!(pools.idle(), vec![(id, 1)]);
 }

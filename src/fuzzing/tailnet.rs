@@ -98,7 +98,7 @@ impl Model {
                 }
                 Action::Initiate(_)
                 | Action::ResetConnections(_)
-                | Action::DropPool(_)
+                | Action::Gone(_)
                 | Action::Reconnect => {}
             }
         }

@@ -1,6 +1,5 @@
 //! The tokio shell. The only layer that spawns tasks, does IO or reads the clock.
 
-pub mod agent_client;
 pub mod alloc;
 pub mod clock;
 pub mod coord;

@@ -122,8 +122,9 @@ pub enum Action {
     RemovePeer(NodePublic),
     /// Reset every TCP connection to the node's tailnet address: it left or restarted.
     ResetConnections(NodeId),
-    /// Pooled API connections to the agent died with it: drop them.
-    DropPool(NodeId),
+    /// The destination is gone (removed, or its node left or changed key): connections
+    /// kept to it above the Tailnet, such as pooled API connections, are dead.
+    Gone(NodeId),
     /// Agent role: program a client peer and, if that works, acknowledge it with
     /// `ready_for_handshake`.
     ProgramClient(Box<Node>),
@@ -414,7 +415,7 @@ impl Destinations {
                         d.stage = Stage::AwaitingReady;
                         d.ready_received = false;
                         self.actions.push_back(Action::ResetConnections(u.id));
-                        self.actions.push_back(Action::DropPool(u.id));
+                        self.actions.push_back(Action::Gone(u.id));
                         false
                     }
                     // Same key: paths or endpoints may have changed.
@@ -436,7 +437,7 @@ impl Destinations {
                     return;
                 }
                 let old = d.forget_node();
-                self.actions.push_back(Action::DropPool(u.id));
+                self.actions.push_back(Action::Gone(u.id));
                 self.actions.push_back(Action::ResetConnections(u.id));
                 if let Some(k) = old {
                     self.actions.push_back(Action::RemovePeer(k));
@@ -550,7 +551,7 @@ impl Destinations {
                 if let Some(k) = d.programmed {
                     self.actions.push_back(Action::RemovePeer(k));
                 }
-                self.actions.push_back(Action::DropPool(id));
+                self.actions.push_back(Action::Gone(id));
             }
         }
     }

@@ -202,7 +202,7 @@ fn an_agent_restarted_with_a_new_key_is_set_up_again() {
     m.handle_peer(update(a, PeerKind::Node, Some(node(a, key(2)))), t);
     assert_eq!(
         actions(&mut m),
-        vec![Action::ResetConnections(a), Action::DropPool(a)]
+        vec![Action::ResetConnections(a), Action::Gone(a)]
     );
     assert_eq!(m.stage(&a), Some(Stage::AwaitingReady));
     let w = waiter(m.acquire(a, t + Duration::from_secs(10), t));
@@ -236,7 +236,7 @@ fn a_departed_agent_is_torn_down_and_set_up_again_when_it_returns() {
     assert_eq!(
         actions(&mut m),
         vec![
-            Action::DropPool(a),
+            Action::Gone(a),
             Action::ResetConnections(a),
             Action::RemovePeer(key(1))
         ]
@@ -340,7 +340,7 @@ fn idle_expiry_counts_from_the_last_release() {
         vec![
             Action::RemoveTunnel(a),
             Action::RemovePeer(key(1)),
-            Action::DropPool(a)
+            Action::Gone(a)
         ]
     );
     assert!(m.summaries().is_empty());

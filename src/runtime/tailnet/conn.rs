@@ -5,12 +5,10 @@
 
 use super::{ConnError, Inner, Tailnet, TailnetConfig};
 use crate::proto::tailnet::{Acquired, WaiterId};
-use crate::runtime::agent_client::{AgentClient, AgentDialer, AgentStream};
 use crate::runtime::clock;
 use crate::runtime::{TcpStream, UdpSocket};
 use crate::wire::addr::NodeId;
 use crate::wire::key::NodePrivate;
-use futures_util::future::BoxFuture;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -130,21 +128,10 @@ impl AgentConn {
         })
     }
 
-    /// A typed client for the agent's API (tailnet port 4). It holds a lease of its own
-    /// until dropped, never follows redirects, and every dial it makes is pinned to this
-    /// agent's address and port 4. Keep-alive connections are shared by every client of
-    /// the same destination, so a warm call costs one round trip.
-    pub fn client(&self) -> AgentClient {
-        let base = {
-            let mut st = self.inner().state();
-            let weak = Arc::downgrade(self.inner());
-            let addr = SocketAddr::new(self.addr(), crate::wire::addr::AGENT_API_PORT);
-            st.pools
-                .entry(self.agent_id())
-                .or_insert_with(|| AgentClient::new(Arc::new(TailnetDialer { inner: weak, addr })))
-                .clone()
-        };
-        base.with_guard(Arc::new(self.clone()))
+    /// Whether this handle owns a private stack (per-call mode): connections made through
+    /// it die with it, so they must not be pooled beyond it.
+    pub fn owns_stack(&self) -> bool {
+        self.owner.is_some()
     }
 
     /// Releases the lease. In shared mode that is all (the same as dropping the handle);
@@ -156,38 +143,6 @@ impl AgentConn {
         if let Some(t) = owner.and_then(|o| Arc::try_unwrap(o).ok()) {
             t.shutdown().await;
         }
-    }
-}
-
-/// Dials one agent's API over the tailnet. Holds no lease (the pool it feeds lives with
-/// the destination, and a lease would keep the destination from ever going idle).
-#[derive(Debug)]
-struct TailnetDialer {
-    inner: std::sync::Weak<Inner>,
-    addr: SocketAddr,
-}
-
-/// How long a dial to the agent API may take.
-const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-impl AgentDialer for TailnetDialer {
-    fn dial(&self) -> BoxFuture<'static, io::Result<Box<dyn AgentStream>>> {
-        let inner = self.inner.upgrade();
-        let addr = self.addr;
-        Box::pin(async move {
-            let inner = inner.ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotConnected, "tailnet is shut down")
-            })?;
-            let s = tokio::time::timeout(DIAL_TIMEOUT, inner.tunnel.dial_tcp(addr))
-                .await
-                .map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "connecting to the agent API timed out",
-                    )
-                })??;
-            Ok(Box::new(s) as Box<dyn AgentStream>)
-        })
     }
 }
 
@@ -239,9 +194,8 @@ pub(super) async fn acquire(
             Acquired::Wait(waiter) => {
                 let (tx, rx) = oneshot::channel();
                 st.waiters.insert(waiter, tx);
-                let dropped = st.settle();
+                st.settle();
                 drop(st);
-                drop(dropped);
                 let guard = Waiting {
                     inner: inner.clone(),
                     waiter,

@@ -137,27 +137,24 @@ pub(super) async fn run(inner: Arc<Inner>, mut events: mpsc::Receiver<CoordEvent
     }
     drop(netmon);
     // Waiters are failed with `Closed`; later callers are refused by the closed machine.
-    let dropped = {
+    {
         let mut st = inner.state();
         st.machine.close();
-        let dropped = st.settle();
+        st.settle();
         st.pending.clear();
         st.waiters.clear();
-        dropped
-    };
-    drop(dropped);
+    }
     sessions.shutdown().await;
 }
 
 /// Carries out every action the machine has queued.
 async fn execute(inner: &Arc<Inner>, sessions: &mut Sessions) {
     loop {
-        let (batch, dropped) = {
+        let batch = {
             let mut st = inner.state();
-            let dropped = st.settle();
-            (std::mem::take(&mut st.pending), dropped)
+            st.settle();
+            std::mem::take(&mut st.pending)
         };
-        drop(dropped);
         if batch.is_empty() {
             return;
         }
@@ -216,7 +213,7 @@ async fn act(inner: &Arc<Inner>, a: Action, sessions: &mut Sessions) {
             let _ = inner.tunnel.rehandshake_all().await;
         }
         // Handled by `State::settle`.
-        Action::Resolve { .. } | Action::DropPool(_) => {}
+        Action::Resolve { .. } | Action::Gone(_) => {}
     }
 }
 

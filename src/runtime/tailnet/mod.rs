@@ -24,6 +24,32 @@ pub use crate::proto::tailnet::{Role, Stage};
 pub use conn::{AgentConn, AgentUdp};
 pub use state::DestinationInfo;
 
+/// One departure, as [`GoneEvents`] tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    /// This destination is gone.
+    Destination(NodeId),
+    /// The listener fell behind and some departures were missed: treat every destination
+    /// as possibly gone.
+    Missed,
+}
+
+/// Subscription to [`Tailnet::gone_events`].
+#[derive(Debug)]
+pub struct GoneEvents(tokio::sync::broadcast::Receiver<NodeId>);
+
+impl GoneEvents {
+    /// The next departure; `None` once the Tailnet is gone.
+    pub async fn recv(&mut self) -> Option<Gone> {
+        use tokio::sync::broadcast::error::RecvError;
+        match self.0.recv().await {
+            Ok(id) => Some(Gone::Destination(id)),
+            Err(RecvError::Lagged(_)) => Some(Gone::Missed),
+            Err(RecvError::Closed) => None,
+        }
+    }
+}
+
 use super::coord::{CoordClient, CoordClientConfig};
 use super::relay::{DerpRelay, RelayConfig};
 use super::{Tunnel, TunnelConfig, TunnelError};
@@ -426,6 +452,13 @@ impl Tailnet {
             return conn::per_call(&self.inner.cfg, agent, deadline).await;
         }
         conn::acquire(&self.inner, agent, deadline).await
+    }
+
+    /// Departures from now on: a destination is announced when it is removed or its node
+    /// left or changed key, so that connections kept to it above the Tailnet (pooled API
+    /// connections) are let go at once rather than found dead on next use.
+    pub fn gone_events(&self) -> GoneEvents {
+        GoneEvents(self.inner.state().gone.subscribe())
     }
 
     /// Per-destination state: leases, path, last handshake, bytes.

@@ -1,16 +1,18 @@
 //! What the shell keeps beside the destinations machine, under one short-held mutex:
-//! the callers waiting on it, the pooled API clients, and the actions the manager task
-//! must still carry out.
+//! the callers waiting on it, where departures are announced, and the actions the manager
+//! task must still carry out.
 
 use super::Inner;
 use crate::proto::tailnet::{Action, Destinations, Failure, WaiterId};
 use crate::proto::wg::PathAddr;
-use crate::runtime::agent_client::AgentClient;
 use crate::wire::addr::NodeId;
 use crate::wire::key::NodePublic;
 use std::collections::{HashMap, VecDeque};
 use std::time::SystemTime;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
+
+/// Departures a slow listener may fall behind by before it is told it missed some.
+const GONE_BACKLOG: usize = 256;
 
 pub(crate) struct State {
     pub(crate) home: Option<u16>,
@@ -22,8 +24,9 @@ pub(crate) struct State {
     pub(crate) machine: Destinations,
     /// Callers waiting for a destination, by the machine's waiter id.
     pub(crate) waiters: HashMap<WaiterId, oneshot::Sender<Result<(), Failure>>>,
-    /// The API client whose keep-alive pool every handle on a destination shares.
-    pub(crate) pools: HashMap<NodeId, AgentClient>,
+    /// Announces destinations that are gone, to whoever keeps connections to them above
+    /// the Tailnet ([`super::GoneEvents`]).
+    pub(crate) gone: broadcast::Sender<NodeId>,
     /// Actions that need the tunnel or the coordinator: for the manager task.
     pub(crate) pending: VecDeque<Action>,
 }
@@ -45,16 +48,14 @@ impl State {
             chooser: crate::proto::home::HomeChooser::new(home, []),
             machine,
             waiters: HashMap::new(),
-            pools: HashMap::new(),
+            gone: broadcast::channel(GONE_BACKLOG).0,
             pending: VecDeque::new(),
         }
     }
 
-    /// Drains the machine: wakes resolved callers and drops dead pools here (both are
-    /// quick and need no I/O), queues the rest for the manager. Returns the pools
-    /// dropped, so the caller can let them go after unlocking.
-    pub(crate) fn settle(&mut self) -> Vec<AgentClient> {
-        let mut dropped = Vec::new();
+    /// Drains the machine: wakes resolved callers and announces departures here (both are
+    /// quick and need no I/O), queues the rest for the manager.
+    pub(crate) fn settle(&mut self) {
         while let Some(a) = self.machine.poll_action() {
             match a {
                 Action::Resolve { waiter, result } => {
@@ -62,11 +63,13 @@ impl State {
                         let _ = tx.send(result);
                     }
                 }
-                Action::DropPool(id) => dropped.extend(self.pools.remove(&id)),
+                Action::Gone(id) => {
+                    // No receiver is fine: nothing is pooled above.
+                    let _ = self.gone.send(id);
+                }
                 other => self.pending.push_back(other),
             }
         }
-        dropped
     }
 }
 

@@ -1,13 +1,15 @@
 //! The workspace agent: a tailnet node serving its HTTP API on port 4 and forwarding
 //! other ports to its host.
 //!
-//! The API's wire types live in [`crate::wire::agent_api`] and its typed client in
-//! [`crate::runtime::agent_client`]; both are re-exported here.
+//! The API's wire types live in [`crate::wire::agent_api`] (re-exported as `types`); its
+//! typed client is [`client`], and [`pool`] shares keep-alive connections among the calls
+//! to one agent.
 
 pub mod api;
+pub mod client;
 pub mod node;
+pub mod pool;
 
 pub use node::{Agent, AgentConfig};
 
-pub use crate::runtime::agent_client as client;
 pub use crate::wire::agent_api as types;

@@ -9,9 +9,10 @@
 use super::{AgentProvider, AgentState, AgentStatus, ProviderError};
 use crate::proto::coord::server::Presence as CoordPresence;
 use crate::proto::wg::PathAddr;
-use crate::runtime::agent_client::AgentClient;
 use crate::runtime::clock;
 use crate::runtime::tailnet::{ConnError, Tailnet};
+use crate::services::agent::client::AgentClient;
+use crate::services::agent::pool::AgentPools;
 use crate::services::hub::Hub;
 use crate::services::user_api::client::{ServerClient, server_status};
 use crate::wire::addr::NodeId;
@@ -41,13 +42,17 @@ enum Presence {
 #[derive(Debug, Clone)]
 pub struct TailnetAgentProvider {
     tailnet: Arc<Tailnet>,
+    /// Keep-alive connections per agent, shared by every call (and every clone).
+    pools: Arc<AgentPools>,
     presence: Presence,
 }
 
 impl TailnetAgentProvider {
-    /// A provider over `tailnet`, with no view of the coordinator.
+    /// A provider over `tailnet`, with no view of the coordinator. Needs a Tokio runtime
+    /// (see [`AgentPools::new`]).
     pub fn new(tailnet: Arc<Tailnet>) -> Self {
         Self {
+            pools: Arc::new(AgentPools::new(&tailnet)),
             tailnet,
             presence: Presence::None,
         }
@@ -239,6 +244,7 @@ impl AgentProvider for TailnetAgentProvider {
         deadline: tokio::time::Instant,
     ) -> BoxFuture<'static, Result<AgentClient, ProviderError>> {
         let tailnet = self.tailnet.clone();
+        let pools = self.pools.clone();
         let known = self.local_presence(agent);
         let remote = match &self.presence {
             Presence::Remote(s) => Some(s.clone()),
@@ -261,7 +267,7 @@ impl AgentProvider for TailnetAgentProvider {
                 }
             };
             // The client holds its own lease; this handle's is released here.
-            Ok(conn.client())
+            Ok(pools.client(&conn))
         })
     }
 

@@ -1,11 +1,14 @@
 //! A typed client for the agent API.
 //!
-//! Every connection comes from an [`AgentDialer`] — over the tailnet that is a dial pinned
-//! to one agent's address and port 4 — so the client cannot be pointed anywhere else.
-//! Redirects are never followed: a malicious agent must not be able to turn the caller
-//! into a deputy against another agent. Idle keep-alive connections are pooled (bounded)
-//! and dropped on any error.
+//! Every connection comes from an [`AgentDialer`] — over the tailnet that is an
+//! [`AgentConn`], whose dials are pinned to one agent's address, here to port 4 — so the
+//! client cannot be pointed anywhere else. Redirects are never followed: a malicious agent
+//! must not be able to turn the caller into a deputy against another agent. Idle
+//! keep-alive connections are kept in an [`IdlePool`] (bounded) and dropped on any error;
+//! [`super::pool::AgentPools`] shares one pool among every client of a destination.
 
+use crate::runtime::tailnet::AgentConn;
+use crate::wire::addr::AGENT_API_PORT;
 use crate::wire::agent_api::*;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -23,6 +26,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 const POOL_MAX: usize = 4;
 /// Largest JSON response accepted.
 const JSON_LIMIT: usize = 16 << 20;
+/// How long a dial to the agent API over the tailnet may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why an agent call failed.
 #[derive(Debug, Error)]
@@ -92,19 +97,90 @@ impl AgentDialer for TcpDialer {
     }
 }
 
+/// A handle dials the agent API (port 4) of its own agent, and holds its lease while a
+/// client dialling through it lives.
+impl AgentDialer for AgentConn {
+    fn dial(&self) -> BoxFuture<'static, std::io::Result<Box<dyn AgentStream>>> {
+        let conn = self.clone();
+        Box::pin(async move {
+            let s = tokio::time::timeout(DIAL_TIMEOUT, conn.dial_tcp(AGENT_API_PORT))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connecting to the agent API timed out",
+                    )
+                })??;
+            Ok(Box::new(s) as Box<dyn AgentStream>)
+        })
+    }
+}
+
 type Sender = SendRequest<Full<Bytes>>;
 
-/// Something the client keeps alive while it lives, such as a lease on the agent's
-/// tunnel.
-pub type Guard = Arc<dyn std::any::Any + Send + Sync>;
+/// Idle keep-alive connections to one agent's API, shared by the clients given it.
+#[derive(Default)]
+pub struct IdlePool {
+    idle: Mutex<Vec<Sender>>,
+}
 
-/// The typed client. Cheap to clone; clones share the connection pool (and the guard).
+impl std::fmt::Debug for IdlePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdlePool")
+            .field("idle", &self.len())
+            .finish()
+    }
+}
+
+impl IdlePool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sender>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Idle connections held (some may have been closed by the agent since).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no idle connection is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes every idle connection (dropping a sender ends its connection task).
+    pub fn clear(&self) {
+        let drained = std::mem::take(&mut *self.lock());
+        drop(drained);
+    }
+
+    fn take(&self) -> Option<Sender> {
+        let mut idle = self.lock();
+        while let Some(s) = idle.pop() {
+            if !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put(&self, s: Sender) {
+        if s.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        if idle.len() < POOL_MAX {
+            idle.push(s);
+        }
+    }
+}
+
+/// The typed client. Cheap to clone; clones share the dialer (and so any lease it holds)
+/// and the idle pool.
 #[derive(Clone)]
 pub struct AgentClient {
     dialer: Arc<dyn AgentDialer>,
-    pool: Arc<Mutex<Vec<Sender>>>,
+    pool: Arc<IdlePool>,
     timeout: Duration,
-    _guard: Option<Guard>,
 }
 
 impl std::fmt::Debug for AgentClient {
@@ -131,49 +207,32 @@ fn enc(s: &str) -> String {
 }
 
 impl AgentClient {
-    /// A client dialling through `dialer`, with a 10-minute per-call safety timeout.
+    /// A client dialling through `dialer`, with a pool of its own and a 10-minute
+    /// per-call safety timeout.
     pub fn new(dialer: Arc<dyn AgentDialer>) -> Self {
+        Self::pooled(dialer, Arc::default())
+    }
+
+    /// A client dialling through `dialer` that keeps idle connections in `pool`, which
+    /// other clients of the same agent may share.
+    pub fn pooled(dialer: Arc<dyn AgentDialer>, pool: Arc<IdlePool>) -> Self {
         Self {
             dialer,
-            pool: Arc::new(Mutex::new(Vec::new())),
+            pool,
             timeout: Duration::from_secs(600),
-            _guard: None,
         }
     }
 
-    /// A clone sharing this client's pool that keeps `guard` alive as long as it (or any
-    /// of its clones) lives.
-    pub fn with_guard(&self, guard: Guard) -> Self {
-        Self {
-            _guard: Some(guard),
-            ..self.clone()
-        }
+    /// A client of `conn`'s agent with a pool of its own; it holds a lease on the agent
+    /// until it and its clones are dropped. Share pools with [`super::pool::AgentPools`].
+    pub fn over(conn: &AgentConn) -> Self {
+        Self::new(Arc::new(conn.clone()))
     }
 
     /// Sets the per-call timeout.
     pub fn with_timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
         self
-    }
-
-    fn take_idle(&self) -> Option<Sender> {
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(s) = pool.pop() {
-            if !s.is_closed() {
-                return Some(s);
-            }
-        }
-        None
-    }
-
-    fn put_idle(&self, s: Sender) {
-        if s.is_closed() {
-            return;
-        }
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < POOL_MAX {
-            pool.push(s);
-        }
     }
 
     async fn connect(&self) -> Result<Sender, AgentClientError> {
@@ -203,7 +262,7 @@ impl AgentClient {
             // A pooled connection may have been closed by the agent since; retry once on
             // a fresh one if the request never got out.
             for attempt in 0..2 {
-                let mut sender = match self.take_idle() {
+                let mut sender = match self.pool.take() {
                     Some(s) if attempt == 0 => s,
                     _ => self.connect().await?,
                 };
@@ -235,7 +294,7 @@ impl AgentClient {
                     }
                     Err(e) => return Err(AgentClientError::Http(e.to_string())),
                 };
-                self.put_idle(sender);
+                self.pool.put(sender);
                 return Ok((status, headers, bytes));
             }
             Err(AgentClientError::Http(
