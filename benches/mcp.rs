@@ -242,6 +242,11 @@ async fn run() {
                 "mcp_audit_{}_written: {} records (dropped {} queue full, {} store errors)",
                 r.name, a.written, a.dropped_queue_full, a.dropped_store_error
             );
+            println!(
+                "mcp_audit_{}_records_per_transaction: {:.1} records",
+                r.name,
+                a.written as f64 / a.batches.max(1) as f64
+            );
         }
         r.agent.shutdown().await;
         r.server.shutdown().await;

@@ -716,6 +716,20 @@ async fn audit_log(ctx: Ctx) {
         assert!(Instant::now() < deadline, "retention applied ({n} entries)");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Records arriving one at a time (as calls end) are still written a batch at a time.
+    let before = kept.audit_stats();
+    for _ in 0..20 {
+        kept.audit(record("alice", None, now, ToolOutcome::Ok));
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+    assert!(kept.flush_audit(Duration::from_secs(10)).await);
+    let after = kept.audit_stats();
+    assert_eq!(after.written - before.written, 20);
+    let batches = after.batches - before.batches;
+    assert!(
+        batches <= 5,
+        "20 records over ~100 ms took {batches} transactions"
+    );
     kept.close().await;
 
     // A full queue drops and counts instead of waiting.

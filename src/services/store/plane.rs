@@ -181,6 +181,11 @@ impl Inner {
                 "Tool-call records written to the audit log.",
                 a.written,
             ),
+            counter(
+                "agentwire_audit_batches_total",
+                "Transactions that wrote audit records (a batch waits up to 100 ms for more).",
+                a.batches,
+            ),
             MetricFamily {
                 name: "agentwire_audit_dropped_total",
                 help: "Tool-call records dropped: the queue was full, or the database kept failing.",
