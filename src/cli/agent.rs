@@ -145,6 +145,10 @@ fn check_sandbox(agent: &Agent, token_file: Option<&std::path::Path>) -> anyhow:
 /// A refused token or an unreachable server at startup.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     super::protect_process();
+    // Listening from the start: a stop while the agent is still connecting leaves
+    // gracefully too (the coordinator then reports it stopped, not lost).
+    let stop = super::shutdown_signal();
+    tokio::pin!(stop);
     let base = base_url(&args.url)?;
     let url = base.to_url();
     let client_tls = args.tls.client_tls(&url)?;
@@ -196,7 +200,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         agent.shutdown().await;
         return Err(e);
     }
-    let ready = agent.wait_ready(Duration::from_secs(15)).await;
+    let ready = tokio::select! {
+        r = agent.wait_ready(Duration::from_secs(15)) => r,
+        () = &mut stop => {
+            agent.shutdown().await;
+            return Ok(());
+        }
+    };
     println!(
         "agentwire agent {} for {} ({}) in {}{}",
         id.name,
@@ -205,7 +215,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         dir.display(),
         if ready { "" } else { " — still connecting" }
     );
-    super::shutdown_signal().await;
+    stop.await;
     agent.shutdown().await;
     Ok(())
 }

@@ -93,25 +93,36 @@ pub fn protect_process() {
     }
 }
 
-/// Resolves when the process is asked to stop (ctrl-c or SIGTERM).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves when the process is asked to stop (ctrl-c or SIGTERM). The handlers are
+/// installed when this is called, not when the future is first awaited: a signal that
+/// arrives in between (a process stopped while it starts) is kept for it instead of
+/// taking the default action, which ends the process without a goodbye.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        async fn next(s: std::io::Result<Signal>) {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+        let term = next(signal(SignalKind::terminate()));
+        let int = next(signal(SignalKind::interrupt()));
+        async move {
+            tokio::select! {
+                () = term => {}
+                () = int => {}
+            }
+        }
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
