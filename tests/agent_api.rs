@@ -389,6 +389,37 @@ async fn background_output_and_signal() {
     );
 }
 
+/// A kill sent to one run of the agent and delivered to the next (the agent restarted in
+/// between, same workspace) must not hit the new run's process that has the same number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_id_from_an_earlier_run_names_nothing() {
+    let sleeper = || StartProcessRequest {
+        command: "sleep 30".into(),
+        background: true,
+        ..Default::default()
+    };
+    let before = start(|_, _| {}).await;
+    let old = before.client.start_process(&sleeper()).await.unwrap();
+    before.api.processes().shutdown().await;
+    drop(before);
+    let after = start(|_, _| {}).await;
+    let new = after.client.start_process(&sleeper()).await.unwrap();
+    assert_ne!(old.id, new.id, "ids repeat across runs");
+    assert_eq!(
+        status(
+            after
+                .client
+                .signal_process(&old.id, SignalName::Kill)
+                .await
+                .unwrap_err()
+        ),
+        404
+    );
+    let still = after.client.process_output(&new.id, 0, 0).await.unwrap();
+    assert!(still.running, "the new run's process was hit: {still:?}");
+    after.api.processes().shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreground_timeout_keeps_output_and_reports_it() {
     let s = start(|_, _| {}).await;

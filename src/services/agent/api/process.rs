@@ -165,6 +165,10 @@ pub struct ProcessManager {
     cap: usize,
     max: usize,
     next: std::sync::atomic::AtomicU64,
+    /// Random per process table, part of every id: a request naming a process of an
+    /// earlier run of the agent (a kill sent just before a restart and delivered just
+    /// after) must find nothing rather than the new run's process with the same number.
+    run: String,
     tasks: TaskTracker,
     spawner: Spawner,
 }
@@ -176,6 +180,7 @@ impl ProcessManager {
             cap: cap.max(1),
             max: max.max(1),
             next: std::sync::atomic::AtomicU64::new(1),
+            run: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
             tasks: TaskTracker::new(),
             spawner,
         }
@@ -288,7 +293,7 @@ impl ProcessManager {
         })?;
         drop(dir);
         let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("p{seq}");
+        let id = format!("p{seq}-{}", self.run);
         let started_at_ms = crate::runtime::clock::wall()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
