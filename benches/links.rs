@@ -251,10 +251,17 @@ async fn bulk(env: &mut Env) -> Vec<Figure> {
     let _ = std::fs::remove_file(env.workdir.join("bulk.bin"));
     // Kernel TCP over the same link, same direction each.
     let ip = env.ns.ns_ip.clone();
-    let (ksend, krecv) = tokio::task::spawn_blocking(move || {
+    // Twice: with the system's default congestion control (often BBR, which does not
+    // read random loss as congestion), and with CUBIC, the loss-based controller the
+    // tunnel's TCP uses, so like is compared with like.
+    let default_cc = link::default_congestion_control();
+    eprintln!("links: the kernel's default congestion control is {default_cc}");
+    let (ksend, krecv, csend, crecv) = tokio::task::spawn_blocking(move || {
         (
             link::kernel_send((ip.as_str(), 7002), bytes),
             link::kernel_receive((ip.as_str(), 7003), bytes),
+            link::kernel_send_with(&ip, 7002, bytes, "cubic"),
+            link::kernel_receive_with((ip.as_str(), 7003), bytes, Some("cubic")),
         )
     })
     .await
@@ -262,10 +269,30 @@ async fn bulk(env: &mut Env) -> Vec<Figure> {
     vec![
         fig("bulk_write_1pct_loss", write, "Mbit/s"),
         fig("bulk_read_1pct_loss", read, "Mbit/s"),
-        fig("kernel_tcp_send_1pct_loss", ksend, "Mbit/s"),
-        fig("kernel_tcp_receive_1pct_loss", krecv, "Mbit/s"),
-        fig("ratio_bulk_write_vs_kernel", write / ksend, "x"),
-        fig("ratio_bulk_read_vs_kernel", read / krecv, "x"),
+        fig(
+            format!("kernel_tcp_{default_cc}_send_1pct_loss"),
+            ksend,
+            "Mbit/s",
+        ),
+        fig(
+            format!("kernel_tcp_{default_cc}_receive_1pct_loss"),
+            krecv,
+            "Mbit/s",
+        ),
+        fig("kernel_tcp_cubic_send_1pct_loss", csend, "Mbit/s"),
+        fig("kernel_tcp_cubic_receive_1pct_loss", crecv, "Mbit/s"),
+        fig(
+            format!("ratio_bulk_write_vs_kernel_{default_cc}"),
+            write / ksend,
+            "x",
+        ),
+        fig(
+            format!("ratio_bulk_read_vs_kernel_{default_cc}"),
+            read / krecv,
+            "x",
+        ),
+        fig("ratio_bulk_write_vs_kernel_cubic", write / csend, "x"),
+        fig("ratio_bulk_read_vs_kernel_cubic", read / crecv, "x"),
     ]
 }
 

@@ -299,14 +299,54 @@ pub fn kernel_send(addr: impl ToSocketAddrs, bytes: usize) -> f64 {
     bytes as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e6
 }
 
+/// Kernel TCP with congestion control `cc` (`cubic`, `bbr`, ...) to a `sink` peer: the
+/// same as [`kernel_send`], the sender being a Python process that can choose it.
+pub fn kernel_send_with(host: &str, port: u16, bytes: usize, cc: &str) -> f64 {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/echo.py");
+    let t = Instant::now();
+    let out = std::process::Command::new("python3")
+        .args([
+            script,
+            "send",
+            host,
+            &port.to_string(),
+            &bytes.to_string(),
+            cc,
+        ])
+        .output()
+        .expect("start echo.py send");
+    let secs = t.elapsed().as_secs_f64();
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "echo.py send {cc}: {out:?}");
+    let got: usize = reply.trim().parse().expect("sink count");
+    assert_eq!(got, bytes, "sink received");
+    bytes as f64 * 8.0 / secs / 1e6
+}
+
+/// The system's default TCP congestion control (`bbr`, `cubic`, ...), for the record.
+pub fn default_congestion_control() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 /// Kernel TCP from a `source` peer to the caller: asks for `bytes`, reads to the end;
 /// returns Mbit/s.
 pub fn kernel_receive(addr: impl ToSocketAddrs, bytes: usize) -> f64 {
+    kernel_receive_with(addr, bytes, None)
+}
+
+/// [`kernel_receive`] with the source sending under congestion control `cc`.
+pub fn kernel_receive_with(addr: impl ToSocketAddrs, bytes: usize, cc: Option<&str>) -> f64 {
     let mut s = TcpStream::connect(addr).expect("connect to source");
     s.set_read_timeout(Some(Duration::from_secs(120)))
         .expect("timeout");
     let t = Instant::now();
-    writeln!(s, "{bytes}").expect("source request");
+    match cc {
+        Some(cc) => writeln!(s, "{bytes} {cc}"),
+        None => writeln!(s, "{bytes}"),
+    }
+    .expect("source request");
     let mut buf = vec![0u8; 256 << 10];
     let mut got = 0;
     loop {

@@ -5,8 +5,11 @@
   echo.py client HOST PORT NBYTES     send NBYTES of a fixed pattern, read the echo,
                                       exit 0 if every byte came back intact
   echo.py sink PORT                   per connection: read to the end, answer the count
-  echo.py source PORT                 per connection: read a count line, send that many
-                                      bytes, close
+  echo.py source PORT                 per connection: read a line "COUNT [CC]", send that
+                                      many bytes with congestion control CC (the system's
+                                      default without it), close
+  echo.py send HOST PORT NBYTES CC    send NBYTES to a sink with congestion control CC, print
+                                      the sink's count
 """
 import hashlib
 import socket
@@ -64,12 +67,35 @@ def source(c):
             if not b:
                 return
             line += b
-        n = int(line)
+        words = line.split()
+        n = int(words[0])
+        if len(words) > 1:
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, words[1])
         chunk = b"\x5a" * (1 << 18)
         while n > 0:
             k = min(n, len(chunk))
             c.sendall(chunk[:k])
             n -= k
+
+
+def send(host, port, n, cc):
+    c = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+    c.settimeout(120)
+    c.connect((host, port))
+    chunk = b"\x5a" * (1 << 18)
+    while n > 0:
+        k = min(n, len(chunk))
+        c.sendall(chunk[:k])
+        n -= k
+    c.shutdown(socket.SHUT_WR)
+    reply = b""
+    while True:
+        b = c.recv(64)
+        if not b:
+            break
+        reply += b
+    print(reply.decode().strip(), flush=True)
 
 
 def client(host, port, n):
@@ -101,5 +127,7 @@ if __name__ == "__main__":
         listen(int(sys.argv[2]), sink)
     elif sys.argv[1] == "source":
         listen(int(sys.argv[2]), source)
+    elif sys.argv[1] == "send":
+        send(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
     else:
         client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

@@ -547,6 +547,9 @@ pub struct Socket<'a> {
     tlp_enabled: bool,
     /// agentwire patch: when the tail loss probe is due (while the retransmit timer runs).
     tlp_at: Option<Instant>,
+    /// agentwire patch: the highest sequence number sent when fast recovery began
+    /// (RFC 6582's `recover`), while in it.
+    recover: Option<TcpSeqNumber>,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -640,6 +643,7 @@ impl<'a> Socket<'a> {
             pending_fast_retransmit: false,
             tlp_enabled: false,
             tlp_at: None,
+            recover: None,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -973,6 +977,7 @@ impl<'a> Socket<'a> {
             ..RttEstimator::default()
         };
         self.tlp_at = None;
+        self.recover = None;
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -2181,7 +2186,10 @@ impl<'a> Socket<'a> {
                         }
                     );
 
-                    if self.local_rx_dup_acks == 3 {
+                    // agentwire patch: not again for losses of the window already in
+                    // recovery (RFC 6582): one congestion response per window, and its
+                    // holes are repaired by partial ACKs below.
+                    if self.local_rx_dup_acks == 3 && self.recover.is_none() {
                         self.timer.set_for_fast_retransmit();
                         net_debug!("started fast retransmit");
                     }
@@ -2203,6 +2211,21 @@ impl<'a> Socket<'a> {
                         net_debug!("reset duplicate ACK count");
                     }
                     self.local_rx_last_ack = Some(ack_number);
+
+                    // agentwire patch: NewReno (RFC 6582). In fast recovery, an ACK
+                    // that covers everything sent before recovery began ends it; one
+                    // that covers less (a partial ACK) means the next segment was lost
+                    // too: resend it now rather than wait for three more duplicate ACKs
+                    // (which a small window never produces) or the retransmit timer.
+                    if let Some(recover) = self.recover
+                        && ack_len > 0
+                    {
+                        if ack_number >= recover {
+                            self.recover = None;
+                        } else {
+                            self.pending_fast_retransmit = true;
+                        }
+                    }
 
                     // Notify of fresh ACK
                     self.rtte.on_ack(cx.now(), ack_number);
@@ -2553,6 +2576,9 @@ impl<'a> Socket<'a> {
                 // had sent them. This will cause all data in the queue
                 // to be sent again.
                 self.remote_last_seq = self.local_seq_no;
+                // agentwire patch: the whole flight is being resent; partial ACKs of it
+                // are not holes to repair one by one.
+                self.recover = None;
 
                 // Inform RTTE, so that it can can handle RTO backoff
                 self.rtte.on_rto();
@@ -2567,6 +2593,9 @@ impl<'a> Socket<'a> {
                     .on_loss(cx.now(), in_flight);
 
                 self.pending_fast_retransmit = true;
+                // agentwire patch: fast recovery lasts until what was sent so far is
+                // acknowledged (RFC 6582).
+                self.recover = Some(self.remote_last_seq);
             }
 
             // Clear the `should_retransmit` state. If we can't retransmit right
@@ -10166,5 +10195,128 @@ mod test {
         // srtt 20, rttvar small: RTO = 20 + max(5, 4*rttvar) < 40 = PTO: no probe armed.
         assert!(s.rtte.retransmission_timeout() <= Duration::from_millis(40));
         assert_eq!(s.rtte.probe_timeout(), None);
+    }
+
+
+    // =========================================================================================//
+    // agentwire patch: NewReno partial ACKs (RFC 6582)
+    // =========================================================================================//
+
+    /// Sends "aaaBBBcccDDDeeeFFF" in six segments and loses "aaa" and "ccc": three
+    /// duplicate ACKs bring the fast retransmit of "aaa".
+    fn socket_two_holes_fast_retransmitted() -> TestSocket {
+        let mut s = socket_established();
+        s.remote_mss = 3;
+        send!(s, time 0, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        s.send_slice(b"aaaBBBcccDDDeeeFFF").unwrap();
+        for (i, chunk) in [b"aaa", b"BBB", b"ccc", b"DDD", b"eee", b"FFF"].iter().enumerate() {
+            recv!(s, time 1000 + 5 * i as i64, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3 * i,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload:    &chunk[..],
+                ..RECV_TEMPL
+            }));
+        }
+        for t in [1050, 1055, 1060] {
+            send!(s, time t, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                ..SEND_TEMPL
+            });
+        }
+        recv!(s, time 1100, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaa"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.recover, Some(LOCAL_SEQ + 1 + 18));
+        s
+    }
+
+    #[test]
+    fn test_partial_ack_resends_the_next_hole_at_once() {
+        let mut s = socket_two_holes_fast_retransmitted();
+        // The fourth duplicate ACK (for "FFF") starts nothing new.
+        send!(s, time 1065, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        recv_nothing!(s, time 1101);
+        // "aaa" repaired: the ACK stops at the second hole.
+        send!(s, time 1120, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 6),
+            ..SEND_TEMPL
+        });
+        recv!(s, time 1120, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"ccc"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.recover, Some(LOCAL_SEQ + 1 + 18), "still in recovery");
+        // Everything acknowledged: recovery is over.
+        send!(s, time 1140, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 18),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.recover, None);
+        recv_nothing!(s, time 1141);
+    }
+
+    #[test]
+    fn test_duplicate_acks_in_recovery_do_not_start_another() {
+        let mut s = socket_two_holes_fast_retransmitted();
+        s.send_slice(b"ggg").unwrap();
+        recv!(s, time 1101, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 18,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"ggg"[..],
+            ..RECV_TEMPL
+        }));
+        // The partial ACK resends "ccc"; it is lost as well, and "ggg" arriving past
+        // it brings three more duplicate ACKs of the same recovery.
+        send!(s, time 1120, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 6),
+            ..SEND_TEMPL
+        });
+        recv!(s, time 1120, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"ccc"[..],
+            ..RECV_TEMPL
+        }));
+        for t in [1125, 1126, 1127] {
+            send!(s, time t, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 6),
+                ..SEND_TEMPL
+            });
+        }
+        // No second fast retransmit (and no second window reduction) for this window:
+        // the retransmit timer is what repairs a lost retransmission.
+        recv_nothing!(s, time 1128);
+        assert!(matches!(s.timer, Timer::Retransmit { .. }), "{:?}", s.timer);
+    }
+
+    #[test]
+    fn test_rto_ends_fast_recovery() {
+        let mut s = socket_two_holes_fast_retransmitted();
+        let rto = s.rtte.retransmission_timeout();
+        recv!(s, time 1100 + rto.total_millis() as i64 + 1, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaa"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.recover, None);
     }
 }

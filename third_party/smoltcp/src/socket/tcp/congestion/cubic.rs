@@ -79,6 +79,12 @@ impl Controller for Cubic {
 
     fn on_ack(&mut self, now: Instant, len: usize, in_flight: usize, rtt: &RttEstimator) {
         let segment = len.min(self.mss);
+        // agentwire patch: congestion avoidance counts the bytes an ACK covers (RFC 9438
+        // integrates per segment acknowledged; RFC 3465), not one segment per ACK: a
+        // receiver that ACKs every other segment otherwise halves the growth, which at
+        // 1 % loss roughly halves the window the sender holds. Slow start keeps
+        // upstream's one segment per ACK.
+        let acked = len.min(self.cwnd.max(self.mss));
 
         self.absorb_idle(now);
 
@@ -147,7 +153,7 @@ impl Controller for Cubic {
                 ALPHA_CUBIC
             };
 
-            self.w_est += alpha * self.mss as f64 * segment as f64 / self.cwnd as f64;
+            self.w_est += alpha * self.mss as f64 * acked as f64 / self.cwnd as f64;
             self.w_est
         };
 
@@ -169,7 +175,7 @@ impl Controller for Cubic {
 
         // TODO: clamps to 0 on small w_cubic_target (i.e. close to plateau)
         // add additional counter (linux `cwnd_cnt`?) to track "lost" bytes
-        let increment = (w_cubic_target as usize).saturating_sub(self.cwnd) * segment / self.cwnd;
+        let increment = (w_cubic_target as usize).saturating_sub(self.cwnd) * acked / self.cwnd;
         self.cwnd = (self.cwnd + increment).min(self.rwnd).max(self.mss);
     }
 
@@ -318,6 +324,38 @@ mod test {
 
     fn rtte() -> RttEstimator {
         RttEstimator::default()
+    }
+
+    /// agentwire patch: a receiver that acknowledges every other segment does not halve
+    /// the growth in congestion avoidance (byte counting).
+    #[test]
+    fn growth_counts_bytes_acknowledged_not_acks() {
+        let grow = |per_ack: usize| {
+            let mut cubic = Cubic::new();
+            cubic.set_mss(MSS);
+            cubic.cwnd = MSS * 20;
+            cubic.w_max = MSS * 20;
+            cubic.recompute_k();
+            cubic.ssthresh = cubic.cwnd;
+            cubic.w_est = cubic.cwnd as f64;
+            cubic.cwnd_prior = cubic.cwnd;
+            cubic.recovery_start = Some(Instant::from_millis(0));
+            let start = cubic.window();
+            // One window's worth of bytes acknowledged over one 100 ms round trip.
+            let acks = 20 * MSS / per_ack;
+            for i in 0..acks {
+                let now = Instant::from_millis(1000 + (100 * i / acks) as i64);
+                cubic.on_ack(now, per_ack, MSS * 10, &rtte());
+            }
+            cubic.window() - start
+        };
+        let every = grow(MSS);
+        let other = grow(2 * MSS);
+        assert!(every > 0, "no growth");
+        assert!(
+            other * 10 >= every * 9,
+            "{other} bytes with an ACK per two segments, {every} with one per segment"
+        );
     }
 
     #[test]
