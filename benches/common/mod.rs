@@ -103,7 +103,7 @@ pub fn measure(from: &Node, to: &Node, to_addr: SocketAddr, secs: f64) -> f64 {
     bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e6
 }
 
-/// Netstack config with `BENCH_TCP_BUF_KIB`, `BENCH_MIN_RTO_MS` and `BENCH_TLP` (0 or 1)
+/// Netstack config with `BENCH_TCP_BUF_KIB` and what [`tune`] reads
 /// applied, for before/after comparisons in one build.
 pub fn netstack(addr: &str) -> NetstackConfig {
     let mut c = NetstackConfig {
@@ -121,7 +121,7 @@ pub fn netstack(addr: &str) -> NetstackConfig {
     c
 }
 
-/// Applies `BENCH_MIN_RTO_MS` and `BENCH_TLP` to `c`.
+/// Applies `BENCH_MIN_RTO_MS`, `BENCH_TLP` and `BENCH_RATE_FLOOR` (0 or 1) to `c`.
 pub fn tune(c: &mut NetstackConfig) {
     let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<u64>().ok());
     if let Some(ms) = env("BENCH_MIN_RTO_MS") {
@@ -129,6 +129,9 @@ pub fn tune(c: &mut NetstackConfig) {
     }
     if let Some(on) = env("BENCH_TLP") {
         c.tcp_tail_loss_probe = on != 0;
+    }
+    if let Some(on) = env("BENCH_RATE_FLOOR") {
+        c.tcp_loss_rate_floor = on != 0;
     }
 }
 

@@ -52,6 +52,11 @@ pub struct NetstackConfig {
     /// Tail loss probes: a segment not acknowledged within two smoothed round trips is
     /// sent again before the RTO (see `third_party/smoltcp/PATCHES.md`).
     pub tcp_tail_loss_probe: bool,
+    /// A loss cuts TCP's congestion window no lower than the estimated bandwidth-delay
+    /// product (delivery rate times the smallest RTT), as TCP Westwood+ does: random loss
+    /// on a lossy path no longer shrinks the window below what the path carries, while a
+    /// queue the flow filled still gets drained (see `third_party/smoltcp/PATCHES.md`).
+    pub tcp_loss_rate_floor: bool,
     /// UDP buffer per socket, bytes (each direction).
     pub udp_buffer: usize,
     /// UDP datagrams queued per socket (each direction).
@@ -78,6 +83,7 @@ impl Default for NetstackConfig {
             tcp_tx_buffer: 1 << 20,
             tcp_min_rto: Duration::from_millis(200),
             tcp_tail_loss_probe: true,
+            tcp_loss_rate_floor: true,
             udp_buffer: 256 << 10,
             udp_packets: 256,
             queue_packets: 1024,

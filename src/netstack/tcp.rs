@@ -50,6 +50,8 @@ pub(super) fn new_socket(config: &super::NetstackConfig) -> tcp::Socket<'static>
     // probes a lost tail after two round trips.
     s.set_min_rto(config.tcp_min_rto.into());
     s.set_tail_loss_probe(config.tcp_tail_loss_probe);
+    // After the controller is chosen: the floor is a setting of CUBIC.
+    s.set_loss_rate_floor(config.tcp_loss_rate_floor);
     s
 }
 

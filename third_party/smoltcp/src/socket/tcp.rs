@@ -179,6 +179,8 @@ struct RttEstimator {
     rto_count: u8,
     /// agentwire patch: lower bound of the computed RTO, ms (RFC 6298's 1 s by default).
     min_rto: u32,
+    /// agentwire patch: the smallest RTT sample, ms (for CUBIC's rate floor).
+    min_rtt: u32,
 }
 
 impl Default for RttEstimator {
@@ -192,6 +194,7 @@ impl Default for RttEstimator {
             max_seq_sent: None,
             rto_count: 0,
             min_rto: RTTE_MIN_RTO,
+            min_rtt: 0,
         }
     }
 }
@@ -206,7 +209,20 @@ impl RttEstimator {
         if self.have_measurement { self.srtt } else { 0 }
     }
 
+    /// agentwire patch: the smallest RTT sample so far, ms (0 before the first).
+    #[cfg(feature = "socket-tcp-cubic")]
+    fn min_rtt(&self) -> u32 {
+        self.min_rtt
+    }
+
     fn sample(&mut self, new_rtt: u32) {
+        // agentwire patch: a lifetime minimum. A path that gets longer keeps the old,
+        // smaller value, which only makes the rate floor more conservative.
+        self.min_rtt = if self.have_measurement {
+            self.min_rtt.min(new_rtt)
+        } else {
+            new_rtt
+        };
         if self.have_measurement {
             // RFC 6298 (2.3) When a subsequent RTT measurement R' is made, a host MUST set (...)
             let diff = (self.srtt as i32 - new_rtt as i32).unsigned_abs();
@@ -550,6 +566,9 @@ pub struct Socket<'a> {
     /// agentwire patch: the highest sequence number sent when fast recovery began
     /// (RFC 6582's `recover`), while in it.
     recover: Option<TcpSeqNumber>,
+    /// agentwire patch: whether a partial ACK of the current recovery restarted the
+    /// retransmit timer already (RFC 6582's "impatient" variant: only the first does).
+    recover_partial: bool,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -644,6 +663,7 @@ impl<'a> Socket<'a> {
             tlp_enabled: false,
             tlp_at: None,
             recover: None,
+            recover_partial: false,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -859,6 +879,20 @@ impl<'a> Socket<'a> {
         }
     }
 
+    /// Let a loss cut CUBIC's window no lower than the estimated bandwidth-delay product
+    /// (delivery rate times the smallest RTT), as TCP Westwood+ does, so random loss on a
+    /// lossy path does not shrink the window below what the path carries (agentwire
+    /// patch). Applies to the CUBIC controller in place: call it after
+    /// [`Socket::set_congestion_control`]. Off by default; no effect on other controllers.
+    pub fn set_loss_rate_floor(&mut self, on: bool) {
+        #[cfg(feature = "socket-tcp-cubic")]
+        if let congestion::AnyController::Cubic(c) = &mut self.congestion_controller {
+            c.set_rate_floor(on);
+        }
+        #[cfg(not(feature = "socket-tcp-cubic"))]
+        let _ = on;
+    }
+
     /// Return whether tail loss probes are enabled (agentwire patch).
     pub fn tail_loss_probe(&self) -> bool {
         self.tlp_enabled
@@ -978,6 +1012,7 @@ impl<'a> Socket<'a> {
         };
         self.tlp_at = None;
         self.recover = None;
+        self.recover_partial = false;
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -2158,6 +2193,8 @@ impl<'a> Socket<'a> {
             self.tx_waker.wake();
         }
 
+        // agentwire patch: set when an ACK must not restart the retransmit timer.
+        let mut hold_timer = false;
         if let Some(ack_number) = repr.ack_number {
             // TODO: When flow control is implemented,
             // refractor the following block within that implementation
@@ -2224,6 +2261,12 @@ impl<'a> Socket<'a> {
                             self.recover = None;
                         } else {
                             self.pending_fast_retransmit = true;
+                            // Only the first partial ACK restarts the retransmit timer
+                            // (RFC 6582 section 4.2): a window that lost many segments
+                            // is then resent whole by the RTO instead of one hole per
+                            // round trip.
+                            hold_timer = self.recover_partial;
+                            self.recover_partial = true;
                         }
                     }
 
@@ -2265,7 +2308,7 @@ impl<'a> Socket<'a> {
                     // RFC 6298: (5.2) ACK of all outstanding data turn off the retransmit timer.
                     self.timer.set_for_idle(cx.now(), self.keep_alive);
                     self.tlp_at = None;
-                } else if ack_len > 0 {
+                } else if ack_len > 0 && !hold_timer {
                     // (5.3) ACK of new data in ESTABLISHED state restart the retransmit timer.
                     let rto = self.rtte.retransmission_timeout();
                     self.timer.set_for_retransmit(cx.now(), rto);
@@ -2596,6 +2639,7 @@ impl<'a> Socket<'a> {
                 // agentwire patch: fast recovery lasts until what was sent so far is
                 // acknowledged (RFC 6582).
                 self.recover = Some(self.remote_last_seq);
+                self.recover_partial = false;
             }
 
             // Clear the `should_retransmit` state. If we can't retransmit right
@@ -2616,6 +2660,13 @@ impl<'a> Socket<'a> {
             self.tlp_at = None;
             self.pending_fast_retransmit = true;
             self.rtte.on_retransmit();
+            // Nothing acknowledged for a probe timeout: if the probe repairs a loss and
+            // more is missing, the partial ACKs that follow repair it as in fast recovery
+            // (NewReno), and only the first restarts the retransmit timer.
+            if self.recover.is_none() {
+                self.recover = Some(self.remote_last_seq);
+                self.recover_partial = false;
+            }
         }
 
         #[cfg(feature = "socket-tcp-pause-synack")]
@@ -10305,6 +10356,86 @@ mod test {
         // the retransmit timer is what repairs a lost retransmission.
         recv_nothing!(s, time 1128);
         assert!(matches!(s.timer, Timer::Retransmit { .. }), "{:?}", s.timer);
+    }
+
+    #[test]
+    fn test_only_the_first_partial_ack_restarts_the_retransmit_timer() {
+        // "aaa", "ccc" and "eee" lost: three holes, two partial ACKs.
+        let mut s = socket_established();
+        s.remote_mss = 3;
+        send!(s, time 0, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        s.send_slice(b"aaaBBBcccDDDeeeFFF").unwrap();
+        for (i, chunk) in [b"aaa", b"BBB", b"ccc", b"DDD", b"eee", b"FFF"].iter().enumerate() {
+            recv!(s, time 1000 + 5 * i as i64, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3 * i,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload:    &chunk[..],
+                ..RECV_TEMPL
+            }));
+        }
+        for t in [1050, 1055, 1060] {
+            send!(s, time t, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                ..SEND_TEMPL
+            });
+        }
+        recv!(s, time 1100, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaa"[..],
+            ..RECV_TEMPL
+        }));
+        send!(s, time 1120, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 6),
+            ..SEND_TEMPL
+        });
+        recv!(s, time 1120, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"ccc"[..],
+            ..RECV_TEMPL
+        }));
+        let Timer::Retransmit { expires_at } = s.timer else {
+            panic!("{:?}", s.timer)
+        };
+        assert_eq!(expires_at, Instant::from_millis(1120) + s.rtte.retransmission_timeout());
+        send!(s, time 1140, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 12),
+            ..SEND_TEMPL
+        });
+        recv!(s, time 1140, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"eee"[..],
+            ..RECV_TEMPL
+        }));
+        assert!(
+            matches!(s.timer, Timer::Retransmit { expires_at: e } if e == expires_at),
+            "the second partial ACK moved the timer: {:?}",
+            s.timer
+        );
+    }
+
+    #[test]
+    fn test_a_tail_loss_probe_starts_a_recovery_without_a_window_cut() {
+        let mut s = socket_with_rtt_sample(200, true, 20);
+        s.send_slice(b"012345").unwrap();
+        recv!(s, time 100, Ok(data_012345()));
+        recv!(s, time 140, Ok(data_012345()));
+        assert_eq!(s.recover, Some(LOCAL_SEQ + 1 + 12));
+        send!(s, time 160, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 12),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.recover, None);
     }
 
     #[test]

@@ -11,6 +11,9 @@ const ALPHA_CUBIC: f64 = 3.0 * (1.0 - BETA_CUBIC) / (1.0 + BETA_CUBIC);
 
 const DEFAULT_MSS: usize = 1024;
 
+// agentwire patch: round trips the delivery-rate estimate of the rate floor remembers.
+const BW_SAMPLES: usize = 10;
+
 #[derive(Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Cubic {
@@ -30,6 +33,18 @@ pub struct Cubic {
     // again (RFC 5681 section 3.1).
     in_rto_recovery: bool,
     idle_start: Option<Instant>, // RFC 9438 §4.2: when in-flight last hit 0
+
+    // agentwire patch: the delivery-rate floor of the loss response (see `on_loss`).
+    rate_floor: bool,
+    /// Delivery rate samples, bytes per second, one per smoothed round trip; the
+    /// estimate is their maximum (as BBR's bandwidth filter), so it follows a growing
+    /// window without lag, and a loss that leaves the rate where it was cuts nothing.
+    bw_samples: [f64; BW_SAMPLES],
+    bw_next: usize,
+    bw_start: Option<Instant>,
+    bw_acked: usize,
+    /// Smallest RTT sample seen, ms.
+    min_rtt_ms: u32,
 }
 
 impl Cubic {
@@ -48,12 +63,54 @@ impl Cubic {
             in_fast_recovery: false,
             in_rto_recovery: false,
             idle_start: None,
+
+            rate_floor: false,
+            bw_samples: [0.0; BW_SAMPLES],
+            bw_next: 0,
+            bw_start: None,
+            bw_acked: 0,
+            min_rtt_ms: 0,
         };
         cubic.recompute_k();
         cubic
     }
 
     // K = cbrt(w_max * (1 - beta) / C) ^ 1/3
+    /// agentwire patch: whether a loss may cut the window below the estimated
+    /// bandwidth-delay product (the highest delivery rate of the last round trips times
+    /// the smallest RTT seen), as TCP Westwood+ does (with BBR's estimate). A loss with no queue behind it (random loss on a lossy path) then
+    /// leaves the window where the path's capacity puts it, while a loss from a queue
+    /// the flow filled still cuts it to the capacity, draining the queue. Off by default.
+    pub(crate) fn set_rate_floor(&mut self, on: bool) {
+        self.rate_floor = on;
+    }
+
+    /// agentwire patch: the estimated bandwidth-delay product, bytes (0 before samples).
+    fn rate_floor_bytes(&self) -> usize {
+        let bw = self.bw_samples.iter().copied().fold(0.0, f64::max);
+        (bw * self.min_rtt_ms as f64 / 1000.0) as usize
+    }
+
+    /// agentwire patch: one delivery-rate sample per smoothed round trip.
+    fn sample_rate(&mut self, now: Instant, len: usize, rtt: &RttEstimator) {
+        self.min_rtt_ms = rtt.min_rtt();
+        // The ACK that opens an interval marks its start; what it acknowledged was
+        // delivered before it.
+        let Some(start) = self.bw_start else {
+            self.bw_start = Some(now);
+            return;
+        };
+        self.bw_acked += len;
+        let elapsed_us = (now - start).total_micros();
+        let period_us = u64::from(rtt.smoothed_rtt().max(1)) * 1000;
+        if elapsed_us >= period_us {
+            self.bw_samples[self.bw_next] = self.bw_acked as f64 * 1e6 / elapsed_us as f64;
+            self.bw_next = (self.bw_next + 1) % BW_SAMPLES;
+            self.bw_start = Some(now);
+            self.bw_acked = 0;
+        }
+    }
+
     fn recompute_k(&mut self) {
         let c_as_bytes = C * self.mss as f64;
         let k3 = (self.w_max as f64) * (1.0 - BETA_CUBIC) / c_as_bytes;
@@ -98,6 +155,10 @@ impl Controller for Cubic {
         // grow the window.
         if len == 0 {
             return;
+        }
+
+        if self.rate_floor {
+            self.sample_rate(now, len, rtt);
         }
 
         // New data was ACKed: a timer-based loss episode, if any, is over.
@@ -210,11 +271,30 @@ impl Controller for Cubic {
             };
 
             self.ssthresh = ((in_flight as f64 * BETA_CUBIC) as usize).max(2 * self.mss);
+            // agentwire patch: not below the estimated bandwidth-delay product (nor above
+            // the window: Westwood+ takes min(cwnd, BDP)); the cubic curve then starts
+            // from where the window really is (RFC 9438 4.2: K from W_max - cwnd_epoch).
+            // The window, not the flight: the flight is measured after the ACKs of the
+            // batch that brought the loss and before the sends they allow.
+            let floor = if self.rate_floor {
+                self.rate_floor_bytes().min(self.cwnd)
+            } else {
+                0
+            };
+            let floored = floor > self.ssthresh;
+            if floored {
+                self.ssthresh = floor;
+            }
             self.cwnd = self.ssthresh.min(self.rwnd).saturating_add(3 * self.mss);
 
             self.recovery_start = Some(now);
             self.in_fast_recovery = true;
-            self.recompute_k();
+            if floored {
+                let c_as_bytes = C * self.mss as f64;
+                self.k = cube_root(self.w_max.saturating_sub(self.ssthresh) as f64 / c_as_bytes);
+            } else {
+                self.recompute_k();
+            }
         }
     }
 
@@ -356,6 +436,35 @@ mod test {
             other * 10 >= every * 9,
             "{other} bytes with an ACK per two segments, {every} with one per segment"
         );
+    }
+
+    /// agentwire patch: with the rate floor, a loss cuts the window no lower than the
+    /// delivery rate times the smallest RTT; without it, to beta times the flight.
+    #[test]
+    fn the_rate_floor_bounds_the_cut_by_the_measured_path() {
+        let cut = |floor: bool, bdp_segments: usize| {
+            let mut rtt = RttEstimator::default();
+            rtt.sample(20);
+            let mut cubic = Cubic::new();
+            cubic.set_mss(MSS);
+            cubic.set_rate_floor(floor);
+            cubic.cwnd = MSS * 40;
+            cubic.ssthresh = MSS * 20;
+            // Delivery at `bdp_segments` per 20 ms round trip for 10 round trips.
+            for i in 0..=100 {
+                let now = Instant::from_millis(2 * i);
+                cubic.on_ack(now, bdp_segments * MSS / 10, MSS * 40, &rtt);
+            }
+            cubic.on_loss(Instant::from_millis(300), MSS * 40);
+            cubic.ssthresh
+        };
+        // No floor: 0.7 of the 40 segments in flight.
+        assert_eq!(cut(false, 40), (40.0 * MSS as f64 * BETA_CUBIC) as usize);
+        // The path carried all 40 per round trip: no cut (at most the window).
+        let kept = cut(true, 40);
+        assert!(kept >= 39 * MSS && kept <= 40 * MSS, "{kept}");
+        // The path carried 20 (a queue holds the rest): the usual cut, the floor is lower.
+        assert_eq!(cut(true, 20), (40.0 * MSS as f64 * BETA_CUBIC) as usize);
     }
 
     #[test]
