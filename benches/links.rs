@@ -7,7 +7,8 @@
 //!
 //! Prints, one per line: the emulator's own overhead; a small call (the agent API call a
 //! workspace tool makes: read a 100-byte file over a warm handle and connection) p50/p99
-//! at 0 % and 1 % loss each way; 64 MiB written and read through the tunnel at 1 % loss
+//! at 0 % and 1 % loss each way; `workspace_bash`'s first request for `echo` (start and
+//! wait for the exit in one round trip); 64 MiB written and read through the tunnel at 1 % loss
 //! beside kernel TCP over the same link; the small call per-call (a whole stack per call)
 //! beside shared, with TLS.
 //!
@@ -28,6 +29,7 @@ mod pki;
 use agentwire::runtime::tailnet::{AgentConn, DialMode, Tailnet, TailnetConfig};
 use agentwire::runtime::tls::{ClientTls, ServerTls};
 use agentwire::services::agent::client::AgentClient;
+use agentwire::services::agent::types::StartProcessRequest;
 use agentwire::services::agent::{Agent, AgentConfig};
 use agentwire::wire::addr::NodeId;
 use bytes::Bytes;
@@ -62,6 +64,7 @@ type Section = for<'a> fn(&'a mut Env) -> Pin<Box<dyn Future<Output = Vec<Figure
 /// The figures, in order. Each runs against the same environment.
 const SECTIONS: &[(&str, Section)] = &[
     ("small calls", |e| Box::pin(small_calls(e))),
+    ("bash echo", |e| Box::pin(bash_echo(e))),
     ("bulk at 1% loss", |e| Box::pin(bulk(e))),
     ("per-call vs shared", |e| Box::pin(per_call_vs_shared(e))),
 ];
@@ -229,6 +232,40 @@ async fn small_calls(env: &mut Env) -> Vec<Figure> {
         ));
     }
     out
+}
+
+/// The network part of `workspace_bash` running `echo`: the start request that waits
+/// for the exit in the same round trip (what the tool sends first, with its first wait of
+/// 200 ms), over a warm handle and connection, on a loss-free link.
+async fn bash_echo(env: &mut Env) -> Vec<Figure> {
+    env.set_link(&LinkParams::delay_ms(ONE_WAY_MS));
+    let n = env_usize("LINKS_CALLS", 1000).min(500);
+    let conn = env.conn().await;
+    let api = AgentClient::over(&conn);
+    let req = StartProcessRequest {
+        command: "echo hi".into(),
+        background: true,
+        wait_ms: Some(200),
+        ..Default::default()
+    };
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n + 20 {
+        let t = Instant::now();
+        let out = api.start_process(&req).await.expect("start");
+        let took = t.elapsed();
+        assert!(!out.running && out.output == "hi\n", "{out:?}");
+        // The first 20 warm the path and the connection.
+        if i >= 20 {
+            v.push(took);
+        }
+    }
+    v.sort();
+    let rtt = 2.0 * ONE_WAY_MS;
+    vec![
+        fig("bash_echo_p50", ms(pct(&v, 0.5)), "ms"),
+        fig("bash_echo_p99", ms(pct(&v, 0.99)), "ms"),
+        fig("bash_echo_p50_over_rtt", ms(pct(&v, 0.5)) - rtt, "ms"),
+    ]
 }
 
 async fn bulk(env: &mut Env) -> Vec<Figure> {
