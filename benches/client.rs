@@ -13,7 +13,9 @@
 //!
 //! Run: `cargo bench --bench client` (root, iptables, conntrack, python3; skipped
 //! otherwise). `CLIENT_CALLS` sets the warm calls (1000), `CLIENT_PER_CALL` the per-call
-//! calls (30).
+//! calls (30); `CLIENT_MCP_LOG` and `CLIENT_AGENT_LOG` the `RUST_LOG` of the `agentwire
+//! mcp` processes and of the agents, and `CLIENT_KEEP_LOGS` a directory every process's
+//! log is copied to.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -87,7 +89,10 @@ impl McpProc {
             .arg(log)
             .args(extra)
             .env("AGENTWIRE_CONFIG_DIR", config)
-            .env("RUST_LOG", "warn,agentwire=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("CLIENT_MCP_LOG").unwrap_or_else(|_| "warn,agentwire=info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -203,7 +208,10 @@ fn main() {
             .arg("--dir")
             .arg(&dir)
             .env("AGENTWIRE_AGENT_TOKEN", agent_token(i))
-            .env("RUST_LOG", "warn,agentwire=info");
+            .env(
+                "RUST_LOG",
+                std::env::var("CLIENT_AGENT_LOG").unwrap_or_else(|_| "warn,agentwire=info".into()),
+            );
         let a = lab.spawn(&host, &mut cmd);
         assert!(
             a.wait_for("agentwire agent", Duration::from_secs(30)),
@@ -296,5 +304,13 @@ fn main() {
     });
     drop(per_call);
     drop(shared);
+    if let Ok(keep) = std::env::var("CLIENT_KEEP_LOGS") {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".log") || name.ends_with(".err") || name.ends_with(".out") {
+                let _ = std::fs::copy(e.path(), Path::new(&keep).join(&name));
+            }
+        }
+    }
     drop(lab);
 }

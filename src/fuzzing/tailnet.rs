@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 const IDLE: Duration = Duration::from_secs(60);
-const READY_WAIT: Duration = Duration::from_secs(5);
+const READY_GRACE: Duration = Duration::from_millis(200);
 
 fn id(n: u8) -> NodeId {
     NodeId(uuid::Uuid::from_u128(0x1000 + u128::from(n % 3)))
@@ -97,6 +97,7 @@ impl Model {
                     }
                 }
                 Action::Initiate(_)
+                | Action::Reinitiate(_)
                 | Action::ResetConnections(_)
                 | Action::Gone(_)
                 | Action::Reconnect => {}
@@ -156,7 +157,7 @@ pub fn destinations(data: &[u8]) {
         m: Destinations::new(DestinationsConfig {
             role,
             idle_timeout: IDLE,
-            ready_wait: READY_WAIT,
+            ready_grace: READY_GRACE,
         }),
         now: t0,
         held: Vec::new(),

@@ -41,8 +41,8 @@ pub(crate) enum Command {
         oneshot::Sender<Option<(PeerStats, Option<PathAddr>)>>,
     ),
     Stats(oneshot::Sender<DriverStats>),
-    /// Start a handshake with the peer now.
-    Initiate(NodePublic),
+    /// Start a handshake with the peer now (a new one in place of one in flight if set).
+    Initiate(NodePublic, bool),
     /// Reply once the peer has a session.
     AwaitSession(NodePublic, oneshot::Sender<()>),
     /// Stop: fail every socket and end the task.
@@ -169,7 +169,15 @@ impl Driver {
         let now = clock::now();
         match c {
             Command::UpsertPeer(cfg, reply) => {
-                let _ = reply.send(self.device.upsert_peer(cfg, now));
+                let key = cfg.public;
+                let r = self.device.upsert_peer(cfg, now);
+                if r.is_ok() {
+                    let n = self.device.replay_held(&key, now, &mut self.tx);
+                    if n > 0 {
+                        tracing::debug!(peer = %key, held = n, "answered handshakes that came before the peer");
+                    }
+                }
+                let _ = reply.send(r);
             }
             Command::RemovePeer(key, reply) => {
                 let _ = reply.send(self.device.remove_peer(&key));
@@ -187,8 +195,8 @@ impl Driver {
                 s.peers = self.device.peer_count();
                 let _ = reply.send(s);
             }
-            Command::Initiate(key) => {
-                self.device.initiate(&key, now, &mut self.tx);
+            Command::Initiate(key, force) => {
+                self.device.initiate(&key, force, now, &mut self.tx);
             }
             Command::Shutdown => {}
             Command::Rehandshake => {

@@ -207,13 +207,14 @@ impl Tunnel {
         self.ask(|r| Command::PeerStats(key, r)).await
     }
 
-    /// Starts a handshake with the peer now (if it has no session and none is in flight).
+    /// Starts a handshake with the peer now if it has no session and, unless `force`,
+    /// none is in flight (`force` begins a new one in place of an unanswered one).
     ///
     /// # Errors
     /// [`TunnelError::Closed`].
-    pub async fn initiate(&self, key: NodePublic) -> Result<(), TunnelError> {
+    pub async fn initiate(&self, key: NodePublic, force: bool) -> Result<(), TunnelError> {
         self.cmds
-            .send(Command::Initiate(key))
+            .send(Command::Initiate(key, force))
             .await
             .map_err(|_| TunnelError::Closed)
     }

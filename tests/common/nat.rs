@@ -180,6 +180,9 @@ pub struct Lab {
     routers: Vec<RouterState>,
     /// Every address on the public segment: the root's, public hosts', routers' WANs.
     public: Vec<Ipv4Addr>,
+    /// Interfaces on the public segment, with emulated links: (namespace or `-` for the
+    /// root, interface, address, MAC), for [`Lab::join_segment`].
+    segment: Vec<(String, String, Ipv4Addr, String)>,
     procs: Vec<Running>,
     /// Behaviour of every segment when the lab emulates its links.
     link: Option<LinkParams>,
@@ -292,6 +295,7 @@ impl Lab {
             public_hosts: 0,
             routers: Vec::new(),
             public: vec![public_addr(id, 1)],
+            segment: Vec::new(),
             procs: Vec::new(),
             link,
             links: Vec::new(),
@@ -315,7 +319,59 @@ impl Lab {
             &root_if,
         ]);
         run(&["ip", "link", "set", &root_if, "up"]);
+        let root_ip = lab.root_ip;
+        lab.join_segment("-", &root_if, root_ip);
         lab
+    }
+
+    /// With emulated links, tells `dev` (in `ns`, `-` for the root) and every interface
+    /// already on the public segment each other's MAC address. Each ARP exchange would
+    /// otherwise cost the first packet between two hosts a round trip of the emulated
+    /// delay, which a routed WAN never shows: there, hosts reach each other through a
+    /// gateway whose address is long resolved.
+    fn join_segment(&mut self, ns: &str, dev: &str, ip: Ipv4Addr) {
+        if self.link.is_none() {
+            return;
+        }
+        let ip_cmd = |ns: &str, args: &[&str]| -> (bool, String, String) {
+            let mut v = vec!["ip"];
+            if ns != "-" {
+                v.extend(["-n", ns]);
+            }
+            v.extend(args);
+            output(&v, None)
+        };
+        let (ok, out, err) = ip_cmd(ns, &["-o", "link", "show", "dev", dev]);
+        assert!(ok, "ip link show {dev} in {ns}: {err}");
+        let mac = out
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no MAC address for {dev} in {ns}: {out}"))
+            .to_string();
+        for (ons, odev, oip, omac) in &self.segment {
+            for (a_ns, a_dev, b_ip, b_mac) in
+                [(ns, dev, *oip, omac.as_str()), (ons, odev, ip, &mac)]
+            {
+                let b_ip = b_ip.to_string();
+                let (ok, _, err) = ip_cmd(
+                    a_ns,
+                    &[
+                        "neigh",
+                        "replace",
+                        &b_ip,
+                        "lladdr",
+                        b_mac,
+                        "dev",
+                        a_dev,
+                        "nud",
+                        "permanent",
+                    ],
+                );
+                assert!(ok, "ip neigh replace {b_ip} in {a_ns}: {err}");
+            }
+        }
+        self.segment.push((ns.into(), dev.into(), ip, mac));
     }
 
     /// The lab's number (0..512), from which its names and addresses derive.
@@ -360,6 +416,7 @@ impl Lab {
         self.veth(&ns, "eth0", &inet, &port);
         self.bridge_port(&port);
         self.addr_up(&ns, "eth0", ip);
+        self.join_segment(&ns, "eth0", ip);
         for r in &self.routers {
             self.restore(&r.ns, &peer_rules(ip));
         }
@@ -389,6 +446,7 @@ impl Lab {
         self.veth(&rns, "wan", &inet, &port);
         self.bridge_port(&port);
         self.addr_up(&rns, "wan", wan);
+        self.join_segment(&rns, "wan", wan);
         self.veth(&hns, "eth0", &rns, "lan");
         self.addr_up(&rns, "lan", lan_gw);
         self.addr_up(&hns, "eth0", lan_host);

@@ -2,10 +2,18 @@
 //! machine.
 //!
 //! A client node opens a tunnel to an agent the first time a caller asks for it, waits
-//! for the agent's node from the coordinator (and its `ready_for_handshake`, or
-//! `ready_wait`), programs the WireGuard peer and waits for a session; callers waiting
-//! meanwhile are resolved when the session comes up or failed at their own deadline
-//! with the stage that did not complete. Every handle holds a lease; a destination with
+//! for the agent's node from the coordinator, programs the WireGuard peer and begins the
+//! handshake at once, and waits for a session; callers waiting meanwhile are resolved
+//! when the session comes up or failed at their own deadline with the stage that did not
+//! complete.
+//!
+//! The coordinator sends the agent our node at the moment it sends us the agent's, so the
+//! agent has usually programmed us by the time our first handshake message reaches it
+//! (and an agent holds a handshake from a key it does not know yet for a few seconds, to
+//! answer it once the key is programmed). The agent's `ready_for_handshake` is a
+//! fallback: if no session follows it within `ready_grace` (plus the time the
+//! acknowledgement took), the handshake is begun afresh, for an agent that dropped the
+//! first one. Every handle holds a lease; a destination with
 //! no lease for `idle_timeout` (measured from the last release) is removed. An agent
 //! node does the other half: it programs every client the coordinator introduces and
 //! acknowledges it.
@@ -40,8 +48,9 @@ pub struct DestinationsConfig {
     pub role: Role,
     /// Destinations with no lease for this long are removed.
     pub idle_timeout: Duration,
-    /// How long to wait for an agent's `ready_for_handshake` before handshaking anyway.
-    pub ready_wait: Duration,
+    /// After the agent's `ready_for_handshake`, how much longer (beyond the time from its
+    /// node to its acknowledgement) the first handshake may take before it is begun again.
+    pub ready_grace: Duration,
 }
 
 /// Where setting up a destination got to.
@@ -49,8 +58,6 @@ pub struct DestinationsConfig {
 pub enum Stage {
     /// Tunnel requested; no node yet.
     AwaitingNode,
-    /// Node known; waiting for the agent's `ready_for_handshake` (or `ready_wait`).
-    AwaitingReady,
     /// Peer programmed; handshake in progress.
     Handshaking,
     /// A session exists: leases are granted at once.
@@ -64,7 +71,6 @@ impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::AwaitingNode => "awaiting_node",
-            Self::AwaitingReady => "awaiting_ready",
             Self::Handshaking => "handshaking",
             Self::Ready => "ready",
             Self::Refused => "refused",
@@ -118,6 +124,9 @@ pub enum Action {
     /// Initiate a handshake with a peer already programmed (a caller is waiting and an
     /// earlier attempt may have given up).
     Initiate(NodePublic),
+    /// Begin a new handshake even though one is in flight: the agent acknowledged us and
+    /// the one in flight went unanswered (it reached the agent before our key did).
+    Reinitiate(NodePublic),
     /// Remove the WireGuard peer with this key.
     RemovePeer(NodePublic),
     /// Reset every TCP connection to the node's tailnet address: it left or restarted.
@@ -173,9 +182,12 @@ struct Dest {
     node: Option<Node>,
     /// The key programmed into the device, if any.
     programmed: Option<NodePublic>,
-    ready_received: bool,
-    /// When the current node arrived: starts the `ready_wait` timer.
+    /// When the current node arrived (programmed and first handshake begun).
     node_at: Option<Instant>,
+    /// When the agent acknowledged the current node, while still handshaking.
+    ready_at: Option<Instant>,
+    /// The handshake was begun afresh after the acknowledgement (once per node).
+    reinitiated: bool,
     lost: bool,
     /// Waiting callers and their deadlines.
     waiters: Vec<(WaiterId, Instant)>,
@@ -190,19 +202,37 @@ impl Dest {
             stage: Stage::AwaitingNode,
             node: None,
             programmed: None,
-            ready_received: false,
             node_at: None,
+            ready_at: None,
+            reinitiated: false,
             lost: false,
             waiters: Vec::new(),
         }
     }
 
+    /// A new node (or none): its handshake timers start over.
+    fn restart_timers(&mut self, node_at: Option<Instant>) {
+        self.node_at = node_at;
+        self.ready_at = None;
+        self.reinitiated = false;
+    }
+
+    /// When a handshake begun at node arrival and acknowledged by the agent, but still
+    /// without a session, is begun again.
+    fn reinitiate_at(&self, grace: Duration) -> Option<Instant> {
+        if self.stage != Stage::Handshaking || self.reinitiated {
+            return None;
+        }
+        let ready = self.ready_at?;
+        let ack = ready.saturating_duration_since(self.node_at.unwrap_or(ready));
+        Some(ready + grace + ack)
+    }
+
     /// Back to the start: no node, no peer (the caller removes the peer).
     fn forget_node(&mut self) -> Option<NodePublic> {
         self.node = None;
-        self.node_at = None;
-        self.ready_received = false;
         self.stage = Stage::AwaitingNode;
+        self.restart_timers(None);
         self.programmed.take()
     }
 }
@@ -286,7 +316,6 @@ impl Destinations {
                     self.actions.push_back(Action::Initiate(k));
                 }
             }
-            Stage::AwaitingReady => {}
         }
         if deadline <= now {
             let stage = d.stage;
@@ -399,36 +428,25 @@ impl Destinations {
                 }
                 let key_changed = d.programmed.is_some_and(|k| k != node.key);
                 d.lost = false;
-                if d.node_at.is_none() || key_changed {
-                    d.node_at = Some(now);
-                }
-                d.node = Some(node);
-                let program = match d.stage {
-                    Stage::AwaitingNode => {
-                        d.stage = Stage::AwaitingReady;
-                        d.ready_received
-                    }
+                if key_changed {
                     // A restarted agent (new key): set up again. Requests in flight to
                     // the old incarnation would wait for answers it can no longer give,
                     // and its pooled connections died with it.
-                    _ if key_changed => {
-                        d.stage = Stage::AwaitingReady;
-                        d.ready_received = false;
-                        self.actions.push_back(Action::ResetConnections(u.id));
-                        self.actions.push_back(Action::Gone(u.id));
-                        false
-                    }
-                    // Same key: paths or endpoints may have changed.
-                    _ => d.programmed.is_some(),
-                };
-                if program {
-                    self.program(u.id);
+                    d.stage = Stage::Handshaking;
+                    self.actions.push_back(Action::ResetConnections(u.id));
+                    self.actions.push_back(Action::Gone(u.id));
                 }
+                if key_changed || d.node_at.is_none() {
+                    d.restart_timers(Some(now));
+                }
+                // A first node, a new key, or the same key with paths or endpoints that
+                // may have changed: (re)program it.
+                d.node = Some(node);
+                self.program(u.id);
             }
             PeerKind::ReadyForHandshake => {
-                d.ready_received = true;
-                if d.stage == Stage::AwaitingReady {
-                    self.program(u.id);
+                if d.stage == Stage::Handshaking && d.ready_at.is_none() {
+                    d.ready_at = Some(now);
                 }
             }
             PeerKind::Lost => d.lost = true,
@@ -511,8 +529,8 @@ impl Destinations {
         self.actions.push_back(Action::Reconnect);
     }
 
-    /// Time passed: fails callers past their deadline, handshakes with agents that did
-    /// not say `ready_for_handshake` within `ready_wait`, removes idle destinations.
+    /// Time passed: fails callers past their deadline, begins again handshakes that an
+    /// acknowledging agent left unanswered past `ready_grace`, removes idle destinations.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut ids: Vec<NodeId> = self.dests.keys().copied().collect();
         ids.sort();
@@ -533,14 +551,15 @@ impl Destinations {
                     i += 1;
                 }
             }
-            let ready_due = d.stage == Stage::AwaitingReady
-                && d.node_at
-                    .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.ready_wait);
             let idle = d.leases == 0
                 && now.saturating_duration_since(d.idle_since) >= self.cfg.idle_timeout;
             if !idle {
-                if ready_due {
-                    self.program(id);
+                if d.reinitiate_at(self.cfg.ready_grace)
+                    .is_some_and(|t| t <= now)
+                    && let Some(k) = d.programmed
+                {
+                    d.reinitiated = true;
+                    self.actions.push_back(Action::Reinitiate(k));
                 }
                 continue;
             }
@@ -562,10 +581,7 @@ impl Destinations {
             .values()
             .flat_map(|d| {
                 let deadline = d.waiters.iter().map(|(_, t)| *t).min();
-                let ready = (d.stage == Stage::AwaitingReady)
-                    .then_some(d.node_at)
-                    .flatten()
-                    .map(|t| t + self.cfg.ready_wait);
+                let ready = d.reinitiate_at(self.cfg.ready_grace);
                 let idle = (d.leases == 0).then(|| d.idle_since + self.cfg.idle_timeout);
                 [deadline, ready, idle].into_iter().flatten()
             })
@@ -655,7 +671,6 @@ impl Destinations {
             match d.stage {
                 Stage::Handshaking | Stage::Ready => assert!(d.programmed.is_some()),
                 Stage::AwaitingNode => assert!(d.node.is_none()),
-                Stage::AwaitingReady => assert!(d.node.is_some()),
                 Stage::Refused => {}
             }
         }

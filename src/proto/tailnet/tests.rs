@@ -7,13 +7,13 @@ use super::*;
 use crate::fuzzing::tailnet::node;
 
 const IDLE: Duration = Duration::from_secs(60);
-const READY_WAIT: Duration = Duration::from_secs(5);
+const GRACE: Duration = Duration::from_millis(200);
 
 fn machine(role: Role) -> Destinations {
     Destinations::new(DestinationsConfig {
         role,
         idle_timeout: IDLE,
-        ready_wait: READY_WAIT,
+        ready_grace: GRACE,
     })
 }
 
@@ -74,8 +74,9 @@ fn bring_up(m: &mut Destinations, a: NodeId, k: NodePublic, t: Instant) -> Waite
     let w = waiter(m.acquire(a, t + Duration::from_secs(10), t));
     assert_eq!(actions(m), vec![Action::AddTunnel(a)]);
     m.handle_peer(update(a, PeerKind::Node, Some(node(a, k))), t);
+    assert_eq!(actions(m), vec![program(a, k, None)], "programmed at once");
     m.handle_peer(update(a, PeerKind::ReadyForHandshake, None), t);
-    assert_eq!(actions(m), vec![program(a, k, None)]);
+    assert!(actions(m).is_empty());
     m.handle_session(a, k, true);
     assert_eq!(actions(m), vec![resolved(w)]);
     w
@@ -110,32 +111,63 @@ fn callers_waiting_together_are_resolved_together() {
         vec![Action::AddTunnel(a), Action::AddTunnel(a)]
     );
     m.handle_peer(update(a, PeerKind::ReadyForHandshake, None), t);
-    assert!(
-        actions(&mut m).is_empty(),
-        "ready before the node: remembered"
-    );
+    assert!(actions(&mut m).is_empty(), "ready before the node");
     m.handle_peer(update(a, PeerKind::Node, Some(node(a, key(1)))), t);
     assert_eq!(actions(&mut m), vec![program(a, key(1), None)]);
+    assert_eq!(
+        m.poll_timeout(),
+        Some(t + Duration::from_secs(10)),
+        "no re-initiation due"
+    );
     m.handle_session(a, key(1), true);
     assert_eq!(actions(&mut m), vec![resolved(w1), resolved(w2)]);
 }
 
 #[test]
-fn an_agent_that_never_says_ready_is_handshaken_after_ready_wait() {
+fn an_acknowledged_handshake_without_a_session_is_begun_again_once() {
     let t = Instant::now();
     let a = agent(1);
     let mut m = machine(Role::Client);
     m.acquire(a, t + Duration::from_secs(30), t);
     actions(&mut m);
     m.handle_peer(update(a, PeerKind::Node, Some(node(a, key(1)))), t);
-    assert!(actions(&mut m).is_empty());
-    assert_eq!(m.stage(&a), Some(Stage::AwaitingReady));
-    assert_eq!(m.poll_timeout(), Some(t + READY_WAIT));
-    m.handle_timeout(t + READY_WAIT - Duration::from_millis(1));
-    assert!(actions(&mut m).is_empty());
-    m.handle_timeout(t + READY_WAIT);
     assert_eq!(actions(&mut m), vec![program(a, key(1), None)]);
     assert_eq!(m.stage(&a), Some(Stage::Handshaking));
+    assert_eq!(
+        m.poll_timeout(),
+        Some(t + Duration::from_secs(30)),
+        "an agent that never acknowledges is left to WireGuard's own retries"
+    );
+    // The acknowledgement took 40 ms: the first handshake gets that long again plus the
+    // grace before a new one replaces it.
+    let ack = t + Duration::from_millis(40);
+    m.handle_peer(update(a, PeerKind::ReadyForHandshake, None), ack);
+    let due = ack + GRACE + Duration::from_millis(40);
+    assert_eq!(m.poll_timeout(), Some(due));
+    m.handle_timeout(due - Duration::from_millis(1));
+    assert!(actions(&mut m).is_empty());
+    m.handle_timeout(due);
+    assert_eq!(actions(&mut m), vec![Action::Reinitiate(key(1))]);
+    m.handle_peer(update(a, PeerKind::ReadyForHandshake, None), due);
+    m.handle_timeout(due + GRACE * 10);
+    assert!(actions(&mut m).is_empty(), "once per node");
+    assert_eq!(m.poll_timeout(), Some(t + Duration::from_secs(30)));
+}
+
+#[test]
+fn a_handshake_answered_in_time_is_not_begun_again() {
+    let t = Instant::now();
+    let a = agent(1);
+    let mut m = machine(Role::Client);
+    let w = waiter(m.acquire(a, t + Duration::from_secs(30), t));
+    actions(&mut m);
+    m.handle_peer(update(a, PeerKind::Node, Some(node(a, key(1)))), t);
+    m.handle_peer(update(a, PeerKind::ReadyForHandshake, None), t);
+    actions(&mut m);
+    m.handle_session(a, key(1), true);
+    assert_eq!(actions(&mut m), vec![resolved(w)]);
+    m.handle_timeout(t + GRACE * 10);
+    assert!(actions(&mut m).is_empty());
 }
 
 #[test]
@@ -149,6 +181,13 @@ fn a_caller_past_its_deadline_is_failed_with_the_stage() {
     m.handle_peer(update(b, PeerKind::Node, Some(node(b, key(2)))), t);
     m.handle_peer(update(b, PeerKind::ReadyForHandshake, None), t);
     actions(&mut m);
+    assert_eq!(
+        m.poll_timeout(),
+        Some(t + GRACE),
+        "b's handshake is begun again first"
+    );
+    m.handle_timeout(t + GRACE);
+    assert_eq!(actions(&mut m), vec![Action::Reinitiate(key(2))]);
     assert_eq!(m.poll_timeout(), Some(t + Duration::from_secs(1)));
     m.handle_timeout(t + Duration::from_secs(1));
     assert_eq!(
@@ -202,13 +241,17 @@ fn an_agent_restarted_with_a_new_key_is_set_up_again() {
     m.handle_peer(update(a, PeerKind::Node, Some(node(a, key(2)))), t);
     assert_eq!(
         actions(&mut m),
-        vec![Action::ResetConnections(a), Action::Gone(a)]
+        vec![
+            Action::ResetConnections(a),
+            Action::Gone(a),
+            program(a, key(2), Some(key(1)))
+        ]
     );
-    assert_eq!(m.stage(&a), Some(Stage::AwaitingReady));
+    assert_eq!(m.stage(&a), Some(Stage::Handshaking));
     let w = waiter(m.acquire(a, t + Duration::from_secs(10), t));
-    assert!(actions(&mut m).is_empty());
+    assert_eq!(actions(&mut m), vec![Action::Initiate(key(2))]);
     m.handle_peer(update(a, PeerKind::ReadyForHandshake, None), t);
-    assert_eq!(actions(&mut m), vec![program(a, key(2), Some(key(1)))]);
+    assert!(actions(&mut m).is_empty());
     m.handle_session(a, key(1), true);
     assert!(actions(&mut m).is_empty(), "the old key's session is stale");
     m.handle_session(a, key(2), true);

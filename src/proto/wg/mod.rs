@@ -13,6 +13,7 @@
 mod config;
 mod discovery;
 mod drop;
+pub mod held;
 pub mod path;
 pub mod session;
 pub mod table;
@@ -81,6 +82,8 @@ pub struct Device {
     /// Pings sent for [`Device::ping`], and their answers.
     user_pings: VecDeque<(disco::TxId, NodePublic)>,
     ping_results: VecDeque<PingResult>,
+    /// Initiations from keys not programmed yet, answered if they are soon.
+    held: held::HeldInitiations,
 }
 
 impl std::fmt::Debug for Device {
@@ -123,6 +126,7 @@ impl Device {
             endpoints: Vec::new(),
             user_pings: VecDeque::new(),
             ping_results: VecDeque::new(),
+            held: held::HeldInitiations::default(),
         }
     }
 
@@ -331,9 +335,14 @@ impl Device {
         };
 
         let idx = match (src, header.kind) {
-            (PathSrc::Derp { key, .. }, _) => match self.by_key.get(&key) {
+            (PathSrc::Derp { key, .. }, kind) => match self.by_key.get(&key) {
                 Some(&i) => i,
-                None => return Err(self.drop(DropReason::UnknownPeer, None)),
+                None => {
+                    if kind == MessageKind::Initiation {
+                        self.held.hold(key, src, datagram, now);
+                    }
+                    return Err(self.drop(DropReason::UnknownPeer, None));
+                }
             },
             (PathSrc::Udp(_), MessageKind::Initiation) => {
                 // Identify the sender: MAC1 and load check first (cheap), then the DH.
@@ -361,13 +370,16 @@ impl Device {
                     &self.x_public,
                     &init,
                 ) {
-                    Ok(half) => match self
-                        .by_key
-                        .get(&NodePublic::from_bytes(half.peer_static_public))
-                    {
-                        Some(&i) => i,
-                        None => return Err(self.drop(DropReason::UnknownPeer, None)),
-                    },
+                    Ok(half) => {
+                        let key = NodePublic::from_bytes(half.peer_static_public);
+                        match self.by_key.get(&key) {
+                            Some(&i) => i,
+                            None => {
+                                self.held.hold(key, src, datagram, now);
+                                return Err(self.drop(DropReason::UnknownPeer, None));
+                            }
+                        }
+                    }
                     Err(e) => {
                         let r = drop_reason(&e);
                         return Err(self.drop(r, None));
@@ -448,9 +460,15 @@ impl Device {
         peer.path.on_send(path, now);
     }
 
-    /// Starts a handshake with `key` now, unless one is in flight or a session exists
-    /// (boringtun answers `Done` then). Returns whether the peer exists.
-    pub fn initiate(&mut self, key: &NodePublic, now: Instant, tx: &mut Transmits) -> bool {
+    /// Starts a handshake with `key` now, unless a session exists or (unless `force`) one
+    /// is in flight. Returns whether the peer exists.
+    pub fn initiate(
+        &mut self,
+        key: &NodePublic,
+        force: bool,
+        now: Instant,
+        tx: &mut Transmits,
+    ) -> bool {
         let Some(&idx) = self.by_key.get(key) else {
             return false;
         };
@@ -465,7 +483,7 @@ impl Device {
             return true;
         };
         peer.expired = false;
-        self.send_initiation(idx, path, false, now, tx);
+        self.send_initiation(idx, path, force, now, tx);
         true
     }
 

@@ -488,3 +488,64 @@ fn hole_punching_through_two_nats_moves_both_sides_to_direct() {
         devs[0].path_info(&keys[1], now)
     );
 }
+
+/// The client's first handshake message can reach the agent before the agent has
+/// programmed the client (the coordinator tells both at once): it is held, and answered
+/// when the key is programmed, so the first packet still gets through without waiting for
+/// WireGuard's 5 s retry.
+#[test]
+fn an_initiation_from_a_key_not_yet_programmed_is_answered_once_it_is() {
+    let mut p = Pair::new();
+    let a_key = p.a.public();
+    assert!(p.b.remove_peer(&a_key));
+    let mut tx = Transmits::new();
+    let pkt = ip_packet("10.0.0.1", "10.0.0.2", b"early");
+    p.a.encapsulate(p.now, &pkt, &mut tx).unwrap();
+    let unknown_before = p.b.drops()[DropReason::UnknownPeer as usize];
+    p.settle(tx, Transmits::new());
+    assert_eq!(
+        p.b.drops()[DropReason::UnknownPeer as usize],
+        unknown_before + 1
+    );
+    assert_eq!(p.b.held_initiations(), (1, 1));
+    assert!(p.got_b.is_empty());
+
+    // Replaying for another key, or before the key is programmed, does nothing.
+    let mut tx_b = Transmits::new();
+    assert_eq!(p.b.replay_held(&a_key, p.now, &mut tx_b), 0);
+    assert!(tx_b.is_empty());
+
+    p.now += Duration::from_millis(20);
+    let mut pb = PeerConfig::new(a_key);
+    pb.allowed_ips = vec!["10.0.0.1/32".parse().unwrap()];
+    p.b.upsert_peer(pb, p.now).unwrap();
+    assert_eq!(p.b.replay_held(&a_key, p.now, &mut tx_b), 1);
+    assert_eq!(tx_b.len(), 1, "the handshake response");
+    assert_eq!(tx_b.bytes(&tx_b.items()[0])[0], 2);
+    p.settle(Transmits::new(), tx_b);
+    assert!(p.a.has_session(&p.b.public()));
+    assert_eq!(
+        p.got_b,
+        vec![pkt],
+        "the packet queued behind the handshake arrived"
+    );
+    assert_eq!(p.b.held_initiations().0, 0);
+}
+
+/// Held initiations expire: one replayed after WireGuard would have retried anyway is
+/// not answered (the initiator's newer one will be).
+#[test]
+fn a_held_initiation_expires() {
+    let mut p = Pair::new();
+    let a_key = p.a.public();
+    p.b.remove_peer(&a_key);
+    let mut tx = Transmits::new();
+    p.a.initiate(&p.b.public(), false, p.now, &mut tx);
+    p.settle(tx, Transmits::new());
+    assert_eq!(p.b.held_initiations().0, 1);
+    p.now += held::HOLD_FOR;
+    p.b.upsert_peer(PeerConfig::new(a_key), p.now).unwrap();
+    let mut tx_b = Transmits::new();
+    assert_eq!(p.b.replay_held(&a_key, p.now, &mut tx_b), 0);
+    assert!(tx_b.is_empty());
+}

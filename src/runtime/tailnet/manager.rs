@@ -114,9 +114,7 @@ pub(super) async fn run(inner: Arc<Inner>, mut events: mpsc::Receiver<CoordEvent
             Some(()) = net_rx.recv() => on_network_change(&inner).await,
             Some(res) = sessions.join_next(), if !sessions.is_empty() => {
                 if let Ok((id, key, ok)) = res {
-                    if !ok {
-                        tracing::debug!(agent = %id, "handshake did not complete");
-                    }
+                    tracing::debug!(agent = %id, ok, "handshake outcome");
                     inner.state().machine.handle_session(id, key, ok);
                 }
             }
@@ -167,6 +165,7 @@ async fn execute(inner: &Arc<Inner>, sessions: &mut Sessions) {
 async fn act(inner: &Arc<Inner>, a: Action, sessions: &mut Sessions) {
     match a {
         Action::AddTunnel(id) => {
+            tracing::debug!(agent = %id, "asking the coordinator for a tunnel");
             inner.coord(|c| c.add_tunnel(id));
         }
         Action::RemoveTunnel(id) => {
@@ -181,7 +180,7 @@ async fn act(inner: &Arc<Inner>, a: Action, sessions: &mut Sessions) {
                 tracing::warn!(agent = %id, error = %e, "could not program peer");
                 return;
             }
-            let _ = inner.tunnel.initiate(node.key).await;
+            let _ = inner.tunnel.initiate(node.key, false).await;
             let inner2 = inner.clone();
             let key = node.key;
             sessions.spawn(async move {
@@ -191,7 +190,11 @@ async fn act(inner: &Arc<Inner>, a: Action, sessions: &mut Sessions) {
             });
         }
         Action::Initiate(k) => {
-            let _ = inner.tunnel.initiate(k).await;
+            let _ = inner.tunnel.initiate(k, false).await;
+        }
+        Action::Reinitiate(k) => {
+            tracing::debug!(key = %k, "agent acknowledged us but the handshake went unanswered; beginning it again");
+            let _ = inner.tunnel.initiate(k, true).await;
         }
         Action::RemovePeer(k) => {
             let _ = inner.tunnel.remove_peer(k).await;
@@ -301,7 +304,10 @@ async fn on_event(inner: &Arc<Inner>, ev: CoordEvent) {
         CoordEvent::Error(message) => {
             tracing::debug!(%message, "coordinator error");
         }
-        CoordEvent::Peer(u) => inner.state().machine.handle_peer(u, clock::now()),
+        CoordEvent::Peer(u) => {
+            tracing::debug!(peer = %u.id, kind = ?u.kind, "peer update");
+            inner.state().machine.handle_peer(u, clock::now());
+        }
     }
 }
 

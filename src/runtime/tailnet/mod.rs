@@ -105,8 +105,9 @@ pub struct TailnetConfig {
     pub relay_only: bool,
     /// Destinations with no lease for this long are removed.
     pub idle_timeout: Duration,
-    /// How long to wait for an agent's `ready_for_handshake` before handshaking anyway.
-    pub ready_wait: Duration,
+    /// After an agent's `ready_for_handshake`, how much longer the handshake begun when
+    /// its node arrived may take before it is begun again (see `proto::tailnet`).
+    pub ready_grace: Duration,
     /// Netstack sizing (its addresses are replaced by our tailnet address).
     pub netstack: NetstackConfig,
     /// Shared (the default) or per-call.
@@ -135,7 +136,7 @@ impl TailnetConfig {
             advertise: None,
             relay_only: false,
             idle_timeout: Duration::from_secs(30 * 60),
-            ready_wait: Duration::from_secs(5),
+            ready_grace: Duration::from_millis(200),
             netstack: NetstackConfig::default(),
             dial_mode: DialMode::Shared,
             derp_options: DerpClientOptions::default(),
@@ -200,9 +201,7 @@ impl ConnError {
     fn from_failure(agent: NodeId, f: Failure) -> Self {
         match f {
             Failure::TimedOut(Stage::AwaitingNode | Stage::Refused) => Self::NoNode(agent),
-            Failure::TimedOut(Stage::AwaitingReady | Stage::Handshaking | Stage::Ready) => {
-                Self::NoHandshake(agent)
-            }
+            Failure::TimedOut(Stage::Handshaking | Stage::Ready) => Self::NoHandshake(agent),
             Failure::Refused(reason) => Self::Refused(agent, reason),
             Failure::Closed => Self::Closed,
         }
@@ -366,7 +365,7 @@ impl Tailnet {
         let machine = Destinations::new(DestinationsConfig {
             role: cfg.role,
             idle_timeout: cfg.idle_timeout,
-            ready_wait: cfg.ready_wait,
+            ready_grace: cfg.ready_grace,
         });
         let inner = Arc::new(Inner {
             addr,

@@ -237,6 +237,7 @@ impl AgentClient {
 
     async fn connect(&self) -> Result<Sender, AgentClientError> {
         let stream = self.dialer.dial().await.map_err(AgentClientError::Dial)?;
+        tracing::trace!("new connection to the agent's API");
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| AgentClientError::Http(e.to_string()))?;

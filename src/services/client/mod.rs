@@ -109,7 +109,16 @@ impl ClientSession {
         cfg.dial_mode = opts.dial_mode;
         cfg.idle_timeout = opts.idle_timeout;
         let tailnet = Arc::new(Tailnet::start(cfg)?);
-        let control = Arc::new(RemoteControlPlane::new(server.clone(), me.clone()));
+        let control = RemoteControlPlane::new(server.clone(), me.clone());
+        let control = Arc::new(if opts.dial_mode == DialMode::PerCall {
+            // The reference's per-call path resolves the workspace at the server on every
+            // call, as it builds everything else per call.
+            control.uncached()
+        } else {
+            control
+        });
+        // The first call to a workspace then finds its agent here, not at the server.
+        control.refresh_directory();
         Ok(Self {
             server,
             me,

@@ -2,6 +2,7 @@
 //! control plane a client-side MCP server resolves workspaces through, and the server's
 //! view of agent status.
 
+use super::directory::{Directory, Lookup};
 use super::{
     ErrorBody, ME_PATH, RESOLVE_PATH, STATUS_PATH, StatusRequest, StatusResponse,
     WORKSPACE_BY_ID_PREFIX, WORKSPACES_PATH, WorkspaceList,
@@ -272,12 +273,16 @@ pub const RESOLVE_TTL: Duration = Duration::from_secs(30);
 const RESOLVE_CACHE: usize = 1024;
 
 /// The control plane as a client sees it: the logged-in user, and the server's answers,
-/// resolutions cached for [`RESOLVE_TTL`] so a warm tool call asks the server nothing.
+/// resolutions cached for [`RESOLVE_TTL`] so a warm tool call asks the server nothing,
+/// and the user's workspace listing (a [`Directory`]) so a first call usually does not
+/// either.
 #[derive(Debug)]
 pub struct RemoteControlPlane {
     server: Arc<ServerClient>,
     me: User,
     cache: std::sync::Mutex<HashMap<String, (Instant, ResolvedAgent)>>,
+    directory: Arc<std::sync::Mutex<Directory>>,
+    caching: bool,
 }
 
 impl RemoteControlPlane {
@@ -287,7 +292,46 @@ impl RemoteControlPlane {
             server,
             me,
             cache: std::sync::Mutex::new(HashMap::new()),
+            directory: Arc::new(std::sync::Mutex::new(Directory::new())),
+            caching: true,
         }
+    }
+
+    /// Every resolution asked of the server: no cache, no directory (`--per-call`, the
+    /// benchmark's stand-in for the reference's per-call path).
+    pub fn uncached(mut self) -> Self {
+        self.caching = false;
+        self
+    }
+
+    fn directory(&self) -> std::sync::MutexGuard<'_, Directory> {
+        self.directory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lists the user's workspaces in the background unless a fresh listing is held or a
+    /// refresh is under way. The task ends with its request (at most [`REQUEST_TIMEOUT`]).
+    pub fn refresh_directory(&self) {
+        if !self.caching || !self.directory().claim_refresh(clock::now()) {
+            return;
+        }
+        let server = self.server.clone();
+        let directory = self.directory.clone();
+        tokio::spawn(async move {
+            let got = server.get::<WorkspaceList>(WORKSPACES_PATH).await;
+            let mut d = directory.lock().unwrap_or_else(|e| e.into_inner());
+            match got {
+                Ok(list) => d.store(list.workspaces, clock::now()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "listing workspaces");
+                    d.refresh_failed();
+                }
+            }
+        });
+    }
+
+    /// Lookups the directory answered, and those it sent to the server.
+    pub fn directory_counts(&self) -> (u64, u64) {
+        self.directory().counts()
     }
 
     fn cached(&self, key: &str) -> Option<ResolvedAgent> {
@@ -300,6 +344,9 @@ impl RemoteControlPlane {
     }
 
     fn remember(&self, key: String, r: &ResolvedAgent) {
+        if !self.caching {
+            return;
+        }
         let now = clock::now();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= RESOLVE_CACHE {
@@ -317,10 +364,24 @@ impl RemoteControlPlane {
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    async fn resolve_at(&self, key: String, path: String) -> Result<ResolvedAgent, ResolveError> {
-        if let Some(r) = self.cached(&key) {
-            return Ok(r);
+    async fn resolve_at(
+        &self,
+        key: String,
+        path: String,
+        listed: impl FnOnce(&mut Directory, Instant) -> Lookup,
+    ) -> Result<ResolvedAgent, ResolveError> {
+        if self.caching {
+            if let Some(r) = self.cached(&key) {
+                return Ok(r);
+            }
+            let found = listed(&mut self.directory(), clock::now());
+            self.refresh_directory();
+            if let Lookup::Hit(r) = found {
+                tracing::trace!(%key, agent = %r.agent.id, "resolved from the workspace listing");
+                return Ok(r);
+            }
         }
+        tracing::debug!(%key, "resolving at the server");
         match self.server.get::<ResolvedAgent>(&path).await {
             Ok(r) => {
                 self.remember(key, &r);
@@ -359,6 +420,10 @@ impl ControlPlane for RemoteControlPlane {
                 None => WORKSPACES_PATH.to_string(),
             };
             let list: WorkspaceList = self.server.get(&path).await.map_err(unavailable)?;
+            if owner.is_none() {
+                self.directory()
+                    .store(list.workspaces.clone(), clock::now());
+            }
             Ok(list.workspaces)
         })
     }
@@ -370,11 +435,12 @@ impl ControlPlane for RemoteControlPlane {
     ) -> BoxFuture<'a, Result<ResolvedAgent, ResolveError>> {
         Box::pin(async move {
             // Checked here too, so a malformed spec costs no request.
-            crate::services::control::WorkspaceSpec::parse(spec)?;
+            let parsed = crate::services::control::WorkspaceSpec::parse(spec)?;
             let spec = spec.trim();
             self.resolve_at(
                 format!("spec:{spec}"),
                 format!("{RESOLVE_PATH}?spec={}", encode(spec)),
+                |d, now| d.resolve_spec(&self.me, &parsed, now),
             )
             .await
         })
@@ -392,7 +458,11 @@ impl ControlPlane for RemoteControlPlane {
                 AgentChoice::Only | AgentChoice::Default => (format!("id:{id}"), String::new()),
             };
             let r = self
-                .resolve_at(key, format!("{WORKSPACE_BY_ID_PREFIX}{id}{query}"))
+                .resolve_at(
+                    key,
+                    format!("{WORKSPACE_BY_ID_PREFIX}{id}{query}"),
+                    |d, now| d.resolve_id(id, choice, now),
+                )
                 .await?;
             if choice == AgentChoice::Only && r.workspace.agents.len() > 1 {
                 return Err(ResolveError::AmbiguousAgent {

@@ -8,6 +8,7 @@
 //! in `docs/protocol.md`.
 
 pub mod client;
+pub mod directory;
 pub mod server;
 
 use super::control::{ControlError, ResolveError};
