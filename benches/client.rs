@@ -5,7 +5,9 @@
 //! way (20 ms RTT) between client, server and every agent.
 //!
 //! Prints, one per line: a warm tool call (`workspace_read_file` of 100 bytes) p50/p99 on
-//! the shared tunnel (target p50 ≤ RTT + 1 ms); the first call to each of three agents
+//! the shared tunnel (target p50 ≤ RTT + 1 ms), and its excess over the nominal RTT and
+//! over the path's measured one (kernel TCP echoes to an agent's namespace: the emulator's
+//! own cost, about 60 µs per link crossed, is part of the path); the first call to each of three agents
 //! not yet used (target ≤ 4 RTT + 10 ms); the same warm call with `--per-call` (a whole
 //! network stack per call, as the reference CLI) and the ratio per-call/shared (target
 //! ≥ 10×); the `agentwire mcp` process's tokio tasks and open descriptors before and
@@ -200,8 +202,10 @@ fn main() {
 
     let small = dir.join("small.txt");
     std::fs::write(&small, [b'x'; 100]).unwrap();
+    let mut agent_hosts = Vec::new();
     for i in 0..AGENTS {
         let host = lab.public_host(&format!("agent{i}"));
+        agent_hosts.push(host.clone());
         let mut cmd = Command::new(bin());
         cmd.args(["agent", "--url", &url, "--ca-file"])
             .arg(&ca.file)
@@ -219,6 +223,20 @@ fn main() {
             lab.dump()
         );
     }
+
+    // The path's own round trip, emulator included: 64-byte kernel TCP echoes between
+    // this namespace and an agent's. The warm call's excess over it is ours.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/echo.py");
+    let echo = lab.spawn(
+        &agent_hosts[0],
+        Command::new("python3").args([script, "serve", "7001"]),
+    );
+    assert!(
+        echo.wait_for("ready", Duration::from_secs(10)),
+        "echo.py did not start: {}",
+        lab.dump()
+    );
+    let path_rtt = link::echo_rtt((agent_hosts[0].ip, 7001), 200);
 
     let config = dir.join("client-config");
     std::fs::create_dir_all(&config).unwrap();
@@ -272,6 +290,12 @@ fn main() {
         figure(
             "warm_call_shared_p50_minus_rtt",
             ms(shared_p50) - RTT_MS,
+            "ms",
+        );
+        figure("rtt_path_measured_p50", ms(path_rtt), "ms");
+        figure(
+            "warm_call_shared_p50_minus_path_rtt",
+            ms(shared_p50) - ms(path_rtt),
             "ms",
         );
 
