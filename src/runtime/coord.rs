@@ -109,6 +109,8 @@ struct Shared {
     /// Wakes the task: new requests, `reconnect_now`, shutdown.
     wake: Notify,
     reconnect: AtomicBool,
+    /// Set by `retry_now`: end the current backoff wait, if any.
+    skip_wait: AtomicBool,
 }
 
 impl Shared {
@@ -155,6 +157,7 @@ impl CoordClient {
             status: Mutex::new(CoordStatus::default()),
             wake: Notify::new(),
             reconnect: AtomicBool::new(false),
+            skip_wait: AtomicBool::new(false),
         });
         let task = tokio::spawn(run(shared.clone(), cfg, events));
         Self {
@@ -196,6 +199,14 @@ impl CoordClient {
     /// machine wakes from sleep or the network changes.
     pub fn reconnect_now(&self) {
         self.shared.reconnect.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_one();
+    }
+
+    /// Ends a backoff wait between attempts now (the server was seen answering again).
+    /// Unlike [`Self::reconnect_now`] it leaves a stream that is up, or an attempt under
+    /// way, alone: replacing our own registration would look like a second copy of us.
+    pub fn retry_now(&self) {
+        self.shared.skip_wait.store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
     }
 
@@ -345,7 +356,8 @@ async fn wait_before_retry(shared: &Shared) -> bool {
         if shared.closing() {
             return false;
         }
-        if shared.reconnect.load(Ordering::SeqCst) {
+        if shared.reconnect.load(Ordering::SeqCst) || shared.skip_wait.swap(false, Ordering::SeqCst)
+        {
             shared.state().reset_backoff();
             return true;
         }

@@ -97,8 +97,8 @@ pub struct ClientState {
     /// Every destination we want a tunnel to; replayed after each `welcome`.
     tunnels: BTreeSet<NodeId>,
     phase: Phase,
-    /// Requests for the current stream, coalesced so the queue is bounded by the number
-    /// of distinct destinations (plus one node and one disconnect).
+    /// Requests for the current stream, coalesced so the queue is bounded by twice the
+    /// number of distinct destinations (plus one node and one disconnect).
     pending: VecDeque<ClientMsg>,
     /// Peers the server told us about on this stream; reported `lost` if it drops.
     known: BTreeSet<NodeId>,
@@ -216,15 +216,20 @@ impl ClientState {
         if self.phase != Phase::Up {
             return;
         }
-        // An unsent opposite request for the same destination cancels out.
-        let opposite = self.pending.iter().position(|m| {
-            matches!(m, ClientMsg::AddTunnel { id: i } | ClientMsg::RemoveTunnel { id: i } if *i == id)
-        });
-        match opposite {
-            Some(i) => {
+        // An unsent add is cancelled by a removal: the peer never heard of the tunnel. An
+        // unsent removal is not cancelled by a new add, though: we dropped our WireGuard
+        // state for the peer in between, and the peer must hear `disconnected` to drop
+        // its own (else it refuses our new handshake if our wall clock went back).
+        let unsent_add = self
+            .pending
+            .iter()
+            .position(|m| matches!(m, ClientMsg::AddTunnel { id: i } if *i == id));
+        match (&msg, unsent_add) {
+            (ClientMsg::RemoveTunnel { .. }, Some(i)) => {
                 self.pending.remove(i);
             }
-            None => self.pending.push_back(msg),
+            (ClientMsg::AddTunnel { .. }, Some(_)) => {}
+            _ => self.pending.push_back(msg),
         }
     }
 
@@ -412,6 +417,35 @@ mod tests {
         );
         assert!(coordinate_url("ftp://h").is_err());
         assert!(coordinate_url("http://").is_err());
+    }
+
+    #[test]
+    fn a_removal_is_not_cancelled_by_a_new_add_but_an_add_is_by_a_removal() {
+        let mut s = ClientState::new(id(1), "c", DEFAULT_BACKOFF);
+        up(&mut s);
+        s.add_tunnel(id(2));
+        drain(&mut s);
+        // Removed and wanted again before anything was written: the peer must still hear
+        // the removal, then the new tunnel.
+        s.remove_tunnel(id(2));
+        s.add_tunnel(id(2));
+        s.add_tunnel(id(2));
+        assert_eq!(
+            drain(&mut s),
+            vec![
+                ClientMsg::RemoveTunnel { id: id(2) },
+                ClientMsg::AddTunnel { id: id(2) }
+            ]
+        );
+        // Wanted and dropped again before anything was written: nothing to say.
+        s.add_tunnel(id(3));
+        s.remove_tunnel(id(3));
+        assert!(drain(&mut s).is_empty());
+        // Remove, add, remove: the removal alone.
+        s.remove_tunnel(id(2));
+        s.add_tunnel(id(2));
+        s.remove_tunnel(id(2));
+        assert_eq!(drain(&mut s), vec![ClientMsg::RemoveTunnel { id: id(2) }]);
     }
 
     #[test]

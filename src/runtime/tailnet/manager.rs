@@ -123,12 +123,17 @@ pub(super) async fn run(inner: Arc<Inner>, mut events: mpsc::Receiver<CoordEvent
             }
             _ = tick.tick() => {
                 let gap = wake_detector.observe(clock::now(), clock::wall(), TICK);
+                // Timers first: a destination that idled out while we slept is removed on
+                // the coordinator stream that is still open, before the wake's reconnect
+                // drops it. Otherwise the agent never hears of the removal, keeps our old
+                // WireGuard state, and refuses the new handshake if our wall clock went
+                // back meanwhile (its timestamp is older than the last one it saw).
+                inner.state().machine.handle_timeout(clock::now());
                 if gap != crate::proto::wake::Gap::None {
                     tracing::info!(?gap, "clock gap: assuming sleep/wake; reconnecting");
                     inner.wakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     inner.state().machine.handle_wake();
                 }
-                inner.state().machine.handle_timeout(clock::now());
             }
         }
         execute(&inner, &mut sessions).await;

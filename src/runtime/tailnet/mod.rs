@@ -453,6 +453,11 @@ impl Tailnet {
         conn::acquire(&self.inner, agent, deadline).await
     }
 
+    /// Whether `agent` is a destination with a session now (a lease is granted at once).
+    pub fn is_ready(&self, agent: NodeId) -> bool {
+        self.inner.state().machine.stage(&agent) == Some(Stage::Ready)
+    }
+
     /// Departures from now on: a destination is announced when it is removed or its node
     /// left or changed key, so that connections kept to it above the Tailnet (pooled API
     /// connections) are let go at once rather than found dead on next use.
@@ -526,6 +531,15 @@ impl Tailnet {
     pub fn rebind(&self) {
         self.inner.relay.reconnect_all();
         self.inner.coord(CoordClient::reconnect_now);
+    }
+
+    /// The server was seen answering again (its API did): a coordinator connection
+    /// waiting out its backoff retries now. A stream that is up, or an attempt under way,
+    /// is left alone.
+    pub fn server_answered(&self) {
+        if !self.coordinator_connected() {
+            self.inner.coord(CoordClient::retry_now);
+        }
     }
 
     /// How many network changes (interface addresses) were detected and handled.

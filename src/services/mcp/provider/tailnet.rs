@@ -14,7 +14,7 @@ use crate::runtime::tailnet::{ConnError, Tailnet};
 use crate::services::agent::client::AgentClient;
 use crate::services::agent::pool::AgentPools;
 use crate::services::hub::Hub;
-use crate::services::user_api::client::{ServerClient, server_status};
+use crate::services::user_api::client::{ApiError, ServerClient, server_status};
 use crate::wire::addr::NodeId;
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
@@ -185,6 +185,19 @@ fn local_error(agent: NodeId, e: ConnError) -> ProviderError {
     }
 }
 
+/// `Some(reason)` if the server's API cannot be reached before `deadline` (a refusal, such
+/// as a revoked token, is an answer: the dial then says what is wrong).
+async fn server_unreachable(
+    server: &ServerClient,
+    deadline: tokio::time::Instant,
+) -> Option<String> {
+    match tokio::time::timeout_at(deadline, server.me()).await {
+        Ok(Err(ApiError::Unreachable { reason, .. })) => Some(reason),
+        Err(_) => Some("no answer before the call's deadline".into()),
+        Ok(_) => None,
+    }
+}
+
 /// Why a dial from a client failed, in the stages a person can act on: the server cannot
 /// be reached, the agent is offline, or the tunnel did not come up.
 async fn explain(
@@ -256,6 +269,24 @@ impl AgentProvider for TailnetAgentProvider {
                     agent,
                     status: s.detail,
                 });
+            }
+            if let Some(server) = &remote
+                && !tailnet.coordinator_connected()
+                && !tailnet.is_ready(agent)
+            {
+                // A tunnel not yet up needs the coordinator, which is away. Ask whether
+                // the server answers at all: if it does not, say so now rather than at the
+                // deadline; if it does, reconnect at once instead of after the backoff.
+                if let Some(e) = server_unreachable(server, deadline).await {
+                    return Err(ProviderError::Unreachable {
+                        agent,
+                        reason: format!(
+                            "the server at {} cannot be reached ({e}); agents whose tunnel is up keep working",
+                            server.url()
+                        ),
+                    });
+                }
+                tailnet.server_answered();
             }
             let conn = match tailnet.agent_conn(agent, deadline).await {
                 Ok(c) => c,
