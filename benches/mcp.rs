@@ -11,7 +11,8 @@
 //!
 //! Run: `cargo bench --bench mcp` (`BENCH_SECS` sets seconds per level and rig;
 //! `BENCH_ROUNDS`, 3, how many interleaved rounds the 16-client level gets, each rig's
-//! median round being its figure).
+//! median round being its figure; `BENCH_LEVELS`, say `16`, which client counts run;
+//! `BENCH_STORES=0` the in-memory rig alone, as for a profile).
 
 #![allow(clippy::disallowed_methods)]
 
@@ -185,33 +186,33 @@ async fn run() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
     let scratch = tempfile::tempdir().unwrap();
-    let cluster = match pg::Cluster::start() {
-        Ok(c) => Some(c),
-        Err(why) => {
+    let stores = std::env::var("BENCH_STORES").map_or(true, |v| v != "0");
+    let cluster = match stores.then(pg::Cluster::start) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(why)) => {
             println!("# PostgreSQL figures skipped: {why}");
             None
         }
     };
-    let mut rigs = vec![
-        rig("memory", None).await,
-        rig(
-            "sqlite",
-            Some(format!(
-                "sqlite:{}",
-                scratch.path().join("bench.db").display()
-            )),
-        )
-        .await,
-    ];
+    let mut rigs = vec![rig("memory", None).await];
+    if stores {
+        let path = scratch.path().join("bench.db");
+        rigs.push(rig("sqlite", Some(format!("sqlite:{}", path.display()))).await);
+    }
     if let Some(c) = &cluster {
         rigs.push(rig("postgres", Some(c.database().await)).await);
     }
+    let levels: Vec<usize> = std::env::var("BENCH_LEVELS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| LEVELS.to_vec());
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3)
         .max(1);
-    for clients in LEVELS {
+    for clients in levels {
         // Rigs take turns, round after round, so a busy moment on a shared machine
         // hits all alike; the 16-client level (the store's target) is measured
         // `BENCH_ROUNDS` times and reported as each rig's median round.

@@ -81,6 +81,9 @@ pub struct DriverStats {
     pub drops: Vec<(&'static str, u64)>,
     /// Configured peers.
     pub peers: usize,
+    /// Handshake initiations from keys not yet programmed, held for a replay: now, and
+    /// ever (see `proto::wg::held`).
+    pub held_initiations: (usize, u64),
 }
 
 /// Sends datagrams whose path is a DERP region. Implemented by the DERP client set.
@@ -193,6 +196,7 @@ impl Driver {
                     .filter(|(_, n)| *n > 0)
                     .collect();
                 s.peers = self.device.peer_count();
+                s.held_initiations = self.device.held_initiations();
                 let _ = reply.send(s);
             }
             Command::Initiate(key, force) => {

@@ -193,6 +193,13 @@ async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
         );
         line(
             &mut out,
+            "agentwire_wireguard_held_initiations_total",
+            "Handshake initiations from a key not yet programmed, held to be answered once it is.",
+            "counter",
+            &one(d.held_initiations.1 as f64),
+        );
+        line(
+            &mut out,
             "agentwire_tcp_sockets",
             "Open TCP sockets in the netstack.",
             "gauge",

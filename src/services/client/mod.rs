@@ -135,6 +135,13 @@ impl ClientSession {
 
     /// Stops the tunnel (a graceful goodbye to the coordinator) and waits for it.
     pub async fn shutdown(self) {
+        let (listed, asked) = self.control.directory_counts();
+        tracing::info!(
+            from_listing = listed,
+            from_server = asked,
+            wakes = self.tailnet.wake_count(),
+            "workspace lookups this session"
+        );
         match Arc::try_unwrap(self.tailnet) {
             Ok(t) => t.shutdown().await,
             Err(t) => drop(t),

@@ -282,6 +282,8 @@ pub struct RemoteControlPlane {
     me: User,
     cache: std::sync::Mutex<HashMap<String, (Instant, ResolvedAgent)>>,
     directory: Arc<std::sync::Mutex<Directory>>,
+    /// The listing refresh under way, if any: aborted when the plane goes.
+    refresh: std::sync::Mutex<Option<tokio_util::task::AbortOnDropHandle<()>>>,
     caching: bool,
 }
 
@@ -293,6 +295,7 @@ impl RemoteControlPlane {
             me,
             cache: std::sync::Mutex::new(HashMap::new()),
             directory: Arc::new(std::sync::Mutex::new(Directory::new())),
+            refresh: std::sync::Mutex::new(None),
             caching: true,
         }
     }
@@ -309,14 +312,15 @@ impl RemoteControlPlane {
     }
 
     /// Lists the user's workspaces in the background unless a fresh listing is held or a
-    /// refresh is under way. The task ends with its request (at most [`REQUEST_TIMEOUT`]).
+    /// refresh is under way. The task ends with its request (at most [`REQUEST_TIMEOUT`])
+    /// or with the plane.
     pub fn refresh_directory(&self) {
         if !self.caching || !self.directory().claim_refresh(clock::now()) {
             return;
         }
         let server = self.server.clone();
         let directory = self.directory.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let got = server.get::<WorkspaceList>(WORKSPACES_PATH).await;
             let mut d = directory.lock().unwrap_or_else(|e| e.into_inner());
             match got {
@@ -327,6 +331,10 @@ impl RemoteControlPlane {
                 }
             }
         });
+        // `claim_refresh` admits one refresh at a time: a handle still here is finished, or
+        // was given up as stuck, and replacing it aborts it.
+        *self.refresh.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(tokio_util::task::AbortOnDropHandle::new(task));
     }
 
     /// Lookups the directory answered, and those it sent to the server.
