@@ -90,7 +90,7 @@ mod linux {
     }
 
     pub(super) fn beneath(root: &Path, path: &Path) -> Result<Option<Beneath>, Error> {
-        let canonical = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+        let canonical = crate::services::agent::api::paths::canonical_root(root);
         let rel = path
             .strip_prefix(root)
             .or_else(|_| path.strip_prefix(&canonical))
@@ -108,24 +108,29 @@ mod linux {
             Mode::empty(),
         )
         .map_err(|e| Error::io(root, e.into()))?;
-        // Probe once whether the kernel has openat2 (Linux 5.6+).
-        match rustix::fs::openat2(
-            &fd,
-            ".",
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH,
-        ) {
-            Err(Errno::NOSYS) => {
-                if !WARNED.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "openat2 is unavailable: workspace-root confinement falls back to checking paths before use, which a concurrent symlink swap can race"
-                    );
-                }
-                Ok(None)
-            }
-            _ => Ok(Some(Beneath { root: fd, rel })),
+        // Whether the kernel has openat2 (Linux 5.6+): probed once per process.
+        static OPENAT2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let available = *OPENAT2.get_or_init(|| {
+            !matches!(
+                rustix::fs::openat2(
+                    &fd,
+                    ".",
+                    OFlags::PATH | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::BENEATH,
+                ),
+                Err(Errno::NOSYS)
+            )
+        });
+        if available {
+            return Ok(Some(Beneath { root: fd, rel }));
         }
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "openat2 is unavailable: workspace-root confinement falls back to checking paths before use, which a concurrent symlink swap can race"
+            );
+        }
+        Ok(None)
     }
 
     pub(super) fn open(

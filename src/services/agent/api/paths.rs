@@ -77,6 +77,27 @@ pub fn is_within(root: &Path, path: &Path) -> bool {
     path.starts_with(root)
 }
 
+/// `root` with its symlinks resolved. Learnt once per root (an agent has one): resolving
+/// it cost a `readlink` per component on every file operation. A root moved or replaced
+/// after that is still held to where it was, which can only refuse more.
+pub fn canonical_root(root: &Path) -> PathBuf {
+    static LAST: std::sync::Mutex<Option<(PathBuf, PathBuf)>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((given, canonical)) = last.as_ref()
+        && given == root
+    {
+        return canonical.clone();
+    }
+    match root.canonicalize() {
+        Ok(c) => {
+            *last = Some((root.to_path_buf(), c.clone()));
+            c
+        }
+        // Not cached: the root may appear later.
+        Err(_) => root.to_path_buf(),
+    }
+}
+
 /// Resolves a request path: normalised, and when `root` is set, checked against the
 /// canonical root after resolving symlinks in the longest existing ancestor.
 ///
@@ -85,7 +106,7 @@ pub fn is_within(root: &Path, path: &Path) -> bool {
 pub fn resolve(root: Option<&Path>, raw: &str) -> Result<PathBuf, PathError> {
     let path = normalize(raw)?;
     let Some(root) = root else { return Ok(path) };
-    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let root = canonical_root(root);
     // Canonicalise the longest existing prefix (symlinks resolved), then re-append the
     // components that do not exist yet.
     let mut existing = path.clone();
