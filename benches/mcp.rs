@@ -10,9 +10,11 @@
 //! measures the per-user cap of 64 calls in flight (the rest are refused at once).
 //!
 //! Run: `cargo bench --bench mcp` (`BENCH_SECS` sets seconds per level and rig;
-//! `BENCH_ROUNDS`, 3, how many interleaved rounds the 16-client level gets, each rig's
-//! median round being its figure; `BENCH_LEVELS`, say `16`, which client counts run;
-//! `BENCH_STORES=0` the in-memory rig alone, as for a profile).
+//! `BENCH_ROUNDS`, 5, how many interleaved rounds the 16-client level gets, each rig's
+//! median round being its figure and each store's ratio the median of its round-by-round
+//! ratios; `BENCH_LEVELS`, say `16`, which client counts run;
+//! `BENCH_STORES=0` the in-memory rig alone, as for a profile; `BENCH_CONTROL=1` adds a
+//! second in-memory rig, whose ratio to the first is the run's noise floor).
 
 #![allow(clippy::disallowed_methods)]
 
@@ -196,6 +198,11 @@ async fn run() {
         }
     };
     let mut rigs = vec![rig("memory", None).await];
+    // A second in-memory rig, measured like the stores, shows how far apart two
+    // identical rigs land in this run: the noise floor of every ratio printed.
+    if std::env::var("BENCH_CONTROL").is_ok_and(|v| v == "1") {
+        rigs.push(rig("memory_again", None).await);
+    }
     if stores {
         let path = scratch.path().join("bench.db");
         rigs.push(rig("sqlite", Some(format!("sqlite:{}", path.display()))).await);
@@ -210,7 +217,7 @@ async fn run() {
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(5)
         .max(1);
     for clients in levels {
         // Rigs take turns, round after round, so a busy moment on a shared machine
@@ -219,7 +226,11 @@ async fn run() {
         let n = if clients == 16 { rounds } else { 1 };
         let mut runs: Vec<Vec<(f64, f64, f64, u64)>> = vec![Vec::new(); rigs.len()];
         for round in 0..n {
-            for (i, r) in rigs.iter().enumerate() {
+            // Each round starts with a different rig, so none always runs first (just
+            // after the previous level, or just after another rig's burst of audit writes).
+            for k in 0..rigs.len() {
+                let i = (round + k) % rigs.len();
+                let r = &rigs[i];
                 let m = measure(r, clients, secs).await;
                 if n > 1 {
                     println!(
@@ -262,7 +273,7 @@ async fn run() {
             println!("{name}_failed: {failed} calls");
             match base {
                 None => base = Some((rate, p50)),
-                Some((b_rate, b_p50)) => {
+                Some((b_rate, b_p50)) if n == 1 => {
                     println!(
                         "mcp_read_file_{}_c{clients}_calls_vs_memory: {:.3} x",
                         r.name,
@@ -272,6 +283,26 @@ async fn run() {
                         "mcp_read_file_{}_c{clients}_p50_vs_memory: {:.3} x",
                         r.name,
                         p50 / b_p50
+                    );
+                }
+                Some(_) => {
+                    // Each round's ratio pairs two runs seconds apart; their median
+                    // resists the machine's drift better than a ratio of medians.
+                    let median = |f: fn(&(f64, f64, f64, u64), &(f64, f64, f64, u64)) -> f64| {
+                        let mut v: Vec<f64> =
+                            runs[i].iter().zip(&runs[0]).map(|(a, b)| f(a, b)).collect();
+                        v.sort_by(f64::total_cmp);
+                        v[v.len() / 2]
+                    };
+                    println!(
+                        "mcp_read_file_{}_c{clients}_calls_vs_memory: {:.3} x (median of {n} paired rounds)",
+                        r.name,
+                        median(|a, b| a.0 / b.0)
+                    );
+                    println!(
+                        "mcp_read_file_{}_c{clients}_p50_vs_memory: {:.3} x (median of {n} paired rounds)",
+                        r.name,
+                        median(|a, b| a.1 / b.1)
                     );
                 }
             }

@@ -110,7 +110,6 @@ pub(crate) async fn run(
     loop {
         let n = tokio::select! {
             biased;
-            n = rx.recv_many(&mut buf, BATCH) => n,
             () = stop.cancelled() => {
                 rx.close();
                 while let Ok(r) = rx.try_recv() {
@@ -122,21 +121,27 @@ pub(crate) async fn run(
                 write(&inner, &mut buf, false).await;
                 return;
             }
+            n = rx.recv_many(&mut buf, BATCH) => n,
         };
         if n == 0 {
             return;
         }
-        let until = tokio::time::Instant::from_std(crate::runtime::clock::now() + LINGER);
-        while buf.len() < BATCH {
-            let room = BATCH - buf.len();
-            let more = tokio::select! {
+        // Linger by sleeping, not by receiving: a receiver waiting on the queue is woken
+        // by every record sent, which at thousands of calls a second cost a task wake-up
+        // (often a thread's) per call. A backlog of a whole batch is written at once.
+        if buf.len() + rx.len() < BATCH {
+            let until = tokio::time::Instant::from_std(crate::runtime::clock::now() + LINGER);
+            tokio::select! {
                 biased;
                 // The loop above drains the queue once this batch is written.
-                () = stop.cancelled() => break,
-                r = tokio::time::timeout_at(until, rx.recv_many(&mut buf, room)) => r,
-            };
-            if !matches!(more, Ok(n) if n > 0) {
-                break;
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep_until(until) => {}
+            }
+        }
+        while buf.len() < BATCH {
+            match rx.try_recv() {
+                Ok(r) => buf.push(r),
+                Err(_) => break,
             }
         }
         write(&inner, &mut buf, true).await;
