@@ -182,6 +182,9 @@ async fn measure(rig: &Rig, clients: usize, secs: f64) -> (f64, f64, f64, u64) {
     (lat.len() as f64 / elapsed, p(0.5), p(0.99), failed)
 }
 
+/// Calls per second, p50 and p99 (ms), failed calls.
+type Figures = (f64, f64, f64, u64);
+
 async fn run() {
     let secs: f64 = std::env::var("BENCH_SECS")
         .ok()
@@ -224,7 +227,7 @@ async fn run() {
         // hits all alike; the 16-client level (the store's target) is measured
         // `BENCH_ROUNDS` times and reported as each rig's median round.
         let n = if clients == 16 { rounds } else { 1 };
-        let mut runs: Vec<Vec<(f64, f64, f64, u64)>> = vec![Vec::new(); rigs.len()];
+        let mut runs: Vec<Vec<Figures>> = vec![Vec::new(); rigs.len()];
         for round in 0..n {
             // Each round starts with a different rig, so none always runs first (just
             // after the previous level, or just after another rig's burst of audit writes).
@@ -288,7 +291,7 @@ async fn run() {
                 Some(_) => {
                     // Each round's ratio pairs two runs seconds apart; their median
                     // resists the machine's drift better than a ratio of medians.
-                    let median = |f: fn(&(f64, f64, f64, u64), &(f64, f64, f64, u64)) -> f64| {
+                    let median = |f: fn(&Figures, &Figures) -> f64| {
                         let mut v: Vec<f64> =
                             runs[i].iter().zip(&runs[0]).map(|(a, b)| f(a, b)).collect();
                         v.sort_by(f64::total_cmp);

@@ -74,6 +74,12 @@ pub struct ServeArgs {
     /// stored is shown).
     #[arg(long)]
     pub show_token: bool,
+    /// How fast the server reads one agent's replies, all calls to it together, in MiB/s
+    /// (bursts of a whole 16 MiB reply pass at once). Beyond it the server stops reading
+    /// and TCP's flow control holds the agent back, so an agent answering with endless
+    /// bodies cannot spend the server's cores on its replies. 0: no limit.
+    #[arg(long, value_name = "MIB_PER_SEC", default_value_t = 64)]
+    pub agent_reply_rate: u64,
     /// Serve /metrics (and /healthz) on this separate address, without a token. Keep it on
     /// loopback or a private network.
     #[arg(long, value_name = "ADDR")]
@@ -264,6 +270,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         advertise: (!args.advertise.is_empty()).then_some(args.advertise),
         metrics_listen: args.metrics_listen,
         metrics_token,
+        agent_reply_rate: match args.agent_reply_rate {
+            0 => crate::services::agent::budget::ReplyRate::UNLIMITED,
+            n => crate::services::agent::budget::ReplyRate {
+                bytes_per_sec: n.saturating_mul(1 << 20),
+                ..Default::default()
+            },
+        },
         stun_listen,
         stun_optional,
         oauth: crate::services::oauth::OAuthOptions {

@@ -93,7 +93,12 @@ fn render_stun(out: &mut String, hub: &Hub) {
     }
 }
 
-async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
+async fn render(
+    hub: &Hub,
+    tailnet: &Tailnet,
+    mcp: &McpStats,
+    agents: &dyn crate::services::mcp::AgentProvider,
+) -> String {
     let mut out = String::new();
     render_tls(&mut out, hub);
     if let Some(r) = hub.replica() {
@@ -440,6 +445,21 @@ async fn render(hub: &Hub, tailnet: &Tailnet, mcp: &McpStats) -> String {
             ("limit=\"time\"".to_string(), timed_out as f64),
         ],
     );
+    let (waits, waited_us) = agents.reply_pacing();
+    line(
+        &mut out,
+        "agentwire_mcp_agent_reply_paced_total",
+        "Times a reader of an agent's reply waited because that agent's replies were being read beyond its rate.",
+        "counter",
+        &one(waits as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_mcp_agent_reply_paced_seconds_total",
+        "Time readers of agents' replies spent waiting for their agent's reply budget.",
+        "counter",
+        &one(waited_us as f64 / 1e6),
+    );
     out
 }
 
@@ -448,14 +468,20 @@ pub fn router(
     hub: Arc<Hub>,
     tailnet: Arc<Tailnet>,
     mcp: Arc<McpStats>,
+    agents: Arc<dyn crate::services::mcp::AgentProvider>,
     gate: MetricsGate,
 ) -> Router {
     let gate = Arc::new((gate, std::sync::atomic::AtomicU64::new(0)));
     Router::new().route(
         METRICS_PATH,
         get(move |headers: http::HeaderMap| {
-            let (hub, tailnet, mcp, gate) =
-                (hub.clone(), tailnet.clone(), mcp.clone(), gate.clone());
+            let (hub, tailnet, mcp, agents, gate) = (
+                hub.clone(),
+                tailnet.clone(),
+                mcp.clone(),
+                agents.clone(),
+                gate.clone(),
+            );
             async move {
                 use axum::response::IntoResponse;
                 let (gate, refused) = &*gate;
@@ -464,7 +490,7 @@ pub fn router(
                     tracing::debug!("metrics request refused");
                     return refusal.into_response();
                 }
-                let mut text = render(&hub, &tailnet, &mcp).await;
+                let mut text = render(&hub, &tailnet, &mcp, &*agents).await;
                 line(
                     &mut text,
                     "agentwire_metrics_refused_total",

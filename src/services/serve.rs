@@ -78,6 +78,9 @@ pub struct ServeConfig {
     pub stun_optional: bool,
     /// The OAuth authorization server for hosted MCP clients.
     pub oauth: super::oauth::OAuthOptions,
+    /// How fast one agent's replies are read, all calls to it together (see
+    /// [`super::agent::budget`]).
+    pub agent_reply_rate: super::agent::budget::ReplyRate,
 }
 
 impl ServeConfig {
@@ -109,6 +112,7 @@ impl ServeConfig {
             stun_listen: None,
             stun_optional: false,
             oauth: super::oauth::OAuthOptions::default(),
+            agent_reply_rate: super::agent::budget::ReplyRate::default(),
         }
     }
 }
@@ -474,8 +478,10 @@ impl Server {
         mcp_config
             .validate()
             .map_err(|e| ServeError::Mcp(e.to_string()))?;
-        let agents: Arc<dyn super::mcp::AgentProvider> =
-            Arc::new(TailnetAgentProvider::new(tailnet.clone()).with_presence(hub.clone()));
+        let agents: Arc<dyn super::mcp::AgentProvider> = Arc::new(
+            TailnetAgentProvider::with_reply_rate(tailnet.clone(), cfg.agent_reply_rate)
+                .with_presence(hub.clone()),
+        );
         let user_api = super::user_api::server::UserApi::new(control.clone(), agents.clone())
             .with_tailnet(tailnet.clone());
         let oauth = match build_oauth(&cfg.oauth, &mcp_config.base_url(), store.as_ref()) {
@@ -486,6 +492,7 @@ impl Server {
                 None
             }
         };
+        let metrics_agents = agents.clone();
         let mut state = McpState::new(control, agents, mcp_config);
         state.oauth = oauth.clone();
         let local_only =
@@ -495,8 +502,15 @@ impl Server {
             cfg.metrics_token.as_deref(),
         );
         let stats = state.stats.clone();
-        let metrics_router =
-            |gate| super::metrics::router(hub.clone(), tailnet.clone(), stats.clone(), gate);
+        let metrics_router = |gate| {
+            super::metrics::router(
+                hub.clone(),
+                tailnet.clone(),
+                stats.clone(),
+                metrics_agents.clone(),
+                gate,
+            )
+        };
         let metrics = match cfg.metrics_listen {
             Some(at) => {
                 let l = tokio::net::TcpListener::bind(at)

@@ -5,18 +5,22 @@
 //! client cannot be pointed anywhere else. Redirects are never followed: a malicious agent
 //! must not be able to turn the caller into a deputy against another agent. Idle
 //! keep-alive connections are kept in an [`IdlePool`] (bounded) and dropped on any error;
-//! [`super::pool::AgentPools`] shares one pool among every client of a destination.
+//! [`super::pool::AgentPools`] shares one pool among every client of a destination. The
+//! pool also holds the destination's [`ReplyBudget`]: replies are read frame by frame and
+//! a destination that keeps the server reading beyond its rate waits between frames.
 
+use super::budget::{ReplyBudget, ReplyRate};
 use crate::runtime::tailnet::AgentConn;
 use crate::wire::addr::AGENT_API_PORT;
 use crate::wire::agent_api::*;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
@@ -123,10 +127,36 @@ impl AgentDialer for AgentConn {
 
 type Sender = SendRequest<Full<Bytes>>;
 
-/// Idle keep-alive connections to one agent's API, shared by the clients given it.
-#[derive(Default)]
+/// Times readers of agents' replies waited for their destination's budget, and for how
+/// long in all; shared by every pool of a server, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ReplyPacing {
+    waits: AtomicU64,
+    waited_us: AtomicU64,
+}
+
+impl ReplyPacing {
+    /// (waits, total microseconds waited).
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.waits.load(Ordering::Relaxed),
+            self.waited_us.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Idle keep-alive connections to one agent's API, shared by the clients given it, and
+/// the budget its replies are read within.
 pub struct IdlePool {
     idle: Mutex<Vec<Sender>>,
+    budget: Mutex<ReplyBudget>,
+    pacing: Arc<ReplyPacing>,
+}
+
+impl Default for IdlePool {
+    fn default() -> Self {
+        Self::new(ReplyRate::default(), Arc::default())
+    }
 }
 
 impl std::fmt::Debug for IdlePool {
@@ -138,6 +168,32 @@ impl std::fmt::Debug for IdlePool {
 }
 
 impl IdlePool {
+    /// An empty pool whose replies are read at `rate`, counting waits in `pacing`.
+    pub fn new(rate: ReplyRate, pacing: Arc<ReplyPacing>) -> Self {
+        Self {
+            idle: Mutex::default(),
+            budget: Mutex::new(ReplyBudget::new(rate)),
+            pacing,
+        }
+    }
+
+    /// Charges `n` bytes just read to the destination; how long to wait before reading on.
+    fn charge(&self, n: usize) -> Duration {
+        let now = crate::runtime::clock::now();
+        let wait = self
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(now, n as u64);
+        if !wait.is_zero() {
+            self.pacing.waits.fetch_add(1, Ordering::Relaxed);
+            self.pacing
+                .waited_us
+                .fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
+        }
+        wait
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sender>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -255,6 +311,52 @@ impl AgentClient {
         Ok(sender)
     }
 
+    /// Reads a reply's body, at most `limit` bytes, within the destination's budget. A
+    /// body announced longer than `limit` is refused before a byte of it is read.
+    async fn read_body(
+        &self,
+        mut body: hyper::body::Incoming,
+        limit: usize,
+    ) -> Result<Bytes, AgentClientError> {
+        use hyper::body::Body;
+        if body.size_hint().lower() > limit as u64 {
+            return Err(AgentClientError::TooLarge);
+        }
+        let mut first: Option<Bytes> = None;
+        let mut rest = bytes::BytesMut::new();
+        let mut len = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| AgentClientError::Http(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            len += data.len();
+            if len > limit {
+                return Err(AgentClientError::TooLarge);
+            }
+            let wait = self.pool.charge(data.len());
+            // Most replies are one frame: keep it without a copy.
+            match &first {
+                None => first = Some(data),
+                Some(f) => {
+                    if rest.is_empty() {
+                        rest.reserve(len);
+                        rest.extend_from_slice(f);
+                    }
+                    rest.extend_from_slice(&data);
+                }
+            }
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Ok(if rest.is_empty() {
+            first.unwrap_or_default()
+        } else {
+            rest.freeze()
+        })
+    }
+
     /// Sends one request; returns status, headers and the body (up to `limit` bytes).
     async fn call(
         &self,
@@ -292,14 +394,7 @@ impl AgentClient {
                 };
                 let status = resp.status();
                 let headers = resp.headers().clone();
-                let collected = Limited::new(resp.into_body(), limit).collect().await;
-                let bytes = match collected {
-                    Ok(c) => c.to_bytes(),
-                    Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                        return Err(AgentClientError::TooLarge);
-                    }
-                    Err(e) => return Err(AgentClientError::Http(e.to_string())),
-                };
+                let bytes = self.read_body(resp.into_body(), limit).await?;
                 self.pool.put(sender);
                 return Ok((status, headers, bytes));
             }

@@ -6,6 +6,7 @@
 //! to one agent.
 
 pub mod api;
+pub mod budget;
 pub mod client;
 pub mod node;
 pub mod pool;

@@ -6,7 +6,8 @@
 //! handshake. Pools hold no lease (that would keep a destination from ever going idle):
 //! when the Tailnet says a destination is gone, its pool is emptied and forgotten at once.
 
-use super::client::{AgentClient, IdlePool};
+use super::budget::ReplyRate;
+use super::client::{AgentClient, IdlePool, ReplyPacing};
 use crate::runtime::tailnet::{AgentConn, Gone, GoneEvents, Tailnet};
 use crate::wire::addr::NodeId;
 use std::collections::HashMap;
@@ -19,6 +20,9 @@ type Pools = Mutex<HashMap<NodeId, Arc<IdlePool>>>;
 #[derive(Debug)]
 pub struct AgentPools {
     pools: Arc<Pools>,
+    /// Each destination's reply budget, and the waits it imposed, all destinations.
+    rate: ReplyRate,
+    pacing: Arc<ReplyPacing>,
     /// Empties pools as destinations go; ends with the Tailnet or with this value.
     watcher: JoinHandle<()>,
 }
@@ -29,7 +33,26 @@ impl AgentPools {
     pub fn new(tailnet: &Tailnet) -> Self {
         let pools: Arc<Pools> = Arc::default();
         let watcher = tokio::spawn(follow(tailnet.gone_events(), Arc::downgrade(&pools)));
-        Self { pools, watcher }
+        Self {
+            pools,
+            rate: ReplyRate::default(),
+            pacing: Arc::default(),
+            watcher,
+        }
+    }
+
+    /// Reads each destination's replies at `rate` (from now on; pools made already
+    /// keep theirs).
+    #[must_use]
+    pub fn with_reply_rate(mut self, rate: ReplyRate) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    /// How often, and how long in all, readers of replies waited for their
+    /// destination's budget.
+    pub fn pacing(&self) -> (u64, u64) {
+        self.pacing.get()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<NodeId, Arc<IdlePool>>> {
@@ -43,7 +66,11 @@ impl AgentPools {
             // Per-call mode: the connections die with this handle's private stack.
             return AgentClient::over(conn);
         }
-        let pool = self.lock().entry(conn.agent_id()).or_default().clone();
+        let pool = self
+            .lock()
+            .entry(conn.agent_id())
+            .or_insert_with(|| Arc::new(IdlePool::new(self.rate, self.pacing.clone())))
+            .clone();
         AgentClient::pooled(Arc::new(conn.clone()), pool)
     }
 

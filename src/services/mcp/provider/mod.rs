@@ -109,6 +109,12 @@ pub trait AgentProvider: Send + Sync + std::fmt::Debug + 'static {
         let _ = agents;
         Box::pin(async { HashMap::new() })
     }
+
+    /// How often readers of agents' replies waited for a destination's reply budget, and
+    /// for how long in all (microseconds). The default paces nothing.
+    fn reply_pacing(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 /// A fixed map from agent id to the TCP address of its API, for tests and local tools

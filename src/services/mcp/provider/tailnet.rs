@@ -11,6 +11,7 @@ use crate::proto::coord::server::Presence as CoordPresence;
 use crate::proto::wg::PathAddr;
 use crate::runtime::clock;
 use crate::runtime::tailnet::{ConnError, Tailnet};
+use crate::services::agent::budget::ReplyRate;
 use crate::services::agent::client::AgentClient;
 use crate::services::agent::pool::AgentPools;
 use crate::services::hub::Hub;
@@ -51,8 +52,13 @@ impl TailnetAgentProvider {
     /// A provider over `tailnet`, with no view of the coordinator. Needs a Tokio runtime
     /// (see [`AgentPools::new`]).
     pub fn new(tailnet: Arc<Tailnet>) -> Self {
+        Self::with_reply_rate(tailnet, ReplyRate::default())
+    }
+
+    /// As [`Self::new`], reading each agent's replies at `rate`.
+    pub fn with_reply_rate(tailnet: Arc<Tailnet>, rate: ReplyRate) -> Self {
         Self {
-            pools: Arc::new(AgentPools::new(&tailnet)),
+            pools: Arc::new(AgentPools::new(&tailnet).with_reply_rate(rate)),
             tailnet,
             presence: Presence::None,
         }
@@ -251,6 +257,10 @@ async fn explain(
 }
 
 impl AgentProvider for TailnetAgentProvider {
+    fn reply_pacing(&self) -> (u64, u64) {
+        self.pools.pacing()
+    }
+
     fn connect(
         &self,
         agent: NodeId,
