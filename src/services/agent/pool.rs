@@ -6,13 +6,131 @@
 //! handshake. Pools hold no lease (that would keep a destination from ever going idle):
 //! when the Tailnet says a destination is gone, its pool is emptied and forgotten at once.
 
-use super::budget::ReplyRate;
-use super::client::{AgentClient, IdlePool, ReplyPacing};
+use super::budget::{ReplyBudget, ReplyRate};
+use super::client::{AgentClient, Sender};
 use crate::runtime::tailnet::{AgentConn, Gone, GoneEvents, Tailnet};
 use crate::wire::addr::NodeId;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 use tokio::task::JoinHandle;
+
+/// Idle connections kept per agent: as many as one user may have calls in flight (the
+/// MCP front end's default cap), so a burst of concurrent calls to one agent finds its
+/// connections again. With 4, at 16 concurrent calls three in four calls dialled anew (a
+/// TCP handshake over the tunnel and a socket's buffers mapped and unmapped, per call).
+/// Idle ones cost little (smoltcp's buffers are committed only as data passes) and the
+/// agent closes them after `HEADER_READ_TIMEOUT` (10 s).
+const POOL_MAX: usize = 64;
+
+/// Times readers of agents' replies waited for their destination's budget, and for how
+/// long in all; shared by every pool of a server, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ReplyPacing {
+    waits: AtomicU64,
+    waited_us: AtomicU64,
+}
+
+impl ReplyPacing {
+    /// (waits, total microseconds waited).
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.waits.load(Ordering::Relaxed),
+            self.waited_us.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Idle keep-alive connections to one agent's API, shared by the clients given it, and
+/// the budget its replies are read within.
+pub struct IdlePool {
+    idle: Mutex<Vec<Sender>>,
+    budget: Mutex<ReplyBudget>,
+    pacing: Arc<ReplyPacing>,
+}
+
+impl Default for IdlePool {
+    fn default() -> Self {
+        Self::new(ReplyRate::default(), Arc::default())
+    }
+}
+
+impl std::fmt::Debug for IdlePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdlePool")
+            .field("idle", &self.len())
+            .finish()
+    }
+}
+
+impl IdlePool {
+    /// An empty pool whose replies are read at `rate`, counting waits in `pacing`.
+    pub fn new(rate: ReplyRate, pacing: Arc<ReplyPacing>) -> Self {
+        Self {
+            idle: Mutex::default(),
+            budget: Mutex::new(ReplyBudget::new(rate)),
+            pacing,
+        }
+    }
+
+    /// Charges `n` bytes just read to the destination; how long to wait before reading on.
+    pub(super) fn charge(&self, n: usize) -> Duration {
+        let now = crate::runtime::clock::now();
+        let wait = self
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(now, n as u64);
+        if !wait.is_zero() {
+            self.pacing.waits.fetch_add(1, Ordering::Relaxed);
+            self.pacing
+                .waited_us
+                .fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
+        }
+        wait
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sender>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Idle connections held (some may have been closed by the agent since).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no idle connection is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes every idle connection (dropping a sender ends its connection task).
+    pub fn clear(&self) {
+        let drained = std::mem::take(&mut *self.lock());
+        drop(drained);
+    }
+
+    pub(super) fn take(&self) -> Option<Sender> {
+        let mut idle = self.lock();
+        while let Some(s) = idle.pop() {
+            if !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    pub(super) fn put(&self, s: Sender) {
+        if s.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        if idle.len() < POOL_MAX {
+            idle.push(s);
+        }
+    }
+}
 
 type Pools = Mutex<HashMap<NodeId, Arc<IdlePool>>>;
 
