@@ -1,5 +1,5 @@
 //! agentwire: one long-lived shared WireGuard tunnel per process, and cheap
-//! reference-counted [`AgentConn`](runtime::conn::AgentConn) handles over it.
+//! reference-counted [`AgentConn`](runtime::tailnet::AgentConn) handles over it.
 //!
 //! The crate is layered; each layer imports only the layers above it in this list:
 //!

@@ -6,7 +6,7 @@
 //! must not be able to turn the caller into a deputy against another agent. Idle
 //! keep-alive connections are kept in an [`IdlePool`] (bounded) and dropped on any error;
 //! [`super::pool::AgentPools`] shares one pool among every client of a destination. The
-//! pool also holds the destination's [`ReplyBudget`]: replies are read frame by frame and
+//! pool also holds the destination's [`super::budget::ReplyBudget`]: replies are read frame by frame and
 //! a destination that keeps the server reading beyond its rate waits between frames.
 
 pub use super::pool::{IdlePool, ReplyPacing};
