@@ -1,13 +1,15 @@
 //! How the server's agent client reads replies it cannot trust: a body announced larger
 //! than the call accepts is refused before a byte is read, and a destination's replies are
-//! read within its budget, however many calls read them at once. The "agent" here is a
+//! read within its budget, however many calls read them at once; a destination whose reply
+//! broke its limit is put on probation, its next calls admitted slowly or refused at once,
+//! while other destinations go on unhindered. The "agent" here is a
 //! plain HTTP server on loopback that answers every request with the body under test.
 
 #![allow(clippy::disallowed_methods)]
 
 use agentwire::services::agent::budget::ReplyRate;
 use agentwire::services::agent::client::{
-    AgentClient, AgentClientError, IdlePool, ReplyPacing, TcpDialer,
+    AgentClient, AgentClientError, IdlePool, PacingCounts, ReplyPacing, TcpDialer,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
@@ -131,8 +133,9 @@ async fn replies_beyond_the_burst_are_read_at_the_rate() {
     }
     let took = start.elapsed();
     assert!(took >= Duration::from_millis(430), "read in {took:?}");
-    let (waits, waited_us) = pacing.get();
-    assert!(waits > 0 && waited_us > 0, "{waits} waits, {waited_us} us");
+    let p = pacing.get();
+    assert!(p.waits > 0 && p.waited_us > 0, "{p:?}");
+    assert_eq!(p.broken, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,5 +147,72 @@ async fn an_unlimited_destination_never_waits() {
         let err = c.health().await.unwrap_err();
         assert!(matches!(err, AgentClientError::Decode(_)), "{err:?}");
     }
-    assert_eq!(pacing.get(), (0, 0));
+    assert_eq!(pacing.get(), PacingCounts::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_breaks_a_limit_is_put_on_probation_and_only_it() {
+    let (evil, _) = fake_agent(Reply::Announced16GiB).await;
+    let (good, _) = fake_agent(Reply::Sized(4 << 10)).await;
+    let pacing = Arc::new(ReplyPacing::default());
+    // The default rate: 1 MiB/s on probation, so each call admitted costs 1/16 s.
+    let evil_pool = Arc::new(IdlePool::new(ReplyRate::default(), pacing.clone()));
+    let e = AgentClient::pooled(Arc::new(TcpDialer(evil)), evil_pool.clone())
+        .with_timeout(Duration::from_secs(30));
+    let g = client(good, ReplyRate::default(), pacing.clone());
+    let first = e.health().await.unwrap_err();
+    assert!(matches!(first, AgentClientError::TooLarge), "{first:?}");
+    assert!(evil_pool.on_probation());
+    assert_eq!(pacing.get().broken, 1);
+
+    let start = Instant::now();
+    for _ in 0..10 {
+        let err = e.health().await.unwrap_err();
+        assert!(matches!(err, AgentClientError::TooLarge), "{err:?}");
+    }
+    let evil_took = start.elapsed();
+    let start = Instant::now();
+    for _ in 0..10 {
+        let err = g.health().await.unwrap_err();
+        assert!(matches!(err, AgentClientError::Decode(_)), "{err:?}");
+    }
+    let good_took = start.elapsed();
+    // Nine of the ten evil calls waited 62.5 ms each for admission.
+    assert!(evil_took >= Duration::from_millis(550), "{evil_took:?}");
+    assert!(good_took < Duration::from_millis(300), "{good_took:?}");
+    let p = pacing.get();
+    assert_eq!(p.broken, 11);
+    assert!(p.waits >= 9, "{p:?}");
+    assert_eq!(p.refused, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_probation_would_hold_too_long_is_refused_at_once() {
+    let (evil, _) = fake_agent(Reply::Announced16GiB).await;
+    let pacing = Arc::new(ReplyPacing::default());
+    // 640 KiB/s: 10 KiB/s on probation, so one call's 64 KiB admission takes 6.4 s,
+    // more than a call is held.
+    let rate = ReplyRate {
+        bytes_per_sec: 640 << 10,
+        burst: MIB,
+    };
+    let e = client(evil, rate, pacing.clone());
+    assert!(matches!(
+        e.health().await.unwrap_err(),
+        AgentClientError::TooLarge
+    ));
+    // Admitted at once (out of debt), broken again.
+    assert!(matches!(
+        e.health().await.unwrap_err(),
+        AgentClientError::TooLarge
+    ));
+    let start = Instant::now();
+    let err = e.health().await.unwrap_err();
+    assert!(start.elapsed() < Duration::from_millis(100));
+    let AgentClientError::Probation { retry_after } = err else {
+        panic!("{err:?}")
+    };
+    assert!(retry_after > Duration::from_secs(5), "{retry_after:?}");
+    assert!(err.to_string().contains("try again in"), "{err}");
+    assert_eq!(pacing.get().refused, 1);
 }

@@ -495,6 +495,9 @@ async fn a_hostile_workspace_leaves_other_tenants_alone() {
                 || l.contains("refused")
                 || l.contains("dropped")
                 || l.contains("paced")
+                || l.contains("broken")
+                || l.contains("reason=\"fair_share\"")
+                || l.contains("probation")
                 || l.contains("in_flight"))
     }) {
         println!("hostile_counter {l}");

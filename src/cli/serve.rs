@@ -77,7 +77,9 @@ pub struct ServeArgs {
     /// How fast the server reads one agent's replies, all calls to it together, in MiB/s
     /// (bursts of a whole 16 MiB reply pass at once). Beyond it the server stops reading
     /// and TCP's flow control holds the agent back, so an agent answering with endless
-    /// bodies cannot spend the server's cores on its replies. 0: no limit.
+    /// bodies cannot spend the server's cores on its replies. An agent whose reply broke
+    /// its size limit is read at 1/64 of this rate for 10 s, its new calls admitted
+    /// slowly. 0: no limit (and no probation).
     #[arg(long, value_name = "MIB_PER_SEC", default_value_t = 64)]
     pub agent_reply_rate: u64,
     /// Serve /metrics (and /healthz) on this separate address, without a token. Keep it on

@@ -43,7 +43,9 @@ fn chunks(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// the header checks into session lookup, replay and decryption.
 ///
 /// Invariants: nothing panics; every rejected datagram increments exactly the counter it
-/// names; a delivered packet fits the datagram and comes from the peer's allowed range.
+/// names; a delivered packet fits the datagram and comes from the peer's allowed range,
+/// and its datagram named the peer's slot before decryption (what the driver's fair share
+/// charges it to).
 pub fn device_ingress(data: &[u8]) {
     let (ka, kb) = keys();
     let now = Instant::now();
@@ -114,6 +116,7 @@ pub fn device_ingress(data: &[u8]) {
             a_src
         };
         let before = *b.drops();
+        let slot = crate::proto::wg::fair::data_slot(&datagram);
         let mut out = Transmits::new();
         match b.decapsulate(
             now + Duration::from_millis(i as u64),
@@ -124,6 +127,7 @@ pub fn device_ingress(data: &[u8]) {
         ) {
             Ok(Some(n)) => {
                 assert!(n <= datagram.len());
+                assert_eq!(slot, Some(0), "a delivered packet's slot is its peer's");
                 let peek = crate::wire::ip::IpPeek::parse(&plain[..n]);
                 assert!(matches!(peek, Ok(p) if p.src == std::net::IpAddr::from([10, 0, 0, 1])));
             }

@@ -11,6 +11,7 @@ use super::clock;
 use super::stack::Shared;
 use super::udp::UdpTransport;
 use crate::proto::discovery::{Discovery, Report, StunServer};
+use crate::proto::wg::fair::{FairShare, data_slot};
 use crate::proto::wg::{
     Device, DeviceError, DropReason, PathAddr, PathInfo, PathSrc, PeerConfig, PeerStats,
     PingResult, Transmits,
@@ -125,6 +126,8 @@ pub(crate) struct Driver {
     discovered: tokio::sync::watch::Sender<Report>,
     /// Callers waiting for a pong.
     ping_waiters: Vec<(crate::wire::disco::TxId, oneshot::Sender<PingResult>)>,
+    /// Each peer's share of decryption while the receive queue is backlogged.
+    fair: FairShare,
 }
 
 impl Driver {
@@ -165,6 +168,7 @@ impl Driver {
             discovery: Discovery::new(),
             discovered,
             ping_waiters: Vec::new(),
+            fair: FairShare::default(),
         }
     }
 
@@ -258,6 +262,10 @@ impl Driver {
     /// Reads what the UDP socket and relays have. Returns datagrams read.
     fn receive(&mut self, cx: &mut Context<'_>, now: Instant) -> usize {
         let mut total = 0;
+        // The window is backlogged if no read in it found the socket empty (with GRO one
+        // read may carry dozens of datagrams, so a read's count says little).
+        let mut full = true;
+        self.fair.start_window();
         for _ in 0..RECV_BATCHES {
             let res = {
                 let Self {
@@ -268,6 +276,7 @@ impl Driver {
                     rx_batch,
                     big,
                     discovery,
+                    fair,
                     ..
                 } = self;
                 udp.poll_recv(cx, |src, d| {
@@ -280,6 +289,10 @@ impl Driver {
                         }
                         return;
                     }
+                    if data_slot(d).is_some_and(|slot| !fair.admit(slot)) {
+                        device.count_drop(DropReason::FairShare);
+                        return;
+                    }
                     ingest_into(device, tx, pool, rx_batch, big, now, PathSrc::Udp(src), d);
                 })
             };
@@ -290,9 +303,13 @@ impl Driver {
                 }
                 Poll::Ready(Err(e)) => {
                     tracing::debug!(error = %e, "udp receive error");
+                    full = false;
                     break;
                 }
-                Poll::Pending => break,
+                Poll::Pending => {
+                    full = false;
+                    break;
+                }
             }
         }
         let Self {
@@ -302,6 +319,7 @@ impl Driver {
             pool,
             rx_batch,
             big,
+            fair,
             ..
         } = self;
         if let Some(rx) = relay_rx.as_mut() {
@@ -313,10 +331,15 @@ impl Driver {
                     region: m.region,
                     key: m.src,
                 };
-                ingest_into(device, tx, pool, rx_batch, big, now, src, &m.packet);
+                if data_slot(&m.packet).is_some_and(|slot| !fair.admit(slot)) {
+                    device.count_drop(DropReason::FairShare);
+                } else {
+                    ingest_into(device, tx, pool, rx_batch, big, now, src, &m.packet);
+                }
                 total += 1;
             }
         }
+        fair.end_window(full);
         total
     }
 

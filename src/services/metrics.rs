@@ -445,7 +445,8 @@ async fn render(
             ("limit=\"time\"".to_string(), timed_out as f64),
         ],
     );
-    let (waits, waited_us) = agents.reply_pacing();
+    let pacing = agents.reply_pacing();
+    let (waits, waited_us) = (pacing.waits, pacing.waited_us);
     line(
         &mut out,
         "agentwire_mcp_agent_reply_paced_total",
@@ -459,6 +460,20 @@ async fn render(
         "Time readers of agents' replies spent waiting for their agent's reply budget.",
         "counter",
         &one(waited_us as f64 / 1e6),
+    );
+    line(
+        &mut out,
+        "agentwire_mcp_agent_replies_broken_total",
+        "Agent replies that broke a size limit, each putting (or keeping) its agent on probation: its replies read slowly and new calls admitted slowly.",
+        "counter",
+        &one(pacing.broken as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_mcp_agent_probation_refused_total",
+        "Tool calls refused at once because their agent's probation would have held them too long.",
+        "counter",
+        &one(pacing.refused as f64),
     );
     out
 }

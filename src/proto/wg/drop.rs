@@ -36,11 +36,14 @@ pub enum DropReason {
     Internal,
     /// A discovery message from a peer beyond its rate limit.
     DiscoLimited,
+    /// Transport data from a peer over its fair share of a backlogged receive window,
+    /// dropped before decryption.
+    FairShare,
 }
 
 impl DropReason {
     /// Number of reasons, for counter arrays.
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
     /// Every reason, in counter-array order.
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Malformed,
@@ -59,6 +62,7 @@ impl DropReason {
         Self::QueueFull,
         Self::Internal,
         Self::DiscoLimited,
+        Self::FairShare,
     ];
     /// A stable snake_case name for metrics.
     pub fn name(self) -> &'static str {
@@ -79,6 +83,7 @@ impl DropReason {
             Self::QueueFull => "queue_full",
             Self::Internal => "internal",
             Self::DiscoLimited => "disco_rate_limited",
+            Self::FairShare => "fair_share",
         }
     }
 }

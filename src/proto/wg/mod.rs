@@ -13,6 +13,7 @@
 mod config;
 mod discovery;
 mod drop;
+pub mod fair;
 pub mod held;
 pub mod path;
 pub mod session;

@@ -8,8 +8,26 @@
 //! a destination that keeps the server reading, call after call, is held to the rate, and
 //! while a reader waits it stops reading, so TCP's flow control pushes the wait back to
 //! the agent instead of buffering its bytes here.
+//!
+//! A destination whose reply broke a limit (longer than the call accepts, announced or
+//! read) goes on **probation** for [`PROBATION`]: its replies are read at a sixty-fourth
+//! of the rate with a small burst, and each new call to it is admitted only when the
+//! bucket is out of debt, paying [`PROBATION_CALL_COST`] up front. A broken reply costs
+//! the server more than its bytes — the connection is torn down and the next call dials
+//! anew — and the bucket cannot see those costs; admission bounds them. An agent that
+//! keeps its replies within their limits never meets probation.
 
 use std::time::{Duration, Instant};
+
+/// How long a destination stays on probation after its last broken reply.
+pub const PROBATION: Duration = Duration::from_secs(10);
+/// On probation, the sustained rate is the normal one divided by this.
+pub const PROBATION_DIVISOR: u64 = 64;
+/// On probation, the most that may be read at once.
+pub const PROBATION_BURST: u64 = 256 << 10;
+/// What admitting a call to a destination on probation costs: a broken reply's teardown
+/// and the next dial, in bytes of budget.
+pub const PROBATION_CALL_COST: u64 = 64 << 10;
 
 /// The bucket's size and refill rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +55,14 @@ impl ReplyRate {
         bytes_per_sec: u64::MAX,
         burst: u64::MAX,
     };
+
+    /// The rate while on probation.
+    fn probation(self) -> Self {
+        Self {
+            bytes_per_sec: (self.bytes_per_sec / PROBATION_DIVISOR).max(1),
+            burst: self.burst.min(PROBATION_BURST),
+        }
+    }
 }
 
 /// One destination's bucket.
@@ -47,6 +73,8 @@ pub struct ReplyBudget {
     /// bytes read over any long spell stay at the rate however many read at once.
     tokens: f64,
     last: Option<Instant>,
+    /// End of the current probation, if one was ever imposed.
+    probation_until: Option<Instant>,
 }
 
 impl ReplyBudget {
@@ -56,6 +84,43 @@ impl ReplyBudget {
             rate,
             tokens: rate.burst as f64,
             last: None,
+            probation_until: None,
+        }
+    }
+
+    /// Whether the destination is on probation at `now`.
+    pub fn on_probation(&self, now: Instant) -> bool {
+        self.probation_until.is_some_and(|u| now < u)
+    }
+
+    fn rate_at(&self, now: Instant) -> ReplyRate {
+        if self.on_probation(now) {
+            self.rate.probation()
+        } else {
+            self.rate
+        }
+    }
+
+    /// Brings the bucket up to `now`: the part of the spell spent on probation refills at
+    /// the probation rate, the rest at the normal one.
+    fn refill(&mut self, now: Instant) {
+        if let Some(last) = self.last.filter(|l| now > *l) {
+            let split = self.probation_until.map_or(last, |u| u.clamp(last, now));
+            let slow = split.duration_since(last).as_secs_f64();
+            let fast = now.duration_since(split).as_secs_f64();
+            self.tokens += slow * self.rate.probation().bytes_per_sec as f64
+                + fast * self.rate.bytes_per_sec as f64;
+        }
+        self.tokens = self.tokens.min(self.rate_at(now).burst as f64);
+        self.last = Some(now.max(self.last.unwrap_or(now)));
+    }
+
+    fn debt_wait(&self, now: Instant) -> Duration {
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            let rate = self.rate_at(now).bytes_per_sec.max(1) as f64;
+            Duration::from_secs_f64(-self.tokens / rate)
         }
     }
 
@@ -65,18 +130,34 @@ impl ReplyBudget {
         if self.rate == ReplyRate::UNLIMITED {
             return Duration::ZERO;
         }
-        let rate = self.rate.bytes_per_sec.max(1) as f64;
-        if let Some(last) = self.last {
-            let refill = now.saturating_duration_since(last).as_secs_f64() * rate;
-            self.tokens = (self.tokens + refill).min(self.rate.burst as f64);
-        }
-        self.last = Some(now.max(self.last.unwrap_or(now)));
+        self.refill(now);
         self.tokens -= n as f64;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.tokens / rate)
+        self.debt_wait(now)
+    }
+
+    /// Whether a new call may go to the destination at `now`: zero if so (on probation
+    /// the call's cost is taken), else how long to wait before asking again.
+    pub fn admit(&mut self, now: Instant) -> Duration {
+        if self.rate == ReplyRate::UNLIMITED || !self.on_probation(now) {
+            return Duration::ZERO;
         }
+        self.refill(now);
+        let wait = self.debt_wait(now);
+        if wait.is_zero() {
+            self.tokens -= PROBATION_CALL_COST as f64;
+        }
+        wait
+    }
+
+    /// A reply broke its limit at `now`: probation starts (or is extended), and what the
+    /// bucket held beyond the probation burst is forfeit.
+    pub fn broken(&mut self, now: Instant) {
+        if self.rate == ReplyRate::UNLIMITED {
+            return;
+        }
+        self.refill(now);
+        self.probation_until = Some(now + PROBATION);
+        self.tokens = self.tokens.min(0.0);
     }
 }
 
@@ -153,6 +234,84 @@ mod tests {
         for _ in 0..1000 {
             assert_eq!(b.take(t0, u64::MAX / 2), Duration::ZERO);
         }
+    }
+
+    #[test]
+    fn a_broken_reply_puts_the_destination_on_probation() {
+        let t0 = Instant::now();
+        let mut b = ReplyBudget::new(rate());
+        assert_eq!(b.admit(t0), Duration::ZERO);
+        b.take(t0, MIB);
+        b.broken(t0);
+        assert!(b.on_probation(t0));
+        // The first call is admitted at once (the bucket is out of debt) and pays its
+        // cost; the next waits that cost off at a sixty-fourth of the rate.
+        assert_eq!(b.admit(t0), Duration::ZERO);
+        let w = b.admit(t0);
+        let slow = (10 * MIB / PROBATION_DIVISOR) as f64;
+        assert!(
+            (w.as_secs_f64() - PROBATION_CALL_COST as f64 / slow).abs() < 1e-9,
+            "{w:?}"
+        );
+        // Bytes read are owed at the probation rate too.
+        let w = b.take(t0 + w, 64 << 10);
+        assert!(
+            (w.as_secs_f64() - (64 << 10) as f64 / slow).abs() < 1e-9,
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn probation_bounds_the_calls_a_hostile_destination_gets() {
+        // Sixty-four callers each admitted, reading 256 KiB and breaking the limit, for
+        // thirty simulated seconds: the destination gets a handful of calls a second, not
+        // the hundreds the normal rate would allow.
+        let t0 = Instant::now();
+        let mut b = ReplyBudget::new(ReplyRate::default());
+        let mut now = t0;
+        let mut calls = 0u64;
+        b.broken(now);
+        while now < t0 + Duration::from_secs(30) {
+            let w = b.admit(now);
+            if !w.is_zero() {
+                now += w;
+                continue;
+            }
+            calls += 1;
+            now += b.take(now, 256 << 10);
+            b.broken(now);
+        }
+        let per_sec = calls as f64 / 30.0;
+        assert!((3.0..=4.5).contains(&per_sec), "{per_sec} calls/s");
+    }
+
+    #[test]
+    fn probation_ends_and_the_full_rate_returns() {
+        let t0 = Instant::now();
+        let mut b = ReplyBudget::new(rate());
+        b.broken(t0);
+        let after = t0 + PROBATION;
+        assert!(!b.on_probation(after));
+        assert_eq!(b.admit(after), Duration::ZERO);
+        // The spell on probation refilled slowly (10 s at 160 KiB/s), then the normal
+        // rate applies: a whole burst again after a quiet second.
+        let later = after + Duration::from_secs(1);
+        assert_eq!(b.take(later, 4 * MIB), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_good_destination_is_never_held_at_admission() {
+        let t0 = Instant::now();
+        let mut b = ReplyBudget::new(rate());
+        // Deep in debt from concurrent readers, but never broken: calls go at once.
+        for _ in 0..8 {
+            b.take(t0, MIB);
+        }
+        assert_eq!(b.admit(t0), Duration::ZERO);
+        let mut u = ReplyBudget::new(ReplyRate::UNLIMITED);
+        u.broken(t0);
+        assert!(!u.on_probation(t0));
+        assert_eq!(u.admit(t0), Duration::ZERO);
     }
 
     #[test]

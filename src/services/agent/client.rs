@@ -9,7 +9,7 @@
 //! pool also holds the destination's [`super::budget::ReplyBudget`]: replies are read frame by frame and
 //! a destination that keeps the server reading beyond its rate waits between frames.
 
-pub use super::pool::{IdlePool, ReplyPacing};
+pub use super::pool::{ADMISSION_WAIT_MAX, IdlePool, PacingCounts, ReplyPacing};
 use crate::runtime::tailnet::AgentConn;
 use crate::wire::addr::AGENT_API_PORT;
 use crate::wire::agent_api::*;
@@ -64,6 +64,15 @@ pub enum AgentClientError {
     /// The call took longer than the client's timeout.
     #[error("agent request timed out")]
     Timeout,
+    /// The agent broke a reply limit lately, and calls to it are admitted slowly.
+    #[error(
+        "the agent's recent replies broke the size limit, so calls to it are slowed for a while; \
+         try again in {:.1} s", retry_after.as_secs_f64()
+    )]
+    Probation {
+        /// When a call would be admitted.
+        retry_after: Duration,
+    },
 }
 
 impl AgentClientError {
@@ -204,6 +213,7 @@ impl AgentClient {
     ) -> Result<Bytes, AgentClientError> {
         use hyper::body::Body;
         if body.size_hint().lower() > limit as u64 {
+            self.pool.broken();
             return Err(AgentClientError::TooLarge);
         }
         let mut first: Option<Bytes> = None;
@@ -216,6 +226,7 @@ impl AgentClient {
             };
             len += data.len();
             if len > limit {
+                self.pool.broken();
                 return Err(AgentClientError::TooLarge);
             }
             let wait = self.pool.charge(data.len());
@@ -251,6 +262,10 @@ impl AgentClient {
         limit: usize,
     ) -> Result<(StatusCode, http::HeaderMap, Bytes), AgentClientError> {
         let fut = async {
+            self.pool
+                .admit()
+                .await
+                .map_err(|retry_after| AgentClientError::Probation { retry_after })?;
             // A pooled connection may have been closed by the agent since; retry once on
             // a fresh one if the request never got out.
             for attempt in 0..2 {

@@ -24,21 +24,52 @@ use tokio::task::JoinHandle;
 /// agent closes them after `HEADER_READ_TIMEOUT` (10 s).
 const POOL_MAX: usize = 64;
 
-/// Times readers of agents' replies waited for their destination's budget, and for how
-/// long in all; shared by every pool of a server, for `/metrics`.
+/// Calls admitted to a destination on probation no sooner than this may fail at once:
+/// a caller is told when to come back instead of holding its slot.
+pub const ADMISSION_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// Times readers of agents' replies (and calls to agents on probation) waited for their
+/// destination's budget, for how long in all, the replies that broke a limit and the
+/// calls refused on probation; shared by every pool of a server, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct ReplyPacing {
     waits: AtomicU64,
     waited_us: AtomicU64,
+    broken: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// A snapshot of [`ReplyPacing`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PacingCounts {
+    /// Waits for a destination's budget, reading or at admission.
+    pub waits: u64,
+    /// Microseconds waited, all waits.
+    pub waited_us: u64,
+    /// Replies that broke a limit (putting their destination on probation).
+    pub broken: u64,
+    /// Calls refused at once because their destination's probation would hold them
+    /// longer than [`ADMISSION_WAIT_MAX`].
+    pub refused: u64,
 }
 
 impl ReplyPacing {
-    /// (waits, total microseconds waited).
-    pub fn get(&self) -> (u64, u64) {
-        (
-            self.waits.load(Ordering::Relaxed),
-            self.waited_us.load(Ordering::Relaxed),
-        )
+    /// The counts so far.
+    pub fn get(&self) -> PacingCounts {
+        PacingCounts {
+            waits: self.waits.load(Ordering::Relaxed),
+            waited_us: self.waited_us.load(Ordering::Relaxed),
+            broken: self.broken.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    fn waited(&self, wait: Duration) {
+        if !wait.is_zero() {
+            self.waits.fetch_add(1, Ordering::Relaxed);
+            self.waited_us
+                .fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -74,21 +105,43 @@ impl IdlePool {
         }
     }
 
+    fn budget(&self) -> MutexGuard<'_, ReplyBudget> {
+        self.budget.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Charges `n` bytes just read to the destination; how long to wait before reading on.
     pub(super) fn charge(&self, n: usize) -> Duration {
-        let now = crate::runtime::clock::now();
-        let wait = self
-            .budget
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take(now, n as u64);
-        if !wait.is_zero() {
-            self.pacing.waits.fetch_add(1, Ordering::Relaxed);
-            self.pacing
-                .waited_us
-                .fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
-        }
+        let wait = self.budget().take(crate::runtime::clock::now(), n as u64);
+        self.pacing.waited(wait);
         wait
+    }
+
+    /// Waits until a new call may go to the destination (at once unless it is on
+    /// probation); `Err(wait)` if that would take longer than [`ADMISSION_WAIT_MAX`].
+    pub(super) async fn admit(&self) -> Result<(), Duration> {
+        loop {
+            let wait = self.budget().admit(crate::runtime::clock::now());
+            if wait.is_zero() {
+                return Ok(());
+            }
+            if wait > ADMISSION_WAIT_MAX {
+                self.pacing.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(wait);
+            }
+            self.pacing.waited(wait);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A reply from the destination broke its limit: probation starts or is extended.
+    pub(super) fn broken(&self) {
+        self.pacing.broken.fetch_add(1, Ordering::Relaxed);
+        self.budget().broken(crate::runtime::clock::now());
+    }
+
+    /// Whether the destination is on probation now.
+    pub fn on_probation(&self) -> bool {
+        self.budget().on_probation(crate::runtime::clock::now())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sender>> {
@@ -168,8 +221,8 @@ impl AgentPools {
     }
 
     /// How often, and how long in all, readers of replies waited for their
-    /// destination's budget.
-    pub fn pacing(&self) -> (u64, u64) {
+    /// destination's budget; replies that broke a limit; calls refused on probation.
+    pub fn pacing(&self) -> PacingCounts {
         self.pacing.get()
     }
 

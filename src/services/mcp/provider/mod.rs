@@ -110,10 +110,10 @@ pub trait AgentProvider: Send + Sync + std::fmt::Debug + 'static {
         Box::pin(async { HashMap::new() })
     }
 
-    /// How often readers of agents' replies waited for a destination's reply budget, and
-    /// for how long in all (microseconds). The default paces nothing.
-    fn reply_pacing(&self) -> (u64, u64) {
-        (0, 0)
+    /// How often readers of agents' replies waited for a destination's reply budget, for
+    /// how long in all, and what probation did. The default paces nothing.
+    fn reply_pacing(&self) -> crate::services::agent::client::PacingCounts {
+        Default::default()
     }
 }
 

@@ -257,7 +257,7 @@ async fn explain(
 }
 
 impl AgentProvider for TailnetAgentProvider {
-    fn reply_pacing(&self) -> (u64, u64) {
+    fn reply_pacing(&self) -> crate::services::agent::client::PacingCounts {
         self.pools.pacing()
     }
 
