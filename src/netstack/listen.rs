@@ -78,11 +78,16 @@ impl Listeners {
         (port >= l.min_port).then_some(id)
     }
 
-    /// Moves sockets that left LISTEN into the queues; wakes acceptors.
-    pub(super) fn upkeep(&mut self, sockets: &mut SocketSet<'static>) {
+    /// Moves sockets that left LISTEN into the queues; wakes acceptors. `drained` says
+    /// whether smoltcp took every queued packet: if not (its transmit queue filled), SYNs
+    /// admitted with an idle socket each are still waiting, and trimming those sockets
+    /// now would have smoltcp answer the SYNs with resets.
+    pub(super) fn upkeep(&mut self, sockets: &mut SocketSet<'static>, drained: bool) {
         for l in self.by_id.values_mut() {
             let mut woke = false;
-            l.syns.clear();
+            if drained {
+                l.syns.clear();
+            }
             for idle in l.idle.values_mut() {
                 idle.retain(|h| {
                     let s = sockets.get::<tcp::Socket>(*h);
@@ -106,7 +111,11 @@ impl Listeners {
             }
             // A port listener keeps one spare; the wildcard keeps none (it would otherwise
             // hold a socket on every port that ever saw a connection).
-            let keep = usize::from(l.port.is_some());
+            let keep = if drained {
+                usize::from(l.port.is_some())
+            } else {
+                usize::MAX
+            };
             for idle in l.idle.values_mut() {
                 while idle.len() > keep {
                     if let Some(h) = idle.pop() {

@@ -430,7 +430,8 @@ impl Netstack {
             == smoltcp::iface::PollResult::SocketStateChanged;
         self.stats.tx_packets += self.dev.tx.len().saturating_sub(before) as u64;
         self.dev.recycle_spent();
-        self.listeners.upkeep(&mut self.sockets);
+        let drained = self.dev.rx.is_empty();
+        self.listeners.upkeep(&mut self.sockets, drained);
         self.collect_lingering(now);
         changed
     }
