@@ -205,6 +205,56 @@ fn many_simultaneous_syns_are_all_accepted() {
 }
 
 #[test]
+fn syns_left_queued_when_smoltcp_stops_short_keep_their_sockets() {
+    // SYN-ACKs left untaken fill b's transmit queue, so smoltcp takes none of the next
+    // six SYNs and they stay queued past the poll. Their idle listening sockets must
+    // survive the listener upkeep, or smoltcp later answers them with resets. (At most
+    // twelve SYNs a round: the receive queue's fair share refuses more from one source.)
+    let mut w = Wire::with(|c| c.queue_packets = 8);
+    let lid = w.b.tcp_listen(80).unwrap();
+    let to: SocketAddr = "10.0.0.2:80".parse().unwrap();
+    let (mut conns, mut out) = (Vec::new(), Vec::new());
+    let full = w.b.dev.tx_limit;
+    let mut rounds = vec![12; full / 12];
+    rounds.push(full % 12);
+    rounds.push(6);
+    for batch in rounds {
+        for _ in 0..batch {
+            conns.push(w.a.tcp_connect(to, w.now).unwrap());
+        }
+        w.a.poll(w.now);
+        w.a.take_transmits(&mut out);
+        assert_eq!(out.len(), batch);
+        for p in &out {
+            assert!(w.b.receive(p, w.now));
+        }
+        w.a.recycle(&mut out);
+        w.b.poll(w.now);
+    }
+    assert_eq!(w.b.dev.rx.len(), 6, "the SYNs did not stay queued");
+    // Delivering everything at once overflows a's own receive queue: let the handshakes
+    // that lost a SYN-ACK retransmit. A reset would be final.
+    for _ in 0..30 {
+        w.run();
+        let done = conns
+            .iter()
+            .all(|c| w.a.tcp_poll_connect(*c, &mut cx()) != Poll::Pending);
+        if done {
+            break;
+        }
+        w.now += Duration::from_millis(500);
+    }
+    for c in &conns {
+        assert_eq!(w.a.tcp_poll_connect(*c, &mut cx()), Poll::Ready(Ok(())));
+    }
+    let mut n = 0;
+    while let Poll::Ready(Ok(_)) = w.b.tcp_poll_accept(lid, &mut cx()) {
+        n += 1;
+    }
+    assert_eq!(n, conns.len());
+}
+
+#[test]
 fn backlog_full_drops_syns_instead_of_resetting() {
     let mut w = Wire::with(|c| {
         c.listen_backlog = 5;
