@@ -259,8 +259,12 @@ fn smoltcp_defaults_stall_a_lost_request_for_a_second() {
 /// Sends 4 MiB a -> b over `p` (as fast as the sender goes) and returns the rate in
 /// simulated time, Mbit/s.
 fn bulk_rate(p: &mut Path) -> f64 {
+    bulk_rate_of(p, 4 << 20)
+}
+
+/// `bulk_rate` of `total` bytes.
+fn bulk_rate_of(p: &mut Path, total: usize) -> f64 {
     let (c, s) = p.connect();
-    let total = 4usize << 20;
     let chunk = vec![7u8; 64 << 10];
     let (mut sent, mut got) = (0usize, 0usize);
     let mut buf = vec![0u8; 64 << 10];
@@ -323,19 +327,19 @@ fn bulk_under_one_percent_loss() {
     let (every_on, random_on) = (run(true, false), run(true, true));
     // Below what the patched sender reaches, above the unpatched 2.5 and 2.75.
     assert!(
-        every_off >= 3.5,
+        every_off >= 3.0,
         "every 100th lost, no floor: {every_off:.2} Mbit/s"
     );
     assert!(
-        random_off >= 4.0,
+        random_off >= 3.5,
         "1 % random loss, no floor: {random_off:.2} Mbit/s"
     );
     assert!(
-        every_on >= 10.0,
+        every_on >= 15.0,
         "every 100th lost, floor: {every_on:.2} Mbit/s"
     );
     assert!(
-        random_on >= 10.0,
+        random_on >= 15.0,
         "1 % random loss, floor: {random_on:.2} Mbit/s"
     );
 }
@@ -375,9 +379,45 @@ fn at_a_full_queue_the_rate_floor_changes_nothing() {
     // queue losses too; printed, for the record.
     run_with(false, 16 << 10);
     run_with(true, 16 << 10);
-    assert!(
-        on <= off * 1.05 && on_drops <= off_drops + off_drops / 20,
-        "{on} vs {off}"
-    );
+    // The floor may keep more of the window where a recovery's losses were not all
+    // from the queue, but it must not fill the queue more often.
+    assert!(on_drops <= off_drops + off_drops / 20, "{on} vs {off}");
     assert!(off >= 5.0, "{off:.2} Mbit/s through 20: recovery regressed");
+}
+
+/// The links bench's bulk transfer without namespaces: 64 MiB over a 20 ms round trip
+/// through a 300 Mbit/s bottleneck (512 KiB buffer, tail drop) that loses 1 % of data
+/// segments at random, and the same path without random loss. Before SACK-based
+/// recovery (`third_party/smoltcp/PATCHES.md`) the lossy run crawled at 13 Mbit/s: each
+/// loss was found by the tail loss probe (a receiver that ACKs each burst once sends too
+/// few duplicates), holes were repaired one per round trip, and the window stood still
+/// behind them; the sender also resent what the receiver held, and a receiver holding
+/// four out-of-order ranges dropped the rest.
+#[test]
+fn bulk_on_a_fast_path_with_one_percent_loss() {
+    let run = |loss: f64| {
+        let mut p = Path::new(Duration::from_millis(10), |_| {});
+        if loss > 0.0 {
+            p.drop_random = Some((loss, 0x9e37_79b9_7f4a_7c15));
+        }
+        p.bottleneck = Some((300e6 / 8.0, 512 << 10));
+        let mbit = bulk_rate_of(&mut p, 64 << 20);
+        println!(
+            "bulk_64mib_300mbit_{}pct_loss: {mbit:.1} Mbit/s, {} bottleneck drops, {} data \
+             segments (64 MiB is ~54 700)",
+            loss * 100.0,
+            p.bottleneck_drops,
+            p.data_from_a
+        );
+        (mbit, p.data_from_a)
+    };
+    let (lossy, lossy_segments) = run(0.01);
+    let (clean, _) = run(0.0);
+    assert!(lossy >= 80.0, "1 % loss: {lossy:.1} Mbit/s");
+    // Resends stay near what was lost: 1 %, and the bottleneck's own drops.
+    assert!(
+        lossy_segments <= 66_000,
+        "{lossy_segments} segments for ~54 700"
+    );
+    assert!(clean >= 80.0, "no random loss: {clean:.1} Mbit/s");
 }

@@ -162,6 +162,10 @@ const RTTE_MAX_RTO: u32 = 60_000;
 // (RFC 8985 7.2 uses 2*SRTT; this keeps probes sane on near-zero RTTs).
 const TLP_MIN_PTO: u32 = 10;
 
+/// agentwire patch: how many SACKed ranges the sender remembers (the lowest ones: holes
+/// are repaired from the bottom).
+const SACK_BOARD_LEN: usize = 16;
+
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct RttEstimator {
@@ -214,6 +218,7 @@ impl RttEstimator {
     fn min_rtt(&self) -> u32 {
         self.min_rtt
     }
+
 
     fn sample(&mut self, new_rtt: u32) {
         // agentwire patch: a lifetime minimum. A path that gets longer keeps the old,
@@ -569,6 +574,12 @@ pub struct Socket<'a> {
     /// agentwire patch: whether a partial ACK of the current recovery restarted the
     /// retransmit timer already (RFC 6582's "impatient" variant: only the first does).
     recover_partial: bool,
+    /// agentwire patch: ranges above `local_seq_no` the remote reported holding (SACK,
+    /// RFC 2018), sorted and disjoint, the lowest `SACK_BOARD_LEN` of them; see
+    /// `sack_hole`.
+    sack_board: [Option<(TcpSeqNumber, TcpSeqNumber)>; SACK_BOARD_LEN],
+    /// agentwire patch: in a recovery, the holes below this were resent already.
+    high_rxt: TcpSeqNumber,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -664,6 +675,8 @@ impl<'a> Socket<'a> {
             tlp_at: None,
             recover: None,
             recover_partial: false,
+            sack_board: [None; SACK_BOARD_LEN],
+            high_rxt: TcpSeqNumber::default(),
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -1013,6 +1026,8 @@ impl<'a> Socket<'a> {
         self.tlp_at = None;
         self.recover = None;
         self.recover_partial = false;
+        self.sack_board = [None; SACK_BOARD_LEN];
+        self.high_rxt = TcpSeqNumber::default();
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -1503,11 +1518,101 @@ impl<'a> Socket<'a> {
         self.remote_last_seq - self.local_seq_no
     }
 
+    /// agentwire patch: what is in flight and not reported held (RFC 6675's pipe,
+    /// without its estimate of what was lost).
+    fn pipe(&self) -> usize {
+        self.flight_size().saturating_sub(self.sacked_bytes())
+    }
+
+    /// agentwire patch: bytes above `local_seq_no` the remote reported holding.
+    fn sacked_bytes(&self) -> usize {
+        self.sack_board
+            .iter()
+            .flatten()
+            .map(|&(left, right)| right - left)
+            .sum()
+    }
+
+    /// agentwire patch: records the SACK blocks of an ACK (after `local_seq_no` moved
+    /// to its acknowledgment number) and forgets what it acknowledged. Blocks from the
+    /// network that are empty, at or below the acknowledgment (D-SACK) or beyond what
+    /// was sent are ignored.
+    fn sack_record(&mut self, blocks: &[Option<(u32, u32)>; 3]) {
+        let una = self.local_seq_no;
+        let mut all = [None; SACK_BOARD_LEN + 3];
+        let mut n = 0;
+        for &(left, right) in self.sack_board.iter().flatten() {
+            // Cut at `una`: what it covered is acknowledged now.
+            if right > una {
+                all[n] = Some((left.max(una), right));
+                n += 1;
+            }
+        }
+        for &(left, right) in blocks.iter().flatten() {
+            let (left, right) = (TcpSeqNumber(left as i32), TcpSeqNumber(right as i32));
+            if left > una && left < right && right <= self.remote_last_seq {
+                all[n] = Some((left, right));
+                n += 1;
+            }
+        }
+        // Insertion sort by left edge, then merge overlapping or touching ranges.
+        for i in 1..n {
+            let mut j = i;
+            while j > 0 && all[j].map(|r| r.0) < all[j - 1].map(|r| r.0) {
+                all.swap(j, j - 1);
+                j -= 1;
+            }
+        }
+        self.sack_board = [None; SACK_BOARD_LEN];
+        let mut out = 0;
+        for &(left, right) in all[..n].iter().flatten() {
+            if out > 0
+                && let Some(last) = &mut self.sack_board[out - 1]
+                && left <= last.1
+            {
+                last.1 = last.1.max(right);
+                continue;
+            }
+            if out == SACK_BOARD_LEN {
+                break;
+            }
+            self.sack_board[out] = Some((left, right));
+            out += 1;
+        }
+    }
+
+    /// agentwire patch: moves the send point past a range the remote holds (after a
+    /// timeout rewound it), so the resent flight does not send it again.
+    fn skip_sacked(&mut self) {
+        for &(left, right) in self.sack_board.iter().flatten() {
+            if left <= self.remote_last_seq && self.remote_last_seq < right {
+                self.remote_last_seq = right;
+            }
+        }
+    }
+
+    /// agentwire patch: in a recovery, the next hole to resend: the first range at or
+    /// above both `local_seq_no` and `high_rxt` that lies below a range the remote
+    /// reported holding (RFC 6675's NextSeg, rule 1), as (start, length).
+    fn sack_hole(&self) -> Option<(TcpSeqNumber, usize)> {
+        self.recover?;
+        let mut start = self.local_seq_no.max(self.high_rxt);
+        for &(left, right) in self.sack_board.iter().flatten() {
+            if left > start {
+                return Some((start, left - start));
+            }
+            start = start.max(right);
+        }
+        None
+    }
+
     fn cwnd_remaining(&self) -> usize {
         self.congestion_controller
             .inner()
             .window()
-            .saturating_sub(self.flight_size())
+            // agentwire patch: what the remote reported holding is no longer in flight
+            // (RFC 6675's pipe), so holes do not stop the window.
+            .saturating_sub(self.pipe())
     }
 
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
@@ -1634,6 +1739,19 @@ impl<'a> Socket<'a> {
                     .next()
                     .map(|(left, right)| (left.0 as u32, right.0 as u32));
             }
+
+            // agentwire patch: the other two blocks report the lowest ranges held (RFC
+            // 2018 asks for the most recently reported ones; the lowest are what a
+            // sender needs to resend holes from the bottom, and every ACK then tells it
+            // where the first holes are, however many ranges the assembler holds).
+            let first = reply_repr.sack_ranges[0];
+            let mut lowest = self
+                .assembler
+                .iter_data()
+                .map(|(left, right)| ((ack + left).0 as u32, (ack + right).0 as u32))
+                .filter(|&range| Some(range) != first);
+            reply_repr.sack_ranges[1] = lowest.next();
+            reply_repr.sack_ranges[2] = lowest.next();
         }
 
         // Since the sACK option may have changed the length of the payload, update that.
@@ -2260,7 +2378,8 @@ impl<'a> Socket<'a> {
                         if ack_number >= recover {
                             self.recover = None;
                         } else {
-                            self.pending_fast_retransmit = true;
+                            // A hole the SACK blocks already had resent is in flight.
+                            self.pending_fast_retransmit = ack_number >= self.high_rxt;
                             // Only the first partial ACK restarts the retransmit timer
                             // (RFC 6582 section 4.2): a window that lost many segments
                             // is then resent whole by the RTO instead of one hole per
@@ -2293,6 +2412,31 @@ impl<'a> Socket<'a> {
             // deallocated from the buffer.
             if self.remote_last_seq < self.local_seq_no {
                 self.remote_last_seq = self.local_seq_no
+            }
+            // agentwire patch: what the remote holds beyond the acknowledgment, and
+            // what this ACK says was delivered: newly acknowledged or newly reported
+            // held, each byte counted once (a cumulative ACK that jumps over data
+            // SACKed earlier would otherwise read as a burst of delivery).
+            let sacked_before = self.sacked_bytes();
+            self.sack_record(&repr.sack_ranges);
+            let delivered = (ack_len + self.sacked_bytes()).saturating_sub(sacked_before);
+            if delivered > 0 {
+                self.congestion_controller
+                    .inner_mut()
+                    .on_delivered(cx.now(), delivered, &self.rtte);
+            }
+            // agentwire patch: a hole with three segments' worth held above it is lost
+            // (RFC 6675's IsLost, as FACK): start a fast retransmit on this ACK,
+            // whatever the count of duplicates. A receiver that acknowledges each burst
+            // with one ACK (as this one does) sends too few of them, and the loss then
+            // waited for the tail loss probe.
+            let lost = self.local_seq_no + 3 * self.remote_mss;
+            if self.recover.is_none()
+                && !matches!(self.timer, Timer::FastRetransmit)
+                && self.sack_board.iter().flatten().any(|&(_, right)| right > lost)
+            {
+                self.timer.set_for_fast_retransmit();
+                hold_timer = true;
             }
         }
 
@@ -2432,6 +2576,10 @@ impl<'a> Socket<'a> {
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
         // Fast retransmits should always send, even if later congestion checks would disallow
         if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
+            return true;
+        }
+        // agentwire patch: so should a hole below SACKed data, if the window allows.
+        if self.sack_hole().is_some() && self.cwnd_remaining() > 0 {
             return true;
         }
 
@@ -2610,7 +2758,7 @@ impl<'a> Socket<'a> {
                 net_debug!("retransmitting after rto");
 
                 // Inform the congestion controller that we're retransmitting and should enter the slow start state
-                let in_flight = self.flight_size();
+                let in_flight = self.pipe(); // agentwire patch: not what the remote holds
                 self.congestion_controller
                     .inner_mut()
                     .on_rto(cx.now(), in_flight);
@@ -2622,6 +2770,13 @@ impl<'a> Socket<'a> {
                 // agentwire patch: the whole flight is being resent; partial ACKs of it
                 // are not holes to repair one by one.
                 self.recover = None;
+                // What the remote reported holding is skipped as the flight is resent
+                // (`skip_sacked`), but only after the first timeout of a loss episode:
+                // a remote that dropped data it had reported (RFC 2018 allows it)
+                // would otherwise never get it again.
+                if self.rtte.rto_count > 0 {
+                    self.sack_board = [None; SACK_BOARD_LEN];
+                }
 
                 // Inform RTTE, so that it can can handle RTO backoff
                 self.rtte.on_rto();
@@ -2630,7 +2785,7 @@ impl<'a> Socket<'a> {
                 net_debug!("retransmitting for fast-retransmit");
 
                 // Inform the congestion controller that we're doing a fast retransmit and should enter the fast recovery state
-                let in_flight = self.flight_size();
+                let in_flight = self.pipe(); // agentwire patch: not what the remote holds
                 self.congestion_controller
                     .inner_mut()
                     .on_loss(cx.now(), in_flight);
@@ -2640,6 +2795,7 @@ impl<'a> Socket<'a> {
                 // acknowledged (RFC 6582).
                 self.recover = Some(self.remote_last_seq);
                 self.recover_partial = false;
+                self.high_rxt = self.local_seq_no;
             }
 
             // Clear the `should_retransmit` state. If we can't retransmit right
@@ -2666,6 +2822,7 @@ impl<'a> Socket<'a> {
             if self.recover.is_none() {
                 self.recover = Some(self.remote_last_seq);
                 self.recover_partial = false;
+                self.high_rxt = self.local_seq_no;
             }
         }
 
@@ -2798,9 +2955,27 @@ impl<'a> Socket<'a> {
                     repr.payload = self.tx_buffer.get_allocated(0, size);
 
                     self.pending_fast_retransmit = false;
+                    // agentwire patch: the SACK-driven resends continue above it.
+                    self.high_rxt = self.high_rxt.max(self.local_seq_no + size);
 
                     0
+                } else if let Some((seq, len)) = self
+                    .sack_hole()
+                    .filter(|_| self.cwnd_remaining() > 0)
+                {
+                    // agentwire patch: resend the next hole below what the remote holds
+                    // (RFC 6675), a segment at a time, as the window allows.
+                    let offset = seq - self.local_seq_no;
+                    let size = effective_mss.min(len);
+                    repr.seq_number = seq;
+                    repr.payload = self.tx_buffer.get_allocated(offset, size);
+                    self.high_rxt = seq + repr.payload.len();
+                    self.rtte.on_retransmit();
+                    offset
                 } else {
+                    // agentwire patch: after a timeout, the resent flight skips what
+                    // the remote holds.
+                    self.skip_sacked();
                     // Right edge of window, ie the max sequence number we're allowed to send.
                     let win_right_edge = self.local_seq_no + self.remote_win_len;
 
@@ -10287,6 +10462,125 @@ mod test {
         }));
         assert_eq!(s.recover, Some(LOCAL_SEQ + 1 + 18));
         s
+    }
+
+    /// agentwire patch: the receiver's SACK option reports the range holding the
+    /// latest segment first, then the lowest ranges it holds.
+    #[test]
+    fn test_sack_reports_the_lowest_ranges_after_the_latest() {
+        let (mut s, segment) = setup_rfc2018_cases();
+        let at = |offset: usize| REMOTE_SEQ.0 as u32 + 1 + 5000 + offset as u32;
+        // Segments at 500, 1500 and 2500 past the hole at 5000: three ranges.
+        for (offset, sack) in [
+            (500, [Some((at(500), at(1000))), None, None]),
+            (1500, [Some((at(1500), at(2000))), Some((at(500), at(1000))), None]),
+            (
+                2500,
+                [
+                    Some((at(2500), at(3000))),
+                    Some((at(500), at(1000))),
+                    Some((at(1500), at(2000))),
+                ],
+            ),
+        ] {
+            send!(
+                s,
+                TcpRepr {
+                    seq_number: REMOTE_SEQ + 1 + 5000 + offset,
+                    ack_number: Some(LOCAL_SEQ + 1),
+                    payload: &segment,
+                    ..SEND_TEMPL
+                },
+                Some(TcpRepr {
+                    seq_number: LOCAL_SEQ + 1,
+                    ack_number: Some(REMOTE_SEQ + 1 + 5000),
+                    window_len: 4000,
+                    sack_ranges: sack,
+                    ..RECV_TEMPL
+                })
+            );
+        }
+    }
+
+    /// agentwire patch: one ACK whose SACK blocks hold three segments' worth above a
+    /// hole starts a recovery (no three duplicates needed), and every hole below the
+    /// reported ranges is resent, not only the first.
+    #[test]
+    fn test_sack_blocks_start_a_recovery_that_resends_every_hole() {
+        let mut s = socket_established();
+        s.remote_mss = 3;
+        send!(s, time 0, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        s.send_slice(b"aaaBBBcccDDDeeeFFF").unwrap();
+        for (i, chunk) in [b"aaa", b"BBB", b"ccc", b"DDD", b"eee", b"FFF"].iter().enumerate() {
+            recv!(s, time 1000 + 5 * i as i64, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3 * i,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload:    &chunk[..],
+                ..RECV_TEMPL
+            }));
+        }
+        // "aaa" and "ccc" were lost; the remote holds the rest and says so in one ACK.
+        let seq = |offset: usize| (LOCAL_SEQ + 1 + offset).0 as u32;
+        send!(s, time 1050, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            sack_ranges: [Some((seq(15), seq(18))), Some((seq(3), seq(6))), Some((seq(9), seq(15)))],
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.sacked_bytes(), 12);
+        recv!(s, time 1051, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaa"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.recover, Some(LOCAL_SEQ + 1 + 18));
+        recv!(s, time 1051, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"ccc"[..],
+            ..RECV_TEMPL
+        }));
+        // Nothing else is missing; the partial ACK for "aaa" does not resend "ccc" again.
+        recv_nothing!(s, time 1052);
+        send!(s, time 1070, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 6),
+            sack_ranges: [Some((seq(9), seq(18))), None, None],
+            ..SEND_TEMPL
+        });
+        recv_nothing!(s, time 1071);
+        send!(s, time 1075, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 18),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.recover, None);
+        assert_eq!(s.sacked_bytes(), 0);
+    }
+
+    /// agentwire patch: SACK blocks from the network that are empty, reversed, at or
+    /// below the acknowledgment or past what was sent are ignored; overlapping ones merge.
+    #[test]
+    fn test_sack_board_ignores_bad_blocks_and_merges() {
+        let mut s = socket_established();
+        s.remote_last_seq = LOCAL_SEQ + 1 + 100;
+        let seq = |offset: usize| (LOCAL_SEQ + 1 + offset).0 as u32;
+        s.sack_record(&[Some((seq(10), seq(10))), Some((seq(20), seq(15))), Some((seq(0), seq(5)))]);
+        assert_eq!(s.sacked_bytes(), 0);
+        s.sack_record(&[Some((seq(90), seq(200))), Some((u32::MAX, 3)), None]);
+        assert_eq!(s.sacked_bytes(), 0);
+        s.sack_record(&[Some((seq(10), seq(20))), Some((seq(15), seq(30))), Some((seq(40), seq(50)))]);
+        assert_eq!(s.sacked_bytes(), 30);
+        assert_eq!(s.sack_board[0], Some((LOCAL_SEQ + 1 + 10, LOCAL_SEQ + 1 + 30)));
+        // An acknowledgment past the first range forgets it and cuts into nothing else.
+        s.local_seq_no = LOCAL_SEQ + 1 + 35;
+        s.sack_record(&[None, None, None]);
+        assert_eq!(s.sacked_bytes(), 10);
     }
 
     #[test]

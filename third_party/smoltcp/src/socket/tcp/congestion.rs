@@ -20,6 +20,10 @@ pub(super) trait Controller {
 
     fn on_ack(&mut self, now: Instant, len: usize, in_flight: usize, rtt: &RttEstimator) {}
 
+    /// agentwire patch: bytes an ACK newly reported delivered, acknowledged or SACKed
+    /// (each byte once), for delivery-rate estimates.
+    fn on_delivered(&mut self, now: Instant, bytes: usize, rtt: &RttEstimator) {}
+
     /// Fired on each duplicate ack received, after `on_loss` has been called.
     fn on_dup_ack(&mut self, now: Instant, len: usize, in_flight: usize) {}
 

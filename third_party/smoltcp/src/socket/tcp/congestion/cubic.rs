@@ -48,6 +48,8 @@ pub struct Cubic {
     bw_next: usize,
     bw_start: Option<Instant>,
     bw_acked: usize,
+    /// agentwire patch: the largest window of the current interval, bytes.
+    bw_cwnd: usize,
     /// Smallest RTT sample seen, ms.
     min_rtt_ms: u32,
 }
@@ -74,6 +76,7 @@ impl Cubic {
             bw_next: 0,
             bw_start: None,
             bw_acked: 0,
+            bw_cwnd: 0,
             min_rtt_ms: 0,
         };
         cubic.recompute_k();
@@ -106,10 +109,19 @@ impl Cubic {
             return;
         };
         self.bw_acked += len;
+        self.bw_cwnd = self.bw_cwnd.max(self.cwnd);
         let elapsed_us = (now - start).total_micros();
         let period_us = u64::from(rtt.smoothed_rtt().max(1)) * 1000;
         if elapsed_us >= period_us {
-            self.bw_samples[self.bw_next] = self.bw_acked as f64 * 1e6 / elapsed_us as f64;
+            // agentwire patch: a flow delivers at most a window per round trip. More in one interval
+            // means the ACKs caught up with data delivered earlier (a hole repaired
+            // under data that was not reported, or resent after a timeout), which is
+            // not the path's rate; without this bound one such ACK could put the
+            // floor far above what the path holds.
+            let bound = self.bw_cwnd as f64 * 1e6 / period_us as f64;
+            self.bw_samples[self.bw_next] =
+                (self.bw_acked as f64 * 1e6 / elapsed_us as f64).min(bound);
+            self.bw_cwnd = 0;
             self.bw_next = (self.bw_next + 1) % BW_SAMPLES;
             self.bw_start = Some(now);
             self.bw_acked = 0;
@@ -160,10 +172,6 @@ impl Controller for Cubic {
         // grow the window.
         if len == 0 {
             return;
-        }
-
-        if self.rate_floor {
-            self.sample_rate(now, len, rtt);
         }
 
         // New data was ACKed: a timer-based loss episode, if any, is over.
@@ -243,6 +251,13 @@ impl Controller for Cubic {
         // add additional counter (linux `cwnd_cnt`?) to track "lost" bytes
         let increment = (w_cubic_target as usize).saturating_sub(self.cwnd) * acked / self.cwnd;
         self.cwnd = (self.cwnd + increment).min(self.rwnd).max(self.mss);
+    }
+
+    fn on_delivered(&mut self, now: Instant, bytes: usize, rtt: &RttEstimator) {
+        // agentwire patch: the rate floor's estimate.
+        if self.rate_floor {
+            self.sample_rate(now, bytes, rtt);
+        }
     }
 
     fn on_dup_ack(&mut self, _now: Instant, len: usize, _in_flight: usize) {
@@ -459,6 +474,7 @@ mod test {
             for i in 0..=100 {
                 let now = Instant::from_millis(2 * i);
                 cubic.on_ack(now, bdp_segments * MSS / 10, MSS * 40, &rtt);
+                cubic.on_delivered(now, bdp_segments * MSS / 10, &rtt);
             }
             let window = cubic.window();
             cubic.on_loss(Instant::from_millis(300), MSS * 40);
