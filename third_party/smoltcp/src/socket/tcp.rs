@@ -185,6 +185,10 @@ struct RttEstimator {
     min_rto: u32,
     /// agentwire patch: the smallest RTT sample, ms (for CUBIC's rate floor).
     min_rtt: u32,
+    /// agentwire patch: the latest RTT sample, ms, and when it was taken (CUBIC's rate
+    /// floor reads a queue from it).
+    latest_rtt: u32,
+    latest_at: Option<Instant>,
 }
 
 impl Default for RttEstimator {
@@ -199,6 +203,8 @@ impl Default for RttEstimator {
             rto_count: 0,
             min_rto: RTTE_MIN_RTO,
             min_rtt: 0,
+            latest_rtt: 0,
+            latest_at: None,
         }
     }
 }
@@ -217,6 +223,12 @@ impl RttEstimator {
     #[cfg(feature = "socket-tcp-cubic")]
     fn min_rtt(&self) -> u32 {
         self.min_rtt
+    }
+
+    /// agentwire patch: the latest RTT sample, ms, and when it was taken.
+    #[cfg(feature = "socket-tcp-cubic")]
+    fn latest(&self) -> Option<(u32, Instant)> {
+        self.latest_at.map(|at| (self.latest_rtt, at))
     }
 
 
@@ -286,7 +298,10 @@ impl RttEstimator {
         if let Some((sent_timestamp, sent_seq)) = self.timestamp
             && seq >= sent_seq
         {
-            self.sample((timestamp - sent_timestamp).total_millis() as u32);
+            let rtt = (timestamp - sent_timestamp).total_millis() as u32;
+            self.sample(rtt);
+            // agentwire patch
+            (self.latest_rtt, self.latest_at) = (rtt, Some(timestamp));
             self.timestamp = None;
         }
     }
@@ -1028,6 +1043,7 @@ impl<'a> Socket<'a> {
         self.recover_partial = false;
         self.sack_board = [None; SACK_BOARD_LEN];
         self.high_rxt = TcpSeqNumber::default();
+        self.congestion_controller.reset();
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -2641,6 +2657,28 @@ impl<'a> Socket<'a> {
         // * We can send a full packet
         // * We have all the data we'll ever send (we're closing send)
         if self.nagle && data_in_flight && !can_send_full && !want_fin {
+            can_send = false;
+        }
+
+        // agentwire patch: sender-side silly window avoidance (RFC 9293 3.8.6.2.1),
+        // which Nagle gave when on: while data is in flight, a segment shorter than a
+        // full one goes out only if it carries the rest of what is queued, or half the
+        // remote's window. Otherwise a window that opens by a few bytes at a time (an
+        // ACK of a small segment, a receiver's window creeping as its reader drains)
+        // is filled a few bytes at a time, and the small segments breed more: a bulk
+        // transfer through a 300 Mbit/s bottleneck sent 104 000 segments of under 100
+        // bytes beside 134 000 full ones once SACK let its flight reach the window.
+        let queued_end = self.local_seq_no + self.tx_buffer.len();
+        let unsent = if queued_end > self.remote_last_seq {
+            queued_end - self.remote_last_seq
+        } else {
+            0
+        };
+        if data_in_flight
+            && !can_send_full
+            && unsent > max_send
+            && max_send < self.remote_win_len / 2
+        {
             can_send = false;
         }
 

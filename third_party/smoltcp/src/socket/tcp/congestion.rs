@@ -82,6 +82,25 @@ impl AnyController {
         AnyController::None(no_control::NoControl)
     }
 
+    /// agentwire patch: the same kind of controller, as new (with CUBIC's rate floor
+    /// setting kept), for a socket that is reset and reused: a new connection must not
+    /// inherit the last one's window, thresholds or path estimates.
+    pub fn reset(&mut self) {
+        match self {
+            AnyController::None(_) => {}
+
+            #[cfg(feature = "socket-tcp-reno")]
+            AnyController::Reno(r) => *r = reno::Reno::new(),
+
+            #[cfg(feature = "socket-tcp-cubic")]
+            AnyController::Cubic(c) => {
+                let floor = c.rate_floor();
+                *c = cubic::Cubic::new();
+                c.set_rate_floor(floor);
+            }
+        }
+    }
+
     #[inline]
     pub fn inner_mut(&mut self) -> &mut dyn Controller {
         match self {

@@ -18,6 +18,10 @@ const BW_SAMPLES: usize = 10;
 // a real RTT is above the smallest), so a floor of exactly one still cut a little at
 // every random loss and held the window at a few dozen segments; BBR keeps two.
 const RATE_FLOOR_GAIN: f64 = 1.25;
+// agentwire patch: RTT samples this much above the smallest (ms, or a quarter of it if
+// more) still count as a path without a queue: millisecond samples on a path with
+// jitter vary by this much on their own.
+const QUEUE_SLACK_MS: u32 = 2;
 
 #[derive(Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -41,6 +45,8 @@ pub struct Cubic {
 
     // agentwire patch: the delivery-rate floor of the loss response (see `on_loss`).
     rate_floor: bool,
+    /// agentwire patch: nothing was acknowledged or lost yet (see `set_mss`).
+    initial: bool,
     /// Delivery rate samples, bytes per second, one per smoothed round trip; the
     /// estimate is their maximum (as BBR's bandwidth filter), so it follows a growing
     /// window without lag, and a loss that leaves the rate where it was cuts nothing.
@@ -72,6 +78,7 @@ impl Cubic {
             idle_start: None,
 
             rate_floor: false,
+            initial: true,
             bw_samples: [0.0; BW_SAMPLES],
             bw_next: 0,
             bw_start: None,
@@ -93,10 +100,51 @@ impl Cubic {
         self.rate_floor = on;
     }
 
+    /// agentwire patch: whether the rate floor is on.
+    pub(crate) fn rate_floor(&self) -> bool {
+        self.rate_floor
+    }
+
     /// agentwire patch: the estimated bandwidth-delay product, bytes (0 before samples).
     fn rate_floor_bytes(&self) -> usize {
         let bw = self.bw_samples.iter().copied().fold(0.0, f64::max);
         (RATE_FLOOR_GAIN * bw * self.min_rtt_ms as f64 / 1000.0) as usize
+    }
+
+    /// agentwire patch: while the path shows no queue, the window is not below the rate
+    /// floor either. Under random loss a loss-based sender's window is set by how fast
+    /// it grows between losses: about a segment per round trip in congestion avoidance,
+    /// which at 20 ms takes seconds to fill a path of a few hundred segments. Holding
+    /// the window at `RATE_FLOOR_GAIN` times the measured bandwidth-delay product makes
+    /// it grow by up to that factor per round trip for as long as the delivery rate
+    /// follows it, which it does until a bottleneck queue builds; the RTT then rises, and
+    /// CUBIC's own rules (with the floor at losses) take over. The gate is the latest RTT
+    /// sample, taken within the last two smoothed round trips (samples are suppressed in
+    /// a recovery, and an old one says nothing about the queue now), no more than a
+    /// quarter (or `QUEUE_SLACK_MS`) above the smallest. Not in a recovery, nor in the
+    /// slow start after a timeout, whose flight may be largely delivered already.
+    fn hold_rate_floor(&mut self, now: Instant, rtt: &RttEstimator) {
+        let min = self.min_rtt_ms;
+        let Some((latest, at)) = rtt.latest() else {
+            return;
+        };
+        let fresh = now >= at && (now - at).total_millis() <= u64::from(rtt.smoothed_rtt()) * 2;
+        if min == 0 || !fresh || latest > min + (min / 4).max(QUEUE_SLACK_MS) {
+            return;
+        }
+        if self.in_fast_recovery
+            || self.in_rto_recovery
+            || (self.ssthresh != usize::MAX && self.cwnd < self.ssthresh)
+        {
+            return;
+        }
+        let floor = self.rate_floor_bytes().min(self.rwnd);
+        if floor > self.cwnd {
+            self.cwnd = floor;
+            // The Reno-friendly estimate would pull the window back down to where it
+            // was on the next ACK in congestion avoidance.
+            self.w_est = self.w_est.max(floor as f64);
+        }
     }
 
     /// agentwire patch: one delivery-rate sample per smoothed round trip.
@@ -176,6 +224,7 @@ impl Controller for Cubic {
 
         // New data was ACKed: a timer-based loss episode, if any, is over.
         self.in_rto_recovery = false;
+        self.initial = false; // agentwire patch
 
         // First new-data-ack exits fast recovery and deflates `cwnd`
         if self.in_fast_recovery {
@@ -254,9 +303,10 @@ impl Controller for Cubic {
     }
 
     fn on_delivered(&mut self, now: Instant, bytes: usize, rtt: &RttEstimator) {
-        // agentwire patch: the rate floor's estimate.
+        // agentwire patch: the rate floor's estimate, and the floor held.
         if self.rate_floor {
             self.sample_rate(now, bytes, rtt);
+            self.hold_rate_floor(now, rtt);
         }
     }
 
@@ -272,6 +322,7 @@ impl Controller for Cubic {
 
     fn on_loss(&mut self, now: Instant, in_flight: usize) {
         self.idle_start = None;
+        self.initial = false; // agentwire patch
         // Only cut window size on first entrance to fast recovery.
         if !self.in_fast_recovery {
             // RFC 9438 §4.3: remember the cwnd at this congestion event so W_est can
@@ -329,6 +380,7 @@ impl Controller for Cubic {
 
         self.cwnd = self.mss;
         self.cwnd_prior = in_flight;
+        self.initial = false; // agentwire patch
 
         // RFC 9438 §4.8: defer W_max and K reset to the start of the next CA stage.
         self.recovery_start = None;
@@ -338,6 +390,18 @@ impl Controller for Cubic {
 
     fn set_mss(&mut self, mss: usize) {
         self.mss = mss;
+        // agentwire patch: before anything was sent, the initial window of RFC 6928
+        // (ten segments, at most 14 600 bytes unless two segments are more), as Linux
+        // uses, rather than two 1024-byte segments whatever the MSS: a reply of a few
+        // kilobytes on a new connection then leaves in the first round trip instead of
+        // waiting a round trip per two segments.
+        if self.initial {
+            let iw = (10 * mss).min((2 * mss).max(14_600));
+            self.cwnd = iw;
+            self.w_max = iw;
+            self.w_est = iw as f64;
+            self.cwnd_prior = iw;
+        }
         self.recompute_k();
     }
 
