@@ -57,6 +57,10 @@ pub struct NetstackConfig {
     /// on a lossy path no longer shrinks the window below what the path carries, while a
     /// queue the flow filled still gets drained (see `third_party/smoltcp/PATCHES.md`).
     pub tcp_loss_rate_floor: bool,
+    /// TCP spreads a window's segments over the round trip (1.25 windows per smoothed
+    /// RTT) instead of sending them in one burst when an ACK opens it; applies from a
+    /// few milliseconds of RTT (see `third_party/smoltcp/PATCHES.md`).
+    pub tcp_pacing: bool,
     /// UDP buffer per socket, bytes (each direction).
     pub udp_buffer: usize,
     /// UDP datagrams queued per socket (each direction).
@@ -84,6 +88,7 @@ impl Default for NetstackConfig {
             tcp_min_rto: Duration::from_millis(200),
             tcp_tail_loss_probe: true,
             tcp_loss_rate_floor: true,
+            tcp_pacing: true,
             udp_buffer: 256 << 10,
             udp_packets: 256,
             queue_packets: 1024,

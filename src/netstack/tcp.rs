@@ -52,6 +52,7 @@ pub(super) fn new_socket(config: &super::NetstackConfig) -> tcp::Socket<'static>
     s.set_tail_loss_probe(config.tcp_tail_loss_probe);
     // After the controller is chosen: the floor is a setting of CUBIC.
     s.set_loss_rate_floor(config.tcp_loss_rate_floor);
+    s.set_pacing(config.tcp_pacing);
     s
 }
 

@@ -161,6 +161,17 @@ const RTTE_MAX_RTO: u32 = 60_000;
 // agentwire patch: a tail loss probe is never scheduled sooner than this after a send
 // (RFC 8985 7.2 uses 2*SRTT; this keeps probes sane on near-zero RTTs).
 const TLP_MIN_PTO: u32 = 10;
+// agentwire patch: pacing (see `Socket::set_pacing`) applies from this smoothed RTT, ms.
+// Below it a window leaves in well under a timer tick anyway, and a millisecond-grained
+// SRTT of 0 or 1 says little about the real (sub-millisecond) round trip.
+const PACING_MIN_SRTT: u32 = 4;
+// agentwire patch: how far a paced flow may fall behind its schedule and catch up in one
+// burst, µs: a poll that comes late (timers are millisecond-grained) must not lower the
+// rate.
+const PACING_BURST_US: i64 = 1_000;
+// agentwire patch: a flight up to this many segments is not paced (as `fq`'s initial
+// quantum): a request or reply that fits the initial window leaves at once.
+const PACING_FREE_SEGMENTS: usize = 10;
 
 /// agentwire patch: how many SACKed ranges the sender remembers (the lowest ones: holes
 /// are repaired from the bottom).
@@ -231,7 +242,6 @@ impl RttEstimator {
         self.latest_at.map(|at| (self.latest_rtt, at))
     }
 
-
     fn sample(&mut self, new_rtt: u32) {
         // agentwire patch: a lifetime minimum. A path that gets longer keeps the old,
         // smaller value, which only makes the rate floor more conservative.
@@ -277,7 +287,9 @@ impl RttEstimator {
 
     /// agentwire patch: when a tail loss probe is due if armed at `now`.
     fn tail_loss_probe_at(&self, enabled: bool, now: Instant) -> Option<Instant> {
-        self.probe_timeout().filter(|_| enabled).map(|pto| now + pto)
+        self.probe_timeout()
+            .filter(|_| enabled)
+            .map(|pto| now + pto)
     }
 
     fn on_send(&mut self, timestamp: Instant, seq: TcpSeqNumber) {
@@ -303,6 +315,34 @@ impl RttEstimator {
             // agentwire patch
             (self.latest_rtt, self.latest_at) = (rtt, Some(timestamp));
             self.timestamp = None;
+        }
+    }
+
+    /// agentwire patch: a sample from a SACK. The timed segment reported held beyond a
+    /// hole is a valid sample (it was sent once); waiting for the cumulative ACK would
+    /// add the time the hole took to repair, and in a long recovery there would be no
+    /// sample at all.
+    fn on_sacked(&mut self, timestamp: Instant, board: &[Option<(TcpSeqNumber, TcpSeqNumber)>]) {
+        if let Some((_, sent_seq)) = self.timestamp
+            && board
+                .iter()
+                .flatten()
+                .any(|&(left, right)| left < sent_seq && sent_seq <= right)
+        {
+            self.on_ack(timestamp, sent_seq);
+        }
+    }
+
+    /// agentwire patch: Karn's rule for the segment resent, `[start, end)`: the timed
+    /// segment (which ends at the sampled sequence number) loses its sample only if it
+    /// is the one resent. Resending a hole below it, as a SACK recovery does all the
+    /// time, says nothing about its own round trip.
+    fn on_retransmit_of(&mut self, start: TcpSeqNumber, end: TcpSeqNumber) {
+        if let Some((_, sent_seq)) = self.timestamp
+            && start < sent_seq
+            && sent_seq <= end
+        {
+            self.on_retransmit();
         }
     }
 
@@ -595,6 +635,10 @@ pub struct Socket<'a> {
     sack_board: [Option<(TcpSeqNumber, TcpSeqNumber)>; SACK_BOARD_LEN],
     /// agentwire patch: in a recovery, the holes below this were resent already.
     high_rxt: TcpSeqNumber,
+    /// agentwire patch: whether transmissions are paced (`set_pacing`).
+    pacing: bool,
+    /// agentwire patch: when the next paced segment may leave.
+    pace_at: Option<Instant>,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -687,6 +731,8 @@ impl<'a> Socket<'a> {
             local_rx_dup_acks: 0,
             pending_fast_retransmit: false,
             tlp_enabled: false,
+            pacing: false,
+            pace_at: None,
             tlp_at: None,
             recover: None,
             recover_partial: false,
@@ -921,6 +967,26 @@ impl<'a> Socket<'a> {
         let _ = on;
     }
 
+    /// Pace transmissions (agentwire patch): segments carrying data leave spread over the
+    /// round trip, at 1.25 times the congestion window per smoothed RTT (twice that in
+    /// slow start, as Linux's `fq` pacing), instead of in one burst when an ACK opens the
+    /// window. A burst of a window's worth at line rate overflows a bottleneck's buffer
+    /// or a slower peer's receive queue long before the path is full. The first ten
+    /// segments of a flight are not paced, so a small request or reply leaves at once,
+    /// and fast retransmits are not held back. No effect until the smoothed RTT is a few
+    /// milliseconds, nor without a congestion controller. Off by default.
+    pub fn set_pacing(&mut self, on: bool) {
+        self.pacing = on;
+        if !on {
+            self.pace_at = None;
+        }
+    }
+
+    /// Return whether transmissions are paced (agentwire patch).
+    pub fn pacing(&self) -> bool {
+        self.pacing
+    }
+
     /// Return whether tail loss probes are enabled (agentwire patch).
     pub fn tail_loss_probe(&self) -> bool {
         self.tlp_enabled
@@ -1043,6 +1109,7 @@ impl<'a> Socket<'a> {
         self.recover_partial = false;
         self.sack_board = [None; SACK_BOARD_LEN];
         self.high_rxt = TcpSeqNumber::default();
+        self.pace_at = None;
         self.congestion_controller.reset();
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
@@ -1620,6 +1687,45 @@ impl<'a> Socket<'a> {
             start = start.max(right);
         }
         None
+    }
+
+    /// agentwire patch: how long `len` bytes occupy the pacing schedule, µs, or `None`
+    /// when transmissions are not paced now.
+    fn pacing_interval(&self, len: usize) -> Option<i64> {
+        if !self.pacing || !self.rtte.have_measurement || self.rtte.srtt < PACING_MIN_SRTT {
+            return None;
+        }
+        let controller = self.congestion_controller.inner();
+        let window = controller.window();
+        if window == 0 || window >= usize::MAX / 2 {
+            return None;
+        }
+        // len * srtt / (gain * window), gain 5/4 or 2.
+        let srtt_us = u64::from(self.rtte.srtt) * 1000;
+        let (num, den) = if controller.in_slow_start() {
+            (1, 2)
+        } else {
+            (4, 5)
+        };
+        let us = (len as u64).saturating_mul(srtt_us).saturating_mul(num) / (window as u64 * den);
+        Some(us.min(i64::MAX as u64) as i64)
+    }
+
+    /// agentwire patch: whether the pacing schedule holds new transmissions back at `now`.
+    fn paced(&self, now: Instant) -> bool {
+        self.pace_at.is_some_and(|at| now < at) && self.pacing_interval(0).is_some()
+    }
+
+    /// agentwire patch: the pacing schedule once `len` bytes left at `now` (and were
+    /// counted in the flight).
+    fn pace_after(&self, now: Instant, len: usize) -> Option<Instant> {
+        if self.flight_size() <= PACING_FREE_SEGMENTS * self.remote_mss {
+            return None;
+        }
+        let us = self.pacing_interval(len)?;
+        let earliest = now - Duration::from_micros(PACING_BURST_US as u64);
+        let from = self.pace_at.map_or(now, |at| at.max(earliest));
+        Some(from + Duration::from_micros(us as u64))
     }
 
     fn cwnd_remaining(&self) -> usize {
@@ -2435,11 +2541,14 @@ impl<'a> Socket<'a> {
             // SACKed earlier would otherwise read as a burst of delivery).
             let sacked_before = self.sacked_bytes();
             self.sack_record(&repr.sack_ranges);
+            self.rtte.on_sacked(cx.now(), &self.sack_board);
             let delivered = (ack_len + self.sacked_bytes()).saturating_sub(sacked_before);
             if delivered > 0 {
-                self.congestion_controller
-                    .inner_mut()
-                    .on_delivered(cx.now(), delivered, &self.rtte);
+                self.congestion_controller.inner_mut().on_delivered(
+                    cx.now(),
+                    delivered,
+                    &self.rtte,
+                );
             }
             // agentwire patch: a hole with three segments' worth held above it is lost
             // (RFC 6675's IsLost, as FACK): start a fast retransmit on this ACK,
@@ -2449,7 +2558,11 @@ impl<'a> Socket<'a> {
             let lost = self.local_seq_no + 3 * self.remote_mss;
             if self.recover.is_none()
                 && !matches!(self.timer, Timer::FastRetransmit)
-                && self.sack_board.iter().flatten().any(|&(_, right)| right > lost)
+                && self
+                    .sack_board
+                    .iter()
+                    .flatten()
+                    .any(|&(_, right)| right > lost)
             {
                 self.timer.set_for_fast_retransmit();
                 hold_timer = true;
@@ -2591,6 +2704,15 @@ impl<'a> Socket<'a> {
 
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
         // Fast retransmits should always send, even if later congestion checks would disallow
+        if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
+            return true;
+        }
+        // agentwire patch: nor does pacing hold them back; it holds the rest.
+        !self.paced(cx.now()) && self.seq_to_transmit_unpaced(cx)
+    }
+
+    /// agentwire patch: `seq_to_transmit` were the pacing schedule not in the way.
+    fn seq_to_transmit_unpaced(&self, cx: &mut Context) -> bool {
         if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
             return true;
         }
@@ -2842,8 +2964,15 @@ impl<'a> Socket<'a> {
             // can't actually do anything.
             self.timer.set_for_idle(cx.now(), self.keep_alive);
 
-            // Inform RTTE, so that it can avoid bogus measurements.
-            self.rtte.on_retransmit();
+            // Inform RTTE, so that it can avoid bogus measurements. agentwire patch: a
+            // fast retransmit resends one segment; only a timeout resends them all.
+            // (The timeout branch above cleared `recover`, the fast one set it.)
+            if self.recover.is_some() {
+                let first = self.local_seq_no;
+                self.rtte.on_retransmit_of(first, first + self.remote_mss);
+            } else {
+                self.rtte.on_retransmit();
+            }
             self.tlp_at = None;
         } else if self.tail_loss_probe_due(cx.now()) {
             // agentwire patch: nothing was acknowledged for a probe timeout. Send the
@@ -2853,7 +2982,9 @@ impl<'a> Socket<'a> {
             net_debug!("sending tail loss probe");
             self.tlp_at = None;
             self.pending_fast_retransmit = true;
-            self.rtte.on_retransmit();
+            // agentwire patch: only the first segment is resent.
+            let first = self.local_seq_no;
+            self.rtte.on_retransmit_of(first, first + self.remote_mss);
             // Nothing acknowledged for a probe timeout: if the probe repairs a loss and
             // more is missing, the partial ACKs that follow repair it as in fast recovery
             // (NewReno), and only the first restarts the retransmit timer.
@@ -2999,7 +3130,7 @@ impl<'a> Socket<'a> {
                     0
                 } else if let Some((seq, len)) = self
                     .sack_hole()
-                    .filter(|_| self.cwnd_remaining() > 0)
+                    .filter(|_| self.cwnd_remaining() > 0 && !self.paced(cx.now()))
                 {
                     // agentwire patch: resend the next hole below what the remote holds
                     // (RFC 6675), a segment at a time, as the window allows.
@@ -3008,7 +3139,7 @@ impl<'a> Socket<'a> {
                     repr.seq_number = seq;
                     repr.payload = self.tx_buffer.get_allocated(offset, size);
                     self.high_rxt = seq + repr.payload.len();
-                    self.rtte.on_retransmit();
+                    self.rtte.on_retransmit_of(seq, self.high_rxt);
                     offset
                 } else {
                     // agentwire patch: after a timeout, the resent flight skips what
@@ -3075,6 +3206,10 @@ impl<'a> Socket<'a> {
                         // zero length would stall the connection if a window update from
                         // the remote got lost.
                         win_limit.min(device_limit)
+                    } else if self.paced(cx.now()) {
+                        // agentwire patch: an ACK or window update sent while the pacing
+                        // schedule holds data back carries none.
+                        0
                     } else {
                         win_limit.min(device_limit).min(self.cwnd_remaining())
                     };
@@ -3209,9 +3344,12 @@ impl<'a> Socket<'a> {
             }
             self.rtte
                 .on_send(cx.now(), repr.seq_number + repr.segment_len());
+            let sent = repr.segment_len();
             self.congestion_controller
                 .inner_mut()
-                .post_transmit(cx.now(), repr.segment_len());
+                .post_transmit(cx.now(), sent);
+            // agentwire patch
+            self.pace_at = self.pace_after(cx.now(), sent);
         }
 
         if repr.segment_len() > 0 && !self.timer.is_retransmit() {
@@ -3286,12 +3424,21 @@ impl<'a> Socket<'a> {
                 _ => PollAt::Ingress,
             };
 
+            // agentwire patch: and for the pacing schedule to let data out.
+            let pace_poll_at = match self.pace_at {
+                Some(at) if self.paced(cx.now()) && self.seq_to_transmit_unpaced(cx) => {
+                    PollAt::Time(at)
+                }
+                _ => PollAt::Ingress,
+            };
+
             // We wait for the earliest of our timers to fire.
             *[
                 self.timer.poll_at(),
                 timeout_poll_at,
                 delayed_ack_poll_at,
                 tlp_poll_at,
+                pace_poll_at,
             ]
             .iter()
             .min()
@@ -10461,7 +10608,6 @@ mod test {
         assert_eq!(s.rtte.probe_timeout(), None);
     }
 
-
     // =========================================================================================//
     // agentwire patch: NewReno partial ACKs (RFC 6582)
     // =========================================================================================//
@@ -10477,7 +10623,10 @@ mod test {
             ..SEND_TEMPL
         });
         s.send_slice(b"aaaBBBcccDDDeeeFFF").unwrap();
-        for (i, chunk) in [b"aaa", b"BBB", b"ccc", b"DDD", b"eee", b"FFF"].iter().enumerate() {
+        for (i, chunk) in [b"aaa", b"BBB", b"ccc", b"DDD", b"eee", b"FFF"]
+            .iter()
+            .enumerate()
+        {
             recv!(s, time 1000 + 5 * i as i64, Ok(TcpRepr {
                 seq_number: LOCAL_SEQ + 1 + 3 * i,
                 ack_number: Some(REMOTE_SEQ + 1),
@@ -10511,7 +10660,10 @@ mod test {
         // Segments at 500, 1500 and 2500 past the hole at 5000: three ranges.
         for (offset, sack) in [
             (500, [Some((at(500), at(1000))), None, None]),
-            (1500, [Some((at(1500), at(2000))), Some((at(500), at(1000))), None]),
+            (
+                1500,
+                [Some((at(1500), at(2000))), Some((at(500), at(1000))), None],
+            ),
             (
                 2500,
                 [
@@ -10553,7 +10705,10 @@ mod test {
             ..SEND_TEMPL
         });
         s.send_slice(b"aaaBBBcccDDDeeeFFF").unwrap();
-        for (i, chunk) in [b"aaa", b"BBB", b"ccc", b"DDD", b"eee", b"FFF"].iter().enumerate() {
+        for (i, chunk) in [b"aaa", b"BBB", b"ccc", b"DDD", b"eee", b"FFF"]
+            .iter()
+            .enumerate()
+        {
             recv!(s, time 1000 + 5 * i as i64, Ok(TcpRepr {
                 seq_number: LOCAL_SEQ + 1 + 3 * i,
                 ack_number: Some(REMOTE_SEQ + 1),
@@ -10601,6 +10756,95 @@ mod test {
         assert_eq!(s.sacked_bytes(), 0);
     }
 
+    /// agentwire patch: segments `s` sends at `t` (µs) until it stops.
+    fn sends_at(s: &mut TestSocket, t: i64) -> usize {
+        s.cx.set_now(Instant::from_micros(t));
+        let mut n = 0;
+        for _ in 0..1000 {
+            let mut sent = false;
+            let _: Result<(), ()> = s.socket.dispatch(&mut s.cx, |_, _, (_, repr)| {
+                sent = !repr.payload.is_empty();
+                Ok(())
+            });
+            if !sent {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// agentwire patch: with pacing on and a 20 ms round trip, the first ten segments of
+    /// a flight leave at once and the rest one per interval (the window spread over the
+    /// round trip at twice its rate in slow start), with `poll_at` asking for each.
+    #[test]
+    fn test_pacing_spreads_the_window_after_the_first_ten_segments() {
+        let mut s = socket_established_with_buffer_sizes(4096, 64);
+        s.set_congestion_control(CongestionControl::Cubic);
+        s.set_pacing(true);
+        s.remote_mss = 100;
+        s.remote_win_len = 4096;
+        s.rtte.sample(20);
+        s.send_slice(&[0x55; 4096]).unwrap();
+        let window = s.congestion_controller.inner().window();
+        assert!(window >= 2000, "{window}");
+        // 100 bytes over 20 ms at twice the window per round trip.
+        let interval = (100 * 20_000 / (2 * window)) as i64;
+        let t0 = 1_000_000;
+        assert_eq!(sends_at(&mut s, t0), 11);
+        assert_eq!(
+            s.socket.poll_at(&mut s.cx),
+            PollAt::Time(Instant::from_micros(t0 + interval))
+        );
+        assert_eq!(sends_at(&mut s, t0 + interval - 1), 0);
+        assert_eq!(sends_at(&mut s, t0 + interval), 1);
+        // A poll that comes late catches up by at most a millisecond's worth at once.
+        let late = t0 + interval + 10_000;
+        assert_eq!(sends_at(&mut s, late), (1000 / interval) as usize + 1);
+        // Without pacing the rest of the window leaves at once.
+        s.set_pacing(false);
+        let rest = window / 100 - 13 - (1000 / interval) as usize;
+        assert_eq!(sends_at(&mut s, late), rest);
+    }
+
+    /// agentwire patch: pacing waits for a round trip of a few milliseconds: on a
+    /// sub-millisecond path the whole window leaves at once.
+    #[test]
+    fn test_pacing_leaves_short_round_trips_alone() {
+        let mut s = socket_established_with_buffer_sizes(4096, 64);
+        s.set_congestion_control(CongestionControl::Cubic);
+        s.set_pacing(true);
+        s.remote_mss = 100;
+        s.remote_win_len = 4096;
+        s.rtte.sample(1);
+        s.send_slice(&[0x55; 4096]).unwrap();
+        let window = s.congestion_controller.inner().window();
+        // Whole segments: silly window avoidance holds back the last few bytes.
+        assert_eq!(sends_at(&mut s, 1_000_000), window / 100);
+    }
+
+    /// agentwire patch: Karn's rule for the segment resent only. Resending a hole below
+    /// the timed segment keeps its sample, and a SACK covering it takes the sample at
+    /// once; resending the timed segment itself drops it.
+    #[test]
+    fn test_rtt_sampled_from_a_sack_across_resent_holes() {
+        let seq = |n: usize| TcpSeqNumber(0) + n;
+        let mut r = RttEstimator::default();
+        r.on_send(Instant::from_millis(0), seq(100));
+        r.on_retransmit_of(seq(0), seq(50));
+        r.on_sacked(Instant::from_millis(30), &[Some((seq(50), seq(90)))]);
+        assert!(
+            r.latest().is_none(),
+            "a range below the timed segment is no sample"
+        );
+        r.on_sacked(Instant::from_millis(40), &[Some((seq(50), seq(120)))]);
+        assert_eq!(r.latest(), Some((40, Instant::from_millis(40))));
+        r.on_send(Instant::from_millis(50), seq(200));
+        r.on_retransmit_of(seq(150), seq(200));
+        r.on_sacked(Instant::from_millis(90), &[Some((seq(150), seq(200)))]);
+        assert_eq!(r.latest(), Some((40, Instant::from_millis(40))));
+    }
+
     /// agentwire patch: SACK blocks from the network that are empty, reversed, at or
     /// below the acknowledgment or past what was sent are ignored; overlapping ones merge.
     #[test]
@@ -10608,13 +10852,24 @@ mod test {
         let mut s = socket_established();
         s.remote_last_seq = LOCAL_SEQ + 1 + 100;
         let seq = |offset: usize| (LOCAL_SEQ + 1 + offset).0 as u32;
-        s.sack_record(&[Some((seq(10), seq(10))), Some((seq(20), seq(15))), Some((seq(0), seq(5)))]);
+        s.sack_record(&[
+            Some((seq(10), seq(10))),
+            Some((seq(20), seq(15))),
+            Some((seq(0), seq(5))),
+        ]);
         assert_eq!(s.sacked_bytes(), 0);
         s.sack_record(&[Some((seq(90), seq(200))), Some((u32::MAX, 3)), None]);
         assert_eq!(s.sacked_bytes(), 0);
-        s.sack_record(&[Some((seq(10), seq(20))), Some((seq(15), seq(30))), Some((seq(40), seq(50)))]);
+        s.sack_record(&[
+            Some((seq(10), seq(20))),
+            Some((seq(15), seq(30))),
+            Some((seq(40), seq(50))),
+        ]);
         assert_eq!(s.sacked_bytes(), 30);
-        assert_eq!(s.sack_board[0], Some((LOCAL_SEQ + 1 + 10, LOCAL_SEQ + 1 + 30)));
+        assert_eq!(
+            s.sack_board[0],
+            Some((LOCAL_SEQ + 1 + 10, LOCAL_SEQ + 1 + 30))
+        );
         // An acknowledgment past the first range forgets it and cuts into nothing else.
         s.local_seq_no = LOCAL_SEQ + 1 + 35;
         s.sack_record(&[None, None, None]);
@@ -10701,7 +10956,10 @@ mod test {
             ..SEND_TEMPL
         });
         s.send_slice(b"aaaBBBcccDDDeeeFFF").unwrap();
-        for (i, chunk) in [b"aaa", b"BBB", b"ccc", b"DDD", b"eee", b"FFF"].iter().enumerate() {
+        for (i, chunk) in [b"aaa", b"BBB", b"ccc", b"DDD", b"eee", b"FFF"]
+            .iter()
+            .enumerate()
+        {
             recv!(s, time 1000 + 5 * i as i64, Ok(TcpRepr {
                 seq_number: LOCAL_SEQ + 1 + 3 * i,
                 ack_number: Some(REMOTE_SEQ + 1),
@@ -10736,7 +10994,10 @@ mod test {
         let Timer::Retransmit { expires_at } = s.timer else {
             panic!("{:?}", s.timer)
         };
-        assert_eq!(expires_at, Instant::from_millis(1120) + s.rtte.retransmission_timeout());
+        assert_eq!(
+            expires_at,
+            Instant::from_millis(1120) + s.rtte.retransmission_timeout()
+        );
         send!(s, time 1140, TcpRepr {
             seq_number: REMOTE_SEQ + 1,
             ack_number: Some(LOCAL_SEQ + 1 + 12),

@@ -35,6 +35,11 @@ pub(super) trait Controller {
 
     fn pre_transmit(&mut self, now: Instant) {}
 
+    /// agentwire patch: whether the window is in slow start (pacing runs faster there).
+    fn in_slow_start(&self) -> bool {
+        false
+    }
+
     fn post_transmit(&mut self, now: Instant, len: usize) {}
 
     /// Set the maximum segment size.

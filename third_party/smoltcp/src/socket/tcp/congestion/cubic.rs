@@ -199,6 +199,11 @@ impl Controller for Cubic {
         self.cwnd
     }
 
+    // agentwire patch
+    fn in_slow_start(&self) -> bool {
+        self.cwnd < self.ssthresh
+    }
+
     fn on_ack(&mut self, now: Instant, len: usize, in_flight: usize, rtt: &RttEstimator) {
         let segment = len.min(self.mss);
         // agentwire patch: congestion avoidance counts the bytes an ACK covers (RFC 9438
