@@ -103,7 +103,7 @@ pub fn measure(from: &Node, to: &Node, to_addr: SocketAddr, secs: f64) -> f64 {
     bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e6
 }
 
-/// Netstack config with `BENCH_TCP_BUF_KIB` and what [`tune`] reads
+/// Netstack config with what [`tune`] reads
 /// applied, for before/after comparisons in one build.
 pub fn netstack(addr: &str) -> NetstackConfig {
     let mut c = NetstackConfig {
@@ -111,19 +111,20 @@ pub fn netstack(addr: &str) -> NetstackConfig {
         ..Default::default()
     };
     tune(&mut c);
-    if let Some(kib) = std::env::var("BENCH_TCP_BUF_KIB")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-    {
-        c.tcp_rx_buffer = kib << 10;
-        c.tcp_tx_buffer = kib << 10;
-    }
     c
 }
 
-/// Applies `BENCH_MIN_RTO_MS`, `BENCH_TLP` and `BENCH_RATE_FLOOR` (0 or 1) to `c`.
+/// Applies `BENCH_MIN_RTO_MS`, `BENCH_TLP`, `BENCH_RATE_FLOOR`, `BENCH_PACING` (0 or 1)
+/// and `BENCH_TCP_BUF_KIB` (each TCP buffer) to `c`.
 pub fn tune(c: &mut NetstackConfig) {
     let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<u64>().ok());
+    if let Some(kib) = env("BENCH_TCP_BUF_KIB") {
+        c.tcp_rx_buffer = (kib as usize) << 10;
+        c.tcp_tx_buffer = (kib as usize) << 10;
+    }
+    if let Some(on) = env("BENCH_PACING") {
+        c.tcp_pacing = on != 0;
+    }
     if let Some(ms) = env("BENCH_MIN_RTO_MS") {
         c.tcp_min_rto = Duration::from_millis(ms);
     }

@@ -58,8 +58,8 @@ pub struct NetstackConfig {
     /// queue the flow filled still gets drained (see `third_party/smoltcp/PATCHES.md`).
     pub tcp_loss_rate_floor: bool,
     /// TCP spreads a window's segments over the round trip (1.25 windows per smoothed
-    /// RTT) instead of sending them in one burst when an ACK opens it; applies from a
-    /// few milliseconds of RTT (see `third_party/smoltcp/PATCHES.md`).
+    /// RTT) instead of sending them in one burst when an ACK opens it; applies on paths
+    /// whose smallest RTT is a few milliseconds or more (see `third_party/smoltcp/PATCHES.md`).
     pub tcp_pacing: bool,
     /// UDP buffer per socket, bytes (each direction).
     pub udp_buffer: usize,

@@ -161,10 +161,13 @@ const RTTE_MAX_RTO: u32 = 60_000;
 // agentwire patch: a tail loss probe is never scheduled sooner than this after a send
 // (RFC 8985 7.2 uses 2*SRTT; this keeps probes sane on near-zero RTTs).
 const TLP_MIN_PTO: u32 = 10;
-// agentwire patch: pacing (see `Socket::set_pacing`) applies from this smoothed RTT, ms.
-// Below it a window leaves in well under a timer tick anyway, and a millisecond-grained
-// SRTT of 0 or 1 says little about the real (sub-millisecond) round trip.
-const PACING_MIN_SRTT: u32 = 4;
+// agentwire patch: pacing (see `Socket::set_pacing`) applies on paths whose smallest RTT
+// is at least this, ms. Below it a window leaves in well under a timer tick anyway, and
+// a millisecond-grained RTT of 0 or 1 says little about the real (sub-millisecond) round
+// trip. The smallest, not the smoothed RTT: a bulk flow on a short path queues enough to
+// lift its smoothed RTT past a few milliseconds, and pacing it to timer ticks then cost
+// loopback transfers 30-45 % of their rate.
+const PACING_MIN_RTT: u32 = 4;
 // agentwire patch: how far a paced flow may fall behind its schedule and catch up in one
 // burst, µs: a poll that comes late (timers are millisecond-grained) must not lower the
 // rate.
@@ -973,8 +976,8 @@ impl<'a> Socket<'a> {
     /// window. A burst of a window's worth at line rate overflows a bottleneck's buffer
     /// or a slower peer's receive queue long before the path is full. The first ten
     /// segments of a flight are not paced, so a small request or reply leaves at once,
-    /// and fast retransmits are not held back. No effect until the smoothed RTT is a few
-    /// milliseconds, nor without a congestion controller. Off by default.
+    /// and fast retransmits are not held back. No effect on a path whose smallest RTT is
+    /// under a few milliseconds, nor without a congestion controller. Off by default.
     pub fn set_pacing(&mut self, on: bool) {
         self.pacing = on;
         if !on {
@@ -1692,7 +1695,7 @@ impl<'a> Socket<'a> {
     /// agentwire patch: how long `len` bytes occupy the pacing schedule, µs, or `None`
     /// when transmissions are not paced now.
     fn pacing_interval(&self, len: usize) -> Option<i64> {
-        if !self.pacing || !self.rtte.have_measurement || self.rtte.srtt < PACING_MIN_SRTT {
+        if !self.pacing || !self.rtte.have_measurement || self.rtte.min_rtt < PACING_MIN_RTT {
             return None;
         }
         let controller = self.congestion_controller.inner();
@@ -10807,8 +10810,9 @@ mod test {
         assert_eq!(sends_at(&mut s, late), rest);
     }
 
-    /// agentwire patch: pacing waits for a round trip of a few milliseconds: on a
-    /// sub-millisecond path the whole window leaves at once.
+    /// agentwire patch: pacing waits for a path whose smallest round trip is a few
+    /// milliseconds: on a sub-millisecond path the whole window leaves at once, even when
+    /// the flow's own queue has lifted the smoothed RTT well above that.
     #[test]
     fn test_pacing_leaves_short_round_trips_alone() {
         let mut s = socket_established_with_buffer_sizes(4096, 64);
@@ -10817,6 +10821,10 @@ mod test {
         s.remote_mss = 100;
         s.remote_win_len = 4096;
         s.rtte.sample(1);
+        for _ in 0..8 {
+            s.rtte.sample(30);
+        }
+        assert!(s.rtte.srtt > 20);
         s.send_slice(&[0x55; 4096]).unwrap();
         let window = s.congestion_controller.inner().window();
         // Whole segments: silly window avoidance holds back the last few bytes.
