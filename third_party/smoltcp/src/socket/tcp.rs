@@ -171,7 +171,7 @@ const PACING_MIN_RTT: u32 = 4;
 // agentwire patch: how far a paced flow may fall behind its schedule and catch up in one
 // burst, µs: a poll that comes late (timers are millisecond-grained) must not lower the
 // rate.
-const PACING_BURST_US: i64 = 1_000;
+const PACING_BURST_US: u64 = 1_000;
 // agentwire patch: a flight up to this many segments is not paced (as `fq`'s initial
 // quantum): a request or reply that fits the initial window leaves at once.
 const PACING_FREE_SEGMENTS: usize = 10;
@@ -1692,17 +1692,24 @@ impl<'a> Socket<'a> {
         None
     }
 
+    /// agentwire patch: whether transmissions are paced now (see `set_pacing`).
+    fn pacing_applies(&self) -> bool {
+        let window = self.congestion_controller.inner().window();
+        self.pacing
+            && self.rtte.have_measurement
+            && self.rtte.min_rtt >= PACING_MIN_RTT
+            && window > 0
+            && window < usize::MAX / 2
+    }
+
     /// agentwire patch: how long `len` bytes occupy the pacing schedule, µs, or `None`
     /// when transmissions are not paced now.
-    fn pacing_interval(&self, len: usize) -> Option<i64> {
-        if !self.pacing || !self.rtte.have_measurement || self.rtte.min_rtt < PACING_MIN_RTT {
+    fn pacing_interval(&self, len: usize) -> Option<u64> {
+        if !self.pacing_applies() {
             return None;
         }
         let controller = self.congestion_controller.inner();
         let window = controller.window();
-        if window == 0 || window >= usize::MAX / 2 {
-            return None;
-        }
         // len * srtt / (gain * window), gain 5/4 or 2.
         let srtt_us = u64::from(self.rtte.srtt) * 1000;
         let (num, den) = if controller.in_slow_start() {
@@ -1711,12 +1718,12 @@ impl<'a> Socket<'a> {
             (4, 5)
         };
         let us = (len as u64).saturating_mul(srtt_us).saturating_mul(num) / (window as u64 * den);
-        Some(us.min(i64::MAX as u64) as i64)
+        Some(us)
     }
 
     /// agentwire patch: whether the pacing schedule holds new transmissions back at `now`.
     fn paced(&self, now: Instant) -> bool {
-        self.pace_at.is_some_and(|at| now < at) && self.pacing_interval(0).is_some()
+        self.pace_at.is_some_and(|at| now < at) && self.pacing_applies()
     }
 
     /// agentwire patch: the pacing schedule once `len` bytes left at `now` (and were
@@ -1726,9 +1733,9 @@ impl<'a> Socket<'a> {
             return None;
         }
         let us = self.pacing_interval(len)?;
-        let earliest = now - Duration::from_micros(PACING_BURST_US as u64);
+        let earliest = now - Duration::from_micros(PACING_BURST_US);
         let from = self.pace_at.map_or(now, |at| at.max(earliest));
-        Some(from + Duration::from_micros(us as u64))
+        Some(from + Duration::from_micros(us))
     }
 
     fn cwnd_remaining(&self) -> usize {
