@@ -1,14 +1,23 @@
 //! Noticing network changes: an address added or removed, a link up or down, a new
 //! default route (a laptop moving between networks, a VPN coming up, a container's
-//! address changing). The Tailnet reacts as to a wake: reconnect the relay and the
-//! coordinator, rediscover endpoints, re-handshake.
+//! address changing).
 //!
 //! On Linux a netlink route socket subscribed to link, address and route changes wakes a
 //! check at once (debounced); elsewhere, and as a backstop, the check runs every few
-//! seconds. The check compares a fingerprint of the interface addresses, so events that
-//! change nothing a peer could see are ignored.
+//! seconds. The check takes a [`Snapshot`]: the interface addresses a peer could see, and
+//! the source address of the routes that carry our connections (towards the
+//! coordinator, and the default routes). [`classify`] then tells two kinds apart:
+//!
+//! - [`NetChange::Major`]: a route that carries our connections now leaves from another
+//!   address (or none). Connections from the old address are dead: the Tailnet reacts as
+//!   to a wake (reconnect relay and coordinator, rediscover, re-handshake).
+//! - [`NetChange::Minor`]: addresses came or went elsewhere (a container bridge, a test
+//!   namespace's veth, a second network). Existing connections are unaffected, so only
+//!   the advertised endpoints are refreshed. Treating these as wakes made every process
+//!   on a busy host drop its coordinator stream whenever any interface changed, and the
+//!   server briefly reported its agents offline.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -20,14 +29,101 @@ const POLL: Duration = Duration::from_secs(10);
 #[cfg(not(target_os = "linux"))]
 const POLL: Duration = Duration::from_secs(2);
 
-/// The interface addresses, sorted: what a change is measured against.
-pub fn fingerprint() -> Vec<IpAddr> {
-    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
-        .map(|v| v.into_iter().map(|i| i.ip()).collect())
+/// Targets whose route stands for "the default route". Any global unicast address would
+/// do: connecting a UDP socket sends nothing, it only consults the routing table.
+const DEFAULT_ROUTE_TARGETS: [SocketAddr; 2] = [
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(1, 1, 1, 1)), 53),
+    SocketAddr::new(
+        IpAddr::V6(std::net::Ipv6Addr::new(
+            0x2606, 0x4700, 0x4700, 0, 0, 0, 0, 0x1111,
+        )),
+        53,
+    ),
+];
+
+/// What a network check saw.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// Interface addresses, sorted, without loopback and link-local ones (no peer
+    /// elsewhere can use them, and every veth brings a link-local address).
+    pub addrs: Vec<IpAddr>,
+    /// For each route target, in order, the source address the kernel would use.
+    pub routes: Vec<Option<IpAddr>>,
+}
+
+/// How much a change matters to open connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NetChange {
+    /// Addresses changed; the routes our connections use did not.
+    Minor,
+    /// A route our connections use changed its source address.
+    Major,
+}
+
+/// What changed between two snapshots, if anything that matters.
+#[must_use]
+pub fn classify(before: &Snapshot, after: &Snapshot) -> Option<NetChange> {
+    if before == after {
+        return None;
+    }
+    if before.routes != after.routes {
+        return Some(NetChange::Major);
+    }
+    // With no route to anything in either snapshot there is nothing to tell a used
+    // address from an unused one: an address that went may have carried a connection.
+    let no_routes = before
+        .routes
+        .iter()
+        .chain(&after.routes)
+        .all(Option::is_none);
+    let removed = before.addrs.iter().any(|a| !after.addrs.contains(a));
+    if no_routes && removed {
+        return Some(NetChange::Major);
+    }
+    Some(NetChange::Minor)
+}
+
+/// Whether an interface address is one a peer could see.
+fn visible(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_link_local() || v4.is_unspecified()),
+        IpAddr::V6(v6) => !(v6.is_loopback() || v6.is_unicast_link_local() || v6.is_unspecified()),
+    }
+}
+
+/// The source address of the route to `target`, if there is one.
+#[must_use]
+pub fn route_source(target: SocketAddr) -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind(if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .ok()?;
+    s.connect(target).ok()?;
+    s.local_addr().ok().map(|a| a.ip())
+}
+
+/// Takes a snapshot: the visible interface addresses and the source of the route to each
+/// of `targets`, then of the default routes.
+#[must_use]
+pub fn snapshot(targets: &[SocketAddr]) -> Snapshot {
+    let mut addrs: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .map(|v| {
+            v.into_iter()
+                .map(|i| i.ip())
+                .filter(|ip| visible(*ip))
+                .collect()
+        })
         .unwrap_or_default();
-    ips.sort();
-    ips.dedup();
-    ips
+    addrs.sort();
+    addrs.dedup();
+    let routes = targets
+        .iter()
+        .chain(&DEFAULT_ROUTE_TARGETS)
+        .map(|t| route_source(*t))
+        .collect();
+    Snapshot { addrs, routes }
 }
 
 #[cfg(target_os = "linux")]
@@ -93,9 +189,14 @@ mod netlink {
     }
 }
 
-/// Calls `changed` whenever the interface addresses change, until `cancel`.
-pub async fn watch(cancel: CancellationToken, mut changed: impl FnMut() + Send) {
-    let mut last = fingerprint();
+/// Calls `changed` whenever the network changes (see [`classify`]), until `cancel`.
+/// `targets` are the addresses of servers we hold connections to.
+pub async fn watch(
+    cancel: CancellationToken,
+    targets: Vec<SocketAddr>,
+    mut changed: impl FnMut(NetChange) + Send,
+) {
+    let mut last = snapshot(&targets);
     #[cfg(target_os = "linux")]
     let events = match netlink::Events::open() {
         Ok(e) => Some(e),
@@ -124,11 +225,81 @@ pub async fn watch(cancel: CancellationToken, mut changed: impl FnMut() + Send) 
             () = event => {}
             () = tokio::time::sleep(POLL) => {}
         }
-        let now = fingerprint();
-        if now != last {
-            tracing::info!(before = ?last, after = ?now, "network change");
+        let now = snapshot(&targets);
+        if let Some(kind) = classify(&last, &now) {
+            match kind {
+                NetChange::Major => {
+                    tracing::info!(before = ?last, after = ?now, "network change: routes moved");
+                }
+                NetChange::Minor => {
+                    tracing::debug!(before = ?last.addrs, after = ?now.addrs, "addresses changed");
+                }
+            }
             last = now;
-            changed();
+            changed(kind);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn snap(addrs: &[&str], routes: &[Option<&str>]) -> Snapshot {
+        Snapshot {
+            addrs: addrs.iter().map(|a| ip(a)).collect(),
+            routes: routes.iter().map(|r| r.map(ip)).collect(),
+        }
+    }
+
+    #[test]
+    fn nothing_changed() {
+        let a = snap(&["10.0.0.2"], &[Some("10.0.0.2")]);
+        assert_eq!(classify(&a, &a.clone()), None);
+    }
+
+    #[test]
+    fn an_unrelated_address_coming_or_going_is_minor() {
+        let before = snap(&["10.0.0.2"], &[Some("10.0.0.2"), None]);
+        let added = snap(&["10.0.0.2", "172.17.0.1"], &[Some("10.0.0.2"), None]);
+        assert_eq!(classify(&before, &added), Some(NetChange::Minor));
+        assert_eq!(classify(&added, &before), Some(NetChange::Minor));
+    }
+
+    #[test]
+    fn a_route_leaving_from_another_address_is_major() {
+        let before = snap(&["10.0.0.2"], &[Some("10.0.0.2")]);
+        let moved = snap(&["10.0.0.102"], &[Some("10.0.0.102")]);
+        assert_eq!(classify(&before, &moved), Some(NetChange::Major));
+        let gone = snap(&[], &[None]);
+        assert_eq!(classify(&before, &gone), Some(NetChange::Major));
+        let back = snap(&["10.0.0.2"], &[Some("10.0.0.2")]);
+        assert_eq!(classify(&gone, &back), Some(NetChange::Major));
+    }
+
+    #[test]
+    fn without_routes_a_removed_address_is_major_and_an_added_one_minor() {
+        let before = snap(&["10.0.0.2", "10.0.1.2"], &[None, None]);
+        let removed = snap(&["10.0.0.2"], &[None, None]);
+        assert_eq!(classify(&before, &removed), Some(NetChange::Major));
+        assert_eq!(classify(&removed, &before), Some(NetChange::Minor));
+    }
+
+    #[test]
+    fn snapshots_leave_out_loopback_and_link_local() {
+        for a in ["127.0.0.1", "::1", "169.254.1.1", "fe80::1", "0.0.0.0"] {
+            assert!(!visible(ip(a)), "{a}");
+        }
+        for a in ["10.0.0.1", "192.0.2.2", "fd00::2", "2001:db8::1"] {
+            assert!(visible(ip(a)), "{a}");
+        }
+        let s = snapshot(&["127.0.0.1:9".parse().unwrap()]);
+        assert!(s.addrs.iter().all(|a| visible(*a)));
+        assert_eq!(s.routes.len(), 1 + DEFAULT_ROUTE_TARGETS.len());
+        assert_eq!(s.routes[0], Some(ip("127.0.0.1")));
     }
 }

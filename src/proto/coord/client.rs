@@ -245,14 +245,16 @@ impl ClientState {
         }
     }
 
-    /// Says goodbye: queues `disconnect` if a stream is up and stops accepting requests.
+    /// Says goodbye: queues `disconnect` if a stream is up or greeting, and stops
+    /// accepting requests. The server registers us on `hello`, before its `welcome`
+    /// arrives; a stream closed without a goodbye then would be reported as lost.
     pub fn disconnect(&mut self) {
         if self.closing {
             return;
         }
         self.closing = true;
         self.pending.clear();
-        if self.phase == Phase::Up {
+        if self.phase != Phase::Down {
             self.pending.push_back(ClientMsg::Disconnect {});
         }
     }
@@ -588,6 +590,17 @@ mod tests {
         s.update_self(node(9));
         assert_eq!(drain(&mut s), vec![ClientMsg::Disconnect {}]);
         assert!(s.is_closing());
+    }
+
+    #[test]
+    fn disconnect_while_greeting_still_says_goodbye() {
+        let mut s = ClientState::new(id(1), "c", DEFAULT_BACKOFF);
+        s.hello();
+        s.disconnect();
+        assert_eq!(drain(&mut s), vec![ClientMsg::Disconnect {}]);
+        let mut down = ClientState::new(id(1), "c", DEFAULT_BACKOFF);
+        down.disconnect();
+        assert_eq!(drain(&mut down), vec![]);
     }
 
     #[test]

@@ -38,27 +38,24 @@ pub(super) fn advertise(inner: &Inner) -> Vec<SocketAddr> {
     eps
 }
 
-/// The local source address of the route to the coordinator (connecting a UDP socket
-/// sends nothing; it only consults the routing table).
+/// The local source address of the route to the coordinator.
 fn route_to(coordinator_url: &str) -> Option<IpAddr> {
+    crate::runtime::netmon::route_source(coordinator_addr(coordinator_url)?)
+}
+
+/// The coordinator's address when its URL names one (or `localhost`); `None` for a host
+/// name, which is not resolved here.
+pub(super) fn coordinator_addr(coordinator_url: &str) -> Option<SocketAddr> {
     let host = coordinator_url
         .split_once("://")
         .map(|(_, rest)| rest.split('/').next().unwrap_or(""))
         .unwrap_or("");
-    let target: SocketAddr = host.parse::<SocketAddr>().ok().or_else(|| {
+    host.parse::<SocketAddr>().ok().or_else(|| {
         host.rsplit_once(':').and_then(|(h, p)| {
             let h = if h == "localhost" { "127.0.0.1" } else { h };
             format!("{h}:{p}").parse().ok()
         })
-    })?;
-    let s = std::net::UdpSocket::bind(if target.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
     })
-    .ok()?;
-    s.connect(target).ok()?;
-    s.local_addr().ok().map(|a| a.ip())
 }
 
 /// The machine's interface addresses.

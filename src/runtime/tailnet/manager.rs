@@ -82,13 +82,22 @@ pub(super) async fn run(inner: Arc<Inner>, mut events: mpsc::Receiver<CoordEvent
     let mut sessions = Sessions::new();
     let mut wake_detector = crate::proto::wake::WakeDetector::new(WAKE_THRESHOLD);
     let mut discovered = inner.tunnel.discovery();
-    // The network monitor only says "look again"; one pending notice is enough.
+    // One pending notice is enough; a major change is remembered beside it so that a
+    // minor one queued first cannot hide it.
     let (net_tx, mut net_rx) = mpsc::channel::<()>(1);
-    let netmon = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
-        crate::runtime::netmon::watch(inner.cancel.child_token(), move || {
+    let major = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let targets = super::endpoints::coordinator_addr(&inner.cfg.coordinator_url)
+        .into_iter()
+        .collect();
+    let netmon = tokio_util::task::AbortOnDropHandle::new(tokio::spawn({
+        let major = major.clone();
+        crate::runtime::netmon::watch(inner.cancel.child_token(), targets, move |kind| {
+            if kind == crate::runtime::netmon::NetChange::Major {
+                major.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             let _ = net_tx.try_send(());
-        }),
-    ));
+        })
+    }));
     let _ = inner.tunnel.set_endpoints(advertise(&inner)).await;
     if let Some(map) = inner.cfg.derp_map.clone() {
         let home = inner.state().home;
@@ -111,7 +120,13 @@ pub(super) async fn run(inner: Arc<Inner>, mut events: mpsc::Receiver<CoordEvent
                 on_discovery(&inner, &report).await;
             }
             () = inner.kick.notified() => {}
-            Some(()) = net_rx.recv() => on_network_change(&inner).await,
+            Some(()) = net_rx.recv() => {
+                if major.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    on_network_change(&inner).await;
+                } else {
+                    on_addresses_changed(&inner).await;
+                }
+            }
             Some(res) = sessions.join_next(), if !sessions.is_empty() => {
                 if let Ok((id, key, ok)) = res {
                     tracing::debug!(agent = %id, ok, "handshake outcome");
@@ -225,7 +240,20 @@ async fn act(inner: &Arc<Inner>, a: Action, sessions: &mut Sessions) {
     }
 }
 
-/// Addresses or routes changed: announce the new local endpoints at once, then treat it
+/// Addresses came or went without moving our routes: announce the new local endpoints;
+/// open connections are unaffected.
+async fn on_addresses_changed(inner: &Arc<Inner>) {
+    let eps = advertise(inner);
+    if inner.state().advertised == eps {
+        return;
+    }
+    inner.state().advertised = eps.clone();
+    if inner.tunnel.set_endpoints(eps).await.is_ok() {
+        publish_self(inner);
+    }
+}
+
+/// Routes changed: announce the new local endpoints at once, then treat it
 /// as a wake (reconnect relay and coordinator, forget direct paths, rediscover,
 /// re-handshake) so calls move to whatever path works now.
 async fn on_network_change(inner: &Arc<Inner>) {
