@@ -638,6 +638,12 @@ pub struct Socket<'a> {
     sack_board: [Option<(TcpSeqNumber, TcpSeqNumber)>; SACK_BOARD_LEN],
     /// agentwire patch: in a recovery, the holes below this were resent already.
     high_rxt: TcpSeqNumber,
+    /// agentwire patch: in a recovery, the resent segment at `local_seq_no` and when it
+    /// was resent (or, for a hole resent earlier, when it became the lowest). If ACKs
+    /// still leave it missing a smoothed RTT and a quarter later, the resend was lost
+    /// too and goes again (as RACK does for retransmissions); before, only the
+    /// retransmit timer repaired it.
+    rxt_una: Option<(TcpSeqNumber, Instant)>,
     /// agentwire patch: whether transmissions are paced (`set_pacing`).
     pacing: bool,
     /// agentwire patch: when the next paced segment may leave.
@@ -741,6 +747,7 @@ impl<'a> Socket<'a> {
             recover_partial: false,
             sack_board: [None; SACK_BOARD_LEN],
             high_rxt: TcpSeqNumber::default(),
+            rxt_una: None,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -1112,6 +1119,7 @@ impl<'a> Socket<'a> {
         self.recover_partial = false;
         self.sack_board = [None; SACK_BOARD_LEN];
         self.high_rxt = TcpSeqNumber::default();
+        self.rxt_una = None;
         self.pace_at = None;
         self.congestion_controller.reset();
         self.assembler = Assembler::new();
@@ -1690,6 +1698,41 @@ impl<'a> Socket<'a> {
             start = start.max(right);
         }
         None
+    }
+
+    /// agentwire patch: after an ACK was processed, whether the resent segment at
+    /// `local_seq_no` is lost again: the remote reports holding data above it, and a
+    /// smoothed RTT and a quarter passed since it was resent, so these reports come from
+    /// segments sent after it. Keeps `rxt_una` up to date as the recovery advances.
+    fn lost_retransmission(&mut self, now: Instant) -> bool {
+        if self.recover.is_none() {
+            self.rxt_una = None;
+            return false;
+        }
+        let una = self.local_seq_no;
+        match self.rxt_una {
+            // Repaired; the new lowest hole was resent already (else the partial ACK
+            // resends it and the timing starts then).
+            Some((seq, _)) if seq < una => {
+                self.rxt_una = (una < self.high_rxt).then_some((una, now));
+                false
+            }
+            Some((_, at)) => {
+                let srtt = Duration::from_millis(u64::from(self.rtte.srtt));
+                let due = at + srtt + srtt / 4;
+                if self.rtte.have_measurement
+                    && !self.pending_fast_retransmit
+                    && self.sack_board[0].is_some()
+                    && now >= due
+                {
+                    self.rxt_una = None;
+                    true
+                } else {
+                    false
+                }
+            }
+            None => false,
+        }
     }
 
     /// agentwire patch: whether transmissions are paced now (see `set_pacing`).
@@ -2560,6 +2603,12 @@ impl<'a> Socket<'a> {
                     &self.rtte,
                 );
             }
+            // agentwire patch: a resent segment still missing when ACKs for what was
+            // sent after it should have come is lost again.
+            if self.lost_retransmission(cx.now()) {
+                self.pending_fast_retransmit = true;
+                hold_timer = true;
+            }
             // agentwire patch: a hole with three segments' worth held above it is lost
             // (RFC 6675's IsLost, as FACK): start a fast retransmit on this ACK,
             // whatever the count of duplicates. A receiver that acknowledges each burst
@@ -2940,6 +2989,7 @@ impl<'a> Socket<'a> {
                 // agentwire patch: the whole flight is being resent; partial ACKs of it
                 // are not holes to repair one by one.
                 self.recover = None;
+                self.rxt_una = None;
                 // What the remote reported holding is skipped as the flight is resent
                 // (`skip_sacked`), but only after the first timeout of a loss episode:
                 // a remote that dropped data it had reported (RFC 2018 allows it)
@@ -3136,6 +3186,9 @@ impl<'a> Socket<'a> {
                     self.pending_fast_retransmit = false;
                     // agentwire patch: the SACK-driven resends continue above it.
                     self.high_rxt = self.high_rxt.max(self.local_seq_no + size);
+                    if self.recover.is_some() {
+                        self.rxt_una = Some((self.local_seq_no, cx.now()));
+                    }
 
                     0
                 } else if let Some((seq, len)) = self
@@ -3150,6 +3203,9 @@ impl<'a> Socket<'a> {
                     repr.payload = self.tx_buffer.get_allocated(offset, size);
                     self.high_rxt = seq + repr.payload.len();
                     self.rtte.on_retransmit_of(seq, self.high_rxt);
+                    if seq == self.local_seq_no {
+                        self.rxt_una = Some((seq, cx.now()));
+                    }
                     offset
                 } else {
                     // agentwire patch: after a timeout, the resent flight skips what
@@ -10764,6 +10820,74 @@ mod test {
         });
         assert_eq!(s.recover, None);
         assert_eq!(s.sacked_bytes(), 0);
+    }
+
+    /// agentwire patch: a resend that is lost too goes again once ACKs that arrive a
+    /// smoothed RTT and a quarter after it still leave it missing, not at the RTO; an
+    /// ACK before that, which may come from segments sent before it, resends nothing.
+    #[test]
+    fn test_a_lost_retransmission_is_resent_without_a_timeout() {
+        let mut s = socket_established();
+        s.remote_mss = 3;
+        s.rtte.sample(20);
+        send!(s, time 0, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        s.send_slice(b"aaaBBBcccDDDeeeFFF").unwrap();
+        for (i, chunk) in [b"aaa", b"BBB", b"ccc", b"DDD", b"eee", b"FFF"]
+            .iter()
+            .enumerate()
+        {
+            recv!(s, time 1000, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3 * i,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload:    &chunk[..],
+                ..RECV_TEMPL
+            }));
+        }
+        let seq = |offset: usize| (LOCAL_SEQ + 1 + offset).0 as u32;
+        let sack = |right: usize| TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            sack_ranges: [Some((seq(3), seq(right))), None, None],
+            ..SEND_TEMPL
+        };
+        // "aaa" was lost; the SACK starts a recovery that resends it.
+        send!(s, time 1020, sack(12));
+        recv!(s, time 1021, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaa"[..],
+            ..RECV_TEMPL
+        }));
+        let srtt = i64::from(s.rtte.srtt);
+        let due = 1021 + srtt + srtt / 4;
+        // The rest of the flight arrives; these ACKs were sent before the resend could
+        // have arrived.
+        send!(s, time 1022, sack(15));
+        recv_nothing!(s, time 1023);
+        send!(s, time due - 1, sack(18));
+        recv_nothing!(s, time due - 1);
+        // The resend was lost as well: an ACK after it should have arrived says so.
+        send!(s, time due, sack(18));
+        recv!(s, time due, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaa"[..],
+            ..RECV_TEMPL
+        }));
+        assert!(s.rtte.retransmission_timeout() > Duration::from_millis((due - 1000) as u64));
+        // It arrives: the recovery ends and nothing more is resent.
+        send!(s, time due + 30, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 18),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.recover, None);
+        assert_eq!(s.rxt_una, None);
+        recv_nothing!(s, time due + 31);
     }
 
     /// agentwire patch: segments `s` sends at `t` (µs) until it stops.
