@@ -175,6 +175,9 @@ const PACING_BURST_US: u64 = 1_000;
 // agentwire patch: a flight up to this many segments is not paced (as `fq`'s initial
 // quantum): a request or reply that fits the initial window leaves at once.
 const PACING_FREE_SEGMENTS: usize = 10;
+/// agentwire patch: segments timed per window in slow start for the congestion
+/// controller's delay test (see `delay_probes`).
+const DELAY_PROBES: usize = 8;
 
 /// agentwire patch: how many SACKed ranges the sender remembers (the lowest ones: holes
 /// are repaired from the bottom).
@@ -644,6 +647,11 @@ pub struct Socket<'a> {
     /// too and goes again (as RACK does for retransmissions); before, only the
     /// retransmit timer repaired it.
     rxt_una: Option<(TcpSeqNumber, Instant)>,
+    /// agentwire patch: in slow start, segments timed for the congestion controller's
+    /// delay test, as (end, sent at), about one per eighth of a window. The RTT
+    /// estimator times one segment per round trip, too few to see a queue build within
+    /// the round in which slow start overflows it; any resend voids them (Karn).
+    delay_probes: [Option<(TcpSeqNumber, Instant)>; DELAY_PROBES],
     /// agentwire patch: whether transmissions are paced (`set_pacing`).
     pacing: bool,
     /// agentwire patch: when the next paced segment may leave.
@@ -748,6 +756,7 @@ impl<'a> Socket<'a> {
             sack_board: [None; SACK_BOARD_LEN],
             high_rxt: TcpSeqNumber::default(),
             rxt_una: None,
+            delay_probes: [None; DELAY_PROBES],
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -1120,6 +1129,7 @@ impl<'a> Socket<'a> {
         self.sack_board = [None; SACK_BOARD_LEN];
         self.high_rxt = TcpSeqNumber::default();
         self.rxt_una = None;
+        self.delay_probes = [None; DELAY_PROBES];
         self.pace_at = None;
         self.congestion_controller.reset();
         self.assembler = Assembler::new();
@@ -1732,6 +1742,30 @@ impl<'a> Socket<'a> {
                 }
             }
             None => false,
+        }
+    }
+
+    /// agentwire patch: after an ACK was processed, the timed segments it reports held
+    /// (acknowledged or SACKed) give the controller their round trips.
+    fn take_delay_samples(&mut self, now: Instant) {
+        for i in 0..DELAY_PROBES {
+            let Some((end, at)) = self.delay_probes[i] else {
+                continue;
+            };
+            let held = end <= self.local_seq_no
+                || self
+                    .sack_board
+                    .iter()
+                    .flatten()
+                    .any(|&(left, right)| left < end && end <= right);
+            if held {
+                self.delay_probes[i] = None;
+                if now >= at {
+                    self.congestion_controller
+                        .inner_mut()
+                        .on_delay_sample(now, now - at);
+                }
+            }
         }
     }
 
@@ -2595,6 +2629,7 @@ impl<'a> Socket<'a> {
             let sacked_before = self.sacked_bytes();
             self.sack_record(&repr.sack_ranges);
             self.rtte.on_sacked(cx.now(), &self.sack_board);
+            self.take_delay_samples(cx.now());
             let delivered = (ack_len + self.sacked_bytes()).saturating_sub(sacked_before);
             if delivered > 0 {
                 self.congestion_controller.inner_mut().on_delivered(
@@ -2990,6 +3025,7 @@ impl<'a> Socket<'a> {
                 // are not holes to repair one by one.
                 self.recover = None;
                 self.rxt_una = None;
+                self.delay_probes = [None; DELAY_PROBES];
                 // What the remote reported holding is skipped as the flight is resent
                 // (`skip_sacked`), but only after the first timeout of a loss episode:
                 // a remote that dropped data it had reported (RFC 2018 allows it)
@@ -3393,6 +3429,22 @@ impl<'a> Socket<'a> {
             return Ok(());
         }
 
+        // agentwire patch: time a few new segments per window for the delay test.
+        let (seq, len) = (repr.seq_number, repr.payload.len());
+        if len > 0 {
+            if seq >= self.remote_last_seq {
+                record_delay_probe(
+                    &mut self.delay_probes,
+                    self.congestion_controller.inner(),
+                    self.remote_mss,
+                    cx.now(),
+                    seq + len,
+                );
+            } else {
+                self.delay_probes = [None; DELAY_PROBES];
+            }
+        }
+
         // We've sent a packet successfully, so we can update the internal state now.
         // Use max() so a fast-retransmit segment (whose seq_number is local_seq_no, well
         // behind the current frontier) doesn't rewind the tracked "highest sent" sequence.
@@ -3510,6 +3562,31 @@ impl<'a> Socket<'a> {
             .min()
             .unwrap_or(&PollAt::Ingress)
         }
+    }
+}
+
+/// agentwire patch: in slow start, times the new segment ending at `end` if the last one
+/// timed is an eighth of a window or more behind it and a slot is free.
+fn record_delay_probe(
+    probes: &mut [Option<(TcpSeqNumber, Instant)>; DELAY_PROBES],
+    controller: &dyn congestion::Controller,
+    mss: usize,
+    now: Instant,
+    end: TcpSeqNumber,
+) {
+    if !controller.in_slow_start() {
+        return;
+    }
+    let spacing = (controller.window() / DELAY_PROBES).max(mss);
+    let mut last: Option<TcpSeqNumber> = None;
+    for &(e, _) in probes.iter().flatten() {
+        last = Some(last.map_or(e, |l| l.max(e)));
+    }
+    if last.is_some_and(|l| end < l + spacing) {
+        return;
+    }
+    if let Some(slot) = probes.iter_mut().find(|p| p.is_none()) {
+        *slot = Some((end, now));
     }
 }
 
@@ -10906,6 +10983,47 @@ mod test {
             n += 1;
         }
         n
+    }
+
+    /// agentwire patch: slow start times several segments per window, and ends when
+    /// their round trips rise 4 ms or more above the smallest.
+    #[test]
+    fn test_delay_probes_end_slow_start_when_a_queue_builds() {
+        let mut s = socket_established_with_buffer_sizes(64 * 1024, 64);
+        s.set_congestion_control(CongestionControl::Cubic);
+        s.remote_mss = 100;
+        s.remote_win_len = 64 * 1024;
+        s.send_slice(&[0x55; 60_000]).unwrap();
+        let ack_all = |s: &mut TestSocket, at_us: i64| {
+            let ack = s.remote_last_seq;
+            send(
+                s,
+                Instant::from_micros(at_us),
+                &TcpRepr {
+                    seq_number: REMOTE_SEQ + 1,
+                    ack_number: Some(ack),
+                    window_len: 16_384,
+                    ..SEND_TEMPL
+                },
+            );
+        };
+        // Two round trips of 20 ms: the smallest delay.
+        for round in 0..2 {
+            let t = 1_000_000 + round * 20_000;
+            assert!(sends_at(&mut s, t) > 0);
+            assert!(s.delay_probes.iter().flatten().count() >= 2, "{:?}", s.delay_probes);
+            ack_all(&mut s, t + 20_000);
+            assert!(s.congestion_controller.inner().in_slow_start());
+        }
+        // A queue of 6 ms: slow start ends on the samples of one window.
+        let t = 1_040_000;
+        assert!(sends_at(&mut s, t) > 0);
+        assert!(s.delay_probes.iter().flatten().count() >= 3);
+        ack_all(&mut s, t + 26_000);
+        assert!(!s.congestion_controller.inner().in_slow_start());
+        // Out of slow start nothing is timed.
+        assert!(sends_at(&mut s, 1_070_000) > 0);
+        assert_eq!(s.delay_probes.iter().flatten().count(), 0);
     }
 
     /// agentwire patch: with pacing on and a 20 ms round trip, the first ten segments of

@@ -1,4 +1,4 @@
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 
 use super::RttEstimator;
 
@@ -34,6 +34,10 @@ pub(super) trait Controller {
     fn on_loss(&mut self, now: Instant, in_flight: usize) {}
 
     fn pre_transmit(&mut self, now: Instant) {}
+
+    /// agentwire patch: the round trip of one of a few segments timed per window while
+    /// in slow start (µs precision; see the socket's `delay_probes`).
+    fn on_delay_sample(&mut self, now: Instant, rtt: Duration) {}
 
     /// agentwire patch: whether the window is in slow start (pacing runs faster there).
     fn in_slow_start(&self) -> bool {
