@@ -2709,6 +2709,14 @@ impl<'a> Socket<'a> {
         }
 
         let assembler_was_empty = self.assembler.is_empty();
+        // agentwire patch: with nothing buffered and nothing out of order, the next data
+        // starts at the ring's beginning (as `enqueue_many_with` does for the send
+        // side). Otherwise each exchange lands after the last one, a long-lived
+        // connection cycles through the whole ring, and every page of it stays
+        // resident, whatever size its messages are.
+        if assembler_was_empty && self.rx_buffer.is_empty() {
+            self.rx_buffer.clear();
+        }
 
         // Try adding payload octets to the assembler.
         let Ok(contig_len) = self
@@ -10965,6 +10973,67 @@ mod test {
         assert_eq!(s.recover, None);
         assert_eq!(s.rxt_una, None);
         recv_nothing!(s, time due + 31);
+    }
+
+    /// agentwire patch: data that arrives when everything before it was read is placed
+    /// at the start of the receive ring, so small exchanges on a long-lived connection
+    /// keep using the ring's first pages.
+    #[test]
+    fn test_rx_ring_restarts_when_emptied() {
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..SEND_TEMPL
+        });
+        let mut buf = [0u8; 64];
+        assert_eq!(s.recv_slice(&mut buf), Ok(6));
+        assert_eq!(s.rx_buffer.contiguous_window(), 64 - 6);
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 6,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload:    &b"ghi"[..],
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.rx_buffer.contiguous_window(), 64 - 3);
+        assert_eq!(s.recv_slice(&mut buf), Ok(3));
+        assert_eq!(&buf[..3], b"ghi");
+        // Not while data is still unread, nor while a hole holds data beyond it.
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 9,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload:    &b"jk"[..],
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.recv_slice(&mut buf[..1]), Ok(1));
+        // Out of order: answered with a duplicate ACK.
+        let dup = send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 13,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"n"[..],
+                ..SEND_TEMPL
+            },
+        );
+        assert_eq!(dup.and_then(|r| r.ack_number), Some(REMOTE_SEQ + 1 + 11));
+        assert_eq!(s.recv_slice(&mut buf), Ok(1));
+        // The hole filled: acknowledged at once, up to the end of what was held.
+        let ack = send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 11,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"lm"[..],
+                ..SEND_TEMPL
+            },
+        );
+        assert_eq!(ack.and_then(|r| r.ack_number), Some(REMOTE_SEQ + 1 + 14));
+        assert_eq!(s.recv_slice(&mut buf), Ok(3));
+        assert_eq!(&buf[..3], b"lmn");
     }
 
     /// agentwire patch: segments `s` sends at `t` (µs) until it stops.
