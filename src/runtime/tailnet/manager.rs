@@ -49,6 +49,7 @@ pub(super) fn publish_self(inner: &Inner) {
         endpoints: advertise(inner),
         as_of,
     };
+    inner.state().advertised = node.endpoints.clone();
     inner.coord(|c| c.update_self(node));
 }
 
@@ -247,7 +248,6 @@ async fn on_addresses_changed(inner: &Arc<Inner>) {
     if inner.state().advertised == eps {
         return;
     }
-    inner.state().advertised = eps.clone();
     if inner.tunnel.set_endpoints(eps).await.is_ok() {
         publish_self(inner);
     }

@@ -19,8 +19,8 @@ pub(crate) struct State {
     /// Our addresses as the relays' STUN servers see them (none behind a NAT that maps
     /// per destination: peers could not use them).
     pub(crate) reflexive: Vec<std::net::SocketAddr>,
-    /// What the last refresh for an address change advertised (so that changes that
-    /// leave our endpoints alone send nothing).
+    /// The endpoints we last published (so that address changes that leave them alone
+    /// send nothing).
     pub(crate) advertised: Vec<std::net::SocketAddr>,
     /// Picks the home region by latency when the map has several.
     pub(crate) chooser: crate::proto::home::HomeChooser,
