@@ -10,6 +10,7 @@
 //! gives smoltcp new work (data written, window opened, a close) marks the stack as
 //! needing a poll and wakes the driver's registered waker.
 
+mod autotune;
 pub mod device;
 mod listen;
 mod tcp;
@@ -33,11 +34,13 @@ pub const MTU: usize = 1280;
 
 /// Sizes and limits.
 ///
-/// TCP buffers default to 1 MiB each way: a window scale of 4, ~80 Mbit/s per stream at
-/// 100 ms RTT, and line rate on loopback. The memory is reserved, not touched, until data
-/// flows, so thousands of mostly idle connections cost little. Buffers of 2 MiB or more
-/// can be backed by transparent huge pages, which commit 2 MiB at the first byte written:
-/// raise them only for a few high-bandwidth, high-latency streams.
+/// TCP buffers start at 1 MiB each way: ~80 Mbit/s per stream at 100 ms RTT, and line
+/// rate on loopback. The memory is reserved, not touched, until data flows, so thousands
+/// of mostly idle connections cost little. A connection whose buffer holds it back (a
+/// bulk transfer on a long or lossy path) doubles it, up to 8 MiB each way, out of a
+/// growth budget shared by the whole netstack (see `autotune.rs`). Buffers of 2 MiB or
+/// more can be backed by transparent huge pages, which commit 2 MiB at the first byte
+/// written: raise the starting sizes only for a few high-bandwidth, high-latency streams.
 #[derive(Debug, Clone)]
 pub struct NetstackConfig {
     /// Our tunnel addresses.
@@ -46,6 +49,14 @@ pub struct NetstackConfig {
     pub tcp_rx_buffer: usize,
     /// TCP send buffer per connection, bytes.
     pub tcp_tx_buffer: usize,
+    /// Largest size a connection's receive buffer may grow to (at or below
+    /// `tcp_rx_buffer`: it never grows). Sets the window scale of every connection.
+    pub tcp_rx_buffer_max: usize,
+    /// Largest size a connection's send buffer may grow to.
+    pub tcp_tx_buffer_max: usize,
+    /// Bytes all connections together may add to their buffers by growing; a socket's
+    /// share returns when it is freed.
+    pub tcp_growth_budget: usize,
     /// Lower bound of TCP's retransmission timeout once the round trip is measured
     /// (Linux: 200 ms; RFC 6298 and unpatched smoltcp: 1 s). The first RTO stays 1 s.
     pub tcp_min_rto: Duration,
@@ -85,6 +96,9 @@ impl Default for NetstackConfig {
             addresses: Vec::new(),
             tcp_rx_buffer: 1 << 20,
             tcp_tx_buffer: 1 << 20,
+            tcp_rx_buffer_max: 4 << 20,
+            tcp_tx_buffer_max: 4 << 20,
+            tcp_growth_budget: 128 << 20,
             tcp_min_rto: Duration::from_millis(200),
             tcp_tail_loss_probe: true,
             tcp_loss_rate_floor: true,
@@ -132,6 +146,12 @@ pub struct NetstackStats {
     pub udp_sockets: usize,
     /// Dropped connections still closing.
     pub lingering: usize,
+    /// Times a connection's TCP buffer grew (either way).
+    pub tcp_buffers_grown: u64,
+    /// Times a buffer would have grown but the growth budget was spent.
+    pub tcp_growth_refused: u64,
+    /// Bytes live connections' buffers hold beyond their starting size.
+    pub tcp_grown_bytes: usize,
 }
 
 /// One TCP socket, for diagnostics.
@@ -167,6 +187,7 @@ pub struct Netstack {
     needs_poll: bool,
     stats: NetstackStats,
     udp_ports: HashSet<u16>,
+    growth: autotune::Budget,
 }
 
 impl std::fmt::Debug for Netstack {
@@ -226,6 +247,7 @@ impl Netstack {
         }
         let next_port =
             EPHEMERAL.start() + (seed % u64::from(EPHEMERAL.end() - EPHEMERAL.start())) as u16;
+        let growth = autotune::Budget::new(config.tcp_growth_budget);
         Ok(Self {
             epoch: now,
             iface,
@@ -241,6 +263,7 @@ impl Netstack {
             needs_poll: false,
             stats: NetstackStats::default(),
             udp_ports: HashSet::new(),
+            growth,
         })
     }
 
@@ -272,6 +295,7 @@ impl Netstack {
             }
         }
         s.lingering = self.lingering.len();
+        s.tcp_grown_bytes = self.growth.used();
         s
     }
 
@@ -489,6 +513,7 @@ impl Netstack {
         if let Some(p) = self.dial_ports.remove(&h) {
             self.used_ports.remove(&p);
         }
+        self.growth.release(h);
         self.sockets.remove(h);
     }
 
@@ -529,6 +554,8 @@ impl Netstack {
     }
 }
 
+#[cfg(test)]
+mod growth_tests;
 #[cfg(test)]
 mod recovery_tests;
 #[cfg(test)]

@@ -7,15 +7,15 @@ use super::*;
 use std::collections::VecDeque;
 use std::task::{Context, Poll};
 
-fn cx() -> Context<'static> {
+pub(super) fn cx() -> Context<'static> {
     Context::from_waker(Waker::noop())
 }
 
 /// Two stacks and a path with `one_way` delay each way.
-struct Path {
-    a: Netstack,
-    b: Netstack,
-    now: Instant,
+pub(super) struct Path {
+    pub(super) a: Netstack,
+    pub(super) b: Netstack,
+    pub(super) now: Instant,
     one_way: Duration,
     /// Packets on the way to b and to a, with the time they arrive.
     to_b: VecDeque<(Instant, Vec<u8>)>,
@@ -26,13 +26,13 @@ struct Path {
     drop_every: Option<u64>,
     /// Drop packets from a that carry TCP payload with this probability, from a seeded
     /// generator (xorshift64*: reproducible, no dependency).
-    drop_random: Option<(f64, u64)>,
+    pub(super) drop_random: Option<(f64, u64)>,
     data_from_a: u64,
     /// A bottleneck on the way to b: its rate in bytes per second and its buffer in
     /// bytes (tail drop), and when the last packet queued there finishes serializing.
-    bottleneck: Option<(f64, usize)>,
+    pub(super) bottleneck: Option<(f64, usize)>,
     bottleneck_free_at: Instant,
-    bottleneck_drops: u64,
+    pub(super) bottleneck_drops: u64,
     /// Largest queueing delay seen at the bottleneck.
     max_queue_delay: Duration,
 }
@@ -49,7 +49,7 @@ fn tcp_payload_len(pkt: &[u8]) -> usize {
 }
 
 impl Path {
-    fn new(one_way: Duration, cfg: impl Fn(&mut NetstackConfig)) -> Self {
+    pub(super) fn new(one_way: Duration, cfg: impl Fn(&mut NetstackConfig)) -> Self {
         let now = Instant::now();
         let stack = |addr: &str| {
             let mut c = NetstackConfig {
@@ -129,7 +129,7 @@ impl Path {
 
     /// Advances the clock to the next event (a delivery or a stack's timer), no further
     /// than `until`; returns false when there is nothing before `until`.
-    fn step(&mut self, until: Instant) -> bool {
+    pub(super) fn step(&mut self, until: Instant) -> bool {
         self.poll();
         let next = [
             self.to_b.front().map(|(t, _)| *t),
@@ -158,7 +158,7 @@ impl Path {
     }
 
     /// A connection from a to b's port 80: (a's socket, b's accepted socket).
-    fn connect(&mut self) -> (SocketHandle, SocketHandle) {
+    pub(super) fn connect(&mut self) -> (SocketHandle, SocketHandle) {
         let lid = self.b.tcp_listen(80).unwrap();
         let c = self
             .a
@@ -176,7 +176,7 @@ impl Path {
     }
 
     /// Runs until `done` holds; returns the time it took, or `None` after `limit`.
-    fn run_until(
+    pub(super) fn run_until(
         &mut self,
         limit: Duration,
         mut done: impl FnMut(&mut Self) -> bool,
@@ -263,7 +263,7 @@ fn bulk_rate(p: &mut Path) -> f64 {
 }
 
 /// `bulk_rate` of `total` bytes.
-fn bulk_rate_of(p: &mut Path, total: usize) -> f64 {
+pub(super) fn bulk_rate_of(p: &mut Path, total: usize) -> f64 {
     let (c, s) = p.connect();
     let chunk = vec![7u8; 64 << 10];
     let (mut sent, mut got) = (0usize, 0usize);
@@ -458,3 +458,4 @@ fn bulk_on_a_fast_path_with_one_percent_loss() {
     );
     assert!(clean >= 80.0, "no random loss: {clean:.1} Mbit/s");
 }
+

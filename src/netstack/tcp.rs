@@ -53,6 +53,8 @@ pub(super) fn new_socket(config: &super::NetstackConfig) -> tcp::Socket<'static>
     // After the controller is chosen: the floor is a setting of CUBIC.
     s.set_loss_rate_floor(config.tcp_loss_rate_floor);
     s.set_pacing(config.tcp_pacing);
+    // Before the SYN: the window scale must describe the largest buffer.
+    s.set_rx_capacity_limit(config.tcp_rx_buffer_max.max(config.tcp_rx_buffer));
     s
 }
 
@@ -136,6 +138,7 @@ impl Netstack {
                 Poll::Pending
             }
             Ok(n) => {
+                self.grow_rx(h);
                 // The window just opened; let the driver tell the peer.
                 self.wake_driver();
                 Poll::Ready(Ok(n))
@@ -159,6 +162,10 @@ impl Netstack {
         data: &[u8],
     ) -> Poll<Result<usize, TcpError>> {
         let s = self.tcp(h);
+        if s.send_queue() == s.send_capacity() && !data.is_empty() {
+            self.grow_tx(h);
+        }
+        let s = self.tcp(h);
         match s.send_slice(data) {
             Ok(0) if !data.is_empty() => {
                 s.register_send_waker(cx.waker());
@@ -181,6 +188,61 @@ impl Netstack {
                 _ => Poll::Ready(Err(TcpError::Reset)),
             },
         }
+    }
+
+    /// Grows `h`'s receive buffer if its window held the peer back (see `autotune.rs`).
+    fn grow_rx(&mut self, h: SocketHandle) {
+        let limit = self.config.tcp_rx_buffer_max;
+        let s = self.tcp(h);
+        let filled = s.take_rx_window_filled();
+        let capacity = s.recv_capacity();
+        let Some(to) = super::autotune::rx_target(capacity, limit, filled) else {
+            return;
+        };
+        if !self.growth.take(h, to - capacity) {
+            self.stats.tcp_growth_refused += 1;
+            return;
+        }
+        if let Err(b) = self
+            .tcp(h)
+            .grow_rx_buffer(tcp::SocketBuffer::new(vec![0u8; to]))
+        {
+            // Cannot happen (the new buffer is larger); keep the accounting true anyway.
+            tracing::warn!(capacity, to = b.capacity(), "receive buffer did not grow");
+            return;
+        }
+        self.stats.tcp_buffers_grown += 1;
+        tracing::trace!(capacity = to, "receive buffer grew");
+    }
+
+    /// Grows `h`'s full send buffer if it is what holds the connection back.
+    fn grow_tx(&mut self, h: SocketHandle) {
+        let limit = self.config.tcp_tx_buffer_max;
+        let s = self.tcp(h);
+        let capacity = s.send_capacity();
+        let target = super::autotune::tx_target(
+            capacity,
+            limit,
+            s.send_queue(),
+            s.send_in_flight(),
+            s.remote_window(),
+        );
+        let Some(to) = target else {
+            return;
+        };
+        if !self.growth.take(h, to - capacity) {
+            self.stats.tcp_growth_refused += 1;
+            return;
+        }
+        if let Err(b) = self
+            .tcp(h)
+            .grow_tx_buffer(tcp::SocketBuffer::new(vec![0u8; to]))
+        {
+            tracing::warn!(capacity, to = b.capacity(), "send buffer did not grow");
+            return;
+        }
+        self.stats.tcp_buffers_grown += 1;
+        tracing::trace!(capacity = to, "send buffer grew");
     }
 
     /// Ready once everything written has been acknowledged by the peer.

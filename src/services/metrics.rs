@@ -238,6 +238,27 @@ async fn render(
             "counter",
             &one(s.netstack.syn_backlog_full as f64),
         );
+        line(
+            &mut out,
+            "agentwire_netstack_tcp_buffers_grown_total",
+            "Times a connection's TCP buffer doubled because it held the connection back.",
+            "counter",
+            &one(s.netstack.tcp_buffers_grown as f64),
+        );
+        line(
+            &mut out,
+            "agentwire_netstack_tcp_growth_refused_total",
+            "Times a TCP buffer did not grow because the growth budget was spent.",
+            "counter",
+            &one(s.netstack.tcp_growth_refused as f64),
+        );
+        line(
+            &mut out,
+            "agentwire_netstack_tcp_grown_bytes",
+            "Bytes live connections' TCP buffers hold beyond their starting size.",
+            "gauge",
+            &one(s.netstack.tcp_grown_bytes as f64),
+        );
     }
     let c = hub.coordinator().stats();
     line(

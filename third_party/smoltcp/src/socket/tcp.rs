@@ -652,6 +652,13 @@ pub struct Socket<'a> {
     /// estimator times one segment per round trip, too few to see a queue build within
     /// the round in which slow start overflows it; any resend voids them (Karn).
     delay_probes: [Option<(TcpSeqNumber, Instant)>; DELAY_PROBES],
+    /// agentwire patch: the receive buffer may grow to this size (0: it never grows); the
+    /// window scale sent in the SYN is chosen for it.
+    rx_capacity_limit: usize,
+    /// agentwire patch: a segment reached the right edge of the window last advertised
+    /// while the application kept up (little data waiting to be read); see
+    /// `take_rx_window_filled`.
+    rx_window_filled: bool,
     /// agentwire patch: whether transmissions are paced (`set_pacing`).
     pacing: bool,
     /// agentwire patch: when the next paced segment may leave.
@@ -757,6 +764,8 @@ impl<'a> Socket<'a> {
             high_rxt: TcpSeqNumber::default(),
             rxt_una: None,
             delay_probes: [None; DELAY_PROBES],
+            rx_capacity_limit: 0,
+            rx_window_filled: false,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -1114,8 +1123,9 @@ impl<'a> Socket<'a> {
     }
 
     fn reset(&mut self) {
-        let rx_cap_log2 =
-            mem::size_of::<usize>() * 8 - self.rx_buffer.capacity().leading_zeros() as usize;
+        // agentwire patch: the scale covers the size the buffer may grow to.
+        let rx_cap = core::cmp::max(self.rx_buffer.capacity(), self.rx_capacity_limit);
+        let rx_cap_log2 = mem::size_of::<usize>() * 8 - rx_cap.leading_zeros() as usize;
 
         self.state = State::Closed;
         self.timer = Timer::new();
@@ -1130,6 +1140,7 @@ impl<'a> Socket<'a> {
         self.high_rxt = TcpSeqNumber::default();
         self.rxt_una = None;
         self.delay_probes = [None; DELAY_PROBES];
+        self.rx_window_filled = false;
         self.pace_at = None;
         self.congestion_controller.reset();
         self.assembler = Assembler::new();
@@ -1439,6 +1450,89 @@ impl<'a> Socket<'a> {
         }
 
         !self.tx_buffer.is_full()
+    }
+
+    /// agentwire patch: lets the receive buffer grow to `bytes` with
+    /// [`Socket::grow_rx_buffer`]. The window scale announced in the SYN is chosen for
+    /// the larger of this and the buffer's capacity, so call it before `connect` or
+    /// `listen`; on a connection already synchronized only the limit changes.
+    ///
+    /// # Panics
+    /// Panics if `bytes` exceeds 1 GiB, as `new` does for the buffer itself.
+    pub fn set_rx_capacity_limit(&mut self, bytes: usize) {
+        #[cfg(not(target_pointer_width = "16"))]
+        if bytes > (1 << 30) {
+            panic!("receiving buffer too large, cannot exceed 1 GiB")
+        }
+        self.rx_capacity_limit = bytes;
+        if matches!(self.state, State::Closed | State::Listen) {
+            let rx_cap = core::cmp::max(self.rx_buffer.capacity(), bytes);
+            let rx_cap_log2 = mem::size_of::<usize>() * 8 - rx_cap.leading_zeros() as usize;
+            self.remote_win_shift = rx_cap_log2.saturating_sub(16) as u8;
+        }
+    }
+
+    /// agentwire patch: the size set with [`Socket::set_rx_capacity_limit`].
+    pub fn rx_capacity_limit(&self) -> usize {
+        self.rx_capacity_limit
+    }
+
+    /// agentwire patch: moves the receive buffer onto a larger `buffer`, keeping what
+    /// waits to be read and what arrived out of order; the next segment sent advertises
+    /// the larger window (as far as the window scale reaches). Returns the old buffer.
+    ///
+    /// # Errors
+    /// Gives `buffer` back if it is smaller than the current one.
+    pub fn grow_rx_buffer(
+        &mut self,
+        buffer: SocketBuffer<'a>,
+    ) -> Result<SocketBuffer<'a>, SocketBuffer<'a>> {
+        // Out-of-order data sits after the allocated bytes, at the assembler's offsets.
+        let ahead = self.assembler.iter_data().last().map_or(0, |(_, end)| end);
+        let extent = core::cmp::min(self.rx_buffer.len() + ahead, self.rx_buffer.capacity());
+        let storage = RingBuffer::into_storage(buffer);
+        self.rx_buffer
+            .replace_storage(storage, extent)
+            .map(RingBuffer::new)
+            .map_err(RingBuffer::new)
+    }
+
+    /// agentwire patch: moves the transmit buffer onto a larger `buffer`, keeping what is
+    /// unacknowledged and what is not yet sent. Returns the old buffer.
+    ///
+    /// # Errors
+    /// Gives `buffer` back if it is smaller than the current one.
+    pub fn grow_tx_buffer(
+        &mut self,
+        buffer: SocketBuffer<'a>,
+    ) -> Result<SocketBuffer<'a>, SocketBuffer<'a>> {
+        let extent = self.tx_buffer.len();
+        let storage = RingBuffer::into_storage(buffer);
+        self.tx_buffer
+            .replace_storage(storage, extent)
+            .map(RingBuffer::new)
+            .map_err(RingBuffer::new)
+    }
+
+    /// agentwire patch: whether, since the last call, a segment reached the right edge of
+    /// the window last advertised while at most a quarter of the receive buffer held data
+    /// waiting for the application: the window, not the reader, held the sender back.
+    pub fn take_rx_window_filled(&mut self) -> bool {
+        core::mem::take(&mut self.rx_window_filled)
+    }
+
+    /// agentwire patch: the window the remote last advertised, bytes from the first
+    /// unacknowledged byte.
+    pub fn remote_window(&self) -> usize {
+        self.remote_win_len
+    }
+
+    /// agentwire patch: bytes sent and not yet acknowledged.
+    pub fn send_in_flight(&self) -> usize {
+        if self.tuple.is_none() {
+            return 0;
+        }
+        self.flight_size()
     }
 
     /// Return the maximum number of bytes inside the recv buffer.
@@ -2210,6 +2304,16 @@ impl<'a> Socket<'a> {
 
                     self.local_rx_last_seq = Some(repr.seq_number);
 
+                    // agentwire patch: buffer autotuning's signal. A sender held back by
+                    // the window sends up to its edge (less than a segment short, with
+                    // sender-side silly window avoidance).
+                    if segment_start != segment_end
+                        && segment_end + 2 * self.remote_mss >= window_end
+                        && self.rx_buffer.len() <= self.rx_buffer.capacity() / 4
+                    {
+                        self.rx_window_filled = true;
+                    }
+
                     (
                         &repr.payload[overlap_start - segment_start..overlap_end - segment_start],
                         overlap_start - window_start,
@@ -2559,11 +2663,15 @@ impl<'a> Socket<'a> {
                     }
 
                     // Notify of duplicate ACK
+                    // agentwire patch: the controller is told whether the remote
+                    // reports what it holds (see Cubic's `on_dup_ack`).
                     let in_flight = self.flight_size();
+                    let sacked = self.sacked_bytes() > 0;
                     self.congestion_controller.inner_mut().on_dup_ack(
                         cx.now(),
                         self.remote_mss,
                         in_flight,
+                        sacked,
                     );
                 }
 
@@ -11034,6 +11142,159 @@ mod test {
         assert_eq!(ack.and_then(|r| r.ack_number), Some(REMOTE_SEQ + 1 + 14));
         assert_eq!(s.recv_slice(&mut buf), Ok(3));
         assert_eq!(&buf[..3], b"lmn");
+    }
+
+    // agentwire patch: buffer autotuning.
+    #[test]
+    fn test_rx_capacity_limit_sets_the_syn_window_scale() {
+        let mut s = socket_with_buffer_sizes(64, 65536);
+        s.local_seq_no = LOCAL_SEQ;
+        assert_eq!(s.remote_win_shift, 1);
+        s.set_rx_capacity_limit(1 << 20);
+        assert_eq!(s.remote_win_shift, 5);
+        s.socket.connect(&mut s.cx, REMOTE_END, LOCAL_END).unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                control: TcpControl::Syn,
+                seq_number: LOCAL_SEQ,
+                ack_number: None,
+                max_seg_size: Some(BASE_MSS),
+                window_scale: Some(5),
+                // A SYN's window is never scaled.
+                window_len: u16::MAX,
+                sack_permitted: true,
+                ..RECV_TEMPL
+            }]
+        );
+        // A reset keeps it for the next connection.
+        s.abort();
+        assert_eq!(s.rx_capacity_limit(), 1 << 20);
+        s.reset();
+        assert_eq!(s.remote_win_shift, 5);
+    }
+
+    // agentwire patch
+    #[test]
+    fn test_grown_rx_buffer_keeps_out_of_order_data_and_opens_the_window() {
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: &b"abc"[..],
+            ..SEND_TEMPL
+        });
+        // Out of order, two bytes past a hole of two.
+        let dup = send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 5,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"fg"[..],
+                ..SEND_TEMPL
+            },
+        );
+        assert_eq!(dup.and_then(|r| r.ack_number), Some(REMOTE_SEQ + 1 + 3));
+        assert!(s.grow_rx_buffer(SocketBuffer::new(vec![0; 32])).is_err());
+        let old = s.grow_rx_buffer(SocketBuffer::new(vec![0; 256])).unwrap();
+        assert_eq!(old.capacity(), 64);
+        assert_eq!(s.recv_capacity(), 256);
+        // The hole filled: everything held is acknowledged, and the window is the new one.
+        let ack = send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 3,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"de"[..],
+                ..SEND_TEMPL
+            },
+        )
+        .unwrap();
+        assert_eq!(ack.ack_number, Some(REMOTE_SEQ + 1 + 7));
+        assert_eq!(ack.window_len, 256 - 7);
+        let mut buf = [0u8; 16];
+        assert_eq!(s.recv_slice(&mut buf), Ok(7));
+        assert_eq!(&buf[..7], b"abcdefg");
+    }
+
+    // agentwire patch
+    #[test]
+    fn test_grown_tx_buffer_keeps_unsent_and_unacknowledged_data() {
+        let mut s = socket_established_with_buffer_sizes(8, 64);
+        s.set_nagle_enabled(false);
+        assert_eq!(s.send_slice(b"abcdefgh"), Ok(8));
+        recv!(s, [TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"abcdefgh"[..],
+            ..RECV_TEMPL
+        }]);
+        assert_eq!(s.send_in_flight(), 8);
+        // Half acknowledged, so the unacknowledged rest starts mid-ring.
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 4),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.send_slice(b"ijkl"), Ok(4));
+        assert!(s.grow_tx_buffer(SocketBuffer::new(vec![0; 4])).is_err());
+        assert_eq!(s.grow_tx_buffer(SocketBuffer::new(vec![0; 32])).map(|b| b.capacity()).ok(), Some(8));
+        assert_eq!(s.send_capacity(), 32);
+        assert_eq!(s.send_in_flight(), 4);
+        assert_eq!(s.send_slice(b"mnop"), Ok(4));
+        recv!(s, [TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 8,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"ijklmnop"[..],
+            ..RECV_TEMPL
+        }]);
+        assert_eq!(s.send_in_flight(), 12);
+        assert_eq!(s.tx_buffer.get_allocated(0, 32), b"efghijklmnop");
+    }
+
+    // agentwire patch
+    #[test]
+    fn test_rx_window_filled_while_the_reader_keeps_up() {
+        let mut s = socket_established_with_buffer_sizes(64, 8192);
+        s.remote_mss = 100;
+        let data = vec![7u8; 8192];
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: &data[..100],
+            ..SEND_TEMPL
+        });
+        assert!(!s.take_rx_window_filled());
+        let mut buf = vec![0u8; 8192];
+        assert_eq!(s.recv_slice(&mut buf), Ok(100));
+        // Up to 200 bytes short of the edge advertised (the first 8192 bytes).
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 100,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: &data[..7900],
+            ..SEND_TEMPL
+        });
+        assert!(s.take_rx_window_filled());
+        assert!(!s.take_rx_window_filled());
+        // The same while the application is behind (more than a quarter unread) is the
+        // reader's limit, not the window's.
+        let mut s = socket_established_with_buffer_sizes(64, 8192);
+        s.remote_mss = 100;
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: &data[..4000],
+            ..SEND_TEMPL
+        });
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 4000,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: &data[..4100],
+            ..SEND_TEMPL
+        });
+        assert!(!s.take_rx_window_filled());
     }
 
     /// agentwire patch: segments `s` sends at `t` (µs) until it stops.

@@ -401,6 +401,44 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
     }
 }
 
+// agentwire patch: a socket's buffer can grow while the connection runs.
+impl<'a, T: 'a + Copy> RingBuffer<'a, T> {
+    /// The buffer's storage, its contents dropped.
+    pub fn into_storage(self) -> ManagedSlice<'a, T> {
+        self.storage
+    }
+
+    /// Moves the buffer onto `storage`, which must be at least as large as the current
+    /// storage, and returns the old storage. The first `extent` elements counted from the
+    /// read position (the allocated ones and any unallocated ones written ahead of them,
+    /// as a TCP reassembly buffer keeps out-of-order data) keep their offsets; the read
+    /// position moves to the start of `storage`.
+    ///
+    /// # Errors
+    /// Gives `storage` back if it is smaller than the current storage or `extent` exceeds
+    /// the current capacity or is less than the allocated length.
+    pub fn replace_storage<S>(
+        &mut self,
+        storage: S,
+        extent: usize,
+    ) -> Result<ManagedSlice<'a, T>, ManagedSlice<'a, T>>
+    where
+        S: Into<ManagedSlice<'a, T>>,
+    {
+        let mut storage = storage.into();
+        let capacity = self.capacity();
+        if storage.len() < capacity || extent > capacity || extent < self.length {
+            return Err(storage);
+        }
+        // The extent wraps at most once: the part up to the storage's end, then the rest.
+        let first = cmp::min(extent, capacity - self.read_at);
+        storage[..first].copy_from_slice(&self.storage[self.read_at..self.read_at + first]);
+        storage[first..extent].copy_from_slice(&self.storage[..extent - first]);
+        self.read_at = 0;
+        Ok(core::mem::replace(&mut self.storage, storage))
+    }
+}
+
 impl<'a, T: 'a> From<ManagedSlice<'a, T>> for RingBuffer<'a, T> {
     fn from(slice: ManagedSlice<'a, T>) -> RingBuffer<'a, T> {
         RingBuffer::new(slice)
@@ -410,6 +448,41 @@ impl<'a, T: 'a> From<ManagedSlice<'a, T>> for RingBuffer<'a, T> {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    // agentwire patch
+    #[test]
+    fn test_replace_storage_keeps_allocated_and_written_ahead() {
+        let mut ring = RingBuffer::new(vec![0u8; 8]);
+        // Read position 5: the allocated data and what is written ahead wrap around.
+        assert_eq!(ring.enqueue_slice(&[9; 6]), 6);
+        ring.dequeue_allocated(5);
+        assert_eq!(ring.enqueue_slice(b"bcd"), 3);
+        assert_eq!(ring.write_unallocated(1, b"xy"), 2);
+        let old = ring.replace_storage(vec![0u8; 16], 7).unwrap();
+        assert_eq!(old.len(), 8);
+        assert_eq!(ring.capacity(), 16);
+        assert_eq!(ring.len(), 4);
+        assert_eq!(ring.get_allocated(0, 16), b"\x09bcd");
+        assert_eq!(&ring.get_unallocated(0, 3)[1..], b"xy");
+        assert_eq!(ring.enqueue_slice(b"efghijklmnop"), 12);
+        let mut out = [0u8; 16];
+        assert_eq!(ring.dequeue_slice(&mut out), 16);
+        assert_eq!(&out[..4], b"\x09bcd");
+        assert_eq!(&out[4..], b"efghijklmnop");
+    }
+
+    // agentwire patch
+    #[test]
+    fn test_replace_storage_refuses_what_would_lose_data() {
+        let mut ring = RingBuffer::new(vec![0u8; 8]);
+        assert_eq!(ring.enqueue_slice(b"abc"), 3);
+        assert!(ring.replace_storage(vec![0u8; 4], 3).is_err());
+        assert!(ring.replace_storage(vec![0u8; 16], 2).is_err());
+        assert!(ring.replace_storage(vec![0u8; 16], 9).is_err());
+        assert_eq!(ring.get_allocated(0, 8), b"abc");
+        assert!(ring.replace_storage(vec![0u8; 8], 3).is_ok());
+        assert_eq!(ring.get_allocated(0, 8), b"abc");
+    }
 
     #[test]
     fn test_buffer_length_changes() {

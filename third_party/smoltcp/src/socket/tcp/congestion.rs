@@ -25,7 +25,9 @@ pub(super) trait Controller {
     fn on_delivered(&mut self, now: Instant, bytes: usize, rtt: &RttEstimator) {}
 
     /// Fired on each duplicate ack received, after `on_loss` has been called.
-    fn on_dup_ack(&mut self, now: Instant, len: usize, in_flight: usize) {}
+    /// agentwire patch: `sacked` says the remote reports what it holds (the pipe then
+    /// already counts the segment that left).
+    fn on_dup_ack(&mut self, now: Instant, len: usize, in_flight: usize, sacked: bool) {}
 
     /// Fired on a retransmission timeout.
     fn on_rto(&mut self, now: Instant, in_flight: usize) {}

@@ -72,7 +72,7 @@ impl Controller for Reno {
         self.cwnd = self.cwnd.saturating_add(inc).min(self.rwnd).max(self.mss);
     }
 
-    fn on_dup_ack(&mut self, _now: Instant, len: usize, _in_flight: usize) {
+    fn on_dup_ack(&mut self, _now: Instant, len: usize, _in_flight: usize, _sacked: bool) {
         if self.in_fast_recovery {
             self.cwnd = self.cwnd.saturating_add(len).min(self.rwnd).max(self.mss);
         }
@@ -160,7 +160,7 @@ mod test {
         // duplicate ACKs before fast recovery should do nothing
         let initial_cwnd = reno.window();
         for _ in 0..3 {
-            reno.on_dup_ack(Instant::from_millis(0), MSS, initial_cwnd);
+            reno.on_dup_ack(Instant::from_millis(0), MSS, initial_cwnd, false);
         }
         assert_eq!(reno.window(), initial_cwnd);
 
@@ -177,7 +177,7 @@ mod test {
         for i in 0..3 {
             for _ in 0..3 {
                 let initial_cwnd = reno.window();
-                reno.on_dup_ack(Instant::from_millis(i), MSS, initial_cwnd);
+                reno.on_dup_ack(Instant::from_millis(i), MSS, initial_cwnd, false);
                 assert_eq!(reno.window(), initial_cwnd + MSS);
             }
 
@@ -318,7 +318,7 @@ mod test {
         for _ in 0..9 {
             time += 1;
             let initial_cwnd = reno.window();
-            reno.on_dup_ack(Instant::from_millis(time), MSS, reno.cwnd);
+            reno.on_dup_ack(Instant::from_millis(time), MSS, reno.cwnd, false);
             assert_eq!(reno.window(), initial_cwnd + MSS);
         }
 
