@@ -89,6 +89,21 @@ impl Env {
         self.workdir.join(name).to_string_lossy().into_owned()
     }
 
+    /// How far this side's TCP buffers grew (see the netstack's `autotune`).
+    async fn print_growth(&self, when: &str) {
+        let Ok(s) = self.client.tunnel().stats().await else {
+            return;
+        };
+        let s = s.netstack;
+        eprintln!(
+            "links: client buffers {when}: grown {} times, {} KiB held beyond the start, \
+             {} refused",
+            s.tcp_buffers_grown,
+            s.tcp_grown_bytes >> 10,
+            s.tcp_growth_refused
+        );
+    }
+
     async fn conn(&self) -> AgentConn {
         self.client
             .agent_conn(
@@ -278,12 +293,14 @@ async fn bulk(env: &mut Env) -> Vec<Figure> {
     let path = env.path("bulk.bin");
     api.write_file(&path, data).await.expect("write");
     let write = bytes as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e6;
+    env.print_growth("after the write").await;
     let t = Instant::now();
     let (_, body) = api
         .read_file(&path, 0, Some(bytes as u64))
         .await
         .expect("read");
     let read = bytes as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e6;
+    env.print_growth("after the read").await;
     assert_eq!(body.len(), bytes);
     let _ = std::fs::remove_file(env.workdir.join("bulk.bin"));
     // Kernel TCP over the same link, same direction each.

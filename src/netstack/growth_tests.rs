@@ -89,45 +89,54 @@ fn a_slow_reader_grows_no_buffer() {
     assert_eq!(p.b.stats().tcp_buffers_grown, 0);
 }
 
-/// Growth comes out of the netstack's budget, is refused (and counted) past it, and
-/// returns when the socket is freed.
+/// Growth comes out of the netstack's budget: with room for one connection's growth,
+/// two bulk transfers side by side grow one buffer each way and the rest is refused (and
+/// counted); what was taken returns when the sockets are freed.
 #[test]
 fn growth_stays_within_the_budget_and_returns_when_the_socket_goes() {
     let mut p = Path::new(Duration::from_millis(10), |c| {
-        c.tcp_growth_budget = 1 << 20;
+        c.tcp_growth_budget = 3 << 20;
     });
     p.drop_random = Some((0.01, SEEDS[0]));
-    let (c, s) = p.connect();
+    let conns = [p.connect(), p.connect_on(81)];
     let chunk = vec![7u8; 64 << 10];
     let mut buf = vec![0u8; 64 << 10];
     let total = 32 << 20;
-    let (mut sent, mut got) = (0usize, 0usize);
+    let mut sent = [0usize; 2];
+    let mut got = [0usize; 2];
     let start = p.now;
-    while got < total && p.now - start < Duration::from_secs(60) {
-        while sent < total {
-            let n = chunk.len().min(total - sent);
-            match p.a.tcp_poll_write(c, &mut cx(), &chunk[..n]) {
-                Poll::Ready(Ok(k)) if k > 0 => sent += k,
-                _ => break,
+    while got.iter().any(|g| *g < total) && p.now - start < Duration::from_secs(60) {
+        for (i, (c, _)) in conns.iter().enumerate() {
+            while sent[i] < total {
+                let n = chunk.len().min(total - sent[i]);
+                match p.a.tcp_poll_write(*c, &mut cx(), &chunk[..n]) {
+                    Poll::Ready(Ok(k)) if k > 0 => sent[i] += k,
+                    _ => break,
+                }
             }
         }
         let until = p.now + Duration::from_millis(1);
         while p.step(until) {}
-        while let Poll::Ready(Ok(k)) = p.b.tcp_poll_read(s, &mut cx(), &mut buf) {
-            if k == 0 {
-                break;
+        for (i, (_, s)) in conns.iter().enumerate() {
+            while let Poll::Ready(Ok(k)) = p.b.tcp_poll_read(*s, &mut cx(), &mut buf) {
+                if k == 0 {
+                    break;
+                }
+                got[i] += k;
             }
-            got += k;
         }
     }
-    assert_eq!(got, total);
+    assert_eq!(got, [total; 2]);
     for stack in [&p.a, &p.b] {
         let st = stack.stats();
-        assert_eq!(st.tcp_grown_bytes, 1 << 20, "{st:?}");
+        assert_eq!(st.tcp_buffers_grown, 1, "{st:?}");
+        assert_eq!(st.tcp_grown_bytes, 3 << 20, "{st:?}");
         assert!(st.tcp_growth_refused > 0, "{st:?}");
     }
-    p.a.tcp_release(c, p.now);
-    p.b.tcp_release(s, p.now);
+    for (c, s) in conns {
+        p.a.tcp_release(c, p.now);
+        p.b.tcp_release(s, p.now);
+    }
     let freed = p.run_until(Duration::from_secs(60), |p| {
         p.a.stats().tcp_sockets == 0 && p.b.stats().tcp_sockets <= 1
     });

@@ -159,10 +159,15 @@ impl Path {
 
     /// A connection from a to b's port 80: (a's socket, b's accepted socket).
     pub(super) fn connect(&mut self) -> (SocketHandle, SocketHandle) {
-        let lid = self.b.tcp_listen(80).unwrap();
+        self.connect_on(80)
+    }
+
+    /// A connection from a to b's `port`.
+    pub(super) fn connect_on(&mut self, port: u16) -> (SocketHandle, SocketHandle) {
+        let lid = self.b.tcp_listen(port).unwrap();
         let c = self
             .a
-            .tcp_connect("10.0.0.2:80".parse().unwrap(), self.now)
+            .tcp_connect(std::net::SocketAddr::from(([10, 0, 0, 2], port)), self.now)
             .unwrap();
         let mut accepted = None;
         self.run_until(Duration::from_secs(5), |p| {
@@ -458,4 +463,3 @@ fn bulk_on_a_fast_path_with_one_percent_loss() {
     );
     assert!(clean >= 80.0, "no random loss: {clean:.1} Mbit/s");
 }
-

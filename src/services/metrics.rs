@@ -241,7 +241,7 @@ async fn render(
         line(
             &mut out,
             "agentwire_netstack_tcp_buffers_grown_total",
-            "Times a connection's TCP buffer doubled because it held the connection back.",
+            "Times a connection's TCP buffer grew because it held the connection back.",
             "counter",
             &one(s.netstack.tcp_buffers_grown as f64),
         );

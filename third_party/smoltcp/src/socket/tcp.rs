@@ -2306,9 +2306,17 @@ impl<'a> Socket<'a> {
 
                     // agentwire patch: buffer autotuning's signal. A sender held back by
                     // the window sends up to its edge (less than a segment short, with
-                    // sender-side silly window avoidance).
+                    // sender-side silly window avoidance). Behind a hole it counts from
+                    // halfway: the window's left edge stays put until the repair arrives,
+                    // a round trip or more, so a window half spent past a hole is one
+                    // the sender will run out of.
+                    let reach = if self.assembler.is_empty() || window_end <= window_start {
+                        2 * self.remote_mss
+                    } else {
+                        ((window_end - window_start) / 2).max(2 * self.remote_mss)
+                    };
                     if segment_start != segment_end
-                        && segment_end + 2 * self.remote_mss >= window_end
+                        && segment_end + reach >= window_end
                         && self.rx_buffer.len() <= self.rx_buffer.capacity() / 4
                     {
                         self.rx_window_filled = true;
@@ -11278,6 +11286,34 @@ mod test {
         });
         assert!(s.take_rx_window_filled());
         assert!(!s.take_rx_window_filled());
+        // Behind a hole, reaching the window's second half is enough: its left edge
+        // waits for the repair.
+        let mut s = socket_established_with_buffer_sizes(64, 8192);
+        s.remote_mss = 100;
+        let dup = send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 200,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &data[..100],
+                ..SEND_TEMPL
+            },
+        );
+        assert_eq!(dup.and_then(|r| r.ack_number), Some(REMOTE_SEQ + 1));
+        assert!(!s.take_rx_window_filled());
+        let ack = send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 300,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &data[..3900],
+                ..SEND_TEMPL
+            },
+        );
+        assert!(ack.is_some());
+        assert!(s.take_rx_window_filled());
         // The same while the application is behind (more than a quarter unread) is the
         // reader's limit, not the window's.
         let mut s = socket_established_with_buffer_sizes(64, 8192);
