@@ -114,13 +114,18 @@ pub fn netstack(addr: &str) -> NetstackConfig {
     c
 }
 
-/// Applies `BENCH_MIN_RTO_MS`, `BENCH_TLP`, `BENCH_RATE_FLOOR`, `BENCH_PACING` (0 or 1)
-/// and `BENCH_TCP_BUF_KIB` (each TCP buffer) to `c`.
+/// Applies `BENCH_MIN_RTO_MS`, `BENCH_TLP`, `BENCH_RATE_FLOOR`, `BENCH_PACING` (0 or 1),
+/// `BENCH_TCP_BUF_KIB` (each TCP buffer's starting size) and `BENCH_TCP_BUF_MAX_KIB`
+/// (the size each may grow to; 0 for none) to `c`.
 pub fn tune(c: &mut NetstackConfig) {
     let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<u64>().ok());
     if let Some(kib) = env("BENCH_TCP_BUF_KIB") {
         c.tcp_rx_buffer = (kib as usize) << 10;
         c.tcp_tx_buffer = (kib as usize) << 10;
+    }
+    if let Some(kib) = env("BENCH_TCP_BUF_MAX_KIB") {
+        c.tcp_rx_buffer_max = (kib as usize) << 10;
+        c.tcp_tx_buffer_max = (kib as usize) << 10;
     }
     if let Some(on) = env("BENCH_PACING") {
         c.tcp_pacing = on != 0;

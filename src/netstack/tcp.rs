@@ -196,7 +196,8 @@ impl Netstack {
         let s = self.tcp(h);
         let filled = s.take_rx_window_filled();
         let capacity = s.recv_capacity();
-        let Some(to) = super::autotune::rx_target(capacity, limit, filled) else {
+        let rtt = s.smoothed_rtt_ms();
+        let Some(to) = super::autotune::rx_target(capacity, limit, filled, rtt) else {
             return;
         };
         if !self.growth.take(h, to - capacity) {
@@ -226,6 +227,7 @@ impl Netstack {
             s.send_queue(),
             s.send_in_flight(),
             s.remote_window(),
+            s.smoothed_rtt_ms(),
         );
         let Some(to) = target else {
             return;

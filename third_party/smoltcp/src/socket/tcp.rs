@@ -1527,6 +1527,11 @@ impl<'a> Socket<'a> {
         self.remote_win_len
     }
 
+    /// agentwire patch: the smoothed round-trip time, ms, once one was measured.
+    pub fn smoothed_rtt_ms(&self) -> Option<u32> {
+        self.rtte.have_measurement.then_some(self.rtte.srtt)
+    }
+
     /// agentwire patch: bytes sent and not yet acknowledged.
     pub fn send_in_flight(&self) -> usize {
         if self.tuple.is_none() {
