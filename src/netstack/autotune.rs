@@ -105,9 +105,14 @@ impl Budget {
         }
     }
 
+    /// Whether `bytes` more fit in the budget.
+    pub(super) fn fits(&self, bytes: usize) -> bool {
+        self.used.saturating_add(bytes) <= self.limit
+    }
+
     /// Takes `bytes` for `socket`'s growth; false (and nothing taken) past the budget.
     pub(super) fn take(&mut self, socket: SocketHandle, bytes: usize) -> bool {
-        if self.used.saturating_add(bytes) > self.limit {
+        if !self.fits(bytes) {
             return false;
         }
         self.used += bytes;
@@ -207,6 +212,7 @@ mod tests {
         let mut b = Budget::new(4 * MIB);
         assert!(b.take(h[0], MIB));
         assert!(b.take(h[0], 2 * MIB));
+        assert!(!b.fits(2 * MIB));
         assert!(!b.take(h[1], 2 * MIB), "over the budget");
         assert!(b.take(h[1], MIB));
         assert_eq!(b.used(), 4 * MIB);

@@ -58,6 +58,13 @@ pub(super) fn new_socket(config: &super::NetstackConfig) -> tcp::Socket<'static>
     s
 }
 
+/// Which of a socket's buffers grows.
+#[derive(Debug, Clone, Copy)]
+enum Ring {
+    Rx,
+    Tx,
+}
+
 fn endpoint(e: IpEndpoint) -> SocketAddr {
     SocketAddr::from(e)
 }
@@ -197,23 +204,9 @@ impl Netstack {
         let filled = s.take_rx_window_filled();
         let capacity = s.recv_capacity();
         let rtt = s.smoothed_rtt_ms();
-        let Some(to) = super::autotune::rx_target(capacity, limit, filled, rtt) else {
-            return;
-        };
-        if !self.growth.take(h, to - capacity) {
-            self.stats.tcp_growth_refused += 1;
-            return;
+        if let Some(to) = super::autotune::rx_target(capacity, limit, filled, rtt) {
+            self.grow(h, Ring::Rx, capacity, to);
         }
-        if let Err(b) = self
-            .tcp(h)
-            .grow_rx_buffer(tcp::SocketBuffer::new(vec![0u8; to]))
-        {
-            // Cannot happen (the new buffer is larger); keep the accounting true anyway.
-            tracing::warn!(capacity, to = b.capacity(), "receive buffer did not grow");
-            return;
-        }
-        self.stats.tcp_buffers_grown += 1;
-        tracing::trace!(capacity = to, "receive buffer grew");
     }
 
     /// Grows `h`'s full send buffer if it is what holds the connection back.
@@ -229,22 +222,33 @@ impl Netstack {
             s.remote_window(),
             s.smoothed_rtt_ms(),
         );
-        let Some(to) = target else {
-            return;
-        };
-        if !self.growth.take(h, to - capacity) {
+        if let Some(to) = target {
+            self.grow(h, Ring::Tx, capacity, to);
+        }
+    }
+
+    /// Moves `h`'s `ring` from `capacity` to `to` bytes if the growth budget allows.
+    fn grow(&mut self, h: SocketHandle, ring: Ring, capacity: usize, to: usize) {
+        let extra = to - capacity;
+        if !self.growth.fits(extra) {
             self.stats.tcp_growth_refused += 1;
             return;
         }
-        if let Err(b) = self
-            .tcp(h)
-            .grow_tx_buffer(tcp::SocketBuffer::new(vec![0u8; to]))
-        {
-            tracing::warn!(capacity, to = b.capacity(), "send buffer did not grow");
+        let buffer = tcp::SocketBuffer::new(vec![0u8; to]);
+        let s = self.tcp(h);
+        let moved = match ring {
+            Ring::Rx => s.grow_rx_buffer(buffer),
+            Ring::Tx => s.grow_tx_buffer(buffer),
+        };
+        if moved.is_err() {
+            // Only a smaller buffer is refused, and `to` is larger.
+            tracing::warn!(?ring, capacity, to, "buffer did not grow");
             return;
         }
+        let taken = self.growth.take(h, extra);
+        debug_assert!(taken, "checked to fit above");
         self.stats.tcp_buffers_grown += 1;
-        tracing::trace!(capacity = to, "send buffer grew");
+        tracing::trace!(?ring, capacity = to, "buffer grew");
     }
 
     /// Ready once everything written has been acknowledged by the peer.
