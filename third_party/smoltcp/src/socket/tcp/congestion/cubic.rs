@@ -370,8 +370,9 @@ impl Controller for Cubic {
             // receive window stopped it) it overfills a bottleneck once windows are
             // large: 4 MiB windows dropped 450-1 700 segments at once at a simulated
             // 300 Mbit/s bottleneck. Up to a quarter above ssthresh keeps the probe
-            // (six seeds at 1 % loss, 20 ms: no bottleneck 275 -> 314 Mbit/s on
-            // average; the bottleneck 158 -> 212 Mbit/s, and no drops there).
+            // (six seeds at 1 % loss, 20 ms, with an earlier growth policy: no
+            // bottleneck 275 -> 314 Mbit/s on average; the bottleneck 158 -> 212
+            // Mbit/s, and no drops there).
             let cap = if sacked {
                 self.ssthresh.saturating_add(self.ssthresh / 4).max(self.cwnd)
             } else {
@@ -481,9 +482,10 @@ impl Controller for Cubic {
             // buffer) lifts a cap the window may have sat at for many round trips, while
             // the cubic curve's clock ran on. Congestion avoidance would then chase that
             // curve at 1.5 windows per round trip with nothing to stop it short of a
-            // full queue (a simulated 300 Mbit/s bottleneck dropped 1 715 segments at
-            // once). Slow start towards the new window instead, where the delay test
-            // ends it as soon as a queue builds, and a fresh epoch after it.
+            // full queue. Slow start towards the new window instead, where the delay
+            // test ends it as soon as a queue builds, and a fresh epoch after it. (A
+            // guard: in the simulated and emulated runs the window never sat at the
+            // cap when a receiver grew its buffer.)
             let capped = self.cwnd >= self.rwnd;
             if capped
                 && self.cwnd >= self.ssthresh
