@@ -35,9 +35,8 @@ pub const MTU: usize = 1280;
 /// Sizes and limits.
 ///
 /// TCP buffers start at 1 MiB each way: ~80 Mbit/s per stream at 100 ms RTT (~330 grown
-/// to 4 MiB), and line
-/// rate on loopback. The memory is reserved, not touched, until data flows, so thousands
-/// of mostly idle connections cost little. A connection whose buffer holds it back (a
+/// to 4 MiB), and line rate on loopback. The memory is reserved, not touched, until data
+/// flows, so thousands of mostly idle connections cost little. A connection whose buffer holds it back (a
 /// bulk transfer on a long or lossy path) grows it, up to 4 MiB each way, out of a
 /// growth budget shared by the whole netstack (see `autotune.rs`). Buffers of 2 MiB or
 /// more can be backed by transparent huge pages, which commit 2 MiB at the first byte

@@ -656,8 +656,8 @@ pub struct Socket<'a> {
     /// window scale sent in the SYN is chosen for it.
     rx_capacity_limit: usize,
     /// agentwire patch: a segment reached the right edge of the window last advertised
-    /// while the application kept up (little data waiting to be read); see
-    /// `take_rx_window_filled`.
+    /// (behind a hole, its second half) while the application kept up (little data
+    /// waiting to be read); see `take_rx_window_filled`.
     rx_window_filled: bool,
     /// agentwire patch: whether transmissions are paced (`set_pacing`).
     pacing: bool,
@@ -1515,8 +1515,9 @@ impl<'a> Socket<'a> {
     }
 
     /// agentwire patch: whether, since the last call, a segment reached the right edge of
-    /// the window last advertised while at most a quarter of the receive buffer held data
-    /// waiting for the application: the window, not the reader, held the sender back.
+    /// the window last advertised (behind a hole, its second half) while at most a
+    /// quarter of the receive buffer held data waiting for the application: the window,
+    /// not the reader, held the sender back.
     pub fn take_rx_window_filled(&mut self) -> bool {
         core::mem::take(&mut self.rx_window_filled)
     }
