@@ -82,9 +82,18 @@ impl ToolError {
 }
 
 /// A successful result: `value` as structured content and as a JSON text block.
+///
+/// The text is written from `value` itself rather than from its `Value` (as
+/// `CallToolResult::structured` does through `Display`, a `fmt` adapter that checks every
+/// fragment as UTF-8 and grows the string from empty): a file read carries its content
+/// in both, so this is the larger part of encoding the result.
 pub(crate) fn structured<T: Serialize>(value: &T) -> CallToolResult {
-    match serde_json::to_value(value) {
-        Ok(v) => CallToolResult::structured(v),
+    match serde_json::to_string(value).and_then(|t| Ok((t, serde_json::to_value(value)?))) {
+        Ok((text, v)) => {
+            let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
+            r.structured_content = Some(v);
+            r
+        }
         // Our output types always serialise; keep serving if one somehow does not.
         Err(e) => CallToolResult::error(vec![ContentBlock::text(format!(
             "internal error encoding the result: {e}"
@@ -113,5 +122,40 @@ where
     match tokio::time::timeout(timeout, f).await {
         Ok(r) => r.map_err(ToolError::from),
         Err(_) => Err(ToolError::Timeout(timeout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Out {
+        zeta: &'static str,
+        alpha: u64,
+        content: Option<String>,
+        nested: Vec<(u8, bool)>,
+    }
+
+    /// The text block is the structured content, encoded: a client that reads either
+    /// gets the same object.
+    #[test]
+    fn the_text_block_is_the_structured_content() {
+        let out = Out {
+            zeta: "a \"quoted\" line\nand \u{1F600} and \\",
+            alpha: u64::MAX,
+            content: None,
+            nested: vec![(1, true), (2, false)],
+        };
+        let r = structured(&out);
+        assert_eq!(r.is_error, Some(false));
+        let [block] = r.content.as_slice() else {
+            panic!("one block")
+        };
+        let text = &block.as_text().expect("text").text;
+        let parsed: serde_json::Value = serde_json::from_str(text).expect("json");
+        assert_eq!(Some(&parsed), r.structured_content.as_ref());
+        assert_eq!(parsed["alpha"], serde_json::json!(u64::MAX));
+        assert!(parsed["content"].is_null());
     }
 }

@@ -139,9 +139,25 @@ pub(super) async fn read_file(
             cfg.read_max_limit
         )));
     }
-    let path = api.path(&q.path)?;
-    // Small reads (the common case) cost one trip to the blocking pool instead of one
-    // per open, stat, seek and read; large ones stream.
+    let path = api.path_to_open(&q.path)?;
+    // Small reads (the common case) are done in place when nothing can block, else in
+    // one trip to the blocking pool rather than one per open, stat, seek and read; large
+    // ones stream.
+    #[cfg(target_os = "linux")]
+    match super::inline::read_small(api.root(), &path, q.offset, limit, SMALL_READ)? {
+        super::inline::Inline::Done(r) => {
+            let len = r.bytes.len() as u64;
+            return Ok(file_response(
+                Body::from(r.bytes),
+                &path,
+                len,
+                r.size,
+                r.offset,
+            ));
+        }
+        super::inline::Inline::Large => return stream_file(&api, &path, q.offset, limit).await,
+        super::inline::Inline::WouldBlock => {}
+    }
     let p2 = path.clone();
     let root = api.root().map(Path::to_path_buf);
     let small =
@@ -170,17 +186,27 @@ pub(super) async fn read_file(
         let len = buf.len() as u64;
         return Ok(file_response(Body::from(buf), &path, len, size, offset));
     }
-    let (mut f, meta) = open_file(api.root(), &path).await?;
+    stream_file(&api, &path, q.offset, limit).await
+}
+
+/// A read too large for one buffer, streamed from the blocking pool.
+async fn stream_file(
+    api: &AgentApi,
+    path: &Path,
+    offset: u64,
+    limit: u64,
+) -> Result<Response, Error> {
+    let (mut f, meta) = open_file(api.root(), path).await?;
     let size = meta.len();
-    let offset = q.offset.min(size);
+    let offset = offset.min(size);
     f.seek(std::io::SeekFrom::Start(offset))
         .await
-        .map_err(|e| Error::io(&path, e))?;
+        .map_err(|e| Error::io(path, e))?;
     let len = limit.min(size - offset);
     let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 << 10);
     Ok(file_response(
         Body::from_stream(stream),
-        &path,
+        path,
         len,
         size,
         offset,
@@ -236,7 +262,7 @@ pub(super) async fn read_file_lines(
         .max_response_bytes
         .unwrap_or(cfg.max_response_bytes)
         .clamp(1, cfg.max_response_bytes.max(1));
-    let path = api.path(&q.path)?;
+    let path = api.path_to_open(&q.path)?;
     let (f, meta) = open_file(api.root(), &path).await?;
     let mut r = tokio::io::BufReader::with_capacity(64 << 10, f);
     let mut buf = Vec::new();

@@ -137,6 +137,22 @@ pub fn resolve(root: Option<&Path>, raw: &str) -> Result<PathBuf, PathError> {
     }
 }
 
+/// [`resolve`] without resolving symlinks: the path, normalised, must be written below
+/// `root` (as given or canonical). Enough only where the kernel refuses every step
+/// outside the root at the open itself (`confine::kernel_confines`).
+///
+/// # Errors
+/// [`PathError`] as above.
+pub fn resolve_lexically(root: Option<&Path>, raw: &str) -> Result<PathBuf, PathError> {
+    let path = normalize(raw)?;
+    let Some(root) = root else { return Ok(path) };
+    if is_within(root, &path) || is_within(&canonical_root(root), &path) {
+        Ok(path)
+    } else {
+        Err(PathError::Outside(raw.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
