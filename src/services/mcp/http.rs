@@ -277,21 +277,32 @@ pub(crate) enum Peek {
     Other,
 }
 
+/// The first pass skips `params` without building it: a tool call's arguments can be a
+/// whole file to write, and rmcp parses them again anyway. Only a cancellation, small and
+/// rare, is read a second time for its `requestId`.
 pub(crate) fn peek(body: &[u8]) -> Peek {
     #[derive(serde::Deserialize)]
-    struct Msg {
-        method: Option<String>,
+    struct Msg<'a> {
+        #[serde(borrow)]
+        method: Option<std::borrow::Cow<'a, str>>,
         id: Option<serde_json::Value>,
-        params: Option<serde_json::Value>,
+        params: Option<serde::de::IgnoredAny>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Cancel {
+        params: serde_json::Value,
     }
     let Ok(m) = serde_json::from_slice::<Msg>(body) else {
         return Peek::Other;
     };
     match (m.method.as_deref(), m.id, m.params) {
-        (Some("notifications/cancelled"), None, Some(p)) => p
-            .get("requestId")
-            .filter(|id| id.is_string() || id.is_number())
-            .map_or(Peek::Other, |id| Peek::Cancelled(id.to_string())),
+        (Some("notifications/cancelled"), None, Some(_)) => serde_json::from_slice::<Cancel>(body)
+            .map_or(Peek::Other, |c| {
+                c.params
+                    .get("requestId")
+                    .filter(|id| id.is_string() || id.is_number())
+                    .map_or(Peek::Other, |id| Peek::Cancelled(id.to_string()))
+            }),
         (Some("tools/call"), Some(id), _) if id.is_string() || id.is_number() => {
             Peek::ToolCall(id.to_string())
         }
@@ -449,6 +460,21 @@ mod tests {
         assert_eq!(
             p(r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{}}"#),
             Peek::ToolCall("\"a\"".into())
+        );
+        // Params of any shape are skipped, escapes in the method name still read.
+        assert_eq!(
+            p(
+                r#"{"id":7,"method":"tools\/call","params":{"arguments":{"content":"x\ny","n":[1,{}]}}}"#
+            ),
+            Peek::ToolCall("7".into())
+        );
+        assert_eq!(
+            p(r#"{"id":7,"method":"tools/call","params":"not an object"}"#),
+            Peek::ToolCall("7".into())
+        );
+        assert_eq!(
+            p(r#"{"method":"notifications/cancelled","params":{"reason":"x","requestId":"r-1"}}"#),
+            Peek::Cancelled("\"r-1\"".into())
         );
         for other in [
             "",
