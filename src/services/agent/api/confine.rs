@@ -204,13 +204,7 @@ mod linux {
                 }
             };
         let read = OFlags::RDONLY | OFlags::NONBLOCK;
-        let refused = |e: Errno| -> Error {
-            match e {
-                Errno::XDEV | Errno::LOOP => ConfineError::Outside(shown(path)).into(),
-                Errno::NXIO => ConfineError::NotRegular(shown(path)).into(),
-                e => Error::io(path, e.into()),
-            }
-        };
+        let refused = |e| refused(e, path);
         let Some(root) = root else {
             return cached(rustix::fs::CWD, path, read, ResolveFlags::empty()).map_err(refused);
         };
@@ -248,11 +242,16 @@ mod linux {
             mode,
             ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
         )
-        .map_err(|e| match e {
+        .map_err(|e| refused(e, shown_as))
+    }
+
+    /// What an `openat2` beneath the root failing with `e` means for `shown_as`.
+    fn refused(e: Errno, shown_as: &Path) -> Error {
+        match e {
             Errno::XDEV | Errno::LOOP => ConfineError::Outside(shown(shown_as)).into(),
             Errno::NXIO => ConfineError::NotRegular(shown(shown_as)).into(),
             e => Error::io(shown_as, e.into()),
-        })
+        }
     }
 }
 
