@@ -208,6 +208,10 @@ fn run_phase_with(r: &Rig, phase: &str, env: &[(&str, &std::ffi::OsStr)]) -> Str
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let err = String::from_utf8_lossy(&out.stderr);
     println!("{text}");
+    // MCP_SHOW_STDERR=1 shows the client's log of a passing run too (MCP_RUST_LOG, its level).
+    if std::env::var_os("MCP_SHOW_STDERR").is_some() {
+        eprintln!("{err}");
+    }
     assert!(out.status.success(), "phase {phase} failed:\n{text}\n{err}");
     let _ = &r.tmp;
     text
@@ -253,6 +257,13 @@ fn ten_seconds_stopped_and_the_wall_clock_turned_back_then_working_within_two() 
     let Some(lib) = faketime_lib() else { return };
     let r = rig();
     run_phase_with(&r, "skew", &[("FAKETIME_LIB", lib.as_os_str())]);
+}
+
+#[test]
+fn a_destination_set_up_anew_on_a_clock_turned_back_while_the_agent_kept_our_old_state() {
+    let Some(lib) = faketime_lib() else { return };
+    let r = rig();
+    run_phase_with(&r, "skew_stale", &[("FAKETIME_LIB", lib.as_os_str())]);
 }
 
 #[test]

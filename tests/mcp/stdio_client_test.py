@@ -293,6 +293,49 @@ async def skew():
         check("set up again on the skewed clock", not r.is_error, text_of(r))
 
 
+async def skew_stale():
+    """The agent keeps our old WireGuard state while we set the destination up anew on a
+    clock turned back: the server is away when the destination idles out, so the agent never
+    hears of the removal. Our new handshake must still be newer than the last one it saw."""
+    clock = os.path.join(CFG, "faketime-offset")
+    with open(clock, "w") as fh:
+        fh.write("+0\n")
+    fake = {
+        "LD_PRELOAD": os.environ["FAKETIME_LIB"],
+        "FAKETIME_TIMESTAMP_FILE": clock,
+        "FAKETIME_CACHE_DURATION": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    async with Client(params("--idle-timeout", "3", env=fake)) as c:
+        r = await c.call_tool("workspace_bash", {"workspace": "dev", "command": "echo up"})
+        check("reachable before", not r.is_error, text_of(r))
+        with open(SERVE_PIDFILE) as fh:
+            os.kill(int(fh.read().strip()), signal.SIGKILL)
+        while serve_alive():
+            await anyio.sleep(0.05)
+        with open(clock, "w") as fh:
+            fh.write("-1h\n")
+        # Idle expiry removes the destination here; the removal cannot reach the agent.
+        await anyio.sleep(4.5)
+        dests, raw = destinations()
+        check("the idle destination closed while the server was away", dests == [], raw)
+        age = handshake_age_s()
+        proc = subprocess.Popen(SERVE_ARGV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        with open(SERVE_PIDFILE, "w") as fh:
+            fh.write(str(proc.pid))
+        while not serve_alive():
+            await anyio.sleep(0.02)
+        took = await until_ok(c, "workspace_bash", {"workspace": "dev", "command": "echo back"}, 20)
+        figure("skew_stale_recovery_s", None if took is None else round(took, 2))
+        # The agent's own coordinator backoff (at most 5 s) sets how soon it is back; what
+        # is refused as a replay stays refused until the agent initiates itself (~12 s).
+        check("set up again with the agent's old state and the clock turned back",
+              took is not None and took <= 6, took)
+        age = handshake_age_s()
+        check("its wall clock was turned back", age is not None and age > 3000, age)
+
+
 async def idle():
     async with Client(params("--idle-timeout", "2")) as c:
         r = await c.call_tool("workspace_bash", {"workspace": "dev", "command": "echo one"})
@@ -319,7 +362,7 @@ async def netchange():
 
 async def main():
     phase = sys.argv[1]
-    await {"tools": tools, "outage": outage, "freeze": freeze, "skew": skew, "idle": idle, "netchange": netchange}[phase]()
+    await {"tools": tools, "outage": outage, "freeze": freeze, "skew": skew, "skew_stale": skew_stale, "idle": idle, "netchange": netchange}[phase]()
     print(f"{passed} passed, {failed} failed", flush=True)
     sys.exit(1 if failed else 0)
 

@@ -172,6 +172,26 @@ struct TimeStamper {
     instant_at_start: Instant,
 }
 
+// agentwire patch (begin): a process-wide floor for handshake timestamps.
+//
+// Each `TimeStamper` reads the wall clock once, when its `Tunn` is created, and counts on
+// from there with the monotonic clock. A `Tunn` created after the wall clock was turned
+// back therefore stamps its initiations earlier than the `Tunn` it replaced for the same
+// peer did, and a responder that kept its state for us refuses them as replays
+// (`WrongTai64nTimestamp`) until it forgets the peer. Upstream's TODO below ("make
+// TimeStamper a singleton") names the cure; this floor is the smallest form of it.
+
+/// The last timestamp any `TimeStamper` in this process issued.
+static LAST_STAMP: std::sync::Mutex<Duration> = std::sync::Mutex::new(Duration::ZERO);
+
+/// `stamp`, or just after `last` if that is later; records the result in `last`.
+fn after_last_stamp(stamp: Duration, last: &mut Duration) -> Duration {
+    let stamp = stamp.max(*last + Duration::from_nanos(1));
+    *last = stamp;
+    stamp
+}
+// agentwire patch (end)
+
 impl TimeStamper {
     /// Create a new TimeStamper
     pub fn new() -> TimeStamper {
@@ -188,6 +208,8 @@ impl TimeStamper {
         const TAI64_BASE: u64 = (1u64 << 62) + 37;
         let mut ext_stamp = [0u8; 12];
         let stamp = Instant::now().duration_since(self.instant_at_start) + self.duration_at_start;
+        // agentwire patch: never older than a timestamp this process already sent
+        let stamp = after_last_stamp(stamp, &mut LAST_STAMP.lock().unwrap_or_else(|e| e.into_inner()));
         ext_stamp[0..8].copy_from_slice(&(stamp.as_secs() + TAI64_BASE).to_be_bytes());
         ext_stamp[8..12].copy_from_slice(&stamp.subsec_nanos().to_be_bytes());
         ext_stamp
@@ -937,4 +959,35 @@ mod tests {
         aead_chacha20_open(&mut [], &key, counter, &encrypted_nothing, &aad)
             .expect("Should open what we just sealed");
     }
+
+    // agentwire patch (begin): tests of the timestamp floor.
+    #[test]
+    fn a_stamp_never_goes_back_even_when_the_clock_does() {
+        let mut last = Duration::ZERO;
+        let t = Duration::from_secs(1_800_000_000);
+        assert_eq!(after_last_stamp(t, &mut last), t);
+        // The wall clock was turned back an hour: the next stamp is still later.
+        let back = after_last_stamp(t - Duration::from_secs(3600), &mut last);
+        assert_eq!(back, t + Duration::from_nanos(1));
+        // Twice the same reading: strictly increasing all the same.
+        assert!(after_last_stamp(t, &mut last) > back);
+        // Time moving on is followed.
+        let later = t + Duration::from_secs(5);
+        assert_eq!(after_last_stamp(later, &mut last), later);
+    }
+
+    #[test]
+    fn a_new_stamper_does_not_stamp_before_an_older_one() {
+        let first = TimeStamper::new();
+        let a = first.stamp();
+        // As if the wall clock had been turned back a day before the second was made.
+        let second = TimeStamper {
+            duration_at_start: first.duration_at_start - Duration::from_secs(86_400),
+            instant_at_start: Instant::now(),
+        };
+        let b = second.stamp();
+        assert!(b > a, "{b:?} <= {a:?}");
+        assert!(first.stamp() > b);
+    }
+    // agentwire patch (end)
 }
