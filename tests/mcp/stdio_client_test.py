@@ -172,14 +172,42 @@ def serve_alive():
         return False
 
 
+async def kill_serve():
+    with open(SERVE_PIDFILE) as fh:
+        os.kill(int(fh.read().strip()), signal.SIGKILL)
+    while serve_alive():
+        await anyio.sleep(0.05)
+
+
+async def start_serve():
+    proc = subprocess.Popen(SERVE_ARGV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    with open(SERVE_PIDFILE, "w") as fh:
+        fh.write(str(proc.pid))
+    while not serve_alive():
+        await anyio.sleep(0.02)
+
+
+def faked_clock():
+    """A file holding the wall clock's offset, and the environment that makes a process
+    read it (libfaketime)."""
+    clock = os.path.join(CFG, "faketime-offset")
+    with open(clock, "w") as fh:
+        fh.write("+0\n")
+    return clock, {
+        "LD_PRELOAD": os.environ["FAKETIME_LIB"],
+        "FAKETIME_TIMESTAMP_FILE": clock,
+        # Re-read the offset every second; only the wall clock moves.
+        "FAKETIME_CACHE_DURATION": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+
+
 async def outage():
     async with Client(params()) as c:
         r = await c.call_tool("workspace_bash", {"workspace": "dev", "command": "echo up"})
         check("dev reachable before the outage", not r.is_error, text_of(r))
-        with open(SERVE_PIDFILE) as fh:
-            os.kill(int(fh.read().strip()), signal.SIGKILL)
-        while serve_alive():
-            await anyio.sleep(0.05)
+        await kill_serve()
         ok = 0
         for _ in range(10):
             r = await c.call_tool("workspace_bash", {"workspace": "dev", "command": "echo still"})
@@ -194,12 +222,7 @@ async def outage():
         check("the failure says the server cannot be reached",
               "cannot be reached" in msg or "unavailable" in msg, msg)
         check("it fails within the deadline", took < 35, took)
-        proc = subprocess.Popen(SERVE_ARGV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        with open(SERVE_PIDFILE, "w") as fh:
-            fh.write(str(proc.pid))
-        while not serve_alive():
-            await anyio.sleep(0.02)
+        await start_serve()
         took = await until_ok(c, "workspace_bash", {"workspace": "other", "command": "echo back"}, 20)
         figure("outage_recovery_s", None if took is None else round(took, 2))
         check("the new workspace works within 2 s of the server's return", took is not None and took <= 2, took)
@@ -251,16 +274,7 @@ def handshake_age_s():
 
 
 async def skew():
-    clock = os.path.join(CFG, "faketime-offset")
-    with open(clock, "w") as fh:
-        fh.write("+0\n")
-    fake = {
-        "LD_PRELOAD": os.environ["FAKETIME_LIB"],
-        "FAKETIME_TIMESTAMP_FILE": clock,
-        # Re-read the offset every second; only the wall clock moves.
-        "FAKETIME_CACHE_DURATION": "1",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }
+    clock, fake = faked_clock()
     # Destinations idle out after 3 s, so the ones used after the freeze are set up anew
     # (fresh WireGuard handshake state) on the turned-back clock.
     async with Client(params("--idle-timeout", "3", env=fake)) as c:
@@ -297,35 +311,18 @@ async def skew_stale():
     """The agent keeps our old WireGuard state while we set the destination up anew on a
     clock turned back: the server is away when the destination idles out, so the agent never
     hears of the removal. Our new handshake must still be newer than the last one it saw."""
-    clock = os.path.join(CFG, "faketime-offset")
-    with open(clock, "w") as fh:
-        fh.write("+0\n")
-    fake = {
-        "LD_PRELOAD": os.environ["FAKETIME_LIB"],
-        "FAKETIME_TIMESTAMP_FILE": clock,
-        "FAKETIME_CACHE_DURATION": "1",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }
+    clock, fake = faked_clock()
     async with Client(params("--idle-timeout", "3", env=fake)) as c:
         r = await c.call_tool("workspace_bash", {"workspace": "dev", "command": "echo up"})
         check("reachable before", not r.is_error, text_of(r))
-        with open(SERVE_PIDFILE) as fh:
-            os.kill(int(fh.read().strip()), signal.SIGKILL)
-        while serve_alive():
-            await anyio.sleep(0.05)
+        await kill_serve()
         with open(clock, "w") as fh:
             fh.write("-1h\n")
         # Idle expiry removes the destination here; the removal cannot reach the agent.
         await anyio.sleep(4.5)
         dests, raw = destinations()
         check("the idle destination closed while the server was away", dests == [], raw)
-        age = handshake_age_s()
-        proc = subprocess.Popen(SERVE_ARGV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        with open(SERVE_PIDFILE, "w") as fh:
-            fh.write(str(proc.pid))
-        while not serve_alive():
-            await anyio.sleep(0.02)
+        await start_serve()
         took = await until_ok(c, "workspace_bash", {"workspace": "dev", "command": "echo back"}, 20)
         figure("skew_stale_recovery_s", None if took is None else round(took, 2))
         # The agent's own coordinator backoff (at most 5 s) sets how soon it is back; what
