@@ -6,7 +6,7 @@
 mod common;
 
 use agentwire::proto::wg::PathAddr;
-use agentwire::runtime::tailnet::{ConnError, Tailnet, TailnetConfig};
+use agentwire::runtime::tailnet::{ConnError, DialMode, Tailnet, TailnetConfig};
 use agentwire::services::agent::client::AgentClient;
 use common::cluster::{self, AGENT_A, AGENT_B, AGENT_C, Cluster, echo, fd_count, task_count};
 use std::time::Duration;
@@ -112,6 +112,58 @@ async fn a_thousand_acquire_drop_cycles_create_no_sockets_or_tasks() {
     let d = client.destinations().await;
     assert_eq!(d[0].leases, 0);
     assert_eq!(d[0].leases_total, 2001);
+}
+
+/// `DialMode::PerCall` exists for benchmarks: each handle gets a whole stack of its own
+/// (a fresh key, UDP socket, coordinator and relay connections), which must reach the
+/// agent (after a reachability ping, as the reference's per-call path does) and go away
+/// entirely when the handle drops, with or without a DERP map fetched for the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_call_handles_build_a_stack_each_and_leave_nothing_behind() {
+    let c = Cluster::start().await;
+    let _a = c.agent(AGENT_A).await;
+    let mut cfg = TailnetConfig::client(c.url(), cluster::ALICE_TOKEN);
+    cfg.udp_listen = "127.0.0.1:0".parse().unwrap();
+    cfg.dial_mode = DialMode::PerCall;
+    let client = Tailnet::start(cfg).unwrap();
+    let id = AGENT_A.parse().unwrap();
+    // Warm the process (first TLS and logging setup), then count.
+    let first = client.agent_conn(id, soon()).await.unwrap();
+    assert_eq!(echo(&first, b"warm").await.unwrap(), b"warm");
+    drop(first);
+    // The cluster's relay runs in this process too. With the map known at start, the
+    // stack logs in to the relay before the coordinator has its node; a call on the
+    // direct path can finish first, and the relay then holds that login (a task and a
+    // socket) until its admission wait, 5 s, gives up on it.
+    let settled = |want: (usize, usize)| async move {
+        let until = Instant::now() + Duration::from_secs(8);
+        while (fd_count(), task_count()) != want && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (fd_count(), task_count())
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = (fd_count(), task_count());
+    for i in 0..4 {
+        let conn = if i % 2 == 0 {
+            client.agent_conn(id, soon()).await.unwrap()
+        } else {
+            client
+                .agent_conn_with_map(id, soon(), c.hub.derp_map.clone())
+                .await
+                .unwrap()
+        };
+        assert_eq!(echo(&conn, b"per call").await.unwrap(), b"per call");
+        // The long-lived Tailnet itself never holds the destination.
+        assert!(client.destinations().await.is_empty());
+        drop(conn);
+        assert_eq!(
+            settled(before).await,
+            before,
+            "call {i} left a stack behind"
+        );
+    }
+    client.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -218,13 +218,39 @@ pub(super) async fn per_call(
     cfg: &TailnetConfig,
     agent: NodeId,
     deadline: tokio::time::Instant,
+    derp_map: Option<crate::wire::derpmap::DerpMap>,
 ) -> Result<AgentConn, ConnError> {
     let mut c = cfg.clone();
     c.id = NodeId::random();
     c.private = NodePrivate::generate();
     c.dial_mode = super::DialMode::Shared;
+    if derp_map.is_some() {
+        c.derp_map = derp_map;
+    }
     let t = Tailnet::start(c).map_err(|_| ConnError::Closed)?;
     let mut conn = acquire(&t.inner, agent, deadline).await?;
+    await_reachable(&t, agent, deadline).await?;
     conn.owner = Some(Arc::new(t));
     Ok(conn)
+}
+
+/// What the reference's per-call path does once its tunnel is up, before it hands the
+/// connection out (`AwaitReachable`): pings the agent through it until one is answered,
+/// starting at 50 ms per ping and doubling.
+async fn await_reachable(
+    t: &Tailnet,
+    agent: NodeId,
+    deadline: tokio::time::Instant,
+) -> Result<(), ConnError> {
+    let mut wait = std::time::Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(ConnError::NoHandshake(agent));
+        }
+        if let Some((_, Some(_pong))) = t.ping(agent, wait.min(left)).await? {
+            return Ok(());
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(5));
+    }
 }

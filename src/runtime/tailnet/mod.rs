@@ -448,9 +448,35 @@ impl Tailnet {
             return Err(ConnError::Closed);
         }
         if self.inner.cfg.dial_mode == DialMode::PerCall {
-            return conn::per_call(&self.inner.cfg, agent, deadline).await;
+            return conn::per_call(&self.inner.cfg, agent, deadline, None).await;
         }
         conn::acquire(&self.inner, agent, deadline).await
+    }
+
+    /// [`DialMode::PerCall`] only (benchmarks): as [`Self::agent_conn`], with the DERP map
+    /// the caller fetched for this call, as the reference's per-call path fetches one with
+    /// its connection info before it builds the stack. In shared mode the map is ignored.
+    ///
+    /// # Errors
+    /// As [`Self::agent_conn`].
+    pub async fn agent_conn_with_map(
+        &self,
+        agent: NodeId,
+        deadline: tokio::time::Instant,
+        derp_map: DerpMap,
+    ) -> Result<AgentConn, ConnError> {
+        if self.inner.cfg.dial_mode != DialMode::PerCall || self.inner.cfg.role != Role::Client {
+            return self.agent_conn(agent, deadline).await;
+        }
+        if self.inner.cancel.is_cancelled() {
+            return Err(ConnError::Closed);
+        }
+        conn::per_call(&self.inner.cfg, agent, deadline, Some(derp_map)).await
+    }
+
+    /// How `agent_conn` reaches agents.
+    pub fn dial_mode(&self) -> DialMode {
+        self.inner.cfg.dial_mode
     }
 
     /// Whether `agent` is a destination with a session now (a lease is granted at once).

@@ -10,13 +10,14 @@ use super::{AgentProvider, AgentState, AgentStatus, ProviderError};
 use crate::proto::coord::server::Presence as CoordPresence;
 use crate::proto::wg::PathAddr;
 use crate::runtime::clock;
-use crate::runtime::tailnet::{ConnError, Tailnet};
+use crate::runtime::tailnet::{ConnError, DialMode, Tailnet};
 use crate::services::agent::budget::ReplyRate;
 use crate::services::agent::client::AgentClient;
 use crate::services::agent::pool::AgentPools;
-use crate::services::hub::Hub;
+use crate::services::hub::{DERP_MAP_PATH, Hub};
 use crate::services::user_api::client::{ApiError, ServerClient, server_status};
 use crate::wire::addr::NodeId;
+use crate::wire::derpmap::DerpMap;
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -298,7 +299,29 @@ impl AgentProvider for TailnetAgentProvider {
                 }
                 tailnet.server_answered();
             }
-            let conn = match tailnet.agent_conn(agent, deadline).await {
+            let dialled = match &remote {
+                // The reference's per-call path asks the server for the connection info
+                // (the DERP map) on every call before it builds the stack; so does ours.
+                Some(server) if tailnet.dial_mode() == DialMode::PerCall => {
+                    let info =
+                        tokio::time::timeout_at(deadline, server.get::<DerpMap>(DERP_MAP_PATH));
+                    match info.await {
+                        Ok(Ok(map)) => tailnet.agent_conn_with_map(agent, deadline, map).await,
+                        failed => {
+                            let why = match failed {
+                                Ok(Err(e)) => e.to_string(),
+                                _ => "timed out".to_owned(),
+                            };
+                            return Err(ProviderError::Unreachable {
+                                agent,
+                                reason: format!("connection info from {}: {why}", server.url()),
+                            });
+                        }
+                    }
+                }
+                _ => tailnet.agent_conn(agent, deadline).await,
+            };
+            let conn = match dialled {
                 Ok(c) => c,
                 Err(e) => {
                     return Err(match remote {
