@@ -166,6 +166,42 @@ async fn per_call_handles_build_a_stack_each_and_leave_nothing_behind() {
     client.shutdown().await;
 }
 
+/// A client that goes away without a goodbye (its process crashed) is reported lost,
+/// and the agent keeps its peer while its sessions may still be in use; once its tunnel
+/// has been idle for the lost-client timeout the agent forgets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_forget_clients_lost_without_a_goodbye() {
+    let c = Cluster::start().await;
+    let a = cluster::agent_node(&c.url(), AGENT_A, |cfg| {
+        cfg.lost_client_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let client = c.client(cluster::ALICE_TOKEN);
+    let conn = client
+        .agent_conn(AGENT_A.parse().unwrap(), soon())
+        .await
+        .unwrap();
+    assert_eq!(echo(&conn, b"hi").await.unwrap(), b"hi");
+    let key = client.tunnel().public();
+    assert!(a.tunnel().peer_stats(key).await.unwrap().is_some());
+    drop(conn);
+    // Dropped, not shut down: no goodbye reaches the coordinator.
+    drop(client);
+    let t = Instant::now();
+    while a.tunnel().peer_stats(key).await.unwrap().is_some() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the agent kept a client lost without a goodbye"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        a.peer_update_counts().disconnected,
+        0,
+        "it was lost, not disconnected"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_destinations_are_evicted_and_come_back() {
     let c = Cluster::start().await;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 const IDLE: Duration = Duration::from_secs(60);
 const READY_GRACE: Duration = Duration::from_millis(200);
+const LOST_CLIENT: Duration = Duration::from_secs(90);
 
 fn id(n: u8) -> NodeId {
     NodeId(uuid::Uuid::from_u128(0x1000 + u128::from(n % 3)))
@@ -56,6 +57,9 @@ struct Model {
     programmed: BTreeMap<NodeId, NodePublic>,
     taken: u64,
     released: u64,
+    /// Lost clients the machine asked about, and whether every answer is now "idle".
+    checks: u64,
+    all_idle: bool,
 }
 
 impl Model {
@@ -95,6 +99,12 @@ impl Model {
                         // The caller's guard gives it back.
                         Err(_) => self.release(dest),
                     }
+                }
+                // The shell's answer, in use and idle in turn (always idle at the end).
+                Action::CheckClientIdle { id, key, .. } => {
+                    self.checks += 1;
+                    let idle = self.all_idle || self.checks.is_multiple_of(2);
+                    self.m.handle_client_idle(id, key, idle);
                 }
                 Action::Initiate(_)
                 | Action::Reinitiate(_)
@@ -158,6 +168,7 @@ pub fn destinations(data: &[u8]) {
             role,
             idle_timeout: IDLE,
             ready_grace: READY_GRACE,
+            lost_client_timeout: LOST_CLIENT,
         }),
         now: t0,
         held: Vec::new(),
@@ -167,6 +178,8 @@ pub fn destinations(data: &[u8]) {
         programmed: BTreeMap::new(),
         taken: 0,
         released: 0,
+        checks: 0,
+        all_idle: false,
     };
     for op in data.chunks(2).skip(1) {
         let (a, b) = (op[0], op.get(1).copied().unwrap_or(0));
@@ -267,6 +280,28 @@ pub fn destinations(data: &[u8]) {
             "a tunnel left open at the coordinator"
         );
         assert!(s.peers.is_empty(), "a peer left in the device");
+    } else {
+        // Every client goes away without a word and its tunnel stays idle: within two
+        // lost-client timeouts (lost, then asked) none is left programmed.
+        for b in 0..=u8::MAX {
+            s.m.handle_peer(
+                PeerUpdate {
+                    id: id(b),
+                    kind: PeerKind::Lost,
+                    node: None,
+                    reason: None,
+                },
+                s.now,
+            );
+        }
+        s.all_idle = true;
+        s.now += LOST_CLIENT;
+        s.timeout();
+        assert_eq!(s.m.client_count(), 0, "a lost, idle client was kept");
+        assert!(
+            s.peers.is_empty(),
+            "a lost client's peer left in the device"
+        );
     }
     let closed = s.m.acquire(id(0), s.now + IDLE, s.now);
     let Acquired::Wait(w) = closed else {

@@ -28,6 +28,7 @@ use crate::wire::key::NodePublic;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+mod clients;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -116,7 +117,7 @@ pub struct Destinations {
     cfg: DestinationsConfig,
     dests: HashMap<NodeId, Dest>,
     /// Agent role: the clients programmed as peers.
-    clients: HashMap<NodeId, NodePublic>,
+    clients: HashMap<NodeId, clients::Client>,
     next_waiter: u64,
     actions: VecDeque<Action>,
     closed: bool,
@@ -271,7 +272,7 @@ impl Destinations {
             PeerKind::Node | PeerKind::ReadyForHandshake => {}
         }
         if self.cfg.role == Role::Agent {
-            return self.handle_client_peer(u);
+            return self.handle_client_peer(u, now);
         }
         let Some(d) = self.dests.get_mut(&u.id) else {
             return;
@@ -320,28 +321,6 @@ impl Destinations {
         }
     }
 
-    fn handle_client_peer(&mut self, u: PeerUpdate) {
-        match u.kind {
-            PeerKind::Node => {
-                let Some(node) = u.node else { return };
-                let old = self.clients.insert(node.id, node.key);
-                if let Some(k) = old.filter(|k| *k != node.key) {
-                    self.actions.push_back(Action::ResetConnections(node.id));
-                    self.actions.push_back(Action::RemovePeer(k));
-                }
-                self.actions
-                    .push_back(Action::ProgramClient(Box::new(node)));
-            }
-            PeerKind::Disconnected => {
-                if let Some(k) = self.clients.remove(&u.id) {
-                    self.actions.push_back(Action::ResetConnections(u.id));
-                    self.actions.push_back(Action::RemovePeer(k));
-                }
-            }
-            PeerKind::Lost | PeerKind::ReadyForHandshake => {}
-        }
-    }
-
     /// Programs the destination's peer with its current node.
     fn program(&mut self, id: NodeId) {
         let Some(d) = self.dests.get_mut(&id) else {
@@ -386,8 +365,10 @@ impl Destinations {
     }
 
     /// Time passed: fails callers past their deadline, begins again handshakes that an
-    /// acknowledging agent left unanswered past `ready_grace`, removes idle destinations.
+    /// acknowledging agent left unanswered past `ready_grace`, removes idle destinations,
+    /// and (agent role) asks about clients lost for `lost_client_timeout`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.check_lost_clients(now);
         let mut ids: Vec<NodeId> = self.dests.keys().copied().collect();
         ids.sort();
         for id in ids {
@@ -441,6 +422,7 @@ impl Destinations {
                 let idle = (d.leases == 0).then(|| d.idle_since + self.cfg.idle_timeout);
                 [deadline, ready, idle].into_iter().flatten()
             })
+            .chain(self.lost_clients_due())
             .min()
     }
 

@@ -8,12 +8,14 @@ use crate::fuzzing::tailnet::node;
 
 const IDLE: Duration = Duration::from_secs(60);
 const GRACE: Duration = Duration::from_millis(200);
+const LOST: Duration = Duration::from_secs(900);
 
 fn machine(role: Role) -> Destinations {
     Destinations::new(DestinationsConfig {
         role,
         idle_timeout: IDLE,
         ready_grace: GRACE,
+        lost_client_timeout: LOST,
     })
 }
 
@@ -518,6 +520,86 @@ fn agents_program_every_client_and_replace_restarted_ones() {
         "an unknown client: nothing to do"
     );
     assert_eq!(m.client_count(), 0);
+}
+
+#[test]
+fn agents_forget_lost_clients_once_their_tunnel_is_idle() {
+    let t = Instant::now();
+    let (c, d) = (agent(7), agent(8));
+    let mut m = machine(Role::Agent);
+    for (id, k) in [(c, key(1)), (d, key(2))] {
+        m.handle_peer(
+            update(id, PeerKind::Node, Some(node(id, key(k.as_bytes()[0])))),
+            t,
+        );
+    }
+    actions(&mut m);
+    assert_eq!(
+        m.poll_timeout(),
+        None,
+        "nothing to check while both are connected"
+    );
+    // c goes without a word; d stays.
+    m.handle_peer(update(c, PeerKind::Lost, None), t);
+    assert_eq!(m.poll_timeout(), Some(t + LOST));
+    // A second `lost` does not move the clock.
+    m.handle_peer(update(c, PeerKind::Lost, None), t + LOST / 2);
+    m.handle_timeout(t + LOST / 2);
+    assert!(actions(&mut m).is_empty());
+    m.handle_timeout(t + LOST);
+    let check = Action::CheckClientIdle {
+        id: c,
+        key: key(1),
+        idle_for: LOST,
+    };
+    assert_eq!(actions(&mut m), vec![check.clone()]);
+    // Its tunnel is in use: kept, asked again a timeout later.
+    m.handle_client_idle(c, key(1), false);
+    assert!(actions(&mut m).is_empty());
+    assert_eq!(m.client_count(), 2);
+    assert_eq!(m.poll_timeout(), Some(t + 2 * LOST));
+    m.handle_timeout(t + 2 * LOST);
+    assert_eq!(actions(&mut m), vec![check]);
+    // Idle now: forgotten, its peer removed; d is untouched.
+    m.handle_client_idle(c, key(1), true);
+    assert_eq!(
+        actions(&mut m),
+        vec![Action::ResetConnections(c), Action::RemovePeer(key(1))]
+    );
+    assert_eq!(m.client_count(), 1);
+    assert_eq!(m.poll_timeout(), None);
+    // A late or repeated answer changes nothing.
+    m.handle_client_idle(c, key(1), true);
+    m.handle_client_idle(d, key(2), true);
+    assert!(actions(&mut m).is_empty());
+    assert_eq!(m.client_count(), 1);
+}
+
+#[test]
+fn a_lost_client_that_comes_back_is_kept() {
+    let t = Instant::now();
+    let c = agent(7);
+    let mut m = machine(Role::Agent);
+    m.handle_peer(update(c, PeerKind::Node, Some(node(c, key(1)))), t);
+    m.handle_peer(update(c, PeerKind::Lost, None), t);
+    m.handle_timeout(t + LOST);
+    actions(&mut m);
+    // Introduced again (its stream is back) before the shell answered: the idle answer
+    // for the old question is ignored, and nothing is due any more.
+    m.handle_peer(update(c, PeerKind::Node, Some(node(c, key(1)))), t + LOST);
+    actions(&mut m);
+    m.handle_client_idle(c, key(1), true);
+    assert!(actions(&mut m).is_empty());
+    assert_eq!(m.client_count(), 1);
+    assert_eq!(m.poll_timeout(), None);
+    // Back with a new key: an answer about the old key forgets nothing.
+    m.handle_peer(update(c, PeerKind::Lost, None), t + LOST);
+    m.handle_peer(update(c, PeerKind::Node, Some(node(c, key(2)))), t + LOST);
+    m.handle_peer(update(c, PeerKind::Lost, None), t + LOST);
+    actions(&mut m);
+    m.handle_client_idle(c, key(1), true);
+    assert!(actions(&mut m).is_empty());
+    assert_eq!(m.client_count(), 1);
 }
 
 #[test]

@@ -26,6 +26,9 @@ pub struct DestinationsConfig {
     /// After the agent's `ready_for_handshake`, how much longer (beyond the time from its
     /// node to its acknowledgement) the first handshake may take before it is begun again.
     pub ready_grace: Duration,
+    /// Agent role: a client the coordinator reported lost, and that has not come back,
+    /// is forgotten once its tunnel has had no handshake for this long.
+    pub lost_client_timeout: Duration,
 }
 
 /// Where setting up a destination got to.
@@ -112,6 +115,17 @@ pub enum Action {
     /// Agent role: program a client peer and, if that works, acknowledge it with
     /// `ready_for_handshake`.
     ProgramClient(Box<Node>),
+    /// Agent role: a client lost for a while. Report with
+    /// [`Destinations::handle_client_idle`] whether the peer with `key` has had no
+    /// handshake for `idle_for` (or none at all).
+    CheckClientIdle {
+        /// The client.
+        id: NodeId,
+        /// Its key.
+        key: NodePublic,
+        /// How long without a handshake counts as idle.
+        idle_for: Duration,
+    },
     /// Complete a waiting caller.
     Resolve {
         /// The caller.

@@ -244,7 +244,7 @@ async fn await_reachable(
 ) -> Result<(), ConnError> {
     let mut wait = std::time::Duration::from_millis(50);
     loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let left = deadline.saturating_duration_since(tokio::time::Instant::from_std(clock::now()));
         if left.is_zero() {
             return Err(ConnError::NoHandshake(agent));
         }

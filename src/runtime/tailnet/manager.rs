@@ -236,6 +236,18 @@ async fn act(inner: &Arc<Inner>, a: Action, sessions: &mut Sessions) {
             inner.coord(|c| c.reconnect_now());
             let _ = inner.tunnel.rehandshake_all().await;
         }
+        Action::CheckClientIdle { id, key, idle_for } => {
+            let last = match inner.tunnel.peer_stats(key).await {
+                Ok(Some((stats, _))) => stats.last_handshake,
+                // Gone already, or the tunnel is closing: nothing to keep.
+                _ => None,
+            };
+            let idle = last.is_none_or(|t| clock::now().saturating_duration_since(t) >= idle_for);
+            if idle {
+                tracing::info!(client = %id, "forgetting a client lost without a goodbye and idle since");
+            }
+            inner.state().machine.handle_client_idle(id, key, idle);
+        }
         // Handled by `State::settle`.
         Action::Resolve { .. } | Action::Gone(_) => {}
     }

@@ -108,6 +108,10 @@ pub struct TailnetConfig {
     /// After an agent's `ready_for_handshake`, how much longer the handshake begun when
     /// its node arrived may take before it is begun again (see `proto::tailnet`).
     pub ready_grace: Duration,
+    /// Agent role: a client the coordinator reported lost (gone without a goodbye) and
+    /// that has not come back is forgotten once its tunnel has been idle this long
+    /// (no handshake; a tunnel in use renews its session every two minutes).
+    pub lost_client_timeout: Duration,
     /// Netstack sizing (its addresses are replaced by our tailnet address).
     pub netstack: NetstackConfig,
     /// Shared (the default) or per-call.
@@ -137,6 +141,7 @@ impl TailnetConfig {
             relay_only: false,
             idle_timeout: Duration::from_secs(30 * 60),
             ready_grace: Duration::from_millis(200),
+            lost_client_timeout: Duration::from_secs(15 * 60),
             netstack: NetstackConfig::default(),
             dial_mode: DialMode::Shared,
             derp_options: DerpClientOptions::default(),
@@ -366,6 +371,7 @@ impl Tailnet {
             role: cfg.role,
             idle_timeout: cfg.idle_timeout,
             ready_grace: cfg.ready_grace,
+            lost_client_timeout: cfg.lost_client_timeout,
         });
         let inner = Arc::new(Inner {
             addr,
