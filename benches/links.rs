@@ -31,7 +31,11 @@ use agentwire::runtime::tls::{ClientTls, ServerTls};
 use agentwire::services::agent::client::AgentClient;
 use agentwire::services::agent::types::StartProcessRequest;
 use agentwire::services::agent::{Agent, AgentConfig};
+use agentwire::services::hub::DERP_MAP_PATH;
+use agentwire::services::public_url::BaseUrl;
+use agentwire::services::user_api::client::ServerClient;
 use agentwire::wire::addr::NodeId;
+use agentwire::wire::derpmap::DerpMap;
 use bytes::Bytes;
 use cluster::{AGENT_A, Cluster, SERVICE_TOKEN, agent_token};
 use common::link::{self, LinkParams};
@@ -357,14 +361,20 @@ async fn per_call_vs_shared(env: &mut Env) -> Vec<Figure> {
     let mut cfg = env.client_cfg.clone();
     cfg.dial_mode = DialMode::PerCall;
     let per_call = Tailnet::start(cfg).unwrap();
+    // The reference's per-call path asks the server for the connection info (the DERP
+    // map) before it builds each stack, over one kept-alive HTTP client.
+    let base = BaseUrl::parse("url", &env.remote.url, false).expect("server url");
+    let server = ServerClient::new(base, SERVICE_TOKEN, env.remote.trust.clone());
     let mut pc = Vec::new();
     let small = env.path("small.txt");
     for _ in 0..env_usize("LINKS_PER_CALLS", 30) {
         let t = Instant::now();
+        let map: DerpMap = server.get(DERP_MAP_PATH).await.expect("connection info");
         let h = per_call
-            .agent_conn(
+            .agent_conn_with_map(
                 env.agent,
                 tokio::time::Instant::now() + Duration::from_secs(30),
+                map,
             )
             .await
             .expect("per-call agent_conn");
