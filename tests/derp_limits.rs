@@ -147,13 +147,19 @@ async fn slow_receivers_cannot_spend_more_than_the_queue_budget() {
 }
 
 trait LoginRefused {
+    async fn send_login(&mut self);
     async fn login_refused(&mut self);
 }
 
 impl LoginRefused for Raw {
-    /// Sends a well-formed login for this client's key and waits for the close, sending a
-    /// packet to the admitted client on the way in case the server lets it through.
+    /// Sends a well-formed login for this client's key and waits for the close.
     async fn login_refused(&mut self) {
+        self.send_login().await;
+        self.expect_closed().await;
+    }
+
+    /// Reads the server's key and sends a well-formed login for this client's key.
+    async fn send_login(&mut self) {
         let greeting = self.recv().await.expect("ServerKey");
         let Ok(Frame::ServerKey(sk)) = Frame::parse_frame(&greeting, Direction::ServerToClient)
         else {
@@ -171,8 +177,37 @@ impl LoginRefused for Raw {
             sealed: &sealed,
         }))
         .await;
-        self.expect_closed().await;
     }
+}
+
+#[tokio::test]
+async fn a_login_waiting_for_admission_ends_when_its_client_leaves() {
+    let cfg = DerpServerConfig {
+        admission: Some(Admission::new(|_| false)),
+        admit_wait: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let srv = TestServer::start(cfg).await;
+    let mut stranger = raw_upgrade(srv.addr, None).await;
+    stranger.send_login().await;
+    // Bytes sent while waiting are read and kept, not taken for a close.
+    stranger
+        .send(Frame::SendPacket(SendPacket {
+            dst: NodePrivate::generate().public(),
+            packet: b"early",
+        }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(srv.stats().counters.dropped(DropReason::NotAdmitted), 0);
+    let t = agentwire::runtime::clock::now();
+    drop(stranger);
+    // Let go at once, not when the minute of admission wait is over.
+    eventually("refusal counted", || {
+        srv.stats().counters.dropped(DropReason::NotAdmitted) >= 1
+    })
+    .await;
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    srv.stop().await;
 }
 
 #[tokio::test]

@@ -47,7 +47,7 @@ pub(super) async fn serve_conn<R: DerpRead, W: DerpWrite>(
             .await
             .ok_or(DropReason::BadLogin)?;
         // A peer relay's mesh link is trusted by its key, not by the admission check.
-        if login.can_mesh || admitted(&server, &login.key).await {
+        if login.can_mesh || admitted_while_open(&server, &login.key, &mut reader, &mut buf).await {
             Ok(login)
         } else {
             Err(DropReason::NotAdmitted)
@@ -126,6 +126,34 @@ async fn write<W: DerpWrite>(server: &DerpServer, writer: &mut W, data: Bytes) -
         Err(_) => {
             server.counters.drop(DropReason::WriteTimeout);
             Err(())
+        }
+    }
+}
+
+/// Bytes a client waiting for admission may send ahead; past this it is not read until
+/// admitted (TCP holds the rest back).
+const MAX_EARLY_BYTES: usize = 64 << 10;
+
+/// [`admitted`], while watching the connection: a client that closes meanwhile is let go
+/// at once, rather than holding its task and socket until the wait ends. What it sends
+/// meanwhile stays in `buf` for the read loop, up to [`MAX_EARLY_BYTES`]. Both
+/// transports' reads are cancel-safe (a raw `read_buf`, a websocket stream's `next`), so
+/// admission completing mid-read loses nothing.
+async fn admitted_while_open<R: DerpRead>(
+    server: &DerpServer,
+    key: &NodePublic,
+    reader: &mut R,
+    buf: &mut BytesMut,
+) -> bool {
+    let admit = admitted(server, key);
+    tokio::pin!(admit);
+    loop {
+        tokio::select! {
+            ok = &mut admit => return ok,
+            r = reader.read_into(buf), if buf.len() < MAX_EARLY_BYTES => match r {
+                Ok(n) if n > 0 => {}
+                _ => return false,
+            },
         }
     }
 }
