@@ -224,9 +224,7 @@ pub(super) async fn per_call(
     c.id = NodeId::random();
     c.private = NodePrivate::generate();
     c.dial_mode = super::DialMode::Shared;
-    if derp_map.is_some() {
-        c.derp_map = derp_map;
-    }
+    c.derp_map = derp_map.or(c.derp_map);
     let t = Tailnet::start(c).map_err(|_| ConnError::Closed)?;
     let mut conn = acquire(&t.inner, agent, deadline).await?;
     await_reachable(&t, agent, deadline).await?;

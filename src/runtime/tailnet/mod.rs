@@ -447,16 +447,7 @@ impl Tailnet {
         agent: NodeId,
         deadline: tokio::time::Instant,
     ) -> Result<AgentConn, ConnError> {
-        if self.inner.cfg.role != Role::Client {
-            return Err(ConnError::NotAClient);
-        }
-        if self.inner.cancel.is_cancelled() {
-            return Err(ConnError::Closed);
-        }
-        if self.inner.cfg.dial_mode == DialMode::PerCall {
-            return conn::per_call(&self.inner.cfg, agent, deadline, None).await;
-        }
-        conn::acquire(&self.inner, agent, deadline).await
+        self.dial(agent, deadline, None).await
     }
 
     /// [`DialMode::PerCall`] only (benchmarks): as [`Self::agent_conn`], with the DERP map
@@ -471,13 +462,25 @@ impl Tailnet {
         deadline: tokio::time::Instant,
         derp_map: DerpMap,
     ) -> Result<AgentConn, ConnError> {
-        if self.inner.cfg.dial_mode != DialMode::PerCall || self.inner.cfg.role != Role::Client {
-            return self.agent_conn(agent, deadline).await;
+        self.dial(agent, deadline, Some(derp_map)).await
+    }
+
+    async fn dial(
+        &self,
+        agent: NodeId,
+        deadline: tokio::time::Instant,
+        derp_map: Option<DerpMap>,
+    ) -> Result<AgentConn, ConnError> {
+        if self.inner.cfg.role != Role::Client {
+            return Err(ConnError::NotAClient);
         }
         if self.inner.cancel.is_cancelled() {
             return Err(ConnError::Closed);
         }
-        conn::per_call(&self.inner.cfg, agent, deadline, Some(derp_map)).await
+        if self.inner.cfg.dial_mode == DialMode::PerCall {
+            return conn::per_call(&self.inner.cfg, agent, deadline, derp_map).await;
+        }
+        conn::acquire(&self.inner, agent, deadline).await
     }
 
     /// How `agent_conn` reaches agents.

@@ -305,18 +305,14 @@ impl AgentProvider for TailnetAgentProvider {
                 Some(server) if tailnet.dial_mode() == DialMode::PerCall => {
                     let info =
                         tokio::time::timeout_at(deadline, server.get::<DerpMap>(DERP_MAP_PATH));
+                    let no_info = |why: String| ProviderError::Unreachable {
+                        agent,
+                        reason: format!("connection info from {}: {why}", server.url()),
+                    };
                     match info.await {
                         Ok(Ok(map)) => tailnet.agent_conn_with_map(agent, deadline, map).await,
-                        failed => {
-                            let why = match failed {
-                                Ok(Err(e)) => e.to_string(),
-                                _ => "timed out".to_owned(),
-                            };
-                            return Err(ProviderError::Unreachable {
-                                agent,
-                                reason: format!("connection info from {}: {why}", server.url()),
-                            });
-                        }
+                        Ok(Err(e)) => return Err(no_info(e.to_string())),
+                        Err(_) => return Err(no_info("timed out".to_owned())),
                     }
                 }
                 _ => tailnet.agent_conn(agent, deadline).await,
