@@ -451,6 +451,29 @@ async fn a_hostile_workspace_leaves_other_tenants_alone() {
             "hostile_udp_flood_server_netstack: {} queued, {} dropped for no socket, {} over fair share",
             st.netstack.rx_packets, st.netstack.rx_no_socket, st.netstack.rx_fair_share
         );
+        let drop = |name| {
+            st.driver
+                .drops
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0, |d| d.1)
+        };
+        println!(
+            "hostile_udp_flood_server_undecrypted: {} over the backlog's fair share, {} from a peer restricted as wasteful",
+            drop("fair_share"),
+            drop("wasteful")
+        );
+        // Datagrams addressed to nothing put their peer on the wasteful rate (1 000 a
+        // second), so once the flood outruns that, most of what reaches the driver is
+        // dropped before decryption rather than decrypted and discarded.
+        if pps > 5_000.0 {
+            assert!(
+                drop("wasteful") > st.netstack.rx_no_socket,
+                "the flood was decrypted: {} dropped undecrypted, {} decrypted for no socket",
+                drop("wasteful"),
+                st.netstack.rx_no_socket
+            );
+        }
     }
     check("udp_flood", &f);
 

@@ -125,6 +125,19 @@ pub enum NetstackError {
     TooManyAddresses,
 }
 
+/// Why a decrypted packet was not queued for smoltcp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxDrop {
+    /// The receive queue was full.
+    QueueFull,
+    /// Its source held more than its share of a busy queue.
+    FairShare,
+    /// UDP to one of our addresses at a port nothing is bound to.
+    NoSocket,
+    /// A connection attempt a full listener refused.
+    Refused,
+}
+
 /// Counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetstackStats {
@@ -357,15 +370,19 @@ impl Netstack {
     }
 
     /// Queues one decrypted IP packet held in a pooled buffer (no copy). On drop the
-    /// buffer goes back to the pool and `false` is returned.
-    pub fn receive_owned(&mut self, buf: Vec<u8>, now: Instant) -> bool {
-        let Some(src) = self.rx_gate(&buf, now) else {
-            self.dev.give_back(buf);
-            return false;
+    /// buffer goes back to the pool and the reason is returned, so the driver can tell
+    /// a peer whose traffic is addressed to nothing from one that met a full queue.
+    pub fn receive_owned(&mut self, buf: Vec<u8>, now: Instant) -> Result<(), RxDrop> {
+        let src = match self.rx_gate_why(&buf, now) {
+            Ok(src) => src,
+            Err(why) => {
+                self.dev.give_back(buf);
+                return Err(why);
+            }
         };
         self.dev.push_rx(buf, src);
         self.stats.rx_packets += 1;
-        true
+        Ok(())
     }
 
     /// Decides whether `pkt` may be queued; the source to charge it to if so.
@@ -376,19 +393,23 @@ impl Netstack {
     /// peer alone on a busy stack still has three quarters of the queue. UDP to a port no socket is bound to is dropped here, before smoltcp
     /// would spend an ICMP reply on it.
     fn rx_gate(&mut self, pkt: &[u8], now: Instant) -> Option<Option<IpAddr>> {
+        self.rx_gate_why(pkt, now).ok()
+    }
+
+    fn rx_gate_why(&mut self, pkt: &[u8], now: Instant) -> Result<Option<IpAddr>, RxDrop> {
         let limit = self.dev.rx_limit;
         if self.dev.rx.len() >= limit {
             self.stats.rx_queue_full += 1;
-            return None;
+            return Err(RxDrop::QueueFull);
         }
         // Not an IP packet we can read: smoltcp will drop it, counted as its own.
         let Ok(ip) = crate::wire::ip::IpPeek::parse(pkt) else {
-            return Some(None);
+            return Ok(None);
         };
         let busy = self.dev.rx.len() >= limit - limit / 4;
         if busy && self.dev.queued_from(&ip.src) >= (limit / 4).max(1) {
             self.stats.rx_fair_share += 1;
-            return None;
+            return Err(RxDrop::FairShare);
         }
         if ip.protocol == 17 && self.config.addresses.contains(&ip.dst) {
             let port = pkt
@@ -396,13 +417,13 @@ impl Netstack {
                 .map(|b| u16::from_be_bytes([b[0], b[1]]));
             if port.is_some_and(|p| !self.udp_ports.contains(&p)) {
                 self.stats.rx_no_socket += 1;
-                return None;
+                return Err(RxDrop::NoSocket);
             }
         }
         if !self.admit(pkt, &ip, now) {
-            return None;
+            return Err(RxDrop::Refused);
         }
-        Some(Some(ip.src))
+        Ok(Some(ip.src))
     }
 
     /// Lends up to `n` pooled packet buffers (allocating when the pool is empty).

@@ -10,8 +10,9 @@
 use super::clock;
 use super::stack::Shared;
 use super::udp::UdpTransport;
+use crate::netstack::RxDrop;
 use crate::proto::discovery::{Discovery, Report, StunServer};
-use crate::proto::wg::fair::{FairShare, data_slot};
+use crate::proto::wg::fair::{Cut, FairShare, data_slot};
 use crate::proto::wg::{
     Device, DeviceError, DropReason, PathAddr, PathInfo, PathSrc, PeerConfig, PeerStats,
     PingResult, Transmits,
@@ -106,8 +107,9 @@ pub(crate) struct Driver {
     /// Datagrams of `tx` already sent.
     sent: usize,
     send_blocked: bool,
-    /// Decrypted packets waiting for the netstack lock.
+    /// Decrypted packets waiting for the netstack lock, and the peer slot each came from.
     rx_batch: Vec<Vec<u8>>,
+    rx_slots: Vec<u32>,
     /// Empty packet buffers lent by the netstack.
     pool: Vec<Vec<u8>>,
     /// Packets taken from smoltcp, and buffers to give back.
@@ -155,6 +157,7 @@ impl Driver {
             sent: 0,
             send_blocked: false,
             rx_batch: Vec::new(),
+            rx_slots: Vec::new(),
             pool: Vec::new(),
             out_pkts: Vec::new(),
             spent: Vec::new(),
@@ -265,7 +268,7 @@ impl Driver {
         // The window is backlogged if no read in it found the socket empty (with GRO one
         // read may carry dozens of datagrams, so a read's count says little).
         let mut full = true;
-        self.fair.start_window();
+        self.fair.start_window(now);
         for _ in 0..RECV_BATCHES {
             let res = {
                 let Self {
@@ -274,6 +277,7 @@ impl Driver {
                     tx,
                     pool,
                     rx_batch,
+                    rx_slots,
                     big,
                     discovery,
                     fair,
@@ -289,11 +293,11 @@ impl Driver {
                         }
                         return;
                     }
-                    if data_slot(d).is_some_and(|slot| !fair.admit(slot)) {
-                        device.count_drop(DropReason::FairShare);
+                    if !admit(fair, device, d) {
                         return;
                     }
-                    ingest_into(device, tx, pool, rx_batch, big, now, PathSrc::Udp(src), d);
+                    let rx = (&mut *rx_batch, &mut *rx_slots);
+                    ingest_into(device, tx, pool, rx, big, now, PathSrc::Udp(src), d);
                 })
             };
             match res {
@@ -318,6 +322,7 @@ impl Driver {
             tx,
             pool,
             rx_batch,
+            rx_slots,
             big,
             fair,
             ..
@@ -331,10 +336,9 @@ impl Driver {
                     region: m.region,
                     key: m.src,
                 };
-                if data_slot(&m.packet).is_some_and(|slot| !fair.admit(slot)) {
-                    device.count_drop(DropReason::FairShare);
-                } else {
-                    ingest_into(device, tx, pool, rx_batch, big, now, src, &m.packet);
+                if admit(fair, device, &m.packet) {
+                    let rx = (&mut *rx_batch, &mut *rx_slots);
+                    ingest_into(device, tx, pool, rx, big, now, src, &m.packet);
                 }
                 total += 1;
             }
@@ -416,11 +420,22 @@ impl Driver {
         if asked || !self.rx_batch.is_empty() || self.stack_due || st.has_transmits() {
             // Feed the bounded receive queue in slices, polling in between, so a large
             // GRO burst is processed rather than dropped at the queue.
-            let mut pending = self.rx_batch.drain(..).peekable();
+            let fair = &mut self.fair;
+            let mut judge = |slot: u32, r: Result<(), RxDrop>| {
+                let wasted = r == Err(RxDrop::NoSocket);
+                if let Some(change) = fair.decrypted(slot, wasted) {
+                    tracing::debug!(slot, ?change, "a peer's decrypted traffic was judged");
+                }
+            };
+            let mut pending = self
+                .rx_batch
+                .drain(..)
+                .zip(self.rx_slots.drain(..))
+                .peekable();
             loop {
                 let room = st.rx_room().max(1);
-                for buf in pending.by_ref().take(room) {
-                    st.receive_owned(buf, now);
+                for (buf, slot) in pending.by_ref().take(room) {
+                    judge(slot, st.receive_owned(buf, now));
                 }
                 st.poll(now);
                 if pending.peek().is_none() || st.rx_room() == 0 {
@@ -429,8 +444,8 @@ impl Driver {
             }
             // Whatever is left could not be taken (smoltcp is blocked on a full transmit
             // queue): drop it, counted, rather than buffer without bound.
-            for buf in pending {
-                st.receive_owned(buf, now);
+            for (buf, slot) in pending {
+                judge(slot, st.receive_owned(buf, now));
             }
         }
         let mut taken = 0;
@@ -497,17 +512,33 @@ impl Driver {
     }
 }
 
+/// Whether a datagram may go on to decryption: only transport data is limited, by its
+/// peer's fair share of a backlogged window and by the peer's standing.
+fn admit(fair: &mut FairShare, device: &mut Device, d: &[u8]) -> bool {
+    let Some(slot) = data_slot(d) else {
+        return true;
+    };
+    match fair.admit(slot) {
+        Ok(()) => return true,
+        Err(Cut::OverShare) => device.count_drop(DropReason::FairShare),
+        Err(Cut::Wasteful) => device.count_drop(DropReason::Wasteful),
+    }
+    false
+}
+
 #[allow(clippy::too_many_arguments)]
 fn ingest_into(
     device: &mut Device,
     tx: &mut Transmits,
     pool: &mut Vec<Vec<u8>>,
-    rx_batch: &mut Vec<Vec<u8>>,
+    (rx_batch, rx_slots): (&mut Vec<Vec<u8>>, &mut Vec<u32>),
     big: &mut [u8],
     now: Instant,
     src: PathSrc,
     d: &[u8],
 ) {
+    // Only transport data decrypts to a packet, and its receiver index names the slot.
+    let slot = data_slot(d).unwrap_or(u32::MAX);
     let mut buf = pool.pop().unwrap_or_default();
     let need = d.len().max(crate::wire::wg::INITIATION_LEN);
     if need <= crate::netstack::device::PACKET_BUF {
@@ -518,6 +549,7 @@ fn ingest_into(
             Ok(Some(n)) => {
                 buf.truncate(n);
                 rx_batch.push(buf);
+                rx_slots.push(slot);
             }
             _ => pool.push(buf),
         }
@@ -525,6 +557,7 @@ fn ingest_into(
         buf.clear();
         buf.extend_from_slice(&big[..n]);
         rx_batch.push(buf);
+        rx_slots.push(slot);
     } else {
         pool.push(buf);
     }

@@ -39,11 +39,14 @@ pub enum DropReason {
     /// Transport data from a peer over its fair share of a backlogged receive window,
     /// dropped before decryption.
     FairShare,
+    /// Transport data from a peer whose decrypted traffic was mostly addressed to
+    /// nothing, over its restricted rate; dropped before decryption.
+    Wasteful,
 }
 
 impl DropReason {
     /// Number of reasons, for counter arrays.
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
     /// Every reason, in counter-array order.
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Malformed,
@@ -63,6 +66,7 @@ impl DropReason {
         Self::Internal,
         Self::DiscoLimited,
         Self::FairShare,
+        Self::Wasteful,
     ];
     /// A stable snake_case name for metrics.
     pub fn name(self) -> &'static str {
@@ -84,6 +88,7 @@ impl DropReason {
             Self::Internal => "internal",
             Self::DiscoLimited => "disco_rate_limited",
             Self::FairShare => "fair_share",
+            Self::Wasteful => "wasteful",
         }
     }
 }
