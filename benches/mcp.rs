@@ -7,7 +7,8 @@
 //! baseline), the SQLite store and PostgreSQL (a throwaway cluster, when the machine can
 //! run one), with the audit log written for every call by the stores; each store level
 //! prints its ratio to the baseline. The 256-client level is one user, so it mostly
-//! measures the per-user cap of 64 calls in flight (the rest are refused at once).
+//! measures the per-user cap of 64 calls in flight (64 more wait up to 2 s for a slot,
+//! the rest are refused at once).
 //!
 //! Run: `cargo bench --bench mcp` (`BENCH_SECS` sets seconds per level and rig;
 //! `BENCH_ROUNDS`, 5, how many interleaved rounds the 16-client level gets, each rig's

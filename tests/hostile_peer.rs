@@ -521,6 +521,9 @@ async fn a_hostile_workspace_leaves_other_tenants_alone() {
                 || l.contains("broken")
                 || l.contains("reason=\"fair_share\"")
                 || l.contains("probation")
+                || l.contains("queued")
+                || l.contains("waiting")
+                || l.contains("reason=\"wasteful\"")
                 || l.contains("in_flight"))
     }) {
         println!("hostile_counter {l}");

@@ -447,10 +447,24 @@ async fn render(
     );
     line(
         &mut out,
+        "agentwire_mcp_tool_calls_waiting",
+        "Tool calls waiting for one of their user's in-flight slots, all users.",
+        "gauge",
+        &one(mcp.waiting() as f64),
+    );
+    line(
+        &mut out,
         "agentwire_mcp_user_limited_total",
-        "Tool calls refused because their user had the maximum in flight.",
+        "Tool calls refused because their user had the maximum in flight and as many waiting, or none finished within the wait.",
         "counter",
         &one(mcp.user_limited() as f64),
+    );
+    line(
+        &mut out,
+        "agentwire_mcp_user_queued_total",
+        "Tool calls that waited for one of their user's in-flight slots.",
+        "counter",
+        &one(mcp.user_queued() as f64),
     );
     for m in hub.control.metrics() {
         line(&mut out, m.name, m.help, m.kind, &m.samples);

@@ -66,9 +66,13 @@ pub struct McpLimits {
     pub edit_max_files: usize,
     /// Bounds on `search` (chatgpt toolset).
     pub search: SearchLimits,
-    /// Tool calls one user may have in flight at once, across all sessions; beyond it a
-    /// call is answered at once with a tool error, so one user cannot occupy the server.
+    /// Tool calls one user may have in flight at once, across all sessions, so one user
+    /// cannot occupy the server. Beyond it as many more may wait for a slot, each up to
+    /// `call_queue_wait`; the rest, and those whose wait runs out, are answered with a
+    /// tool error.
     pub max_calls_per_user: usize,
+    /// How long a call over its user's cap waits for a slot (zero: refused at once).
+    pub call_queue_wait: Duration,
 }
 
 impl Default for McpLimits {
@@ -91,6 +95,7 @@ impl Default for McpLimits {
             edit_max_files: 100,
             search: SearchLimits::default(),
             max_calls_per_user: 64,
+            call_queue_wait: Duration::from_secs(2),
         }
     }
 }

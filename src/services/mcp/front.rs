@@ -3,6 +3,7 @@
 use super::McpState;
 use super::cancel::CancelRegistry;
 use super::chatgpt;
+use super::slots::NoSlot;
 use super::tools::{self, Cx};
 use crate::runtime::clock;
 use crate::services::control::{ToolCallRecord, ToolOutcome, User};
@@ -210,17 +211,34 @@ impl ServerHandler for Front {
             registry.register(&self.cx.user.name, id, token)
         });
         let name = request.name.as_ref();
-        let max = self.cx.limits().max_calls_per_user;
-        let Some(_slot) = self.cx.state.stats.enter(&self.cx.user.name, max) else {
-            tracing::debug!(user = %self.cx.user.name, "tool call refused: per-user limit");
-            self.cx.state.stats.tool_call(true);
-            let refused =
-                rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(format!(
-                    "you have {max} tool calls in flight, the most allowed at once; \
-                 wait for some to finish and try again"
-                ))]);
-            audit.finish(ToolOutcome::Refused, Some(&refused), None);
-            return Ok(refused.into());
+        let limits = self.cx.limits();
+        let (max, wait) = (limits.max_calls_per_user, limits.call_queue_wait);
+        let entered = self
+            .cx
+            .state
+            .stats
+            .enter(&self.cx.user.name, max, wait, &context.ct)
+            .await;
+        let _slot = match entered {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!(user = %self.cx.user.name, ?why, "tool call refused: per-user limit");
+                self.cx.state.stats.tool_call(true);
+                let refused =
+                    rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(
+                        format!(
+                            "you have {max} tool calls in flight, the most allowed at once, and \
+                         none finished within {} ms; wait for some to finish and try again",
+                            wait.as_millis()
+                        ),
+                    )]);
+                let outcome = match why {
+                    NoSlot::Refused => ToolOutcome::Refused,
+                    NoSlot::Cancelled => ToolOutcome::Cancelled,
+                };
+                audit.finish(outcome, Some(&refused), None);
+                return Ok(refused.into());
+            }
         };
         let args = request.arguments.unwrap_or_default();
         let listed = self.toolset.catalog().iter().any(|t| t.name == name);

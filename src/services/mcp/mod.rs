@@ -35,6 +35,7 @@ pub(crate) mod http;
 pub mod provider;
 mod result;
 mod schema;
+mod slots;
 mod stdio;
 mod tools;
 
@@ -74,35 +75,11 @@ pub struct McpStats {
     responses: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
     tool_calls: std::sync::atomic::AtomicU64,
     tool_errors: std::sync::atomic::AtomicU64,
-    /// Tool calls in flight per user.
-    in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-    user_limited: std::sync::atomic::AtomicU64,
+    /// Tool calls in flight and waiting, per user.
+    slots: slots::UserSlots,
     /// Agent replies cut at the call's size limit, and calls that hit the time limit.
     agent_too_large: std::sync::atomic::AtomicU64,
     agent_timed_out: std::sync::atomic::AtomicU64,
-}
-
-/// One call's place in its user's in-flight count; given back on drop.
-#[derive(Debug)]
-pub(crate) struct CallSlot<'a> {
-    stats: &'a McpStats,
-    user: String,
-}
-
-impl Drop for CallSlot<'_> {
-    fn drop(&mut self) {
-        let mut m = self
-            .stats
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.user) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.user);
-            }
-        }
-    }
 }
 
 impl McpStats {
@@ -119,23 +96,16 @@ impl McpStats {
         }
     }
 
-    /// Takes one of `user`'s `max` in-flight call slots, or counts a refusal.
-    pub(crate) fn enter(&self, user: &str, max: usize) -> Option<CallSlot<'_>> {
-        let mut m = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(user.to_string()).or_default();
-        if *n >= max.max(1) {
-            if *n == 0 {
-                m.remove(user);
-            }
-            self.user_limited
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return None;
-        }
-        *n += 1;
-        Some(CallSlot {
-            stats: self,
-            user: user.to_string(),
-        })
+    /// Takes one of `user`'s `max` in-flight call slots, waiting up to `wait` for one
+    /// (see `slots`), or counts a refusal.
+    pub(crate) async fn enter(
+        &self,
+        user: &str,
+        max: usize,
+        wait: std::time::Duration,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<slots::CallSlot<'_>, slots::NoSlot> {
+        self.slots.enter(user, max, wait, cancel).await
     }
 
     /// Counts a tool call that failed at a limit on the agent's reply (size or time).
@@ -158,15 +128,25 @@ impl McpStats {
         )
     }
 
-    /// Tool calls refused because their user had the maximum in flight.
+    /// Tool calls refused because their user had the maximum in flight (and as many
+    /// waiting, or none finished within the wait).
     pub fn user_limited(&self) -> u64 {
-        self.user_limited.load(std::sync::atomic::Ordering::Relaxed)
+        self.slots.refused()
+    }
+
+    /// Tool calls that waited for one of their user's slots.
+    pub fn user_queued(&self) -> u64 {
+        self.slots.queued()
     }
 
     /// Tool calls in flight, all users.
     pub fn in_flight(&self) -> usize {
-        let m = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        m.values().sum()
+        self.slots.running()
+    }
+
+    /// Tool calls waiting for a slot, all users.
+    pub fn waiting(&self) -> usize {
+        self.slots.waiting()
     }
 
     /// HTTP responses by status code.
@@ -207,21 +187,27 @@ impl McpState {
 mod tests {
     use super::McpStats;
 
-    #[test]
-    fn in_flight_calls_are_capped_per_user() {
+    #[tokio::test]
+    async fn in_flight_calls_are_capped_per_user() {
         let stats = McpStats::default();
-        let a1 = stats.enter("alice", 2);
-        let a2 = stats.enter("alice", 2);
-        assert!(a1.is_some() && a2.is_some());
-        assert!(stats.enter("alice", 2).is_none(), "third call refused");
+        let none = tokio_util::sync::CancellationToken::new();
+        let no_wait = std::time::Duration::ZERO;
+        let a1 = stats.enter("alice", 2, no_wait, &none).await;
+        let a2 = stats.enter("alice", 2, no_wait, &none).await;
+        assert!(a1.is_ok() && a2.is_ok());
         assert!(
-            stats.enter("bob", 2).is_some(),
+            stats.enter("alice", 2, no_wait, &none).await.is_err(),
+            "third call refused"
+        );
+        assert!(
+            stats.enter("bob", 2, no_wait, &none).await.is_ok(),
             "another user is not affected"
         );
         assert_eq!(stats.user_limited(), 1);
+        assert_eq!(stats.in_flight(), 2);
         drop(a1);
         assert!(
-            stats.enter("alice", 2).is_some(),
+            stats.enter("alice", 2, no_wait, &none).await.is_ok(),
             "a finished call frees its slot"
         );
         drop(a2);
