@@ -82,6 +82,14 @@ pub struct ServeArgs {
     /// slowly. 0: no limit (and no probation).
     #[arg(long, value_name = "MIB_PER_SEC", default_value_t = 64)]
     pub agent_reply_rate: u64,
+    /// Tool calls one user may have running at once, across all sessions and clients.
+    /// As many more wait for a slot (see --call-queue-wait-ms); the rest are refused.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_calls_per_user: u32,
+    /// How long a tool call over its user's limit waits for a slot before it is refused
+    /// (0: refused at once).
+    #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub call_queue_wait_ms: u64,
     /// Serve /metrics (and /healthz) on this separate address, without a token. Keep it on
     /// loopback or a private network.
     #[arg(long, value_name = "ADDR")]
@@ -279,6 +287,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 ..Default::default()
             },
         },
+        mcp_limits: crate::services::mcp::config::McpLimits {
+            max_calls_per_user: args.max_calls_per_user as usize,
+            call_queue_wait: std::time::Duration::from_millis(args.call_queue_wait_ms),
+            ..Default::default()
+        },
         stun_listen,
         stun_optional,
         oauth: crate::services::oauth::OAuthOptions {
@@ -464,5 +477,30 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(["x", flag, "v", file, "f"]).is_err());
         }
+    }
+
+    #[test]
+    fn the_per_user_call_limit_and_its_queue_are_flags() {
+        let c = Cli::try_parse_from(["x"]).expect("defaults");
+        let d = crate::services::mcp::config::McpLimits::default();
+        assert_eq!(c.serve.max_calls_per_user as usize, d.max_calls_per_user);
+        assert_eq!(
+            std::time::Duration::from_millis(c.serve.call_queue_wait_ms),
+            d.call_queue_wait
+        );
+        let c = Cli::try_parse_from([
+            "x",
+            "--max-calls-per-user",
+            "8",
+            "--call-queue-wait-ms",
+            "0",
+        ])
+        .expect("set");
+        assert_eq!(
+            (c.serve.max_calls_per_user, c.serve.call_queue_wait_ms),
+            (8, 0)
+        );
+        assert!(Cli::try_parse_from(["x", "--max-calls-per-user", "0"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--call-queue-wait-ms", "-1"]).is_err());
     }
 }

@@ -309,6 +309,7 @@ impl Server {
             public_url: cfg.public_url.as_ref().map(|_| public_url.clone()),
             listen_addr: Some(addr),
             allow_unauthenticated: cfg.dev_no_auth_user.clone(),
+            limits: cfg.mcp_limits.clone(),
             ..Default::default()
         };
         mcp_config

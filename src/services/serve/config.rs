@@ -71,6 +71,8 @@ pub struct ServeConfig {
     /// How fast one agent's replies are read, all calls to it together (see
     /// [`crate::services::agent::budget`]).
     pub agent_reply_rate: crate::services::agent::budget::ReplyRate,
+    /// The MCP endpoint's limits (per-user calls in flight, sizes, timeouts).
+    pub mcp_limits: crate::services::mcp::config::McpLimits,
 }
 
 impl ServeConfig {
@@ -103,6 +105,7 @@ impl ServeConfig {
             stun_optional: false,
             oauth: crate::services::oauth::OAuthOptions::default(),
             agent_reply_rate: crate::services::agent::budget::ReplyRate::default(),
+            mcp_limits: crate::services::mcp::config::McpLimits::default(),
         }
     }
 }
