@@ -134,6 +134,8 @@ pub enum RxDrop {
     FairShare,
     /// UDP to one of our addresses at a port nothing is bound to.
     NoSocket,
+    /// Unicast to an address that is not ours (smoltcp would drop it unanswered).
+    NotOurs,
     /// A connection attempt a full listener refused.
     Refused,
 }
@@ -151,6 +153,8 @@ pub struct NetstackStats {
     pub rx_fair_share: u64,
     /// Incoming UDP packets dropped because no socket is bound to their port.
     pub rx_no_socket: u64,
+    /// Incoming unicast packets dropped because their destination is not our address.
+    pub rx_not_ours: u64,
     /// SYNs dropped because a listener's backlog was full.
     pub syn_backlog_full: u64,
     /// Open TCP sockets (any state).
@@ -411,7 +415,16 @@ impl Netstack {
             self.stats.rx_fair_share += 1;
             return Err(RxDrop::FairShare);
         }
-        if ip.protocol == 17 && self.config.addresses.contains(&ip.dst) {
+        if !self.config.addresses.contains(&ip.dst) {
+            let unicast = match ip.dst {
+                IpAddr::V4(a) => !a.is_multicast() && !a.is_broadcast(),
+                IpAddr::V6(a) => !a.is_multicast(),
+            };
+            if unicast {
+                self.stats.rx_not_ours += 1;
+                return Err(RxDrop::NotOurs);
+            }
+        } else if ip.protocol == 17 {
             let port = pkt
                 .get(ip.transport_offset + 2..ip.transport_offset + 4)
                 .map(|b| u16::from_be_bytes([b[0], b[1]]));

@@ -509,6 +509,22 @@ fn a_flooding_source_gets_only_its_share_of_the_receive_queue() {
 }
 
 #[test]
+fn packets_for_another_address_are_dropped_before_smoltcp() {
+    let mut s = stack("10.0.0.2", |_| {});
+    let now = Instant::now();
+    s.udp_bind(53).expect("bind");
+    assert!(!s.receive(&udp4([10, 0, 0, 9], [10, 0, 0, 7], 53), now));
+    assert_eq!(s.stats().rx_not_ours, 1);
+    let mut b = Vec::with_capacity(2048);
+    b.extend_from_slice(&udp4([10, 0, 0, 9], [10, 0, 0, 7], 53));
+    assert_eq!(s.receive_owned(b, now), Err(RxDrop::NotOurs));
+    // Ours, and broadcast, still reach smoltcp.
+    assert!(s.receive(&udp4([10, 0, 0, 9], [10, 0, 0, 2], 53), now));
+    assert!(s.receive(&udp4([10, 0, 0, 9], [255, 255, 255, 255], 53), now));
+    assert_eq!(s.stats().rx_not_ours, 2);
+}
+
+#[test]
 fn udp_to_an_unbound_port_is_dropped_before_smoltcp() {
     let mut s = stack("10.0.0.2", |_| {});
     let now = Instant::now();

@@ -422,7 +422,7 @@ impl Driver {
             // GRO burst is processed rather than dropped at the queue.
             let fair = &mut self.fair;
             let mut judge = |slot: u32, r: Result<(), RxDrop>| {
-                let wasted = r == Err(RxDrop::NoSocket);
+                let wasted = matches!(r, Err(RxDrop::NoSocket | RxDrop::NotOurs));
                 if let Some(change) = fair.decrypted(slot, wasted) {
                     tracing::debug!(slot, ?change, "a peer's decrypted traffic was judged");
                 }

@@ -233,6 +233,13 @@ async fn render(
         );
         line(
             &mut out,
+            "agentwire_netstack_rx_not_ours_dropped_total",
+            "Packets dropped because their destination is not one of the tunnel's addresses.",
+            "counter",
+            &one(s.netstack.rx_not_ours as f64),
+        );
+        line(
+            &mut out,
             "agentwire_netstack_syn_backlog_full_total",
             "Connection attempts dropped because a listener's backlog was full.",
             "counter",

@@ -26,7 +26,7 @@
 //! windows then end drained and nothing is cut. So the driver also reports what became
 //! of each decrypted datagram. A peer whose decrypted datagrams are mostly **wasted** —
 //! discarded by the netstack because nothing on our side is addressed (UDP to a port no
-//! socket is bound to) — is **restricted**: its transport data is decrypted at most
+//! socket is bound to, or any packet for an address that is not ours) — is **restricted**: its transport data is decrypted at most
 //! [`WASTEFUL_RATE`] a second (a token bucket, refilled from the `now` each window is
 //! started with), and the rest is dropped before decryption, backlog or not. The datagrams
 //! it is still allowed keep being judged, and one sample that is not mostly waste lifts
