@@ -160,6 +160,11 @@ impl FairShare {
     /// A datagram for `slot` was decrypted, and the netstack kept it (`wasted == false`)
     /// or discarded it as addressed to nothing. Returns a change in the peer's standing.
     pub fn decrypted(&mut self, slot: u32, wasted: bool) -> Option<Standing> {
+        // A peer is judged from its first wasted datagram on; until then (the common case,
+        // on every packet of the data path) this is one check.
+        if !wasted && (self.judged.is_empty() || !self.judged.contains_key(&slot)) {
+            return None;
+        }
         if !self.judged.contains_key(&slot) && self.judged.len() >= MAX_JUDGED {
             self.judged.retain(|_, j| j.restricted.is_some());
         }
@@ -419,8 +424,13 @@ mod tests {
     #[test]
     fn the_judged_peers_stay_bounded() {
         let mut f = FairShare::default();
-        for slot in 0..100_000 {
+        // Peers that never waste are not recorded at all.
+        for slot in 0..1000 {
             f.decrypted(slot, false);
+        }
+        assert!(f.judged.is_empty());
+        for slot in 0..100_000 {
+            f.decrypted(slot, true);
         }
         assert!(f.judged.len() <= MAX_JUDGED);
         // Restricted peers are kept through the pruning.
@@ -428,7 +438,7 @@ mod tests {
             f.decrypted(1 << 20, true);
         }
         for slot in 0..100_000 {
-            f.decrypted(slot, false);
+            f.decrypted(slot, true);
         }
         assert_eq!(f.restricted(), 1);
         assert!(
