@@ -395,7 +395,7 @@ impl Netstack {
     /// hold less than a quarter of it: a peer flooding the tunnel loses its own packets, not
     /// its neighbours' (whose TCP would otherwise stall in retransmission backoff), while a
     /// peer alone on a busy stack still has three quarters of the queue. UDP to a port no socket is bound to is dropped here, before smoltcp
-    /// would spend an ICMP reply on it.
+    /// would spend an ICMP reply on it, and so is unicast for an address that is not ours.
     fn rx_gate(&mut self, pkt: &[u8], now: Instant) -> Option<Option<IpAddr>> {
         self.rx_gate_why(pkt, now).ok()
     }
