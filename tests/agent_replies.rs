@@ -1,5 +1,5 @@
 //! How the server's agent client reads replies it cannot trust: a body announced larger
-//! than the call accepts is refused before a byte is read, and a destination's replies are
+//! than the call accepts, or not announced at all, is refused before a byte is read, and a destination's replies are
 //! read within its budget, however many calls read them at once; a destination whose reply
 //! broke its limit is put on probation, its next calls admitted slowly or refused at once,
 //! while other destinations go on unhindered. The "agent" here is a
@@ -30,6 +30,9 @@ enum Reply {
     Sized(u64),
     /// A content length of 16 GiB, then one 64 KiB frame every 100 ms.
     Announced16GiB,
+    /// No content length: a chunked body of 64 KiB frames, one every 100 ms, never
+    /// ending.
+    Chunked,
 }
 
 /// Serves `reply` to every request; counts the body bytes it managed to send.
@@ -48,7 +51,9 @@ async fn fake_agent(reply: Reply) -> (SocketAddr, Arc<AtomicU64>) {
                         let chunk = Bytes::from(vec![b' '; 64 << 10]);
                         let (len, pause) = match reply {
                             Reply::Sized(n) => (n, Duration::ZERO),
-                            Reply::Announced16GiB => (16 << 30, Duration::from_millis(100)),
+                            Reply::Announced16GiB | Reply::Chunked => {
+                                (16 << 30, Duration::from_millis(100))
+                            }
                         };
                         let frames = len.div_ceil(chunk.len() as u64);
                         let stream = futures_util::stream::unfold(0u64, move |i| {
@@ -66,12 +71,13 @@ async fn fake_agent(reply: Reply) -> (SocketAddr, Arc<AtomicU64>) {
                                 Some((Ok::<_, Infallible>(Frame::data(c)), i + 1))
                             }
                         });
-                        let resp = hyper::Response::builder()
+                        let mut resp = hyper::Response::builder()
                             .status(200)
-                            .header("content-type", "application/json")
-                            .header("content-length", len.to_string())
-                            .body(StreamBody::new(stream).boxed())
-                            .unwrap();
+                            .header("content-type", "application/json");
+                        if !matches!(reply, Reply::Chunked) {
+                            resp = resp.header("content-length", len.to_string());
+                        }
+                        let resp = resp.body(StreamBody::new(stream).boxed()).unwrap();
                         Ok::<_, Infallible>(resp)
                     }
                 });
@@ -106,6 +112,29 @@ async fn a_body_announced_too_large_is_refused_unread() {
         sent.load(Ordering::Relaxed) <= 64 << 10,
         "the client kept reading a body it had refused"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_unannounced_length_is_refused_unread_and_starts_probation() {
+    let (addr, sent) = fake_agent(Reply::Chunked).await;
+    let pacing = Arc::new(ReplyPacing::default());
+    let pool = Arc::new(IdlePool::new(ReplyRate::default(), pacing.clone()));
+    let c = AgentClient::pooled(Arc::new(TcpDialer(addr)), pool.clone())
+        .with_timeout(Duration::from_secs(30));
+    let err = c.health().await.unwrap_err();
+    assert!(matches!(err, AgentClientError::Unannounced), "{err:?}");
+    assert!(err.to_string().contains("did not announce its length"), "{err}");
+    // Refused on the headers: the endless body would otherwise have been read up to the
+    // call's limit (16 MiB for JSON) before the reply was known to be broken.
+    assert!(pool.on_probation());
+    assert_eq!(pacing.get().broken, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        sent.load(Ordering::Relaxed) <= 64 << 10,
+        "the client kept reading a body it had refused"
+    );
+    // The connection was not kept for the next call.
+    assert!(pool.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

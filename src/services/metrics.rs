@@ -480,7 +480,7 @@ async fn render(
     line(
         &mut out,
         "agentwire_mcp_agent_replies_limited_total",
-        "Tool calls failed at a limit on the agent's reply: longer than the call allows (size) or not in time (time).",
+        "Tool calls failed at a limit on the agent's reply: longer than the call allows or of unannounced length (size), or not in time (time).",
         "counter",
         &[
             ("limit=\"size\"".to_string(), too_large as f64),

@@ -61,6 +61,10 @@ pub enum AgentClientError {
     /// The answer exceeded the size limit.
     #[error("agent answer too large")]
     TooLarge,
+    /// The answer's body did not announce its length. The agent API always does, so a
+    /// reply without one is refused unread, as if over every size limit.
+    #[error("the agent's answer did not announce its length")]
+    Unannounced,
     /// The call took longer than the client's timeout.
     #[error("agent request timed out")]
     Timeout,
@@ -205,13 +209,22 @@ impl AgentClient {
     }
 
     /// Reads a reply's body, at most `limit` bytes, within the destination's budget. A
-    /// body announced longer than `limit` is refused before a byte of it is read.
+    /// body announced longer than `limit`, or not announced at all, is refused before a
+    /// byte of it is read.
     async fn read_body(
         &self,
         mut body: hyper::body::Incoming,
         limit: usize,
     ) -> Result<Bytes, AgentClientError> {
         use hyper::body::Body;
+        // Every agent API reply has a known length (a content length, or none at all for
+        // an empty body). A chunked or close-delimited body could only end at the limit,
+        // after the server had read and paid for all of it: a hostile agent's way of
+        // making every call cost a whole limit's worth of reading.
+        if body.size_hint().upper().is_none() {
+            self.pool.broken();
+            return Err(AgentClientError::Unannounced);
+        }
         if body.size_hint().lower() > limit as u64 {
             self.pool.broken();
             return Err(AgentClientError::TooLarge);

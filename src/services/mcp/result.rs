@@ -55,7 +55,7 @@ pub(crate) enum ToolError {
 /// A limit the server puts on an agent's reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AgentLimit {
-    /// The reply was longer than the call allows.
+    /// The reply was longer than the call allows, or did not say how long it was.
     Size,
     /// The reply did not come in time.
     Time,
@@ -66,7 +66,9 @@ impl ToolError {
     pub(crate) fn agent_limit(&self) -> Option<AgentLimit> {
         match self {
             Self::Agent(c) | Self::AgentDown { cause: c, .. } => match c {
-                AgentClientError::TooLarge => Some(AgentLimit::Size),
+                AgentClientError::TooLarge | AgentClientError::Unannounced => {
+                    Some(AgentLimit::Size)
+                }
                 AgentClientError::Timeout => Some(AgentLimit::Time),
                 _ => None,
             },
