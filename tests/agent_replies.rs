@@ -123,7 +123,10 @@ async fn a_body_of_unannounced_length_is_refused_unread_and_starts_probation() {
         .with_timeout(Duration::from_secs(30));
     let err = c.health().await.unwrap_err();
     assert!(matches!(err, AgentClientError::Unannounced), "{err:?}");
-    assert!(err.to_string().contains("did not announce its length"), "{err}");
+    assert!(
+        err.to_string().contains("did not announce its length"),
+        "{err}"
+    );
     // Refused on the headers: the endless body would otherwise have been read up to the
     // call's limit (16 MiB for JSON) before the reply was known to be broken.
     assert!(pool.on_probation());

@@ -1,8 +1,9 @@
 //! One tenant's workspace agent is hostile while another tenant works. Bob's "agent" is a
 //! test program on the tailnet: it answers the agent API with endless or gigantic bodies or
 //! not at all while bob keeps many calls open against it, floods the server's tunnel with
-//! UDP, and opens thousands of TCP connections at the server. Meanwhile alice calls her own
-//! (real) workspace. Printed per phase: alice's call p50/p99 and failures, bob's outcomes,
+//! UDP, and opens thousands of TCP connections at the server. A first phase has it answer
+//! within every limit but as much and as fast as bob's calls take (bulk). Meanwhile alice
+//! calls her own (real) workspace. Printed per phase: alice's call p50/p99 and failures, bob's outcomes,
 //! the server process's peak RSS and tasks, and the limit counters.
 //!
 //! The attacker (bob's agent, its flood and connections, and bob's own MCP client) runs on
@@ -51,7 +52,14 @@ enum Mode {
     Endless = 1,
     /// 200 announcing 16 GiB, sent as fast as it is read.
     Gigantic = 2,
+    /// 200 with 256 KiB, as much as a read accepts by default: replies within every limit,
+    /// as fast as they are read.
+    Bulk = 3,
 }
+
+/// The body of a [`Mode::Bulk`] reply: the MCP tool's default read size.
+const BULK_REPLY: usize = 256 << 10;
+static BULK_BODY: [u8; BULK_REPLY] = [b' '; BULK_REPLY];
 
 struct Evil {
     tailnet: Arc<Tailnet>,
@@ -81,6 +89,16 @@ async fn evil_agent(url: &str, id: NodeId) -> Evil {
                             .header("content-type", "application/json");
                         if mode == Mode::Silent as u8 {
                             std::future::pending::<()>().await;
+                        }
+                        if mode == Mode::Bulk as u8 {
+                            let body = http_body_util::Full::new(Bytes::from_static(&BULK_BODY))
+                                .map_err(|e: Infallible| -> Infallible { match e {} })
+                                .boxed();
+                            return Ok::<_, Infallible>(
+                                resp.header("content-length", BULK_REPLY.to_string())
+                                    .body(body)
+                                    .unwrap(),
+                            );
                         }
                         if mode == Mode::Gigantic as u8 {
                             resp = resp.header("content-length", (16u64 << 30).to_string());
@@ -355,12 +373,18 @@ async fn a_hostile_workspace_leaves_other_tenants_alone() {
             "{name}: alice's calls failed: {:?}",
             &f.failed[..f.failed.len().min(3)]
         );
-        worst = worst.max(f.pct(0.99).as_secs_f64() / base.pct(0.99).as_secs_f64().max(1e-6));
+        // Bulk replies break no limit: bob uses the whole of his agent's reply budget
+        // (64 MiB/s), and what that costs alice is shown but not yet held to the 2x target
+        // (docs/reliability.md); only a collapse fails it.
+        let bulk = name == "bulk";
+        if !bulk {
+            worst = worst.max(f.pct(0.99).as_secs_f64() / base.pct(0.99).as_secs_f64().max(1e-6));
+        }
         // The hostile agent runs in this process, on the same two cores as the server, so
         // alice's p99 carries the attacker's own CPU cost; the 2x target is checked with
         // HOSTILE_STRICT=1 on a quiet machine. By default the bound only catches a collapse
         // (before the receive queue's fair share, a UDP flood took alice's p99 to 7 s).
-        let bound = if std::env::var_os("HOSTILE_STRICT").is_some() {
+        let bound = if std::env::var_os("HOSTILE_STRICT").is_some() && !bulk {
             base.pct(0.99) * 2 + Duration::from_millis(2)
         } else {
             base.pct(0.99) * 10 + Duration::from_millis(100)
@@ -372,7 +396,9 @@ async fn a_hostile_workspace_leaves_other_tenants_alone() {
         );
     };
 
+    // Bulk first: the phases after it break limits and put bob's agent on probation.
     for (name, mode) in [
+        ("bulk", Mode::Bulk),
         ("silent", Mode::Silent),
         ("endless", Mode::Endless),
         ("gigantic", Mode::Gigantic),
