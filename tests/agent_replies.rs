@@ -9,7 +9,7 @@
 
 use agentwire::services::agent::budget::ReplyRate;
 use agentwire::services::agent::client::{
-    AgentClient, AgentClientError, IdlePool, PacingCounts, ReplyPacing, TcpDialer,
+    AgentClient, AgentClientError, IdlePool, LARGE_READS, PacingCounts, ReplyPacing, TcpDialer,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
@@ -247,4 +247,76 @@ async fn a_call_probation_would_hold_too_long_is_refused_at_once() {
     assert!(retry_after > Duration::from_secs(5), "{retry_after:?}");
     assert!(err.to_string().contains("try again in"), "{err}");
     assert_eq!(pacing.get().refused, 1);
+}
+
+/// Answers every request with `len` bytes after `delay`; counts the most requests it was
+/// answering at once.
+async fn counting_agent(len: usize, delay: Duration) -> (SocketAddr, Arc<AtomicU64>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (now, most) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let m = most.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = l.accept().await {
+            let (now, most) = (now.clone(), m.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let (now, most) = (now.clone(), most.clone());
+                    async move {
+                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(n, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        let body = http_body_util::Full::new(Bytes::from(vec![b'x'; len]));
+                        Ok::<_, Infallible>(hyper::Response::new(body))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, most)
+}
+
+/// Sixteen file reads at once from `addr` after one first read; all must succeed.
+async fn sixteen_reads(c: &AgentClient) {
+    c.read_file("/f", 0, Some(1 << 20)).await.unwrap();
+    let reads = (0..16).map(|_| c.read_file("/f", 0, Some(1 << 20)));
+    for r in futures_util::future::join_all(reads).await {
+        r.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_answering_large_gets_few_file_reads_at_once() {
+    let (addr, most) = counting_agent(256 << 10, Duration::from_millis(20)).await;
+    let pacing = Arc::new(ReplyPacing::default());
+    let c = client(addr, ReplyRate::default(), pacing.clone());
+    sixteen_reads(&c).await;
+    // The first read's 256 KiB reply made the agent one answering large: the sixteen
+    // then went at most LARGE_READS at a time, the others waiting to be sent.
+    let most = most.load(Ordering::SeqCst);
+    assert!(most <= LARGE_READS as u64, "{most} reads in flight at once");
+    assert!(
+        pacing.get().large_waits >= 16 - LARGE_READS as u64,
+        "{:?}",
+        pacing.get()
+    );
+
+    // Small replies never engage the bound: all sixteen are in flight together.
+    let (addr, most) = counting_agent(4 << 10, Duration::from_millis(100)).await;
+    let pacing = Arc::new(ReplyPacing::default());
+    let c = client(addr, ReplyRate::default(), pacing.clone());
+    sixteen_reads(&c).await;
+    let most = most.load(Ordering::SeqCst);
+    assert!(most > LARGE_READS as u64, "{most} reads in flight at once");
+    assert_eq!(pacing.get().large_waits, 0);
+
+    // Nor does a destination whose reply limits are off.
+    let (addr, most) = counting_agent(256 << 10, Duration::from_millis(100)).await;
+    let c = client(addr, ReplyRate::UNLIMITED, Arc::default());
+    sixteen_reads(&c).await;
+    assert!(most.load(Ordering::SeqCst) > LARGE_READS as u64);
 }

@@ -517,6 +517,13 @@ async fn render(
         "counter",
         &one(pacing.refused as f64),
     );
+    line(
+        &mut out,
+        "agentwire_mcp_agent_large_reads_queued_total",
+        "File reads that waited to be sent because their agent, answering large replies, had its most large reads in flight.",
+        "counter",
+        &one(pacing.large_waits as f64),
+    );
     out
 }
 

@@ -29,6 +29,11 @@ pub const PROBATION_BURST: u64 = 256 << 10;
 /// and the next dial, in bytes of budget.
 pub const PROBATION_CALL_COST: u64 = 64 << 10;
 
+/// A reply at least this long is large.
+pub const LARGE_REPLY: u64 = 64 << 10;
+/// How long after its last large reply a destination counts as answering large.
+pub const LARGE_SPELL: Duration = Duration::from_secs(1);
+
 /// The bucket's size and refill rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplyRate {
@@ -75,6 +80,8 @@ pub struct ReplyBudget {
     last: Option<Instant>,
     /// End of the current probation, if one was ever imposed.
     probation_until: Option<Instant>,
+    /// When the destination last answered with a large reply.
+    last_large: Option<Instant>,
 }
 
 impl ReplyBudget {
@@ -85,7 +92,24 @@ impl ReplyBudget {
             tokens: rate.burst as f64,
             last: None,
             probation_until: None,
+            last_large: None,
         }
+    }
+
+    /// A reply of `len` bytes was read at `now`.
+    pub fn replied(&mut self, now: Instant, len: u64) {
+        if len >= LARGE_REPLY {
+            self.last_large = Some(self.last_large.map_or(now, |l| l.max(now)));
+        }
+    }
+
+    /// Whether the destination has answered with a large reply within [`LARGE_SPELL`]
+    /// of `now`. Never for an unlimited destination.
+    pub fn answering_large(&self, now: Instant) -> bool {
+        self.rate != ReplyRate::UNLIMITED
+            && self
+                .last_large
+                .is_some_and(|l| now.saturating_duration_since(l) < LARGE_SPELL)
     }
 
     /// Whether the destination is on probation at `now`.
@@ -173,6 +197,29 @@ mod tests {
             bytes_per_sec: 10 * MIB,
             burst: 4 * MIB,
         }
+    }
+
+    #[test]
+    fn a_destination_answers_large_for_a_spell_after_a_large_reply() {
+        let t0 = Instant::now();
+        let mut b = ReplyBudget::new(rate());
+        assert!(!b.answering_large(t0));
+        b.replied(t0, LARGE_REPLY - 1);
+        assert!(!b.answering_large(t0), "a small reply is not large");
+        b.replied(t0, LARGE_REPLY);
+        assert!(b.answering_large(t0));
+        assert!(b.answering_large(t0 + LARGE_SPELL - Duration::from_millis(1)));
+        assert!(!b.answering_large(t0 + LARGE_SPELL));
+        // A reply timed before the last one (readers finish out of order) does not
+        // shorten the spell.
+        b.replied(t0 + Duration::from_millis(500), LARGE_REPLY);
+        b.replied(t0 + Duration::from_millis(100), LARGE_REPLY);
+        assert!(b.answering_large(t0 + Duration::from_millis(1400)));
+        assert!(!b.answering_large(t0 + Duration::from_millis(1500)));
+        // Reply limits turned off turn this off too.
+        let mut u = ReplyBudget::new(ReplyRate::UNLIMITED);
+        u.replied(t0, 16 << 20);
+        assert!(!u.answering_large(t0));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! pool also holds the destination's [`super::budget::ReplyBudget`]: replies are read frame by frame and
 //! a destination that keeps the server reading beyond its rate waits between frames.
 
-pub use super::pool::{ADMISSION_WAIT_MAX, IdlePool, PacingCounts, ReplyPacing};
+pub use super::pool::{ADMISSION_WAIT_MAX, IdlePool, LARGE_READS, PacingCounts, ReplyPacing};
 use crate::runtime::tailnet::AgentConn;
 use crate::wire::addr::AGENT_API_PORT;
 use crate::wire::agent_api::*;
@@ -265,7 +265,9 @@ impl AgentClient {
         })
     }
 
-    /// Sends one request; returns status, headers and the body (up to `limit` bytes).
+    /// Sends one request; returns status, headers and the body (up to `limit` bytes). A
+    /// `file_read` waits for one of the destination's [`LARGE_READS`] while it answers
+    /// large.
     async fn call(
         &self,
         method: Method,
@@ -273,12 +275,17 @@ impl AgentClient {
         content_type: Option<&'static str>,
         body: Bytes,
         limit: usize,
+        file_read: bool,
     ) -> Result<(StatusCode, http::HeaderMap, Bytes), AgentClientError> {
         let fut = async {
             self.pool
                 .admit()
                 .await
                 .map_err(|retry_after| AgentClientError::Probation { retry_after })?;
+            let _large_read = match file_read {
+                true => self.pool.large_read().await,
+                false => None,
+            };
             // A pooled connection may have been closed by the agent since; retry once on
             // a fresh one if the request never got out.
             for attempt in 0..2 {
@@ -307,6 +314,7 @@ impl AgentClient {
                 let status = resp.status();
                 let headers = resp.headers().clone();
                 let bytes = self.read_body(resp.into_body(), limit).await?;
+                self.pool.replied(bytes.len());
                 self.pool.put(sender);
                 return Ok((status, headers, bytes));
             }
@@ -348,7 +356,7 @@ impl AgentClient {
         pq: String,
     ) -> Result<T, AgentClientError> {
         let (_, _, b) = self
-            .call(Method::GET, pq, None, Bytes::new(), JSON_LIMIT)
+            .call(Method::GET, pq, None, Bytes::new(), JSON_LIMIT, false)
             .await?;
         serde_json::from_slice(&b).map_err(|e| AgentClientError::Decode(e.to_string()))
     }
@@ -366,6 +374,7 @@ impl AgentClient {
                 Some("application/json"),
                 body.into(),
                 JSON_LIMIT,
+                false,
             )
             .await?;
         serde_json::from_slice(&b).map_err(|e| AgentClientError::Decode(e.to_string()))
@@ -403,7 +412,9 @@ impl AgentClient {
             pq.push_str(&format!("&limit={l}"));
         }
         let cap = limit.map_or(64 << 20, |l| l as usize).saturating_add(1);
-        let (_, h, body) = self.call(Method::GET, pq, None, Bytes::new(), cap).await?;
+        let (_, h, body) = self
+            .call(Method::GET, pq, None, Bytes::new(), cap, true)
+            .await?;
         let num = |name: &str| {
             h.get(name)
                 .and_then(|v| v.to_str().ok())
@@ -462,6 +473,7 @@ impl AgentClient {
                 Some("application/octet-stream"),
                 data,
                 JSON_LIMIT,
+                false,
             )
             .await?;
         serde_json::from_slice(&b).map_err(|e| AgentClientError::Decode(e.to_string()))

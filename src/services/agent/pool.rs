@@ -24,6 +24,16 @@ use tokio::task::JoinHandle;
 /// agent closes them after `HEADER_READ_TIMEOUT` (10 s).
 const POOL_MAX: usize = 64;
 
+/// File reads in flight to a destination while it answers large (a reply of
+/// [`super::budget::LARGE_REPLY`] or more within the last [`super::budget::LARGE_SPELL`]);
+/// the others wait before sending their request. A tenant's sixty-four reads of large
+/// files cost the server no more bytes a second than two (the reply budget sets that, and
+/// one agent's bulk is bound by bytes, not calls), but each in flight is a TCP flow
+/// bursting into the tunnel and tasks woken per burst, and the tokio run queues they
+/// fill are every tenant's: with 64 in flight another tenant's small call waited 6–19×
+/// its usual p99, with 2 about 5×, with 1 about 3× (docs/reliability.md).
+pub const LARGE_READS: usize = 2;
+
 /// Calls admitted to a destination on probation no sooner than this may fail at once:
 /// a caller is told when to come back instead of holding its slot.
 pub const ADMISSION_WAIT_MAX: Duration = Duration::from_secs(5);
@@ -37,6 +47,7 @@ pub struct ReplyPacing {
     waited_us: AtomicU64,
     broken: AtomicU64,
     refused: AtomicU64,
+    large_waits: AtomicU64,
 }
 
 /// A snapshot of [`ReplyPacing`].
@@ -51,6 +62,8 @@ pub struct PacingCounts {
     /// Calls refused at once because their destination's probation would hold them
     /// longer than [`ADMISSION_WAIT_MAX`].
     pub refused: u64,
+    /// File reads that waited for one of their destination's [`LARGE_READS`].
+    pub large_waits: u64,
 }
 
 impl ReplyPacing {
@@ -61,6 +74,7 @@ impl ReplyPacing {
             waited_us: self.waited_us.load(Ordering::Relaxed),
             broken: self.broken.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            large_waits: self.large_waits.load(Ordering::Relaxed),
         }
     }
 
@@ -79,6 +93,7 @@ pub struct IdlePool {
     idle: Mutex<Vec<Sender>>,
     budget: Mutex<ReplyBudget>,
     pacing: Arc<ReplyPacing>,
+    large_reads: tokio::sync::Semaphore,
 }
 
 impl Default for IdlePool {
@@ -102,6 +117,7 @@ impl IdlePool {
             idle: Mutex::default(),
             budget: Mutex::new(ReplyBudget::new(rate)),
             pacing,
+            large_reads: tokio::sync::Semaphore::new(LARGE_READS),
         }
     }
 
@@ -114,6 +130,26 @@ impl IdlePool {
         let wait = self.budget().take(crate::runtime::clock::now(), n as u64);
         self.pacing.waited(wait);
         wait
+    }
+
+    /// A file read about to be sent: while the destination answers large, waits for one
+    /// of its [`LARGE_READS`] (held until the permit is dropped, after the reply is read).
+    pub(super) async fn large_read(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if !self.budget().answering_large(crate::runtime::clock::now()) {
+            return None;
+        }
+        if let Ok(p) = self.large_reads.try_acquire() {
+            return Some(p);
+        }
+        self.pacing.large_waits.fetch_add(1, Ordering::Relaxed);
+        // The semaphore is never closed.
+        self.large_reads.acquire().await.ok()
+    }
+
+    /// A reply of `len` bytes was read from the destination.
+    pub(super) fn replied(&self, len: usize) {
+        self.budget()
+            .replied(crate::runtime::clock::now(), len as u64);
     }
 
     /// Waits until a new call may go to the destination (at once unless it is on
