@@ -221,11 +221,12 @@ impl AgentClient {
         // an empty body). A chunked or close-delimited body could only end at the limit,
         // after the server had read and paid for all of it: a hostile agent's way of
         // making every call cost a whole limit's worth of reading.
-        if body.size_hint().upper().is_none() {
+        let announced = body.size_hint();
+        if announced.upper().is_none() {
             self.pool.broken();
             return Err(AgentClientError::Unannounced);
         }
-        if body.size_hint().lower() > limit as u64 {
+        if announced.lower() > limit as u64 {
             self.pool.broken();
             return Err(AgentClientError::TooLarge);
         }
@@ -282,9 +283,10 @@ impl AgentClient {
                 .admit()
                 .await
                 .map_err(|retry_after| AgentClientError::Probation { retry_after })?;
-            let _large_read = match file_read {
-                true => self.pool.large_read().await,
-                false => None,
+            let _large_read = if file_read {
+                self.pool.large_read().await
+            } else {
+                None
             };
             // A pooled connection may have been closed by the agent since; retry once on
             // a fresh one if the request never got out.

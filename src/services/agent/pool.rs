@@ -146,10 +146,13 @@ impl IdlePool {
         self.large_reads.acquire().await.ok()
     }
 
-    /// A reply of `len` bytes was read from the destination.
+    /// A reply of `len` bytes was read from the destination. Most replies are small:
+    /// those leave the budget's lock alone.
     pub(super) fn replied(&self, len: usize) {
-        self.budget()
-            .replied(crate::runtime::clock::now(), len as u64);
+        if len as u64 >= super::budget::LARGE_REPLY {
+            self.budget()
+                .replied(crate::runtime::clock::now(), len as u64);
+        }
     }
 
     /// Waits until a new call may go to the destination (at once unless it is on
