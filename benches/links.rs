@@ -14,7 +14,8 @@
 //!
 //! Run: `cargo bench --bench links` (root, python3; skipped otherwise).
 //! `LINKS_BULK_MIB` sets the bulk size (64), `LINKS_CALLS` the calls per loss level (1000),
-//! `LINKS_SECTIONS` a comma-separated list of sections to run (names in `SECTIONS`).
+//! `LINKS_SECTIONS` a comma-separated list of sections to run (names in `SECTIONS`);
+//! `LINKS_WARM_SHELL=0` has the agent start a shell per command.
 //!
 //! To add a figure: write an `async fn(&Env) -> Vec<Figure>` and list it in `SECTIONS`.
 
@@ -168,6 +169,8 @@ fn start_remote(ns: &str, ip: &str, workdir: PathBuf, certs: PathBuf) -> Remote 
             cfg.api.body_limit = cfg.api.body_limit.max(bulk + (1 << 20));
             cfg.api.read_max_limit = cfg.api.read_max_limit.max(bulk as u64);
             cfg.tailnet.tls = trust.clone();
+            // LINKS_WARM_SHELL=0: a shell per command, to compare with the one started ahead.
+            cfg.api.warm_shell = std::env::var("LINKS_WARM_SHELL").map_or(true, |v| v != "0");
             common::tune(&mut cfg.tailnet.netstack);
             let agent = Agent::start(cfg).unwrap();
             assert!(agent.wait_ready(Duration::from_secs(10)).await, "agent");

@@ -650,3 +650,84 @@ async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
     assert_eq!(s.client.health().await.unwrap().status, "ok");
     s.api.shutdown().await;
 }
+
+/// After its first command an unconfined agent keeps a shell started ahead of the next,
+/// and later commands start in it with the same output, status, environment and timeout
+/// as a shell started for them. Another working directory, or the option turned off,
+/// starts a shell per command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_start_in_a_shell_started_ahead() {
+    let s = start(|_, _| {}).await;
+    let sub = s.dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let req = |command: &str, workdir: Option<String>| StartProcessRequest {
+        command: command.into(),
+        workdir,
+        env: [("GREETING".to_string(), "it's".to_string())].into(),
+        background: true,
+        wait_ms: Some(5000),
+        ..Default::default()
+    };
+    for _ in 0..5 {
+        let out = s
+            .client
+            .start_process(&req("echo \"$GREETING\" $0; pwd; exit 4", None))
+            .await
+            .unwrap();
+        assert!(!out.running);
+        let want = format!("it's sh\n{}\n", s.dir.path().display());
+        assert_eq!(
+            (out.output.as_str(), out.exit_code),
+            (want.as_str(), Some(4))
+        );
+        // Time for the next shell to start behind this command.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let h = s.client.health().await.unwrap();
+    assert_eq!(h.commands_started, 5);
+    assert!(h.commands_started_warm >= 3, "{h:?}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A foreground timeout kills a command that started in a waiting shell.
+    let out = s
+        .client
+        .start_process(&StartProcessRequest {
+            command: "echo started; sleep 30".into(),
+            timeout_ms: Some(200),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        out.timed_out && !out.running && out.output == "started\n",
+        "{out:?}"
+    );
+    let warm = s.client.health().await.unwrap().commands_started_warm;
+    assert_eq!(
+        warm,
+        h.commands_started_warm + 1,
+        "the timed-out command started warm"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Another working directory takes a shell of its own.
+    let out = s
+        .client
+        .start_process(&req("pwd", Some(sub.display().to_string())))
+        .await
+        .unwrap();
+    assert_eq!(out.output, format!("{}\n", sub.display()));
+    let h = s.client.health().await.unwrap();
+    assert_eq!(h.commands_started_warm, warm);
+
+    let off = start(|c, _| c.warm_shell = false).await;
+    for _ in 0..3 {
+        let out = off
+            .client
+            .start_process(&req("echo hi", None))
+            .await
+            .unwrap();
+        assert_eq!(out.output, "hi\n");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let h = off.client.health().await.unwrap();
+    assert_eq!((h.commands_started, h.commands_started_warm), (3, 0));
+}

@@ -49,6 +49,11 @@ pub struct AgentArgs {
     /// With --root: also let commands read and write beneath this path (repeatable).
     #[arg(long, value_name = "PATH", requires = "root")]
     pub allow_write: Vec<PathBuf>,
+    /// Start every command's shell on demand, instead of keeping one started ahead of
+    /// the next command (which saves starting `sh` on a short command's path; unconfined
+    /// agents on Linux only).
+    #[arg(long)]
+    pub no_warm_shell: bool,
     /// UDP address for direct WireGuard paths.
     #[arg(long, default_value = "0.0.0.0:0")]
     pub udp: std::net::SocketAddr,
@@ -189,6 +194,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         read: args.allow_read,
         write: args.allow_write,
     };
+    cfg.api.warm_shell = !args.no_warm_shell;
     cfg.tailnet.udp_listen = args.udp;
     cfg.tailnet.advertise = (!args.advertise.is_empty()).then_some(args.advertise);
     cfg.tailnet.relay_only = args.relay_only;

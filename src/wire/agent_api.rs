@@ -41,6 +41,12 @@ pub struct Health {
     /// How the agent confines the commands it runs (absent from older agents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commands: Option<CommandConfinement>,
+    /// Commands started since the agent started, and how many of them in a shell started
+    /// ahead of need (absent from older agents: 0).
+    #[serde(default)]
+    pub commands_started: u64,
+    #[serde(default)]
+    pub commands_started_warm: u64,
 }
 
 /// How an agent confines its commands, in `health`.

@@ -150,6 +150,8 @@ async fn health() -> impl IntoResponse {
         hostname: "test".into(),
         rejected_requests: 0,
         commands: None,
+        commands_started: 0,
+        commands_started_warm: 0,
     })
 }
 

@@ -12,6 +12,7 @@ pub mod paths;
 mod ports;
 mod process;
 mod sandbox;
+mod warm;
 
 pub use edit::{EditError, apply_edits};
 pub use process::ProcessManager;
@@ -61,6 +62,9 @@ pub struct AgentApiConfig {
     pub default_timeout: Duration,
     /// Largest foreground timeout and output long-poll accepted.
     pub max_wait: Duration,
+    /// Keep a shell started ahead of the next command (unconfined agents on Linux; see
+    /// `warm`). Saves starting `sh` on a short command's path.
+    pub warm_shell: bool,
 }
 
 impl Default for AgentApiConfig {
@@ -80,6 +84,7 @@ impl Default for AgentApiConfig {
             commands: CommandPolicy::default(),
             default_timeout: Duration::from_secs(60),
             max_wait: Duration::from_secs(600),
+            warm_shell: true,
         }
     }
 }
@@ -105,7 +110,12 @@ impl AgentApi {
     /// An API with the given configuration.
     pub fn new(cfg: AgentApiConfig) -> Self {
         let spawner = sandbox::Spawner::new(cfg.root.as_deref(), &cfg.commands);
-        let procs = ProcessManager::new(cfg.process_output_cap, cfg.max_processes, spawner);
+        let procs = ProcessManager::new(
+            cfg.process_output_cap,
+            cfg.max_processes,
+            spawner,
+            cfg.warm_shell.then(|| cfg.workdir.clone()),
+        );
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
@@ -234,6 +244,8 @@ async fn health(axum::extract::State(api): axum::extract::State<AgentApi>) -> ax
             mode: api.processes().sandbox().mode().into(),
             detail: api.processes().sandbox().to_string(),
         }),
+        commands_started: api.processes().started().0,
+        commands_started_warm: api.processes().started().1,
     })
 }
 

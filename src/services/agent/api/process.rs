@@ -4,6 +4,7 @@
 //! beneath it and inside the sandbox (`sandbox`).
 
 use super::sandbox::{CommandSandbox, SpawnError, Spawner};
+use super::warm::WarmShell;
 use super::{AgentApi, Error, confine, rejection};
 use crate::services::agent::types::{
     ProcessInfo, ProcessList, ProcessOutput, SignalName, SignalRequest, SignalResponse,
@@ -17,6 +18,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -171,11 +173,60 @@ pub struct ProcessManager {
     run: String,
     tasks: TaskTracker,
     spawner: Spawner,
+    /// A shell started ahead of the next command (unconfined agents only; `warm`).
+    warm: Option<WarmShell>,
+    default_workdir: PathBuf,
+    /// Commands started, and of those in a waiting shell.
+    started: std::sync::atomic::AtomicU64,
+    started_warm: std::sync::atomic::AtomicU64,
+}
+
+/// How long a fresh shell waits to be started behind a command that has not exited:
+/// long enough that starting it does not compete with a short command.
+const REFILL_AFTER: Duration = Duration::from_millis(20);
+
+/// `sh` as every command starts: none of the agent's own variables, stdout and stderr
+/// piped, its own process group, and not killed when its handle drops (the table owns
+/// its life).
+fn shell(tmp: Option<&std::path::Path>) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("sh");
+    // A process embedding the agent (the demo workspace of `serve`) may hold secrets
+    // in its environment; the workspace's commands get none of them.
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(|n| n.starts_with("AGENTWIRE_")) {
+            cmd.env_remove(&name);
+        }
+    }
+    if let Some(t) = tmp {
+        cmd.env("TMPDIR", t);
+    }
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    cmd
+}
+
+/// A shell to wait for the next command (see `warm`).
+fn waiting_shell(workdir: &std::path::Path) -> tokio::process::Command {
+    let mut cmd = shell(None);
+    cmd.current_dir(workdir)
+        .arg("-c")
+        .arg(". /dev/stdin")
+        .stdin(std::process::Stdio::piped());
+    cmd
 }
 
 impl ProcessManager {
-    pub(super) fn new(cap: usize, max: usize, spawner: Spawner) -> Self {
+    /// A table whose commands start through `spawner`; with `warm` (the default working
+    /// directory), a shell is kept started ahead of the next command where that is exact.
+    pub(super) fn new(cap: usize, max: usize, spawner: Spawner, warm: Option<PathBuf>) -> Self {
+        let warm = warm.filter(|_| spawner.starts_directly() && cfg!(target_os = "linux"));
         Self {
+            warm: warm.as_ref().map(|_| WarmShell::default()),
+            default_workdir: warm.unwrap_or_default(),
+            started: Default::default(),
+            started_warm: Default::default(),
             procs: Mutex::new(HashMap::new()),
             cap: cap.max(1),
             max: max.max(1),
@@ -207,6 +258,12 @@ impl ProcessManager {
             .ok_or_else(|| Error::new(StatusCode::NOT_FOUND, format!("no process {id:?}")))
     }
 
+    /// Commands started, and of those how many in a shell started ahead of need.
+    pub fn started(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.started.load(Relaxed), self.started_warm.load(Relaxed))
+    }
+
     /// Number of processes still running.
     pub fn running(&self) -> usize {
         self.table().values().filter(|p| p.lock().running).count()
@@ -214,12 +271,49 @@ impl ProcessManager {
 
     /// Kills every running process group and waits for the readers to finish.
     pub async fn shutdown(&self) {
+        if let Some(w) = &self.warm {
+            w.close();
+        }
         let procs: Vec<Arc<Proc>> = self.table().values().cloned().collect();
         for p in procs {
             p.kill(Signal::SIGKILL);
         }
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+    }
+
+    /// Starts `sh -c` for the request, in a directory opened beneath the root if any.
+    async fn spawn_cold(
+        &self,
+        req: &StartProcessRequest,
+        workdir: &std::path::Path,
+        root: Option<&std::path::Path>,
+    ) -> Result<tokio::process::Child, Error> {
+        let mut cmd = shell(self.spawner.tmp());
+        // Under a root the working directory is held open beneath it and entered through
+        // the descriptor, so a swap after the check cannot start the command elsewhere.
+        let dir = match root {
+            Some(_) => Some(confine::open_dir(root, workdir)?),
+            None => None,
+        };
+        match dir.as_ref().and_then(through_fd) {
+            Some(p) => cmd.current_dir(p),
+            None => cmd.current_dir(workdir),
+        };
+        cmd.arg("-c")
+            .arg(&req.command)
+            .envs(&req.env)
+            .stdin(std::process::Stdio::null());
+        let child = self.spawner.spawn(cmd).await.map_err(|e| match e {
+            SpawnError::Refused(why) => Error::new(StatusCode::SERVICE_UNAVAILABLE, why),
+            e => Error::new(
+                StatusCode::BAD_REQUEST,
+                format!("cannot start process in {}", workdir.display()),
+            )
+            .detail(e),
+        })?;
+        drop(dir);
+        Ok(child)
     }
 
     async fn spawn(
@@ -254,44 +348,24 @@ impl ProcessManager {
                 }
             }
         }
-        let mut cmd = tokio::process::Command::new("sh");
-        // A process embedding the agent (the demo workspace of `serve`) may hold secrets
-        // in its environment; the workspace's commands get none of them.
-        for (name, _) in std::env::vars_os() {
-            if name.to_str().is_some_and(|n| n.starts_with("AGENTWIRE_")) {
-                cmd.env_remove(&name);
+        let warm = match (&self.warm, root) {
+            (Some(w), None) => {
+                w.run(&req.command, &req.env, workdir, &self.default_workdir)
+                    .await
             }
-        }
-        if let Some(t) = self.spawner.tmp() {
-            cmd.env("TMPDIR", t);
-        }
-        // Under a root the working directory is held open beneath it and entered through
-        // the descriptor, so a swap after the check cannot start the command elsewhere.
-        let dir = match root {
-            Some(_) => Some(confine::open_dir(root, workdir)?),
-            None => None,
+            _ => None,
         };
-        match dir.as_ref().and_then(through_fd) {
-            Some(p) => cmd.current_dir(p),
-            None => cmd.current_dir(workdir),
+        let warmed = warm.is_some();
+        let mut child = match warm {
+            Some(child) => child,
+            None => self.spawn_cold(req, workdir, root).await?,
         };
-        cmd.arg("-c")
-            .arg(&req.command)
-            .envs(&req.env)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(false);
-        let mut child = self.spawner.spawn(cmd).await.map_err(|e| match e {
-            SpawnError::Refused(why) => Error::new(StatusCode::SERVICE_UNAVAILABLE, why),
-            e => Error::new(
-                StatusCode::BAD_REQUEST,
-                format!("cannot start process in {}", workdir.display()),
-            )
-            .detail(e),
-        })?;
-        drop(dir);
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if warmed {
+            self.started_warm
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("p{seq}-{}", self.run);
         let started_at_ms = crate::runtime::clock::wall()
@@ -320,6 +394,23 @@ impl ProcessManager {
             changed,
         });
         self.table().insert(id, proc.clone());
+        if let Some(w) = &self.warm {
+            // The next shell starts behind this command rather than beside it: once it
+            // exits, or after a moment if it runs on.
+            let (w, p, dir) = (w.clone(), proc.clone(), self.default_workdir.clone());
+            self.tasks.spawn(async move {
+                let mut rx = p.changed.subscribe();
+                let exited = async {
+                    while p.lock().running {
+                        if rx.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(REFILL_AFTER, exited).await;
+                w.refill(|| waiting_shell(&dir));
+            });
+        }
         let readers: Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = [
             child
                 .stdout
@@ -368,6 +459,9 @@ impl ProcessManager {
 impl Drop for ProcessManager {
     /// Processes must not outlive the agent that started them.
     fn drop(&mut self) {
+        if let Some(w) = &self.warm {
+            w.close();
+        }
         for p in self
             .procs
             .get_mut()

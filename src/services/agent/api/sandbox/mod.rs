@@ -224,6 +224,11 @@ impl Spawner {
         }
     }
 
+    /// Whether commands start directly, neither confined nor refused.
+    pub(super) fn starts_directly(&self) -> bool {
+        matches!(self.how, How::Direct)
+    }
+
     /// How commands are confined.
     pub(super) fn status(&self) -> &CommandSandbox {
         &self.status
