@@ -52,6 +52,18 @@ struct Waiting {
     stdin: ChildStdin,
 }
 
+/// A shell being handed a command: killed if the handing does not finish (the write
+/// failed, or the request was dropped).
+struct Handing(Option<Waiting>);
+
+impl Drop for Handing {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.as_mut() {
+            let _ = w.child.start_kill();
+        }
+    }
+}
+
 impl WarmShell {
     fn slot(&self) -> MutexGuard<'_, Option<Waiting>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
@@ -70,15 +82,16 @@ impl WarmShell {
             return None;
         }
         let script = script(command, env)?;
-        let mut w = self.slot().take()?;
+        let mut handing = Handing(Some(self.slot().take()?));
+        let w = handing.0.as_mut()?;
         // It may have been killed from outside while it waited.
         if !matches!(w.child.try_wait(), Ok(None)) {
             return None;
         }
-        if w.stdin.write_all(&script).await.is_err() {
-            let _ = w.child.start_kill();
-            return None;
-        }
+        // The script fits the pipe's buffer, so this does not wait; if it fails, the
+        // guard kills the shell rather than leave a command running that nobody tracks.
+        w.stdin.write_all(&script).await.ok()?;
+        let w = handing.0.take()?;
         drop(w.stdin);
         Some(w.child)
     }
