@@ -231,6 +231,7 @@ pub(crate) fn rejection(r: impl IntoResponse + std::fmt::Display) -> Error {
 }
 
 async fn health(axum::extract::State(api): axum::extract::State<AgentApi>) -> axum::Json<Health> {
+    let (commands_started, commands_started_warm) = api.processes().started();
     axum::Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -244,8 +245,8 @@ async fn health(axum::extract::State(api): axum::extract::State<AgentApi>) -> ax
             mode: api.processes().sandbox().mode().into(),
             detail: api.processes().sandbox().to_string(),
         }),
-        commands_started: api.processes().started().0,
-        commands_started_warm: api.processes().started().1,
+        commands_started,
+        commands_started_warm,
     })
 }
 

@@ -175,7 +175,6 @@ pub struct ProcessManager {
     spawner: Spawner,
     /// A shell started ahead of the next command (unconfined agents only; `warm`).
     warm: Option<WarmShell>,
-    default_workdir: PathBuf,
     /// Commands started, and of those in a waiting shell.
     started: std::sync::atomic::AtomicU64,
     started_warm: std::sync::atomic::AtomicU64,
@@ -221,10 +220,11 @@ impl ProcessManager {
     /// A table whose commands start through `spawner`; with `warm` (the default working
     /// directory), a shell is kept started ahead of the next command where that is exact.
     pub(super) fn new(cap: usize, max: usize, spawner: Spawner, warm: Option<PathBuf>) -> Self {
-        let warm = warm.filter(|_| spawner.starts_directly() && cfg!(target_os = "linux"));
+        let warm = warm
+            .filter(|_| spawner.starts_directly() && cfg!(target_os = "linux"))
+            .map(|dir| WarmShell::new(&dir));
         Self {
-            warm: warm.as_ref().map(|_| WarmShell::default()),
-            default_workdir: warm.unwrap_or_default(),
+            warm,
             started: Default::default(),
             started_warm: Default::default(),
             procs: Mutex::new(HashMap::new()),
@@ -349,10 +349,7 @@ impl ProcessManager {
             }
         }
         let warm = match (&self.warm, root) {
-            (Some(w), None) => {
-                w.run(&req.command, &req.env, workdir, &self.default_workdir)
-                    .await
-            }
+            (Some(w), None) => w.run(&req.command, &req.env, workdir).await,
             _ => None,
         };
         let warmed = warm.is_some();
@@ -394,10 +391,10 @@ impl ProcessManager {
             changed,
         });
         self.table().insert(id, proc.clone());
-        if let Some(w) = &self.warm {
+        if let Some(w) = self.warm.as_ref().filter(|w| !w.ready()) {
             // The next shell starts behind this command rather than beside it: once it
             // exits, or after a moment if it runs on.
-            let (w, p, dir) = (w.clone(), proc.clone(), self.default_workdir.clone());
+            let (w, p) = (w.clone(), proc.clone());
             self.tasks.spawn(async move {
                 let mut rx = p.changed.subscribe();
                 let exited = async {
@@ -408,7 +405,7 @@ impl ProcessManager {
                     }
                 };
                 let _ = tokio::time::timeout(REFILL_AFTER, exited).await;
-                w.refill(|| waiting_shell(&dir));
+                w.refill(waiting_shell);
             });
         }
         let readers: Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = [

@@ -38,9 +38,11 @@ const SHELL_OWN: &[&str] = &[
     "IFS", "ENV", "PPID", "OPTIND", "OPTARG", "PS1", "PS2", "PS4", "PWD", "OLDPWD", "LINENO",
 ];
 
-/// The shell waiting for a command, if any. Clones share it.
-#[derive(Debug, Clone, Default)]
+/// The shell waiting for a command in `dir` (the default working directory), if any.
+/// Clones share it.
+#[derive(Debug, Clone)]
 pub(super) struct WarmShell {
+    dir: Arc<Path>,
     waiting: Arc<Mutex<Option<Waiting>>>,
     closed: Arc<AtomicBool>,
 }
@@ -65,6 +67,15 @@ impl Drop for Handing {
 }
 
 impl WarmShell {
+    /// None waiting yet; [`Self::refill`] starts one.
+    pub(super) fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.into(),
+            waiting: Arc::default(),
+            closed: Arc::default(),
+        }
+    }
+
     fn slot(&self) -> MutexGuard<'_, Option<Waiting>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -76,9 +87,8 @@ impl WarmShell {
         command: &str,
         env: &BTreeMap<String, String>,
         workdir: &Path,
-        default_workdir: &Path,
     ) -> Option<Child> {
-        if workdir != default_workdir {
+        if workdir != &*self.dir {
             return None;
         }
         let script = script(command, env)?;
@@ -97,12 +107,13 @@ impl WarmShell {
     }
 
     /// Starts a shell to wait for the next command, unless one waits or this is closed.
-    /// `make` builds it (`sh -c '. /dev/stdin'`, stdio piped, its own process group).
-    pub(super) fn refill(&self, make: impl FnOnce() -> Command) {
-        if self.closed.load(Ordering::Acquire) || self.slot().is_some() {
+    /// `make` builds it for the directory (`sh -c '. /dev/stdin'`, stdio piped, its own
+    /// process group).
+    pub(super) fn refill(&self, make: impl FnOnce(&Path) -> Command) {
+        if self.closed.load(Ordering::Acquire) || self.ready() {
             return;
         }
-        let Ok(mut child) = make().spawn() else {
+        let Ok(mut child) = make(&self.dir).spawn() else {
             return;
         };
         let Some(stdin) = child.stdin.take() else {
@@ -118,7 +129,6 @@ impl WarmShell {
     }
 
     /// Whether a shell is waiting.
-    #[cfg(test)]
     pub(super) fn ready(&self) -> bool {
         self.slot().is_some()
     }
@@ -215,10 +225,10 @@ mod tests {
         command: &str,
         env: &BTreeMap<String, String>,
     ) -> ((String, String, Option<i32>), (String, String, Option<i32>)) {
-        shell.refill(|| waiting(dir));
+        shell.refill(waiting);
         assert!(shell.ready());
         let warm = shell
-            .run(command, env, dir, dir)
+            .run(command, env, dir)
             .await
             .unwrap_or_else(|| panic!("{command:?} did not take the waiting shell"));
         let warm = outcome(warm).await;
@@ -238,7 +248,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_shell_runs_commands_as_sh_c_does() {
         let dir = tempfile::tempdir().unwrap();
-        let shell = WarmShell::default();
+        let shell = WarmShell::new(dir.path());
         let env: BTreeMap<String, String> = [
             ("PLAIN", "v"),
             ("QUOTES", "it's \"q\" $HOME `x` \\n"),
@@ -274,7 +284,7 @@ mod tests {
         assert!(warm.1.contains("nosuchcommand-x: not found"), "{}", warm.1);
         shell.close();
         assert!(!shell.ready());
-        shell.refill(|| waiting(dir.path()));
+        shell.refill(waiting);
         assert!(!shell.ready(), "a closed shell started another");
     }
 
@@ -282,17 +292,12 @@ mod tests {
     async fn what_a_script_cannot_say_exactly_takes_the_normal_path() {
         let dir = tempfile::tempdir().unwrap();
         let other = tempfile::tempdir().unwrap();
-        let shell = WarmShell::default();
-        shell.refill(|| waiting(dir.path()));
+        let shell = WarmShell::new(dir.path());
+        shell.refill(waiting);
         let env = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
         let none = BTreeMap::new();
         // Another working directory, odd or shell-owned names, NUL, a long script.
-        assert!(
-            shell
-                .run("pwd", &none, other.path(), dir.path())
-                .await
-                .is_none()
-        );
+        assert!(shell.run("pwd", &none, other.path()).await.is_none());
         for (k, v) in [
             ("A-B", "1"),
             ("1A", "1"),
@@ -313,12 +318,7 @@ mod tests {
             w.child.wait().await.unwrap();
             *shell.slot() = Some(w);
         }
-        assert!(
-            shell
-                .run("echo hi", &none, dir.path(), dir.path())
-                .await
-                .is_none()
-        );
+        assert!(shell.run("echo hi", &none, dir.path()).await.is_none());
         assert!(!shell.ready());
     }
 }
