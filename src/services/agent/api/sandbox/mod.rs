@@ -304,7 +304,11 @@ fn start_thread(
                     reply,
                 } = job;
                 let _rt = handle.enter();
-                let _ = reply.send(cmd.spawn());
+                if let Err(Ok(child)) = reply.send(cmd.spawn()) {
+                    // The request went away while its command started: nobody would
+                    // track, time out or kill it. Its group goes now; tokio reaps it.
+                    abandon(&child);
+                }
             }
         });
     if let Err(e) = spawned {
@@ -318,6 +322,17 @@ fn start_thread(
         Err(_) => Err(CommandSandbox::Unavailable(
             "the command spawner thread failed".into(),
         )),
+    }
+}
+
+/// Kills the process group of a child started for a caller that is gone.
+fn abandon(child: &tokio::process::Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        tracing::debug!(pid, "command started for a dropped request: killed");
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
@@ -368,6 +383,74 @@ mod tests {
         let mut cmd = tokio::process::Command::new("true");
         cmd.kill_on_drop(true);
         assert!(matches!(s.spawn(cmd).await, Err(SpawnError::Refused(_))));
+    }
+
+    /// Processes whose command line is exactly `argv`.
+    #[cfg(target_os = "linux")]
+    fn running(argv: &[&str]) -> Vec<i32> {
+        let want: Vec<u8> = argv
+            .iter()
+            .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+            .collect();
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+            .collect()
+    }
+
+    /// A request dropped while the spawner thread starts its command: the command must
+    /// not run on untracked (nothing would time it out or kill it).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_command_started_for_a_dropped_request_is_killed() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let s = Spawner::new(Some(root.path()), &CommandPolicy::default());
+        let How::Confined(tx) = &s.how else {
+            eprintln!("skipped: commands are not confined here ({})", s.status());
+            return;
+        };
+        let marker = format!("3600.{}", rand::random::<u32>());
+        let argv = ["sleep", marker.as_str()];
+        let job = |reply| {
+            let mut cmd = tokio::process::Command::new(argv[0]);
+            cmd.arg(argv[1]).process_group(0);
+            Job {
+                cmd,
+                handle: tokio::runtime::Handle::current(),
+                reply,
+            }
+        };
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        drop(rx);
+        tx.send(job(reply)).expect("spawner thread");
+        // The thread takes jobs in order: once a second one is answered, the first
+        // has been started (and, with nobody to take it, dealt with).
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        tx.send(job(reply)).expect("spawner thread");
+        let mut second = rx.await.expect("answered").expect("spawned");
+        let second_pid = second.id().and_then(|p| i32::try_from(p).ok());
+        let deadline = crate::runtime::clock::now() + std::time::Duration::from_secs(3);
+        let left = loop {
+            let left: Vec<i32> = running(&argv)
+                .into_iter()
+                .filter(|p| Some(*p) != second_pid)
+                .collect();
+            if left.is_empty() || crate::runtime::clock::now() > deadline {
+                break left;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let _ = second.kill().await;
+        for pid in &left {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert!(left.is_empty(), "an abandoned command still runs: {left:?}");
     }
 
     #[test]
