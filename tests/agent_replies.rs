@@ -9,7 +9,8 @@
 
 use agentwire::services::agent::budget::ReplyRate;
 use agentwire::services::agent::client::{
-    AgentClient, AgentClientError, IdlePool, LARGE_READS, PacingCounts, ReplyPacing, TcpDialer,
+    AgentClient, AgentClientError, IdlePool, LARGE_READS, PacingCounts, ReplyPacing,
+    TENANT_LARGE_READS, TcpDialer, TenantShares,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
@@ -252,10 +253,21 @@ async fn a_call_probation_would_hold_too_long_is_refused_at_once() {
 /// Answers every request with `len` bytes after `delay`; counts the most requests it was
 /// answering at once.
 async fn counting_agent(len: usize, delay: Duration) -> (SocketAddr, Arc<AtomicU64>) {
+    let most = Arc::new(AtomicU64::new(0));
+    let addr = counting_agent_into(len, delay, Arc::default(), most.clone()).await;
+    (addr, most)
+}
+
+/// [`counting_agent`] counting into `now` and `most`, which several agents may share.
+async fn counting_agent_into(
+    len: usize,
+    delay: Duration,
+    now: Arc<AtomicU64>,
+    most: Arc<AtomicU64>,
+) -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let (now, most) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let m = most.clone();
+    let m = most;
     tokio::spawn(async move {
         while let Ok((stream, _)) = l.accept().await {
             let (now, most) = (now.clone(), m.clone());
@@ -277,7 +289,7 @@ async fn counting_agent(len: usize, delay: Duration) -> (SocketAddr, Arc<AtomicU
             });
         }
     });
-    (addr, most)
+    addr
 }
 
 /// Sixteen file reads at once from `addr` after one first read; all must succeed.
@@ -319,4 +331,45 @@ async fn an_agent_answering_large_gets_few_file_reads_at_once() {
     let c = client(addr, ReplyRate::UNLIMITED, Arc::default());
     sixteen_reads(&c).await;
     assert!(most.load(Ordering::SeqCst) > LARGE_READS as u64);
+}
+
+/// Three agents answering large, read sixteen at a time each by clients of the given
+/// tenants (from `shares`): the most reads all three were answering at once.
+async fn three_agents_read_by(shares: &TenantShares, tenants: [&str; 3]) -> u64 {
+    let (now, most) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut clients = Vec::new();
+    for tenant in tenants {
+        let addr = counting_agent_into(
+            256 << 10,
+            Duration::from_millis(20),
+            now.clone(),
+            most.clone(),
+        )
+        .await;
+        clients.push(
+            client(addr, ReplyRate::default(), Arc::default()).with_tenant(shares.get(tenant)),
+        );
+    }
+    futures_util::future::join_all(clients.iter().map(sixteen_reads)).await;
+    most.load(Ordering::SeqCst)
+}
+
+/// One user's workspaces answering large share the user's places: three agents would
+/// allow six reads at once by their own bounds, the user's share allows four. Other
+/// users' reads are not held by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_reading_large_from_many_agents_gets_few_reads_at_once() {
+    let shares = TenantShares::default();
+    let most = three_agents_read_by(&shares, ["bob"; 3]).await;
+    assert!(
+        most <= TENANT_LARGE_READS as u64,
+        "{most} of one user's reads in flight at once"
+    );
+    assert!(shares.queued() > 0);
+    // Three agents, each read by its own user: only the agents' bounds hold.
+    let most = three_agents_read_by(&shares, ["u1", "u2", "u3"]).await;
+    assert!(
+        most > TENANT_LARGE_READS as u64,
+        "{most} reads in flight at once for three users"
+    );
 }

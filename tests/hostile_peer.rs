@@ -2,7 +2,8 @@
 //! test program on the tailnet: it answers the agent API with endless or gigantic bodies or
 //! not at all while bob keeps many calls open against it, floods the server's tunnel with
 //! UDP, and opens thousands of TCP connections at the server. A first phase has it answer
-//! within every limit but as much and as fast as bob's calls take (bulk). Meanwhile alice
+//! within every limit but as much and as fast as bob's calls take (bulk), a second spreads
+//! that bulk over three of bob's workspaces (`bulk_3ws`). Meanwhile alice
 //! calls her own (real) workspace. Printed per phase: alice's call p50/p99 and failures, bob's outcomes,
 //! the server process's peak RSS and tasks, and the limit counters.
 //!
@@ -40,6 +41,11 @@ const ALICE: &str = "hostile-alice-token-0123456789";
 const BOB: &str = "hostile-bob-token-0123456789";
 const GOOD_AGENT: &str = "hostile-good-agent-token-0123456789";
 const EVIL_AGENT: &str = "hostile-evil-agent-token-0123456789";
+/// Bob's two more workspaces, for bulk spread over several (his share across them).
+const MORE_EVIL: [(&str, &str); 2] = [
+    ("evil2", "hostile-evil2-agent-token-0123456789"),
+    ("evil3", "hostile-evil3-agent-token-0123456789"),
+];
 const PHASE: Duration = Duration::from_secs(4);
 
 /// What bob's agent does with each request.
@@ -66,8 +72,8 @@ struct Evil {
     mode: Arc<AtomicU8>,
 }
 
-async fn evil_agent(url: &str, id: NodeId) -> Evil {
-    let tailnet = Arc::new(Tailnet::start(TailnetConfig::agent(url, EVIL_AGENT, id)).unwrap());
+async fn evil_agent(url: &str, token: &str, id: NodeId) -> Evil {
+    let tailnet = Arc::new(Tailnet::start(TailnetConfig::agent(url, token, id)).unwrap());
     assert!(tailnet.wait_ready(Duration::from_secs(10)).await);
     let mode = Arc::new(AtomicU8::new(Mode::Silent as u8));
     let listener = tailnet.tunnel().listen_tcp(4).unwrap();
@@ -185,6 +191,8 @@ struct Rig {
     file: String,
     good: Agent,
     evil: Evil,
+    /// Bob's other workspaces' agents (silent unless a phase says otherwise).
+    more_evil: Vec<Evil>,
     attacker: Attacker,
     _tmp: tempfile::TempDir,
 }
@@ -196,16 +204,19 @@ async fn rig() -> Rig {
     std::fs::write(dir.join("f.txt"), vec![b'x'; 4096]).unwrap();
     let file = dir.join("f.txt").display().to_string();
     let (good_id, evil_id) = (NodeId::random(), NodeId::random());
+    let more_ids = MORE_EVIL.map(|_| NodeId::random());
     let config = tmp.path().join("control.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[users]]\nname = \"alice\"\ntoken = \"{ALICE}\"\n[[users]]\nname = \"bob\"\ntoken = \"{BOB}\"\n\
-             [[workspaces]]\nowner = \"alice\"\nname = \"good\"\n[[workspaces.agents]]\nid = \"{good_id}\"\ntoken = \"{GOOD_AGENT}\"\n\
-             [[workspaces]]\nowner = \"bob\"\nname = \"evil\"\n[[workspaces.agents]]\nid = \"{evil_id}\"\ntoken = \"{EVIL_AGENT}\"\n"
-        ),
-    )
-    .unwrap();
+    let mut control = format!(
+        "[[users]]\nname = \"alice\"\ntoken = \"{ALICE}\"\n[[users]]\nname = \"bob\"\ntoken = \"{BOB}\"\n\
+         [[workspaces]]\nowner = \"alice\"\nname = \"good\"\n[[workspaces.agents]]\nid = \"{good_id}\"\ntoken = \"{GOOD_AGENT}\"\n\
+         [[workspaces]]\nowner = \"bob\"\nname = \"evil\"\n[[workspaces.agents]]\nid = \"{evil_id}\"\ntoken = \"{EVIL_AGENT}\"\n"
+    );
+    for ((name, token), id) in MORE_EVIL.iter().zip(more_ids) {
+        control.push_str(&format!(
+            "[[workspaces]]\nowner = \"bob\"\nname = \"{name}\"\n[[workspaces.agents]]\nid = \"{id}\"\ntoken = \"{token}\"\n"
+        ));
+    }
+    std::fs::write(&config, control).unwrap();
     let server = Server::start(ServeConfig {
         config_file: Some(config),
         ..ServeConfig::loopback(tmp.path().join("state"))
@@ -222,14 +233,29 @@ async fn rig() -> Rig {
     let attacker = Attacker::start();
     let evil = attacker
         .handle
-        .spawn(async move { evil_agent(&url, evil_id).await })
+        .spawn({
+            let url = url.clone();
+            async move { evil_agent(&url, EVIL_AGENT, evil_id).await }
+        })
         .await
         .unwrap();
+    let mut more_evil = Vec::new();
+    for ((_, token), id) in MORE_EVIL.iter().zip(more_ids) {
+        let url = url.clone();
+        more_evil.push(
+            attacker
+                .handle
+                .spawn(async move { evil_agent(&url, token, id).await })
+                .await
+                .unwrap(),
+        );
+    }
     Rig {
         server,
         file,
         good,
         evil,
+        more_evil,
         attacker,
         _tmp: tmp,
     }
@@ -283,25 +309,27 @@ async fn alice_calls(addr: SocketAddr, file: &str) -> Figures {
     f
 }
 
-/// Bob keeps `n` calls to his evil workspace going until `stop`, then closes them; returns
-/// (ok, failed, refused for the per-user limit) counts.
+/// Bob keeps `n` calls to his `workspaces` going (in turn) until `stop`, then closes
+/// them; returns (ok, failed, refused for the per-user limit) counts.
 fn bob_calls(
     rt: &tokio::runtime::Handle,
     addr: SocketAddr,
     n: usize,
+    workspaces: &'static [&'static str],
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<(u64, u64, u64)> {
     rt.spawn(async move {
         let tally = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
         let mut tasks = Vec::new();
-        for _ in 0..n {
+        for i in 0..n {
             let (stop, tally) = (stop.clone(), tally.clone());
+            let workspace = format!("bob/{}", workspaces[i % workspaces.len()]);
             tasks.push(tokio::spawn(async move {
                 let mut mcp = McpHttp::new(addr, BOB);
                 while !stop.is_cancelled() {
                     let call = mcp.call(
                         "workspace_read_file",
-                        json!({"workspace": "bob/evil", "path": "/x"}),
+                        json!({"workspace": workspace, "path": "/x"}),
                         PHASE + Duration::from_secs(2),
                     );
                     // Stopping drops the call and its connection: the server cancels it.
@@ -376,7 +404,7 @@ async fn a_hostile_workspace_leaves_other_tenants_alone() {
         // Bulk replies break no limit: bob reads as fast as his agent's reply budget and
         // its two large reads in flight allow, and what that costs alice is shown but not
         // yet held to the 2x target (docs/reliability.md); only a collapse fails it.
-        let bulk = name == "bulk";
+        let bulk = name.starts_with("bulk");
         if !bulk {
             worst = worst.max(f.pct(0.99).as_secs_f64() / base.pct(0.99).as_secs_f64().max(1e-6));
         }
@@ -397,15 +425,28 @@ async fn a_hostile_workspace_leaves_other_tenants_alone() {
     };
 
     // Bulk first: the phases after it break limits and put bob's agent on probation.
-    for (name, mode) in [
-        ("bulk", Mode::Bulk),
-        ("silent", Mode::Silent),
-        ("endless", Mode::Endless),
-        ("gigantic", Mode::Gigantic),
+    // "bulk_3ws" spreads bob's bulk over his three workspaces: the bound on large reads
+    // in flight is per destination and per user, so more workspaces do not multiply it.
+    const ONE: &[&str] = &["evil"];
+    const THREE: &[&str] = &["evil", "evil2", "evil3"];
+    for (name, mode, workspaces) in [
+        ("bulk", Mode::Bulk, ONE),
+        ("bulk_3ws", Mode::Bulk, THREE),
+        ("silent", Mode::Silent, ONE),
+        ("endless", Mode::Endless, ONE),
+        ("gigantic", Mode::Gigantic, ONE),
     ] {
         r.evil.mode.store(mode as u8, Ordering::Relaxed);
+        for e in &r.more_evil {
+            let m = if workspaces.len() > 1 {
+                mode
+            } else {
+                Mode::Silent
+            };
+            e.mode.store(m as u8, Ordering::Relaxed);
+        }
         let stop = tokio_util::sync::CancellationToken::new();
-        let bob = bob_calls(&r.attacker.handle, addr, 100, stop.clone());
+        let bob = bob_calls(&r.attacker.handle, addr, 100, workspaces, stop.clone());
         tokio::time::sleep(Duration::from_millis(300)).await;
         let peak = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
         let sampler = {
@@ -565,6 +606,12 @@ async fn a_hostile_workspace_leaves_other_tenants_alone() {
             .starts_with("agentwire_mcp_agent_replies_limited_total{limit=\"size\"}")
             && !l.ends_with(" 0")),
         "bob's agent's endless and gigantic replies were cut and counted"
+    );
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("agentwire_mcp_user_large_reads_queued_total") && !l.ends_with(" 0")
+        ),
+        "bob's large reads across his three workspaces waited for his share"
     );
     r.good.shutdown().await;
     r.server.shutdown().await;

@@ -468,6 +468,13 @@ async fn render(
     );
     line(
         &mut out,
+        "agentwire_mcp_user_large_reads_queued_total",
+        "File reads that waited to be sent because their user had its most large reads in flight across all its workspaces.",
+        "counter",
+        &one(mcp.user_large_reads_queued() as f64),
+    );
+    line(
+        &mut out,
         "agentwire_mcp_user_queued_total",
         "Tool calls that waited for one of their user's in-flight slots.",
         "counter",

@@ -10,6 +10,7 @@
 //! a destination that keeps the server reading beyond its rate waits between frames.
 
 pub use super::pool::{ADMISSION_WAIT_MAX, IdlePool, LARGE_READS, PacingCounts, ReplyPacing};
+pub use super::tenant::{TENANT_LARGE_READS, TenantReads, TenantShares};
 use crate::runtime::tailnet::AgentConn;
 use crate::wire::addr::AGENT_API_PORT;
 use crate::wire::agent_api::*;
@@ -138,6 +139,7 @@ pub(super) type Sender = SendRequest<Full<Bytes>>;
 pub struct AgentClient {
     dialer: Arc<dyn AgentDialer>,
     pool: Arc<IdlePool>,
+    tenant: Option<Arc<TenantReads>>,
     timeout: Duration,
 }
 
@@ -177,8 +179,17 @@ impl AgentClient {
         Self {
             dialer,
             pool,
+            tenant: None,
             timeout: Duration::from_secs(600),
         }
+    }
+
+    /// Counts this client's large file reads in `tenant`'s share too, beside its
+    /// destination's (see [`super::tenant`]).
+    #[must_use]
+    pub fn with_tenant(mut self, tenant: Arc<TenantReads>) -> Self {
+        self.tenant = Some(tenant);
+        self
     }
 
     /// A client of `conn`'s agent with a pool of its own; it holds a lease on the agent
@@ -267,8 +278,8 @@ impl AgentClient {
     }
 
     /// Sends one request; returns status, headers and the body (up to `limit` bytes). A
-    /// `file_read` waits for one of the destination's [`LARGE_READS`] while it answers
-    /// large.
+    /// `file_read` waits for one of the destination's [`LARGE_READS`] (and a place in
+    /// the client's tenant share, if any) while it answers large.
     async fn call(
         &self,
         method: Method,
@@ -284,7 +295,7 @@ impl AgentClient {
                 .await
                 .map_err(|retry_after| AgentClientError::Probation { retry_after })?;
             let _large_read = if file_read {
-                self.pool.large_read().await
+                self.pool.large_read(self.tenant.as_deref()).await
             } else {
                 None
             };

@@ -8,6 +8,7 @@
 
 use super::budget::{ReplyBudget, ReplyRate};
 use super::client::{AgentClient, Sender};
+use super::tenant::TenantReads;
 use crate::runtime::tailnet::{AgentConn, Gone, GoneEvents, Tailnet};
 use crate::wire::addr::NodeId;
 use std::collections::HashMap;
@@ -33,6 +34,12 @@ const POOL_MAX: usize = 64;
 /// fill are every tenant's: with 64 in flight another tenant's small call waited 6–19×
 /// its usual p99, with 2 about 5×, with 1 about 3× (docs/reliability.md).
 pub const LARGE_READS: usize = 2;
+
+/// A large file read's places: its destination's and its tenant's.
+pub(super) struct LargeRead<'a> {
+    _destination: tokio::sync::SemaphorePermit<'a>,
+    _tenant: Option<tokio::sync::SemaphorePermit<'a>>,
+}
 
 /// Calls admitted to a destination on probation no sooner than this may fail at once:
 /// a caller is told when to come back instead of holding its slot.
@@ -133,17 +140,31 @@ impl IdlePool {
     }
 
     /// A file read about to be sent: while the destination answers large, waits for one
-    /// of its [`LARGE_READS`] (held until the permit is dropped, after the reply is read).
-    pub(super) async fn large_read(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    /// of its [`LARGE_READS`] and then for a place in `tenant`'s share, if the client has
+    /// one (both held until dropped, after the reply is read).
+    pub(super) async fn large_read<'a>(
+        &'a self,
+        tenant: Option<&'a TenantReads>,
+    ) -> Option<LargeRead<'a>> {
         if !self.budget().answering_large(crate::runtime::clock::now()) {
             return None;
         }
-        if let Ok(p) = self.large_reads.try_acquire() {
-            return Some(p);
-        }
-        self.pacing.large_waits.fetch_add(1, Ordering::Relaxed);
-        // The semaphore is never closed.
-        self.large_reads.acquire().await.ok()
+        let destination = match self.large_reads.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                self.pacing.large_waits.fetch_add(1, Ordering::Relaxed);
+                // The semaphore is never closed.
+                self.large_reads.acquire().await.ok()?
+            }
+        };
+        let tenant = match tenant {
+            Some(t) => t.enter().await,
+            None => None,
+        };
+        Some(LargeRead {
+            _destination: destination,
+            _tenant: tenant,
+        })
     }
 
     /// A reply of `len` bytes was read from the destination. Most replies are small:

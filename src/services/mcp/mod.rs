@@ -77,6 +77,8 @@ pub struct McpStats {
     tool_errors: std::sync::atomic::AtomicU64,
     /// Tool calls in flight and waiting, per user.
     slots: slots::UserSlots,
+    /// Each user's share of large file reads in flight, across all its workspaces.
+    tenants: crate::services::agent::tenant::TenantShares,
     /// Agent replies cut at the call's size limit, and calls that hit the time limit.
     agent_too_large: std::sync::atomic::AtomicU64,
     agent_timed_out: std::sync::atomic::AtomicU64,
@@ -137,6 +139,19 @@ impl McpStats {
     /// Tool calls that waited for one of their user's slots.
     pub fn user_queued(&self) -> u64 {
         self.slots.queued()
+    }
+
+    /// `user`'s share of large file reads in flight (see `services::agent::tenant`).
+    pub(crate) fn tenant_reads(
+        &self,
+        user: &str,
+    ) -> Arc<crate::services::agent::tenant::TenantReads> {
+        self.tenants.get(user)
+    }
+
+    /// File reads that waited for a place in their user's share of large reads.
+    pub fn user_large_reads_queued(&self) -> u64 {
+        self.tenants.queued()
     }
 
     /// Tool calls in flight, all users.

@@ -322,11 +322,13 @@ impl Cx {
         let _ = self.used.set(resolved.agent.id);
         self.note_target(resolved);
         let deadline = tokio::time::Instant::from_std(clock::now()) + self.limits().connect_timeout;
-        self.state
+        let client = self
+            .state
             .agents
             .connect(resolved.agent.id, deadline)
             .await
-            .map_err(ToolError::from)
+            .map_err(ToolError::from)?;
+        Ok(client.with_tenant(self.state.stats.tenant_reads(&self.user.name)))
     }
 }
 
