@@ -8,7 +8,7 @@
 
 use super::budget::{ReplyBudget, ReplyRate};
 use super::client::{AgentClient, Sender};
-use super::tenant::TenantReads;
+use super::tenant::{TenantReads, take_counted};
 use crate::runtime::tailnet::{AgentConn, Gone, GoneEvents, Tailnet};
 use crate::wire::addr::NodeId;
 use std::collections::HashMap;
@@ -149,14 +149,7 @@ impl IdlePool {
         if !self.budget().answering_large(crate::runtime::clock::now()) {
             return None;
         }
-        let destination = match self.large_reads.try_acquire() {
-            Ok(p) => p,
-            Err(_) => {
-                self.pacing.large_waits.fetch_add(1, Ordering::Relaxed);
-                // The semaphore is never closed.
-                self.large_reads.acquire().await.ok()?
-            }
-        };
+        let destination = take_counted(&self.large_reads, &self.pacing.large_waits).await?;
         let tenant = match tenant {
             Some(t) => t.enter().await,
             None => None,

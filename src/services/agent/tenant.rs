@@ -35,13 +35,21 @@ impl TenantReads {
 
     /// One place, waiting (and counting the wait) if all are taken.
     pub(super) async fn enter(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        if let Ok(p) = self.permits.try_acquire() {
-            return Some(p);
-        }
-        self.waits.fetch_add(1, Ordering::Relaxed);
-        // The semaphore is never closed.
-        self.permits.acquire().await.ok()
+        take_counted(&self.permits, &self.waits).await
     }
+}
+
+/// A permit of `permits`, counting in `waits` when it has to be waited for. `None` only
+/// if the semaphore was closed (these never are).
+pub(super) async fn take_counted<'a>(
+    permits: &'a tokio::sync::Semaphore,
+    waits: &AtomicU64,
+) -> Option<tokio::sync::SemaphorePermit<'a>> {
+    if let Ok(p) = permits.try_acquire() {
+        return Some(p);
+    }
+    waits.fetch_add(1, Ordering::Relaxed);
+    permits.acquire().await.ok()
 }
 
 #[derive(Debug, Default)]
