@@ -48,15 +48,17 @@ fn lossy_runs(bottleneck: bool, grow: bool) -> (f64, bool) {
 
 /// What the links bench's bulk transfer needs: with 1 MiB buffers a hole pins the
 /// window for the round trip and a half its repair takes, and a 20 ms path at 1 % loss
-/// carried ~175 Mbit/s where 4 MiB carried ~380. Grown on demand, the default buffers
-/// get most of that; through a bottleneck (where a larger window can only fill the
-/// queue) growth must cost nothing.
+/// carried ~175 Mbit/s where 4 MiB carried ~380. Grown on demand to 8 MiB, the default
+/// buffers carry ~510, provided the receiver's assembler and the sender's scoreboard
+/// track the 40-70 holes such a window holds (with 32 ranges and a 16-range board the
+/// same runs averaged ~300). Through a bottleneck (where a larger window can only fill
+/// the queue) growth must cost nothing.
 #[test]
 fn grown_buffers_carry_more_on_a_lossy_path_and_no_less_through_a_bottleneck() {
     let (fixed, _) = lossy_runs(false, false);
     let (grown, grew) = lossy_runs(false, true);
     assert!(grew, "a buffer did not grow");
-    assert!(grown >= fixed * 1.4, "{grown:.1} vs {fixed:.1} Mbit/s");
+    assert!(grown >= fixed * 2.5, "{grown:.1} vs {fixed:.1} Mbit/s");
     let (fixed, _) = lossy_runs(true, false);
     let (grown, _) = lossy_runs(true, true);
     assert!(grown >= fixed * 0.95, "{grown:.1} vs {fixed:.1} Mbit/s");

@@ -34,10 +34,10 @@ pub const MTU: usize = 1280;
 
 /// Sizes and limits.
 ///
-/// TCP buffers start at 1 MiB each way: ~80 Mbit/s per stream at 100 ms RTT (~330 grown
-/// to 4 MiB), and line rate on loopback. The memory is reserved, not touched, until data
+/// TCP buffers start at 1 MiB each way: ~80 Mbit/s per stream at 100 ms RTT (~670 grown
+/// to 8 MiB), and line rate on loopback. The memory is reserved, not touched, until data
 /// flows, so thousands of mostly idle connections cost little. A connection whose buffer holds it back (a
-/// bulk transfer on a long or lossy path) grows it, up to 4 MiB each way, out of a
+/// bulk transfer on a long or lossy path) grows it, up to 8 MiB each way, out of a
 /// growth budget shared by the whole netstack (see `autotune.rs`). Buffers of 2 MiB or
 /// more can be backed by transparent huge pages, which commit 2 MiB at the first byte
 /// written: raise the starting sizes only for a few high-bandwidth, high-latency streams.
@@ -96,8 +96,8 @@ impl Default for NetstackConfig {
             addresses: Vec::new(),
             tcp_rx_buffer: 1 << 20,
             tcp_tx_buffer: 1 << 20,
-            tcp_rx_buffer_max: 4 << 20,
-            tcp_tx_buffer_max: 4 << 20,
+            tcp_rx_buffer_max: 8 << 20,
+            tcp_tx_buffer_max: 8 << 20,
             tcp_growth_budget: 128 << 20,
             tcp_min_rto: Duration::from_millis(200),
             tcp_tail_loss_probe: true,

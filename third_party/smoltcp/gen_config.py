@@ -34,7 +34,7 @@ feature("iface_neighbor_cache_count", default=8, min=1, max=1024, pow2=8)
 feature("iface_max_route_count", default=2, min=0, max=1024, pow2=8)
 feature("iface_max_prefix_count", default=1, min=1, max=8)
 feature("fragmentation_buffer_size", default=1500, min=256, max=65536, pow2=True)
-feature("assembler_max_segment_count", default=4, min=1, max=32, pow2=4)
+feature("assembler_max_segment_count", default=4, min=1, max=64, pow2=4)  # agentwire patch: up to 64
 feature("reassembly_buffer_size", default=1500, min=256, max=65536, pow2=True)
 feature("reassembly_buffer_count", default=1, min=1, max=32, pow2=4)
 feature("ipv6_hbh_max_options", default=4, min=1, max=32, pow2=4)

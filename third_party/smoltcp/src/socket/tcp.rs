@@ -181,7 +181,7 @@ const DELAY_PROBES: usize = 8;
 
 /// agentwire patch: how many SACKed ranges the sender remembers (the lowest ones: holes
 /// are repaired from the bottom).
-const SACK_BOARD_LEN: usize = 16;
+const SACK_BOARD_LEN: usize = 32;
 
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
