@@ -13,8 +13,8 @@
 //! beside shared, with TLS.
 //!
 //! Run: `cargo bench --bench links` (root, python3; skipped otherwise).
-//! `LINKS_BULK_MIB` sets the bulk size (64), `LINKS_CALLS` the calls per loss level (1000),
-//! `LINKS_SECTIONS` a comma-separated list of sections to run (names in `SECTIONS`);
+//! `LINKS_BULK_MIB` sets the bulk size (64), `LINKS_CUBIC_MIB` kernel CUBIC's (8),
+//! `LINKS_CALLS` the calls per loss level (1000), `LINKS_SECTIONS` a comma-separated list of sections to run (names in `SECTIONS`);
 //! `LINKS_WARM_SHELL=0` has the agent start a shell per command.
 //!
 //! To add a figure: write an `async fn(&Env) -> Vec<Figure>` and list it in `SECTIONS`.
@@ -317,12 +317,19 @@ async fn bulk(env: &mut Env) -> Vec<Figure> {
     // tunnel's TCP uses, so like is compared with like.
     let default_cc = link::default_congestion_control();
     eprintln!("links: the kernel's default congestion control is {default_cc}");
+    // CUBIC holds ~6 Mbit/s here from its first second on: 64 MiB each way would take
+    // three minutes to say so.
+    let cubic_bytes = (env_usize("LINKS_CUBIC_MIB", 8) << 20).min(bytes);
+    eprintln!(
+        "links: kernel CUBIC moves {} MiB each way",
+        cubic_bytes >> 20
+    );
     let (ksend, krecv, csend, crecv) = tokio::task::spawn_blocking(move || {
         (
             link::kernel_send((ip.as_str(), 7002), bytes),
             link::kernel_receive((ip.as_str(), 7003), bytes),
-            link::kernel_send_with(&ip, 7002, bytes, "cubic"),
-            link::kernel_receive_with((ip.as_str(), 7003), bytes, Some("cubic")),
+            link::kernel_send_with(&ip, 7002, cubic_bytes, "cubic"),
+            link::kernel_receive_with((ip.as_str(), 7003), cubic_bytes, Some("cubic")),
         )
     })
     .await
