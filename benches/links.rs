@@ -14,7 +14,8 @@
 //!
 //! Run: `cargo bench --bench links` (root, python3; skipped otherwise).
 //! `LINKS_BULK_MIB` sets the bulk size (64), `LINKS_CUBIC_MIB` kernel CUBIC's (8),
-//! `LINKS_CALLS` the calls per loss level (1000), `LINKS_SECTIONS` a comma-separated list of sections to run (names in `SECTIONS`);
+//! `LINKS_CALLS` the calls per loss level (1000), `LINKS_SECTIONS` a comma-separated
+//! list of sections to run (names in `SECTIONS`);
 //! `LINKS_WARM_SHELL=0` has the agent start a shell per command.
 //!
 //! To add a figure: write an `async fn(&Env) -> Vec<Figure>` and list it in `SECTIONS`.
